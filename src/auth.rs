@@ -1,0 +1,287 @@
+//! Finding the token a client presents and deciding whether it is valid.
+//!
+//! Reason names are the product's log vocabulary (the OpenClaw gateway's own `authReason`
+//! values), so `grep reason=token_mismatch` works the same in front of and behind gatewarden.
+
+use std::fmt;
+
+use http::header::{AUTHORIZATION, COOKIE, SEC_WEBSOCKET_PROTOCOL};
+use http::request::Parts;
+use http::HeaderMap;
+use percent_encoding::percent_decode_str;
+
+use crate::config::{AuthConfig, TokenSource};
+use crate::credentials::{Credential, Credentials, Fingerprint, Presented};
+
+/// Why a client was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    TokenMissing,
+    TokenMismatch,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::TokenMissing => "token_missing",
+            Reason::TokenMismatch => "token_mismatch",
+        }
+    }
+
+    /// The close reason the OpenClaw gateway itself sends, so clients' existing error
+    /// handling (which matches "token mismatch" / "token missing") keeps working.
+    pub fn close_text(self) -> &'static str {
+        match self {
+            Reason::TokenMissing => "unauthorized: gateway token missing (provide gateway auth token)",
+            Reason::TokenMismatch => {
+                "unauthorized: gateway token mismatch (provide gateway auth token)"
+            }
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A token found in a request, with where it was found.
+pub struct Found {
+    pub token: Vec<u8>,
+    pub source: TokenSource,
+}
+
+impl fmt::Debug for Found {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Found")
+            .field("source", &self.source)
+            .field("fingerprint", &Fingerprint::of(&self.token))
+            .finish()
+    }
+}
+
+/// The outcome of checking a request.
+#[derive(Debug)]
+pub enum Decision {
+    Allow {
+        source: TokenSource,
+        credential: Credential,
+    },
+    Deny {
+        reason: Reason,
+        source: Option<TokenSource>,
+        presented: Option<Fingerprint>,
+    },
+}
+
+/// Looks for a token in the enabled upgrade-time sources, in configured order.
+/// `websocket` enables the subprotocol source, which only exists on upgrades.
+pub fn extract(cfg: &AuthConfig, parts: &Parts, websocket: bool) -> Option<Found> {
+    cfg.sources.iter().find_map(|&source| {
+        let token = match source {
+            TokenSource::Header => bearer(&parts.headers),
+            TokenSource::Query => parts
+                .uri
+                .query()
+                .and_then(|q| query_value(q, &cfg.query_param)),
+            TokenSource::Cookie => cookie_value(&parts.headers, &cfg.cookie),
+            TokenSource::Subprotocol if websocket => {
+                subprotocol_token(&parts.headers, &cfg.subprotocol_prefix)
+            }
+            TokenSource::Subprotocol => None,
+        }?;
+        Some(Found { token, source })
+    })
+}
+
+/// Decides on an extracted token (or its absence).
+pub fn decide(found: Option<&Found>, creds: &Credentials) -> Decision {
+    let Some(found) = found else {
+        return Decision::Deny {
+            reason: Reason::TokenMissing,
+            source: None,
+            presented: None,
+        };
+    };
+    let presented = Presented::new(&found.token);
+    match creds.check(&presented) {
+        Some(c) => Decision::Allow {
+            source: found.source,
+            credential: c.clone(),
+        },
+        None => Decision::Deny {
+            reason: Reason::TokenMismatch,
+            source: Some(found.source),
+            presented: Some(presented.fingerprint),
+        },
+    }
+}
+
+/// `Authorization: Bearer <t>`; other schemes are not ours and are left alone.
+fn bearer(headers: &HeaderMap) -> Option<Vec<u8>> {
+    headers.get_all(AUTHORIZATION).iter().find_map(|v| {
+        let v = v.as_bytes();
+        let (scheme, rest) = v.split_at(v.iter().position(|&b| b == b' ')?);
+        if !scheme.eq_ignore_ascii_case(b"bearer") {
+            return None;
+        }
+        let token = rest.trim_ascii();
+        (!token.is_empty()).then(|| token.to_vec())
+    })
+}
+
+/// The percent-decoded value of `name` in a query string.
+pub fn query_value(query: &str, name: &str) -> Option<Vec<u8>> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if decode_component(k) != name.as_bytes() {
+            return None;
+        }
+        let v = decode_component(v);
+        (!v.is_empty()).then_some(v)
+    })
+}
+
+fn decode_component(s: &str) -> Vec<u8> {
+    let plus_as_space = s.replace('+', " ");
+    percent_decode_str(&plus_as_space).collect()
+}
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<Vec<u8>> {
+    headers.get_all(COOKIE).iter().find_map(|v| {
+        v.as_bytes().split(|&b| b == b';').find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            let (k, v) = (&pair[..eq], &pair[eq + 1..]);
+            if k != name.as_bytes() {
+                return None;
+            }
+            let v = v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(v);
+            (!v.is_empty()).then(|| v.to_vec())
+        })
+    })
+}
+
+/// Every entry of every `Sec-WebSocket-Protocol` header, trimmed.
+pub fn subprotocols(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|p| p.trim_ascii())
+        .filter(|p| !p.is_empty())
+}
+
+fn subprotocol_token(headers: &HeaderMap, prefix: &str) -> Option<Vec<u8>> {
+    subprotocols(headers).find_map(|p| {
+        let t = p.strip_prefix(prefix.as_bytes())?;
+        (!t.is_empty()).then(|| t.to_vec())
+    })
+}
+
+/// The subprotocol list without the token-carrying entries, or `None` if nothing remains.
+pub fn strip_token_subprotocols(headers: &HeaderMap, prefix: &str) -> Option<Vec<u8>> {
+    let kept: Vec<&[u8]> = subprotocols(headers)
+        .filter(|p| !p.starts_with(prefix.as_bytes()))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(&b", "[..]))
+}
+
+/// The URI with the token query parameter's value replaced, for logs.
+pub fn redact_uri(uri: &http::Uri, param: &str) -> String {
+    let path = uri.path();
+    match uri.query() {
+        None => path.to_string(),
+        Some(q) => {
+            let redacted: Vec<String> = q
+                .split('&')
+                .map(|pair| {
+                    let k = pair.split_once('=').map_or(pair, |(k, _)| k);
+                    if decode_component(k) == param.as_bytes() {
+                        format!("{k}=REDACTED")
+                    } else {
+                        pair.to_string()
+                    }
+                })
+                .collect();
+            format!("{path}?{}", redacted.join("&"))
+        }
+    }
+}
+
+/// The query without the token parameter (for the `?token=` → cookie redirect).
+pub fn query_without(query: &str, param: &str) -> String {
+    query
+        .split('&')
+        .filter(|pair| {
+            let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            !pair.is_empty() && decode_component(k) != param.as_bytes()
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::builder().uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn sources_in_configured_order() {
+        let mut cfg = AuthConfig::default();
+        let p = parts(
+            "/ws?token=q",
+            &[("authorization", "Bearer h"), ("cookie", "a=1; gatewarden_token=c")],
+        );
+        let f = extract(&cfg, &p, true).unwrap();
+        assert_eq!((f.token.as_slice(), f.source), (&b"h"[..], TokenSource::Header));
+        cfg.sources = vec![TokenSource::Cookie, TokenSource::Query];
+        let f = extract(&cfg, &p, true).unwrap();
+        assert_eq!((f.token.as_slice(), f.source), (&b"c"[..], TokenSource::Cookie));
+        cfg.sources = vec![TokenSource::Subprotocol];
+        assert!(extract(&cfg, &p, true).is_none());
+    }
+
+    #[test]
+    fn query_is_percent_decoded() {
+        assert_eq!(query_value("a=1&token=a%2Bb%20c", "token").unwrap(), b"a+b c");
+        assert_eq!(query_value("token=", "token"), None);
+        assert_eq!(query_value("tokens=x", "token"), None);
+    }
+
+    #[test]
+    fn basic_auth_is_not_a_token() {
+        let p = parts("/", &[("authorization", "Basic dXNlcjpwYXNz")]);
+        assert!(extract(&AuthConfig::default(), &p, false).is_none());
+    }
+
+    #[test]
+    fn subprotocol_entry_found_and_stripped() {
+        let p = parts("/", &[("sec-websocket-protocol", "chat, bearer.s3cret,  v2")]);
+        let cfg = AuthConfig::default();
+        assert_eq!(extract(&cfg, &p, true).unwrap().token, b"s3cret");
+        assert!(extract(&cfg, &p, false).is_none());
+        assert_eq!(
+            strip_token_subprotocols(&p.headers, "bearer.").unwrap(),
+            b"chat, v2"
+        );
+        let only = parts("/", &[("sec-websocket-protocol", "bearer.x")]);
+        assert!(strip_token_subprotocols(&only.headers, "bearer.").is_none());
+    }
+
+    #[test]
+    fn redaction_and_removal() {
+        let uri: http::Uri = "/a?x=1&token=secret&y=2".parse().unwrap();
+        assert_eq!(redact_uri(&uri, "token"), "/a?x=1&token=REDACTED&y=2");
+        assert_eq!(query_without("x=1&token=secret&y=2", "token"), "x=1&y=2");
+        assert_eq!(query_without("token=secret", "token"), "");
+    }
+}

@@ -1,0 +1,155 @@
+//! The `gatewarden` command line: run the proxy (default) or check a configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Config, CredentialFormat, CredentialSource, FlagOverrides, LogFormat, LogOverrides};
+use crate::credentials;
+
+#[derive(Debug, Parser)]
+#[command(name = "gatewarden", version, about = "Authentication sidecar for WebSocket gateways")]
+pub struct Cli {
+    #[command(flatten)]
+    pub args: CommonArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (the default when no subcommand is given).
+    Run,
+    /// Validate the configuration, print the effective one, and check every credential file.
+    Check,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// TOML config file (also GATEWARDEN_CONFIG).
+    #[arg(short = 'c', long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to accept clients on [default: 127.0.0.1:18789].
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The gateway: host:port or http://host:port [default: 127.0.0.1:18790].
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub upstream: Option<String>,
+    /// A file holding a valid token (repeatable). Replaces `[[credentials]]` from the config.
+    #[arg(long = "token-file", global = true, value_name = "FILE")]
+    pub token_files: Vec<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter such as `info` or `gatewarden=debug` (RUST_LOG wins when set).
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+impl CommonArgs {
+    pub fn overrides(&self) -> FlagOverrides {
+        let log = (self.log_format.is_some() || self.log_level.is_some()).then(|| LogOverrides {
+            format: self.log_format,
+            level: self.log_level.clone(),
+        });
+        FlagOverrides {
+            listen: self.listen.clone(),
+            upstream: self.upstream.clone(),
+            credentials: self
+                .token_files
+                .iter()
+                .map(|p| CredentialSource {
+                    path: p.clone(),
+                    format: CredentialFormat::Plain,
+                })
+                .collect(),
+            log,
+        }
+    }
+
+    pub fn load(&self) -> Result<Config, config::ConfigError> {
+        config::load(self.config.as_deref(), &self.overrides())
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None | Some(Command::Run) => run(&cli.args),
+        Some(Command::Check) => check(&cli.args),
+    }
+}
+
+fn run(args: &CommonArgs) -> ExitCode {
+    let config = match args.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gatewarden: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::logging::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gatewarden: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let server = match crate::Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(cause = %e, "[start] cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        server.run(crate::signals::shutdown()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn check(args: &CommonArgs) -> ExitCode {
+    let config = match args.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gatewarden: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("# effective configuration (defaults < file < GATEWARDEN_* env < flags)");
+    print!("{}", config::to_toml(&config));
+    let mut ok = true;
+    if config.credentials.is_empty() {
+        match credentials::default_token_path() {
+            Ok(p) => println!(
+                "# credentials: none configured; the generated token file {} will be used ({})",
+                p.display(),
+                if p.exists() { "exists" } else { "created at start-up" }
+            ),
+            Err(e) => {
+                eprintln!("gatewarden: {e}");
+                ok = false;
+            }
+        }
+    }
+    for src in &config.credentials {
+        match credentials::read_source(src) {
+            Ok(entries) => {
+                for c in entries {
+                    println!("# credential {}: ok, fingerprint fp:{}", src.path.display(), c.fingerprint);
+                }
+            }
+            Err(e) => {
+                eprintln!("gatewarden: {e}");
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

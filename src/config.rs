@@ -1,0 +1,537 @@
+//! Configuration: built-in defaults < TOML file < `GATEWARDEN_*` environment < command-line flags.
+//!
+//! Every error names the key, the offending value and the place it came from, because the
+//! usual way a proxy is misconfigured is a value the operator did not know was set somewhere.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Prefix of every environment variable gatewarden reads.
+pub const ENV_PREFIX: &str = "GATEWARDEN_";
+/// Environment variable naming the config file (the `-c/--config` flag wins over it).
+pub const CONFIG_ENV: &str = "GATEWARDEN_CONFIG";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the proxy accepts clients on.
+    pub listen: ListenAddr,
+    /// The gateway behind gatewarden.
+    pub upstream: Upstream,
+    pub auth: AuthConfig,
+    /// Where valid tokens come from. Empty means: use gatewarden's own generated token file.
+    pub credentials: Vec<CredentialSource>,
+    pub timeouts: Timeouts,
+    pub shutdown: ShutdownConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: ListenAddr("127.0.0.1:18789".parse().unwrap()),
+            upstream: Upstream {
+                host: "127.0.0.1".into(),
+                port: 18790,
+            },
+            auth: AuthConfig::default(),
+            credentials: Vec::new(),
+            timeouts: Timeouts::default(),
+            shutdown: ShutdownConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Token sources tried at upgrade time, in this order; the first that yields a token decides.
+    pub sources: Vec<TokenSource>,
+    pub query_param: String,
+    pub cookie: String,
+    pub subprotocol_prefix: String,
+    pub reject: RejectMode,
+    pub http: HttpAuthMode,
+    /// Path prefixes served without a token (plain HTTP only).
+    pub public_paths: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            sources: vec![
+                TokenSource::Header,
+                TokenSource::Query,
+                TokenSource::Cookie,
+                TokenSource::Subprotocol,
+            ],
+            query_param: "token".into(),
+            cookie: "gatewarden_token".into(),
+            subprotocol_prefix: "bearer.".into(),
+            reject: RejectMode::Close,
+            http: HttpAuthMode::Require,
+            public_paths: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    /// `Authorization: Bearer <token>`
+    Header,
+    /// `?<auth.query_param>=<token>`
+    Query,
+    /// `Cookie: <auth.cookie>=<token>`
+    Cookie,
+    /// `Sec-WebSocket-Protocol: <auth.subprotocol_prefix><token>`
+    Subprotocol,
+}
+
+impl TokenSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenSource::Header => "header",
+            TokenSource::Query => "query",
+            TokenSource::Cookie => "cookie",
+            TokenSource::Subprotocol => "subprotocol",
+        }
+    }
+}
+
+impl fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectMode {
+    /// Answer 101 ourselves and close with 1008: browsers can read a close reason, not a status.
+    Close,
+    /// `401 Unauthorized` with `WWW-Authenticate: Bearer`.
+    Http,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpAuthMode {
+    Require,
+    Pass,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSource {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub format: CredentialFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialFormat {
+    /// The whole file is one token; surrounding whitespace is trimmed.
+    #[default]
+    Plain,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// A client must finish sending request headers within this time.
+    pub header_read: Secs,
+    /// Connecting to the upstream (TCP) must succeed within this time.
+    pub upstream_connect: Secs,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header_read: Secs(Duration::from_secs(10)),
+            upstream_connect: Secs(Duration::from_secs(5)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long open connections may keep going after SIGTERM/SIGINT.
+    pub drain: Secs,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain: Secs(Duration::from_secs(30)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `gatewarden=debug`, ...); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A listen address, parsed with an error message that repeats the bad value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr(pub SocketAddr);
+
+impl Serialize for ListenAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(ListenAddr).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid listen address `{s}`: expected ip:port such as 127.0.0.1:18789 or [::]:18789"
+            ))
+        })
+    }
+}
+
+/// The gateway's address: `host:port` or `http://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Upstream {
+    /// `host:port` as used in a URI authority (IPv6 hosts bracketed).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}", self.authority())
+    }
+}
+
+impl std::str::FromStr for Upstream {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("invalid upstream `{s}`: {why}");
+        let rest = match s.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+            Some((scheme, _)) => {
+                return Err(bad(&format!(
+                    "unsupported scheme `{scheme}` (expected http://host:port or host:port)"
+                )))
+            }
+            None => s,
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('/') || rest.contains('?') {
+            return Err(bad("a path is not supported, give host:port"));
+        }
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (host, port) = v6.split_once("]:").ok_or_else(|| bad("expected [ipv6]:port"))?;
+            (host, port)
+        } else {
+            rest.rsplit_once(':')
+                .ok_or_else(|| bad("missing port, expected host:port such as 127.0.0.1:18790"))?
+        };
+        if host.is_empty() {
+            return Err(bad("empty host"));
+        }
+        let port: u16 = port
+            .parse()
+            .map_err(|_| bad(&format!("port `{port}` is not a number 1-65535")))?;
+        if port == 0 {
+            return Err(bad("port 0 is not a valid upstream port"));
+        }
+        Ok(Upstream {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl Serialize for Upstream {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Upstream {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A duration written as `10s`, `500ms`, `10m` (humantime), or a bare number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Secs(pub Duration);
+
+impl Serialize for Secs {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Secs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(n) => Ok(Secs(Duration::from_secs(n))),
+            Raw::Text(s) => humantime::parse_duration(s.trim()).map(Secs).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration `{s}`: {e} (examples: 10s, 500ms, 5m)"
+                ))
+            }),
+        }
+    }
+}
+
+/// Overrides from the command line; only flags that were given are set.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<CredentialSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogOverrides>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct LogOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<LogFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+}
+
+impl Provider for FlagOverrides {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("command-line flag")
+    }
+
+    fn data(&self) -> Result<figment::value::Map<Profile, figment::value::Dict>, figment::Error> {
+        Serialized::defaults(self).data()
+    }
+}
+
+/// A configuration problem, already phrased for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    fn from_figment(err: figment::Error) -> ConfigError {
+        let lines: Vec<String> = err.into_iter().map(describe_figment_error).collect();
+        ConfigError(lines.join("\n"))
+    }
+}
+
+fn describe_figment_error(e: figment::Error) -> String {
+    let key = e.path.join(".");
+    let origin = e.metadata.as_ref().map(|md| origin_of(md, &e.path));
+    let mut msg = String::from("config error");
+    if !key.is_empty() {
+        msg.push_str(&format!(": key `{key}`"));
+    }
+    msg.push_str(&format!(": {}", e.kind));
+    if let Some(origin) = origin {
+        msg.push_str(&format!(" (from {origin})"));
+    }
+    msg
+}
+
+/// Where a value came from, in words an operator can act on.
+fn origin_of(md: &Metadata, path: &[String]) -> String {
+    if md.name.contains("environment variable") {
+        let var = format!("{ENV_PREFIX}{}", path.join("__").to_ascii_uppercase());
+        return format!("environment variable {var}");
+    }
+    match &md.source {
+        Some(figment::Source::File(p)) => format!("{} {}", md.name, p.display()),
+        _ => md.name.to_string(),
+    }
+}
+
+/// Builds the layered figment. `config_file` is the `-c/--config` flag.
+pub fn figment(config_file: Option<&Path>, flags: &FlagOverrides) -> Figment {
+    let mut fig = Figment::from(Serialized::defaults(Config::default()));
+    let file = config_file
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from));
+    if let Some(file) = file {
+        fig = fig.merge(Toml::file_exact(file));
+    }
+    fig.merge(
+        Env::prefixed(ENV_PREFIX)
+            .ignore(&["CONFIG"])
+            .split("__")
+            .lowercase(true),
+    )
+    .merge(flags.clone())
+}
+
+/// Loads and validates the configuration.
+pub fn load(config_file: Option<&Path>, flags: &FlagOverrides) -> Result<Config, ConfigError> {
+    if let Some(file) = config_file {
+        if !file.exists() {
+            return Err(ConfigError(format!(
+                "config error: config file {} does not exist",
+                file.display()
+            )));
+        }
+    }
+    let fig = figment(config_file, flags);
+    let config: Config = fig.extract().map_err(ConfigError::from_figment)?;
+    validate(&config, &fig)?;
+    Ok(config)
+}
+
+/// Checks that span more than one value's type.
+fn validate(config: &Config, fig: &Figment) -> Result<(), ConfigError> {
+    let fail = |key: &str, value: &dyn fmt::Display, why: &str| {
+        let origin = fig
+            .find_metadata(key)
+            .map(|md| {
+                let path: Vec<String> = key.split('.').map(String::from).collect();
+                format!(" (from {})", origin_of(md, &path))
+            })
+            .unwrap_or_default();
+        Err(ConfigError(format!(
+            "config error: key `{key}`: value `{value}` {why}{origin}"
+        )))
+    };
+    let auth = &config.auth;
+    if auth.query_param.is_empty() || auth.query_param.contains(['&', '=', '#', ' ']) {
+        return fail(
+            "auth.query_param",
+            &auth.query_param,
+            "is not a usable query parameter name",
+        );
+    }
+    if auth.cookie.is_empty() || auth.cookie.contains([';', '=', ',', ' ']) {
+        return fail("auth.cookie", &auth.cookie, "is not a usable cookie name");
+    }
+    if auth.subprotocol_prefix.is_empty() || auth.subprotocol_prefix.contains([',', ' ']) {
+        return fail(
+            "auth.subprotocol_prefix",
+            &auth.subprotocol_prefix,
+            "is not a usable subprotocol prefix",
+        );
+    }
+    let mut seen = Vec::new();
+    for s in &auth.sources {
+        if seen.contains(s) {
+            return fail("auth.sources", s, "is listed twice");
+        }
+        seen.push(*s);
+    }
+    if auth.sources.is_empty() {
+        return fail(
+            "auth.sources",
+            &"[]",
+            "leaves no way to present a token; list at least one source",
+        );
+    }
+    for p in &auth.public_paths {
+        if !p.starts_with('/') {
+            return fail("auth.public_paths", p, "must start with '/'");
+        }
+    }
+    for c in &config.credentials {
+        if c.path.as_os_str().is_empty() {
+            return fail("credentials.path", &"", "is empty");
+        }
+    }
+    if config.timeouts.header_read.0.is_zero() {
+        return fail("timeouts.header_read", &"0s", "must be greater than zero");
+    }
+    if config.timeouts.upstream_connect.0.is_zero() {
+        return fail("timeouts.upstream_connect", &"0s", "must be greater than zero");
+    }
+    if let Err(e) = config.log.level.parse::<tracing_subscriber::EnvFilter>() {
+        return fail(
+            "log.level",
+            &config.log.level,
+            &format!("is not a log filter: {e}"),
+        );
+    }
+    Ok(())
+}
+
+/// The effective configuration as TOML. Nothing secret lives in the config itself (tokens are
+/// only ever read from credential files), so nothing needs redacting yet; keep it that way.
+pub fn to_toml(config: &Config) -> String {
+    toml::to_string_pretty(config).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_forms() {
+        let u: Upstream = "127.0.0.1:18790".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 18790));
+        let u: Upstream = "http://gateway:8080/".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("gateway", 8080));
+        let u: Upstream = "[::1]:9".parse().unwrap();
+        assert_eq!(u.authority(), "[::1]:9");
+        assert!("ftp://x:1".parse::<Upstream>().is_err());
+        assert!("host".parse::<Upstream>().unwrap_err().contains("`host`"));
+        assert!("host:0".parse::<Upstream>().is_err());
+        assert!("http://h:1/path".parse::<Upstream>().is_err());
+    }
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let text = to_toml(&Config::default());
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back, Config::default());
+    }
+}

@@ -1,0 +1,431 @@
+//! One HTTP request from a client: authenticate it, then either proxy it as plain HTTP or
+//! complete a WebSocket upgrade and hand both streams to the splice.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ::http::header::{
+    HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST, LOCATION, SEC_WEBSOCKET_ACCEPT,
+    SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING,
+    UPGRADE, WWW_AUTHENTICATE,
+};
+use ::http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::auth::{self, Decision, Reason};
+use crate::config::{AuthConfig, HttpAuthMode, RejectMode, TokenSource};
+use crate::credentials::{CredentialStore, Fingerprint};
+use crate::splice::{self, Stream};
+use crate::upstream::UpstreamClient;
+use crate::ws;
+
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// How long a rejected client gets to answer our close frame before we drop the socket.
+const REJECT_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Everything a request needs, shared by all connections.
+pub struct Proxy {
+    pub auth: AuthConfig,
+    pub creds: Arc<CredentialStore>,
+    pub upstream: UpstreamClient,
+    /// Whether clients reach us over TLS (decides the cookie's `Secure` flag).
+    pub tls: bool,
+    /// Tracks upgraded tunnels, which outlive the HTTP connection they came from.
+    pub tasks: TaskTracker,
+    /// Cancelled when the drain time is over: tunnels still open are cut.
+    pub hard_stop: CancellationToken,
+}
+
+/// `fp:xxxxxxxx`, or `-` when no token was presented.
+struct Presented(Option<Fingerprint>);
+
+impl std::fmt::Display for Presented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(fp) => write!(f, "fp:{fp}"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+struct SourceName(Option<TokenSource>);
+
+impl std::fmt::Display for SourceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.map_or("-", TokenSource::as_str))
+    }
+}
+
+impl Proxy {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Result<Response<Body>, Infallible> {
+        if ws::is_upgrade_request(req.method(), req.version(), req.headers()) {
+            Ok(self.websocket(req, remote).await)
+        } else {
+            Ok(self.plain(req, remote).await)
+        }
+    }
+
+    async fn websocket(self: Arc<Self>, mut req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let conn = Uuid::new_v4();
+        let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).cloned() else {
+            debug!(conn = %conn, remote = %remote, "[ws] bad upgrade: no Sec-WebSocket-Key");
+            return text(StatusCode::BAD_REQUEST, "bad request: missing Sec-WebSocket-Key\n");
+        };
+        let on_client = hyper::upgrade::on(&mut req);
+        let (parts, _body) = req.into_parts();
+        let found = auth::extract(&self.auth, &parts, true);
+        let creds = self.creds.load();
+        match auth::decide(found.as_ref(), &creds) {
+            Decision::Deny {
+                reason,
+                source,
+                presented,
+            } => {
+                warn!(
+                    conn = %conn,
+                    remote = %remote,
+                    reason = %reason,
+                    presented = %Presented(presented),
+                    source = %SourceName(source),
+                    path = %auth::redact_uri(&parts.uri, &self.auth.query_param),
+                    "[ws] unauthorized"
+                );
+                match self.auth.reject {
+                    RejectMode::Http => unauthorized(reason),
+                    RejectMode::Close => self.reject_with_close(on_client, &key, &parts.headers, reason),
+                }
+            }
+            Decision::Allow { source, credential } => {
+                let upstream_req = self.upstream_upgrade_request(&parts);
+                let mut resp = match self.upstream.upgrade(upstream_req).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warn!(conn = %conn, remote = %remote, cause = %e, "[ws] upstream unavailable");
+                        return text(StatusCode::BAD_GATEWAY, "bad gateway: upstream unavailable\n");
+                    }
+                };
+                if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    info!(
+                        conn = %conn,
+                        remote = %remote,
+                        status = resp.status().as_u16(),
+                        "[ws] upstream refused upgrade"
+                    );
+                    return passthrough(resp);
+                }
+                if !ws::header_has_token(resp.headers(), UPGRADE, "websocket") {
+                    warn!(conn = %conn, remote = %remote, "[ws] upstream answered 101 without Upgrade: websocket");
+                    return text(StatusCode::BAD_GATEWAY, "bad gateway: upstream switched to another protocol\n");
+                }
+                info!(
+                    conn = %conn,
+                    remote = %remote,
+                    source = %source,
+                    presented = %Presented(Some(credential.fingerprint)),
+                    credential = %credential.source.display(),
+                    "[ws] connected"
+                );
+                let on_upstream = hyper::upgrade::on(&mut resp);
+                let mut client_resp = Response::new(empty());
+                *client_resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                *client_resp.headers_mut() = std::mem::take(resp.headers_mut());
+                let hard_stop = self.hard_stop.clone();
+                self.tasks.spawn(async move {
+                    let (client, upstream) = match tokio::try_join!(on_client, on_upstream) {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            warn!(conn = %conn, cause = %e, "[ws] upgrade failed after 101");
+                            return;
+                        }
+                    };
+                    let (client, from_client) = Stream::from_upgraded(client);
+                    let (upstream, from_upstream) = Stream::from_upgraded(upstream);
+                    let relay = splice::relay(client, upstream, &from_client, &from_upstream);
+                    tokio::select! {
+                        outcome = relay => log_closed(conn, started, &outcome),
+                        _ = hard_stop.cancelled() => info!(
+                            conn = %conn,
+                            code = 1006,
+                            reason = "gatewarden shut down after drain",
+                            duration_ms = started.elapsed().as_millis() as u64,
+                            "[ws] closed"
+                        ),
+                    }
+                });
+                client_resp
+            }
+        }
+    }
+
+    /// The upgrade request as the gateway should see it: hop-by-hop headers gone except the
+    /// upgrade itself, and the token-carrying subprotocol entry removed.
+    fn upstream_upgrade_request(&self, parts: &::http::request::Parts) -> Request<Empty<Bytes>> {
+        let mut headers = parts.headers.clone();
+        let upgrade = headers.get(UPGRADE).cloned();
+        strip_hop_by_hop(&mut headers);
+        headers.remove(SEC_WEBSOCKET_PROTOCOL);
+        if let Some(list) = auth::strip_token_subprotocols(&parts.headers, &self.auth.subprotocol_prefix) {
+            if let Ok(v) = HeaderValue::from_bytes(&list) {
+                headers.insert(SEC_WEBSOCKET_PROTOCOL, v);
+            }
+        }
+        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(UPGRADE, upgrade.unwrap_or(HeaderValue::from_static("websocket")));
+        if !headers.contains_key(HOST) {
+            if let Ok(v) = HeaderValue::from_str(self.upstream.authority()) {
+                headers.insert(HOST, v);
+            }
+        }
+        let mut req = Request::new(Empty::new());
+        *req.uri_mut() = parts
+            .uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/")
+            .parse()
+            .unwrap_or_else(|_| ::http::Uri::from_static("/"));
+        *req.headers_mut() = headers;
+        req
+    }
+
+    /// Completes the handshake ourselves and closes with 1008 and the gateway's own reason
+    /// text: a browser's WebSocket API exposes close codes and reasons, never HTTP statuses.
+    fn reject_with_close(
+        &self,
+        on_client: hyper::upgrade::OnUpgrade,
+        key: &HeaderValue,
+        headers: &HeaderMap,
+        reason: Reason,
+    ) -> Response<Body> {
+        let mut resp = Response::new(empty());
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = resp.headers_mut();
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(v) = HeaderValue::from_str(&ws::accept_key(key.as_bytes())) {
+            h.insert(SEC_WEBSOCKET_ACCEPT, v);
+        }
+        // Strict clients fail a handshake that offered subprotocols and got none back; pick the
+        // first one that does not carry a token (never echo a token).
+        let prefix = self.auth.subprotocol_prefix.as_bytes();
+        if let Some(p) = auth::subprotocols(headers).find(|p| !p.starts_with(prefix)) {
+            if let Ok(v) = HeaderValue::from_bytes(p) {
+                h.insert(SEC_WEBSOCKET_PROTOCOL, v);
+            }
+        }
+        self.tasks.spawn(async move {
+            let Ok(up) = on_client.await else { return };
+            let (mut stream, _) = Stream::from_upgraded(up);
+            let frame = ws::close_frame(1008, reason.close_text());
+            if stream.write_all(&frame).await.is_err() {
+                return;
+            }
+            let _ = stream.flush().await;
+            // Wait (bounded) for the client's answering close, then close the TCP side.
+            let mut tracker = ws::FrameTracker::default();
+            let mut buf = [0u8; 512];
+            let _ = tokio::time::timeout(REJECT_LINGER, async {
+                while tracker.close().is_none() {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => tracker.observe(&buf[..n]),
+                    }
+                }
+            })
+            .await;
+            let _ = stream.shutdown().await;
+        });
+        resp
+    }
+
+    async fn plain(self: Arc<Self>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let (mut parts, body) = req.into_parts();
+        if self.auth.http == HttpAuthMode::Require && !self.is_public(parts.uri.path()) {
+            let found = auth::extract(&self.auth, &parts, false);
+            let creds = self.creds.load();
+            match auth::decide(found.as_ref(), &creds) {
+                Decision::Deny {
+                    reason,
+                    source,
+                    presented,
+                } => {
+                    warn!(
+                        remote = %remote,
+                        method = %parts.method,
+                        path = %auth::redact_uri(&parts.uri, &self.auth.query_param),
+                        reason = %reason,
+                        presented = %Presented(presented),
+                        source = %SourceName(source),
+                        "[http] unauthorized"
+                    );
+                    return unauthorized(reason);
+                }
+                Decision::Allow { source, .. } => {
+                    if source == TokenSource::Query && parts.method == Method::GET {
+                        if let Some(resp) = self.token_redirect(&parts, found.as_ref()) {
+                            return resp;
+                        }
+                    }
+                }
+            }
+        }
+        let path = auth::redact_uri(&parts.uri, &self.auth.query_param);
+        strip_hop_by_hop(&mut parts.headers);
+        if parts.version != Version::HTTP_11 && parts.version != Version::HTTP_10 {
+            parts.version = Version::HTTP_11;
+        }
+        match self.upstream.request(Request::from_parts(parts, body)).await {
+            Ok(resp) => passthrough(resp),
+            Err(e) => {
+                warn!(remote = %remote, path = %path, cause = %e, "[http] upstream unavailable");
+                text(StatusCode::BAD_GATEWAY, "bad gateway: upstream unavailable\n")
+            }
+        }
+    }
+
+    fn is_public(&self, path: &str) -> bool {
+        self.auth.public_paths.iter().any(|p| path.starts_with(p.as_str()))
+    }
+
+    /// `GET /x?token=T` → `303 /x` + auth cookie: a dashboard link works once and the token
+    /// does not linger in the address bar or in upstream access logs.
+    fn token_redirect(&self, parts: &::http::request::Parts, found: Option<&auth::Found>) -> Option<Response<Body>> {
+        let token = &found?.token;
+        if !token.iter().all(|&b| is_cookie_octet(b)) {
+            return None;
+        }
+        let query = auth::query_without(parts.uri.query().unwrap_or(""), &self.auth.query_param);
+        let location = if query.is_empty() {
+            parts.uri.path().to_string()
+        } else {
+            format!("{}?{}", parts.uri.path(), query)
+        };
+        let mut cookie = format!(
+            "{}={}; Path=/; HttpOnly; SameSite=Strict",
+            self.auth.cookie,
+            std::str::from_utf8(token).ok()?
+        );
+        if self.tls {
+            cookie.push_str("; Secure");
+        }
+        let mut resp = text(StatusCode::SEE_OTHER, "see other\n");
+        resp.headers_mut().insert(LOCATION, HeaderValue::from_str(&location).ok()?);
+        resp.headers_mut().insert(SET_COOKIE, HeaderValue::from_str(&cookie).ok()?);
+        Some(resp)
+    }
+}
+
+/// RFC 6265 cookie-octet.
+fn is_cookie_octet(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e)
+}
+
+fn log_closed(conn: Uuid, started: Instant, o: &splice::Outcome) {
+    let (code, reason, by) = match &o.close {
+        Some((side, c)) => (c.code.unwrap_or(1005), c.reason.as_str(), side.as_str()),
+        // No close frame crossed: the client sees an abnormal closure.
+        None => (1006, "", "-"),
+    };
+    info!(
+        conn = %conn,
+        code = code,
+        reason = ?reason,
+        by = by,
+        duration_ms = started.elapsed().as_millis() as u64,
+        bytes_in = o.bytes_in,
+        bytes_out = o.bytes_out,
+        error = o.error.as_ref().map(|e| e.to_string()).unwrap_or_default(),
+        "[ws] closed"
+    );
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it names,
+/// plus the well-known ones and any `Proxy-*` header.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in [CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
+        h.remove(n);
+    }
+    h.remove("keep-alive");
+    let proxy: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for n in proxy {
+        h.remove(n);
+    }
+}
+
+fn passthrough(resp: Response<Incoming>) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, body.boxed())
+}
+
+fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+fn text(status: StatusCode, msg: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(msg.as_bytes())).map_err(|never| match never {}).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+fn unauthorized(reason: Reason) -> Response<Body> {
+    let body = match reason {
+        Reason::TokenMissing => "unauthorized: token_missing\n",
+        Reason::TokenMismatch => "unauthorized: token_mismatch\n",
+    };
+    let mut resp = text(StatusCode::UNAUTHORIZED, body);
+    resp.headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, X-Secret-Hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert(TE, HeaderValue::from_static("trailers"));
+        h.insert("x-end-to-end", HeaderValue::from_static("stays"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-end-to-end"));
+    }
+}

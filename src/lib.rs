@@ -1,0 +1,27 @@
+//! gatewarden: an authentication sidecar for WebSocket gateways.
+//!
+//! A connection flows through the modules in this order:
+//! [`listener`] (accept, HTTP/1.1) → [`http`] (route, upgrade) → [`auth`] (token, decision)
+//! → [`upstream`] (the gateway) → [`splice`] (byte relay, with [`ws`] tracking frames).
+//! [`config`], [`credentials`] and [`logging`] sit beside them.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod http;
+pub mod listener;
+pub mod logging;
+pub mod signals;
+pub mod splice;
+pub mod upstream;
+pub mod ws;
+
+pub use config::Config;
+pub use listener::{Server, StartError};
+
+/// Binds and serves until `shutdown` resolves — what the binary runs.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), StartError> {
+    Server::bind(config).await?.run(shutdown).await;
+    Ok(())
+}

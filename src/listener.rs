@@ -1,0 +1,187 @@
+//! Accepting clients and serving HTTP/1.1 on each connection, plus the drain on shutdown.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::credentials::{self, CredentialError, CredentialStore, Credentials};
+use crate::http::Proxy;
+use crate::upstream::UpstreamClient;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+}
+
+/// A bound, ready-to-run proxy. Binding and running are separate so callers (tests, the
+/// binary) can learn the real address when listening on port 0.
+pub struct Server {
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    header_read_timeout: Duration,
+    drain: Duration,
+}
+
+impl Server {
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
+        let creds = Arc::new(CredentialStore::new(initial_credentials(&config)?));
+        let addr = config.listen.0;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let proxy = Arc::new(Proxy {
+            upstream: UpstreamClient::new(config.upstream.clone(), config.timeouts.upstream_connect.0),
+            auth: config.auth.clone(),
+            creds,
+            tls: false,
+            tasks: TaskTracker::new(),
+            hard_stop: CancellationToken::new(),
+        });
+        let server = Server {
+            listener,
+            proxy,
+            header_read_timeout: config.timeouts.header_read.0,
+            drain: config.shutdown.drain.0,
+        };
+        info!(
+            addr = %server.local_addr(),
+            upstream = %config.upstream,
+            "[listen] listening"
+        );
+        Ok(server)
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn credentials(&self) -> Arc<CredentialStore> {
+        self.proxy.creds.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains: no new connections, open ones get up to
+    /// `shutdown.drain` to finish, whatever is left is cut.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let graceful = CancellationToken::new();
+        let tasks = self.proxy.tasks.clone();
+        let mut backoff = Duration::ZERO;
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                r = self.listener.accept() => r,
+            };
+            match accepted {
+                Ok((stream, remote)) => {
+                    backoff = Duration::ZERO;
+                    let proxy = self.proxy.clone();
+                    let graceful = graceful.clone();
+                    let hrt = self.header_read_timeout;
+                    tasks.spawn(serve_connection(stream, remote, proxy, hrt, graceful));
+                }
+                Err(e) if is_per_connection(&e) => debug!(cause = %e, "[listen] accept"),
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning on a full fd table.
+                    backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                    warn!(cause = %e, retry_in_ms = backoff.as_millis() as u64, "[listen] accept failed");
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                }
+            }
+        }
+        drop(self.listener);
+        info!(
+            active = tasks.len(),
+            drain_s = self.drain.as_secs_f64(),
+            "[shutdown] stopped accepting; draining"
+        );
+        graceful.cancel();
+        tasks.close();
+        if tokio::time::timeout(self.drain, tasks.wait()).await.is_ok() {
+            info!("[shutdown] drained");
+        } else {
+            warn!(remaining = tasks.len(), "[shutdown] drain time over; closing what is left");
+            self.proxy.hard_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
+        }
+    }
+}
+
+/// Errors that concern one incoming connection, not the listener.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+    )
+}
+
+fn initial_credentials(config: &Config) -> Result<Credentials, CredentialError> {
+    if !config.credentials.is_empty() {
+        let creds = credentials::load_all(&config.credentials, 1)?;
+        for c in creds.entries() {
+            info!(path = %c.source.display(), fingerprint = %c.fingerprint, "[auth] credential loaded");
+        }
+        return Ok(creds);
+    }
+    let path = credentials::default_token_path()?;
+    let created = credentials::ensure_token_file(&path)?;
+    let src = crate::config::CredentialSource {
+        path: path.clone(),
+        format: crate::config::CredentialFormat::Plain,
+    };
+    let creds = credentials::load_all(std::slice::from_ref(&src), 1)?;
+    let fp = creds.entries()[0].fingerprint;
+    if created {
+        info!(path = %path.display(), fingerprint = %fp, "[auth] no credential configured; generated a token file");
+    } else {
+        info!(path = %path.display(), fingerprint = %fp, "[auth] no credential configured; using the generated token file");
+    }
+    Ok(creds)
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    proxy: Arc<Proxy>,
+    header_read_timeout: Duration,
+    graceful: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let svc = service_fn(move |req| proxy.clone().handle(req, remote));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = graceful.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(remote = %remote, cause = %e, "[http] connection ended with an error");
+    }
+}

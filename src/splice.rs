@@ -1,0 +1,245 @@
+//! Byte-for-byte relay between an authorized client and the upstream.
+//!
+//! One task polls both directions (like `tokio::io::copy_bidirectional`), and each direction
+//! feeds a [`FrameTracker`] so the close code can be logged without terminating the
+//! WebSocket. Half-closes are propagated: EOF from one side shuts down writing to the other,
+//! and the other direction keeps flowing until it ends too.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::ws::{Close, FrameTracker};
+
+/// Per-direction buffer. Large enough that bulk transfers need few syscalls.
+const BUF_SIZE: usize = 16 * 1024;
+
+/// An upgraded connection, unwrapped back to the raw socket when possible so the relay
+/// does not go through hyper's dynamic IO layer.
+pub enum Stream {
+    Tcp(TcpStream),
+    Upgraded(TokioIo<Upgraded>),
+}
+
+impl Stream {
+    /// Returns the stream and any bytes hyper had already read past the HTTP head (for
+    /// example a WebSocket frame the peer sent right behind its handshake).
+    pub fn from_upgraded(up: Upgraded) -> (Stream, Bytes) {
+        match up.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (Stream::Tcp(parts.io.into_inner()), parts.read_buf),
+            Err(up) => (Stream::Upgraded(TokioIo::new(up)), Bytes::new()),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Upgraded(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Upgraded(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Upgraded(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Upgraded(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Which side sent something first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Upstream => "upstream",
+        }
+    }
+}
+
+/// What a finished relay saw.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// client → upstream
+    pub bytes_in: u64,
+    /// upstream → client
+    pub bytes_out: u64,
+    /// The first close frame on the wire and who sent it.
+    pub close: Option<(Side, Close)>,
+    /// An I/O error that ended the relay (a reset, typically).
+    pub error: Option<io::Error>,
+}
+
+/// One direction of the relay.
+struct Half {
+    buf: Box<[u8]>,
+    pos: usize,
+    cap: usize,
+    read_done: bool,
+    done: bool,
+    need_flush: bool,
+    amt: u64,
+    tracker: FrameTracker,
+}
+
+impl Half {
+    fn new(prefix: &[u8]) -> Half {
+        let mut buf = vec![0u8; BUF_SIZE.max(prefix.len())].into_boxed_slice();
+        buf[..prefix.len()].copy_from_slice(prefix);
+        let mut tracker = FrameTracker::default();
+        tracker.observe(prefix);
+        Half {
+            buf,
+            pos: 0,
+            cap: prefix.len(),
+            read_done: false,
+            done: false,
+            need_flush: false,
+            amt: 0,
+            tracker,
+        }
+    }
+
+    fn poll_copy<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        loop {
+            if self.pos == self.cap && !self.read_done {
+                let mut rb = ReadBuf::new(&mut self.buf);
+                match Pin::new(&mut *r).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) => {
+                        let n = rb.filled().len();
+                        if n == 0 {
+                            self.read_done = true;
+                        } else {
+                            self.tracker.observe(&self.buf[..n]);
+                            self.pos = 0;
+                            self.cap = n;
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        if self.need_flush {
+                            ready!(Pin::new(&mut *w).poll_flush(cx))?;
+                            self.need_flush = false;
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            while self.pos < self.cap {
+                let n = ready!(Pin::new(&mut *w).poll_write(cx, &self.buf[self.pos..self.cap]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.pos += n;
+                self.amt += n as u64;
+                self.need_flush = true;
+            }
+            if self.read_done {
+                ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+/// Relays until both directions have ended or one fails.
+///
+/// `from_client` / `from_upstream` are bytes already read from each side (hyper's read-ahead)
+/// that must be delivered first.
+pub async fn relay(
+    mut client: Stream,
+    mut upstream: Stream,
+    from_client: &[u8],
+    from_upstream: &[u8],
+) -> Outcome {
+    let mut up = Half::new(from_client);
+    let mut down = Half::new(from_upstream);
+    let mut first_close: Option<Side> = None;
+    let note_close = |first: &mut Option<Side>, up: &Half, down: &Half| {
+        if first.is_none() {
+            if down.tracker.close().is_some() {
+                *first = Some(Side::Upstream);
+            } else if up.tracker.close().is_some() {
+                *first = Some(Side::Client);
+            }
+        }
+    };
+    note_close(&mut first_close, &up, &down);
+    let result = poll_fn(|cx| {
+        if !up.done {
+            if let Poll::Ready(r) = up.poll_copy(cx, &mut client, &mut upstream) {
+                r?;
+                up.done = true;
+            }
+        }
+        if !down.done {
+            if let Poll::Ready(r) = down.poll_copy(cx, &mut upstream, &mut client) {
+                r?;
+                down.done = true;
+            }
+        }
+        note_close(&mut first_close, &up, &down);
+        if up.done && down.done {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    note_close(&mut first_close, &up, &down);
+    let close = first_close.and_then(|side| {
+        let t = match side {
+            Side::Client => &up.tracker,
+            Side::Upstream => &down.tracker,
+        };
+        t.close().cloned().map(|c| (side, c))
+    });
+    Outcome {
+        bytes_in: up.amt,
+        bytes_out: down.amt,
+        close,
+        error: result.err(),
+    }
+}

@@ -1,0 +1,135 @@
+//! Talking to the gateway: a pooled client for plain HTTP, and a dedicated connection per
+//! WebSocket upgrade (an upgraded connection can never go back to a pool).
+
+use std::io;
+use std::time::Duration;
+
+use http_body_util::Empty;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+
+use crate::config::Upstream;
+
+/// Why the upstream could not be used. Shown in logs, never to clients in detail.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect to {addr} timed out after {timeout:?}")]
+    ConnectTimeout { addr: String, timeout: Duration },
+    #[error("connect to {addr} failed: {source}")]
+    Connect { addr: String, source: io::Error },
+    #[error("HTTP handshake with {addr} failed: {source}")]
+    Handshake { addr: String, source: hyper::Error },
+    #[error("request to {addr} failed: {source}")]
+    Request { addr: String, source: hyper::Error },
+    #[error("upstream {addr}: {}", chain(.source))]
+    Pooled {
+        addr: String,
+        source: hyper_util::client::legacy::Error,
+    },
+}
+
+/// An error and its causes on one line: the client error's own text is only "client error
+/// (Connect)", the useful part ("Connection refused") is in the chain.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+pub struct UpstreamClient {
+    target: Upstream,
+    authority: String,
+    connect_timeout: Duration,
+    pool: Client<HttpConnector, Incoming>,
+}
+
+impl UpstreamClient {
+    pub fn new(target: Upstream, connect_timeout: Duration) -> UpstreamClient {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.enforce_http(true);
+        let pool = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        UpstreamClient {
+            authority: target.authority(),
+            target,
+            connect_timeout,
+            pool,
+        }
+    }
+
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// Sends a plain HTTP request (URI already in origin form) over the pool.
+    pub async fn request(&self, mut req: Request<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/");
+        *req.uri_mut() = format!("http://{}{}", self.authority, pq)
+            .parse()
+            .expect("authority and path were valid separately");
+        self.pool
+            .request(req)
+            .await
+            .map_err(|source| UpstreamError::Pooled {
+                addr: self.authority.clone(),
+                source,
+            })
+    }
+
+    /// Opens a fresh TCP connection.
+    pub async fn connect(&self) -> Result<TcpStream, UpstreamError> {
+        let addr = (self.target.host.as_str(), self.target.port);
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout {
+                addr: self.authority.clone(),
+                timeout: self.connect_timeout,
+            })?
+            .map_err(|source| UpstreamError::Connect {
+                addr: self.authority.clone(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// Sends an upgrade request on a fresh connection and returns the gateway's answer; on a
+    /// 101 the caller takes the upgraded stream with `hyper::upgrade::on(&mut response)`.
+    pub async fn upgrade(&self, req: Request<Empty<Bytes>>) -> Result<Response<Incoming>, UpstreamError> {
+        let stream = self.connect().await?;
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| UpstreamError::Handshake {
+                addr: self.authority.clone(),
+                source,
+            })?;
+        tokio::spawn(async move {
+            // Errors surface through send_request or the upgraded stream.
+            let _ = conn.with_upgrades().await;
+        });
+        sender
+            .send_request(req)
+            .await
+            .map_err(|source| UpstreamError::Request {
+                addr: self.authority.clone(),
+                source,
+            })
+    }
+}

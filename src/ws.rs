@@ -1,0 +1,244 @@
+//! The few RFC 6455 pieces gatewarden needs itself: the accept key for the 101 it sends when
+//! rejecting, close frames, and a tracker that follows frame boundaries in a spliced stream.
+//!
+//! The tracker never copies payload; it reads frame headers and skips payload lengths, so its
+//! cost is per frame, not per byte. It is how the `[ws] closed` log line knows the close code
+//! without terminating the WebSocket.
+
+use base64::Engine;
+use http::HeaderMap;
+use sha1::{Digest, Sha1};
+
+const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// `Sec-WebSocket-Accept` for a given `Sec-WebSocket-Key`.
+pub fn accept_key(key: &[u8]) -> String {
+    let mut h = Sha1::new();
+    h.update(key);
+    h.update(ACCEPT_GUID);
+    base64::engine::general_purpose::STANDARD.encode(h.finalize())
+}
+
+/// Whether a request head asks for a WebSocket upgrade (RFC 6455 §4.2.1, HTTP/1.1 only).
+pub fn is_upgrade_request(method: &http::Method, version: http::Version, h: &HeaderMap) -> bool {
+    method == http::Method::GET
+        && version == http::Version::HTTP_11
+        && header_has_token(h, http::header::CONNECTION, "upgrade")
+        && header_has_token(h, http::header::UPGRADE, "websocket")
+}
+
+/// Whether a comma-separated header contains `token` (case-insensitive).
+pub fn header_has_token(h: &HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
+    h.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// An unmasked (server→client) close frame.
+pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    // Control frame payloads are limited to 125 bytes: 2 for the code, 123 for the reason.
+    let mut reason = &reason.as_bytes()[..reason.len().min(123)];
+    while std::str::from_utf8(reason).is_err() {
+        reason = &reason[..reason.len() - 1];
+    }
+    let mut f = Vec::with_capacity(4 + reason.len());
+    f.push(0x88);
+    f.push((2 + reason.len()) as u8);
+    f.extend_from_slice(&code.to_be_bytes());
+    f.extend_from_slice(reason);
+    f
+}
+
+/// A close frame seen on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    /// `None` for a close frame without a status code (RFC 6455: 1005 "no status").
+    pub code: Option<u16>,
+    pub reason: String,
+}
+
+/// Follows frame boundaries in one direction of a WebSocket stream.
+#[derive(Debug, Default)]
+pub struct FrameTracker {
+    /// Header bytes of the frame being read (at most 14).
+    hdr: [u8; 14],
+    hdr_len: usize,
+    /// Payload bytes still to skip in the current frame.
+    remaining: u64,
+    /// Capturing the payload of the first close frame.
+    capture: Option<Capture>,
+    close: Option<Close>,
+    frames: u64,
+}
+
+#[derive(Debug)]
+struct Capture {
+    mask: Option<[u8; 4]>,
+    payload: Vec<u8>,
+}
+
+impl FrameTracker {
+    /// Feeds bytes that passed through, in order.
+    pub fn observe(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let n = self.remaining.min(data.len() as u64) as usize;
+                if let Some(c) = &mut self.capture {
+                    c.payload.extend_from_slice(&data[..n]);
+                }
+                self.remaining -= n as u64;
+                data = &data[n..];
+                if self.remaining == 0 {
+                    self.finish_frame();
+                }
+                continue;
+            }
+            // Accumulate a header; its length is known after the first two bytes.
+            let need = self.header_len();
+            let take = (need - self.hdr_len).min(data.len());
+            self.hdr[self.hdr_len..self.hdr_len + take].copy_from_slice(&data[..take]);
+            self.hdr_len += take;
+            data = &data[take..];
+            if self.hdr_len == self.header_len() {
+                self.start_frame();
+            }
+        }
+    }
+
+    /// The first close frame seen in this direction.
+    pub fn close(&self) -> Option<&Close> {
+        self.close.as_ref()
+    }
+
+    /// True between frames: a frame of our own could be inserted here.
+    pub fn at_boundary(&self) -> bool {
+        self.hdr_len == 0 && self.remaining == 0
+    }
+
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Header length implied by the bytes seen so far (2 until the length byte is known).
+    fn header_len(&self) -> usize {
+        if self.hdr_len < 2 {
+            return 2;
+        }
+        let masked = self.hdr[1] & 0x80 != 0;
+        let ext = match self.hdr[1] & 0x7f {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        2 + ext + if masked { 4 } else { 0 }
+    }
+
+    fn start_frame(&mut self) {
+        let opcode = self.hdr[0] & 0x0f;
+        let masked = self.hdr[1] & 0x80 != 0;
+        let (len, ext) = match self.hdr[1] & 0x7f {
+            126 => (u16::from_be_bytes([self.hdr[2], self.hdr[3]]) as u64, 2),
+            127 => (u64::from_be_bytes(self.hdr[2..10].try_into().unwrap()), 8),
+            n => (n as u64, 0),
+        };
+        let mask = masked.then(|| self.hdr[2 + ext..6 + ext].try_into().unwrap());
+        if opcode == 0x8 && self.close.is_none() && len <= 125 {
+            self.capture = Some(Capture {
+                mask,
+                payload: Vec::with_capacity(len as usize),
+            });
+        }
+        self.remaining = len;
+        if len == 0 {
+            self.finish_frame();
+        }
+    }
+
+    fn finish_frame(&mut self) {
+        self.hdr_len = 0;
+        self.frames += 1;
+        if let Some(mut c) = self.capture.take() {
+            if let Some(mask) = c.mask {
+                for (i, b) in c.payload.iter_mut().enumerate() {
+                    *b ^= mask[i % 4];
+                }
+            }
+            let (code, reason) = if c.payload.len() >= 2 {
+                (
+                    Some(u16::from_be_bytes([c.payload[0], c.payload[1]])),
+                    String::from_utf8_lossy(&c.payload[2..]).into_owned(),
+                )
+            } else {
+                (None, String::new())
+            };
+            self.close = Some(Close { code, reason });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc_accept_example() {
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    fn masked(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n < 65536 => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    }
+
+    #[test]
+    fn tracks_close_after_large_frames_byte_by_byte() {
+        let mut stream = masked(0x2, &vec![7u8; 70_000], [1, 2, 3, 4]);
+        stream.extend(masked(0x1, &vec![b'a'; 300], [9, 9, 9, 9]));
+        stream.extend(masked(0x9, b"", [0, 0, 0, 0]));
+        let mut close_payload = 4001u16.to_be_bytes().to_vec();
+        close_payload.extend_from_slice(b"gateway auth changed");
+        stream.extend(masked(0x8, &close_payload, [0xde, 0xad, 0xbe, 0xef]));
+        for chunk in [1usize, 3, 7, 4096, stream.len()] {
+            let mut t = FrameTracker::default();
+            for c in stream.chunks(chunk) {
+                t.observe(c);
+            }
+            assert_eq!(t.frames(), 4, "chunk size {chunk}");
+            assert!(t.at_boundary());
+            let c = t.close().unwrap();
+            assert_eq!(c.code, Some(4001));
+            assert_eq!(c.reason, "gateway auth changed");
+        }
+    }
+
+    #[test]
+    fn unmasked_close_frame_round_trips() {
+        let f = close_frame(1008, "unauthorized: gateway token mismatch");
+        let mut t = FrameTracker::default();
+        t.observe(&f);
+        assert_eq!(t.close().unwrap().code, Some(1008));
+        assert_eq!(t.close().unwrap().reason, "unauthorized: gateway token mismatch");
+        let long = "é".repeat(100);
+        let f = close_frame(1000, &long);
+        assert!(f.len() <= 127);
+        assert!(std::str::from_utf8(&f[4..]).is_ok());
+    }
+}
