@@ -32,7 +32,9 @@ impl Reason {
     /// handling (which matches "token mismatch" / "token missing") keeps working.
     pub fn close_text(self) -> &'static str {
         match self {
-            Reason::TokenMissing => "unauthorized: gateway token missing (provide gateway auth token)",
+            Reason::TokenMissing => {
+                "unauthorized: gateway token missing (provide gateway auth token)"
+            }
             Reason::TokenMismatch => {
                 "unauthorized: gateway token mismatch (provide gateway auth token)"
             }
@@ -157,7 +159,10 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<Vec<u8>> {
             if k != name.as_bytes() {
                 return None;
             }
-            let v = v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(v);
+            let v = v
+                .strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(v);
             (!v.is_empty()).then(|| v.to_vec())
         })
     })
@@ -239,20 +244,32 @@ mod tests {
         let mut cfg = AuthConfig::default();
         let p = parts(
             "/ws?token=q",
-            &[("authorization", "Bearer h"), ("cookie", "a=1; gatewarden_token=c")],
+            &[
+                ("authorization", "Bearer h"),
+                ("cookie", "a=1; gatewarden_token=c"),
+            ],
         );
         let f = extract(&cfg, &p, true).unwrap();
-        assert_eq!((f.token.as_slice(), f.source), (&b"h"[..], TokenSource::Header));
+        assert_eq!(
+            (f.token.as_slice(), f.source),
+            (&b"h"[..], TokenSource::Header)
+        );
         cfg.sources = vec![TokenSource::Cookie, TokenSource::Query];
         let f = extract(&cfg, &p, true).unwrap();
-        assert_eq!((f.token.as_slice(), f.source), (&b"c"[..], TokenSource::Cookie));
+        assert_eq!(
+            (f.token.as_slice(), f.source),
+            (&b"c"[..], TokenSource::Cookie)
+        );
         cfg.sources = vec![TokenSource::Subprotocol];
         assert!(extract(&cfg, &p, true).is_none());
     }
 
     #[test]
     fn query_is_percent_decoded() {
-        assert_eq!(query_value("a=1&token=a%2Bb%20c", "token").unwrap(), b"a+b c");
+        assert_eq!(
+            query_value("a=1&token=a%2Bb%20c", "token").unwrap(),
+            b"a+b c"
+        );
         assert_eq!(query_value("token=", "token"), None);
         assert_eq!(query_value("tokens=x", "token"), None);
     }
@@ -265,7 +282,10 @@ mod tests {
 
     #[test]
     fn subprotocol_entry_found_and_stripped() {
-        let p = parts("/", &[("sec-websocket-protocol", "chat, bearer.s3cret,  v2")]);
+        let p = parts(
+            "/",
+            &[("sec-websocket-protocol", "chat, bearer.s3cret,  v2")],
+        );
         let cfg = AuthConfig::default();
         assert_eq!(extract(&cfg, &p, true).unwrap().token, b"s3cret");
         assert!(extract(&cfg, &p, false).is_none());

@@ -5,11 +5,17 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, Config, CredentialFormat, CredentialSource, FlagOverrides, LogFormat, LogOverrides};
+use crate::config::{
+    self, Config, CredentialFormat, CredentialSource, FlagOverrides, LogFormat, LogOverrides,
+};
 use crate::credentials;
 
 #[derive(Debug, Parser)]
-#[command(name = "gatewarden", version, about = "Authentication sidecar for WebSocket gateways")]
+#[command(
+    name = "gatewarden",
+    version,
+    about = "Authentication sidecar for WebSocket gateways"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub args: CommonArgs,
@@ -90,7 +96,10 @@ fn run(args: &CommonArgs) -> ExitCode {
         }
     };
     crate::logging::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gatewarden: cannot start the async runtime: {e}");
@@ -126,7 +135,11 @@ fn check(args: &CommonArgs) -> ExitCode {
             Ok(p) => println!(
                 "# credentials: none configured; the generated token file {} will be used ({})",
                 p.display(),
-                if p.exists() { "exists" } else { "created at start-up" }
+                if p.exists() {
+                    "exists"
+                } else {
+                    "created at start-up"
+                }
             ),
             Err(e) => {
                 eprintln!("gatewarden: {e}");
@@ -138,7 +151,11 @@ fn check(args: &CommonArgs) -> ExitCode {
         match credentials::read_source(src) {
             Ok(entries) => {
                 for c in entries {
-                    println!("# credential {}: ok, fingerprint fp:{}", src.path.display(), c.fingerprint);
+                    println!(
+                        "# credential {}: ok, fingerprint fp:{}",
+                        src.path.display(),
+                        c.fingerprint
+                    );
                 }
             }
             Err(e) => {

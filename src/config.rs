@@ -265,7 +265,9 @@ impl std::str::FromStr for Upstream {
             return Err(bad("a path is not supported, give host:port"));
         }
         let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let (host, port) = v6.split_once("]:").ok_or_else(|| bad("expected [ipv6]:port"))?;
+            let (host, port) = v6
+                .split_once("]:")
+                .ok_or_else(|| bad("expected [ipv6]:port"))?;
             (host, port)
         } else {
             rest.rsplit_once(':')
@@ -492,7 +494,11 @@ fn validate(config: &Config, fig: &Figment) -> Result<(), ConfigError> {
         return fail("timeouts.header_read", &"0s", "must be greater than zero");
     }
     if config.timeouts.upstream_connect.0.is_zero() {
-        return fail("timeouts.upstream_connect", &"0s", "must be greater than zero");
+        return fail(
+            "timeouts.upstream_connect",
+            &"0s",
+            "must be greater than zero",
+        );
     }
     if let Err(e) = config.log.level.parse::<tracing_subscriber::EnvFilter>() {
         return fail(

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use ::http::header::{
     HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST, LOCATION, SEC_WEBSOCKET_ACCEPT,
-    SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING,
-    UPGRADE, WWW_AUTHENTICATE,
+    SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    WWW_AUTHENTICATE,
 };
 use ::http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use bytes::Bytes;
@@ -80,12 +80,19 @@ impl Proxy {
         }
     }
 
-    async fn websocket(self: Arc<Self>, mut req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+    async fn websocket(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<Body> {
         let started = Instant::now();
         let conn = Uuid::new_v4();
         let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).cloned() else {
             debug!(conn = %conn, remote = %remote, "[ws] bad upgrade: no Sec-WebSocket-Key");
-            return text(StatusCode::BAD_REQUEST, "bad request: missing Sec-WebSocket-Key\n");
+            return text(
+                StatusCode::BAD_REQUEST,
+                "bad request: missing Sec-WebSocket-Key\n",
+            );
         };
         let on_client = hyper::upgrade::on(&mut req);
         let (parts, _body) = req.into_parts();
@@ -108,7 +115,9 @@ impl Proxy {
                 );
                 match self.auth.reject {
                     RejectMode::Http => unauthorized(reason),
-                    RejectMode::Close => self.reject_with_close(on_client, &key, &parts.headers, reason),
+                    RejectMode::Close => {
+                        self.reject_with_close(on_client, &key, &parts.headers, reason)
+                    }
                 }
             }
             Decision::Allow { source, credential } => {
@@ -117,7 +126,10 @@ impl Proxy {
                     Ok(r) => r,
                     Err(e) => {
                         warn!(conn = %conn, remote = %remote, cause = %e, "[ws] upstream unavailable");
-                        return text(StatusCode::BAD_GATEWAY, "bad gateway: upstream unavailable\n");
+                        return text(
+                            StatusCode::BAD_GATEWAY,
+                            "bad gateway: upstream unavailable\n",
+                        );
                     }
                 };
                 if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -131,7 +143,10 @@ impl Proxy {
                 }
                 if !ws::header_has_token(resp.headers(), UPGRADE, "websocket") {
                     warn!(conn = %conn, remote = %remote, "[ws] upstream answered 101 without Upgrade: websocket");
-                    return text(StatusCode::BAD_GATEWAY, "bad gateway: upstream switched to another protocol\n");
+                    return text(
+                        StatusCode::BAD_GATEWAY,
+                        "bad gateway: upstream switched to another protocol\n",
+                    );
                 }
                 info!(
                     conn = %conn,
@@ -162,7 +177,7 @@ impl Proxy {
                         _ = hard_stop.cancelled() => info!(
                             conn = %conn,
                             code = 1006,
-                            reason = "gatewarden shut down after drain",
+                            reason = ?"gatewarden shut down after drain",
                             duration_ms = started.elapsed().as_millis() as u64,
                             "[ws] closed"
                         ),
@@ -180,13 +195,18 @@ impl Proxy {
         let upgrade = headers.get(UPGRADE).cloned();
         strip_hop_by_hop(&mut headers);
         headers.remove(SEC_WEBSOCKET_PROTOCOL);
-        if let Some(list) = auth::strip_token_subprotocols(&parts.headers, &self.auth.subprotocol_prefix) {
+        if let Some(list) =
+            auth::strip_token_subprotocols(&parts.headers, &self.auth.subprotocol_prefix)
+        {
             if let Ok(v) = HeaderValue::from_bytes(&list) {
                 headers.insert(SEC_WEBSOCKET_PROTOCOL, v);
             }
         }
         headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-        headers.insert(UPGRADE, upgrade.unwrap_or(HeaderValue::from_static("websocket")));
+        headers.insert(
+            UPGRADE,
+            upgrade.unwrap_or(HeaderValue::from_static("websocket")),
+        );
         if !headers.contains_key(HOST) {
             if let Ok(v) = HeaderValue::from_str(self.upstream.authority()) {
                 headers.insert(HOST, v);
@@ -290,22 +310,36 @@ impl Proxy {
         if parts.version != Version::HTTP_11 && parts.version != Version::HTTP_10 {
             parts.version = Version::HTTP_11;
         }
-        match self.upstream.request(Request::from_parts(parts, body)).await {
+        match self
+            .upstream
+            .request(Request::from_parts(parts, body))
+            .await
+        {
             Ok(resp) => passthrough(resp),
             Err(e) => {
                 warn!(remote = %remote, path = %path, cause = %e, "[http] upstream unavailable");
-                text(StatusCode::BAD_GATEWAY, "bad gateway: upstream unavailable\n")
+                text(
+                    StatusCode::BAD_GATEWAY,
+                    "bad gateway: upstream unavailable\n",
+                )
             }
         }
     }
 
     fn is_public(&self, path: &str) -> bool {
-        self.auth.public_paths.iter().any(|p| path.starts_with(p.as_str()))
+        self.auth
+            .public_paths
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
     }
 
     /// `GET /x?token=T` → `303 /x` + auth cookie: a dashboard link works once and the token
     /// does not linger in the address bar or in upstream access logs.
-    fn token_redirect(&self, parts: &::http::request::Parts, found: Option<&auth::Found>) -> Option<Response<Body>> {
+    fn token_redirect(
+        &self,
+        parts: &::http::request::Parts,
+        found: Option<&auth::Found>,
+    ) -> Option<Response<Body>> {
         let token = &found?.token;
         if !token.iter().all(|&b| is_cookie_octet(b)) {
             return None;
@@ -325,8 +359,10 @@ impl Proxy {
             cookie.push_str("; Secure");
         }
         let mut resp = text(StatusCode::SEE_OTHER, "see other\n");
-        resp.headers_mut().insert(LOCATION, HeaderValue::from_str(&location).ok()?);
-        resp.headers_mut().insert(SET_COOKIE, HeaderValue::from_str(&cookie).ok()?);
+        resp.headers_mut()
+            .insert(LOCATION, HeaderValue::from_str(&location).ok()?);
+        resp.headers_mut()
+            .insert(SET_COOKIE, HeaderValue::from_str(&cookie).ok()?);
         Some(resp)
     }
 }
@@ -346,11 +382,11 @@ fn log_closed(conn: Uuid, started: Instant, o: &splice::Outcome) {
         conn = %conn,
         code = code,
         reason = ?reason,
-        by = by,
+        by = %by,
         duration_ms = started.elapsed().as_millis() as u64,
         bytes_in = o.bytes_in,
         bytes_out = o.bytes_out,
-        error = o.error.as_ref().map(|e| e.to_string()).unwrap_or_default(),
+        error = %o.error.as_ref().map_or_else(|| "-".to_string(), |e| e.to_string()),
         "[ws] closed"
     );
 }
@@ -393,10 +429,16 @@ fn empty() -> Body {
 }
 
 fn text(status: StatusCode, msg: &'static str) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(msg.as_bytes())).map_err(|never| match never {}).boxed());
+    let mut resp = Response::new(
+        Full::new(Bytes::from_static(msg.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 
@@ -418,7 +460,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_go() {
         let mut h = HeaderMap::new();
-        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, X-Secret-Hop"));
+        h.insert(
+            CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret-Hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));

@@ -21,7 +21,10 @@ pub use config::Config;
 pub use listener::{Server, StartError};
 
 /// Binds and serves until `shutdown` resolves — what the binary runs.
-pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), StartError> {
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), StartError> {
     Server::bind(config).await?.run(shutdown).await;
     Ok(())
 }

@@ -45,7 +45,10 @@ impl Server {
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
         let proxy = Arc::new(Proxy {
-            upstream: UpstreamClient::new(config.upstream.clone(), config.timeouts.upstream_connect.0),
+            upstream: UpstreamClient::new(
+                config.upstream.clone(),
+                config.timeouts.upstream_connect.0,
+            ),
             auth: config.auth.clone(),
             creds,
             tls: false,
@@ -120,7 +123,10 @@ impl Server {
         if tokio::time::timeout(self.drain, tasks.wait()).await.is_ok() {
             info!("[shutdown] drained");
         } else {
-            warn!(remaining = tasks.len(), "[shutdown] drain time over; closing what is left");
+            warn!(
+                remaining = tasks.len(),
+                "[shutdown] drain time over; closing what is left"
+            );
             self.proxy.hard_stop.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
         }
@@ -131,7 +137,9 @@ impl Server {
 fn is_per_connection(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
     )
 }
 

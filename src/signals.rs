@@ -5,7 +5,10 @@ use tracing::{info, warn};
 /// Resolves on the first SIGINT or SIGTERM; arms an immediate exit on the second.
 pub async fn shutdown() {
     let name = wait_for_signal().await;
-    info!(signal = name, "[shutdown] signal received; send it again to exit at once");
+    info!(
+        signal = name,
+        "[shutdown] signal received; send it again to exit at once"
+    );
     tokio::spawn(async {
         let name = wait_for_signal().await;
         warn!(signal = name, "[shutdown] second signal; exiting now");

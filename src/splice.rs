@@ -138,7 +138,12 @@ impl Half {
         }
     }
 
-    fn poll_copy<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W) -> Poll<io::Result<()>>
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+    ) -> Poll<io::Result<()>>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -221,7 +226,11 @@ pub async fn relay(
             }
         }
         note_close(&mut first_close, &up, &down);
-        if up.done && down.done {
+        // Once the close handshake is complete (a close frame each way) nothing more may be
+        // sent, so one side's EOF ends the relay: a client that keeps its socket open after
+        // the handshake must not pin the tunnel.
+        let handshake_done = up.tracker.close().is_some() && down.tracker.close().is_some();
+        if (up.done && down.done) || (handshake_done && (up.done || down.done)) {
             Poll::Ready(Ok(()))
         } else {
             Poll::Pending

@@ -74,7 +74,10 @@ impl UpstreamClient {
     }
 
     /// Sends a plain HTTP request (URI already in origin form) over the pool.
-    pub async fn request(&self, mut req: Request<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn request(
+        &self,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let pq = req
             .uri()
             .path_and_query()
@@ -111,7 +114,10 @@ impl UpstreamClient {
 
     /// Sends an upgrade request on a fresh connection and returns the gateway's answer; on a
     /// 101 the caller takes the upgraded stream with `hyper::upgrade::on(&mut response)`.
-    pub async fn upgrade(&self, req: Request<Empty<Bytes>>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn upgrade(
+        &self,
+        req: Request<Empty<Bytes>>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let stream = self.connect().await?;
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(stream))

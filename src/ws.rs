@@ -235,7 +235,10 @@ mod tests {
         let mut t = FrameTracker::default();
         t.observe(&f);
         assert_eq!(t.close().unwrap().code, Some(1008));
-        assert_eq!(t.close().unwrap().reason, "unauthorized: gateway token mismatch");
+        assert_eq!(
+            t.close().unwrap().reason,
+            "unauthorized: gateway token mismatch"
+        );
         let long = "é".repeat(100);
         let f = close_frame(1000, &long);
         assert!(f.len() <= 127);

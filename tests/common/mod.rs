@@ -1,0 +1,424 @@
+//! Test harness: a real upstream (hyper for HTTP, tokio-tungstenite for WebSocket) that
+//! records what it saw, gatewarden itself on port 0, and a capture of gatewarden's logs.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use gatewarden::config::{Config, CredentialFormat, CredentialSource, ListenAddr, Secs};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Notify};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// Generous: the suite must pass on a loaded 2-core machine.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub type WsClient = WebSocketStream<TcpStream>;
+type Body = BoxBody<Bytes, hyper::Error>;
+
+// ---------------------------------------------------------------- log capture
+
+struct LogBuf {
+    text: Mutex<String>,
+    notify: Notify,
+}
+
+fn logbuf() -> &'static LogBuf {
+    static BUF: OnceLock<LogBuf> = OnceLock::new();
+    BUF.get_or_init(|| LogBuf {
+        text: Mutex::new(String::new()),
+        notify: Notify::new(),
+    })
+}
+
+struct CaptureWriter;
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let b = logbuf();
+        b.text
+            .lock()
+            .unwrap()
+            .push_str(&String::from_utf8_lossy(buf));
+        b.notify.notify_waiters();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends gatewarden's logs (all tests in this binary) into a buffer tests can search.
+pub fn capture_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("gatewarden=debug")
+            .with_ansi(false)
+            .with_target(false)
+            .with_writer(|| CaptureWriter)
+            .try_init();
+    });
+}
+
+pub fn logs() -> String {
+    logbuf().text.lock().unwrap().clone()
+}
+
+/// Waits for a log line that contains every needle; returns it.
+pub async fn wait_log(needles: &[&str]) -> String {
+    let find = || {
+        logs()
+            .lines()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+            .map(str::to_string)
+    };
+    let waited = tokio::time::timeout(WAIT, async {
+        loop {
+            let notified = logbuf().notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(l) = find() {
+                return l;
+            }
+            notified.await;
+        }
+    })
+    .await;
+    match waited {
+        Ok(l) => l,
+        Err(_) => panic!(
+            "no log line with {needles:?} within {WAIT:?}; logs:\n{}",
+            logs()
+        ),
+    }
+}
+
+// ---------------------------------------------------------------- upstream
+
+/// What the upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: http::HeaderMap,
+}
+
+#[derive(Clone)]
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl TestUpstream {
+    pub fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("upstream saw a request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+/// Starts the upstream:
+/// - WebSocket upgrades are accepted (except on `/refuse`: 403), the first offered
+///   subprotocol among `chat`/`v2` is selected, and messages are echoed; the text
+///   `close-4001` makes it close with 4001 "gateway auth changed".
+/// - `/echo` streams the request body back; any other path answers `upstream saw M URI`.
+pub async fn start_upstream() -> TestUpstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let up = TestUpstream {
+        addr,
+        seen: seen.clone(),
+    };
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| upstream_handle(req, seen.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    up
+}
+
+fn full(s: impl Into<Bytes>) -> Body {
+    Full::new(s.into()).map_err(|never| match never {}).boxed()
+}
+
+async fn upstream_handle(
+    mut req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) -> Result<Response<Body>, Infallible> {
+    seen.lock().unwrap().push(Seen {
+        method: req.method().to_string(),
+        uri: req.uri().to_string(),
+        headers: req.headers().clone(),
+    });
+    let is_ws = req
+        .headers()
+        .get("upgrade")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if is_ws {
+        if req.uri().path() == "/refuse" {
+            let mut r = Response::new(full("upstream says no\n"));
+            *r.status_mut() = StatusCode::FORBIDDEN;
+            r.headers_mut()
+                .insert("x-upstream", "refused".parse().unwrap());
+            return Ok(r);
+        }
+        let key = req.headers().get("sec-websocket-key").unwrap().clone();
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let protocol = req
+            .headers()
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .flat_map(|v| v.to_str().unwrap().split(','))
+            .map(str::trim)
+            .find(|p| *p == "chat" || *p == "v2")
+            .map(str::to_string);
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let upgraded = on_upgrade.await.unwrap();
+            let ws =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            echo(ws).await;
+        });
+        let mut r = Response::new(full(""));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = r.headers_mut();
+        h.insert("connection", "Upgrade".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("sec-websocket-accept", accept.parse().unwrap());
+        if let Some(p) = protocol {
+            h.insert("sec-websocket-protocol", p.parse().unwrap());
+        }
+        return Ok(r);
+    }
+    if req.uri().path() == "/echo" {
+        let mut r = Response::new(req.into_body().boxed());
+        r.headers_mut()
+            .insert("x-upstream", "echo".parse().unwrap());
+        return Ok(r);
+    }
+    let text = format!("upstream saw {} {}\n", req.method(), req.uri());
+    let mut r = Response::new(full(text));
+    r.headers_mut()
+        .insert("x-upstream", "plain".parse().unwrap());
+    r.headers_mut()
+        .insert("keep-alive", "timeout=5".parse().unwrap());
+    Ok(r)
+}
+
+async fn echo<S>(mut ws: WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    while let Some(Ok(msg)) = ws.next().await {
+        match msg {
+            Message::Text(t) if t == "close-4001" => {
+                let _ = ws
+                    .close(Some(CloseFrame {
+                        code: CloseCode::Library(4001),
+                        reason: "gateway auth changed".into(),
+                    }))
+                    .await;
+            }
+            Message::Text(_) | Message::Binary(_) => {
+                if ws.send(msg).await.is_err() {
+                    return;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------- gatewarden
+
+pub struct Harness {
+    pub addr: SocketAddr,
+    pub upstream: TestUpstream,
+    pub token: String,
+    pub token_file: PathBuf,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    pub done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Harness {
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Starts the drain; `finished` resolves when `run` returns.
+    pub fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub async fn finished(&mut self) {
+        let done = self.done.take().expect("not awaited twice");
+        tokio::time::timeout(WAIT, done)
+            .await
+            .expect("server stopped in time")
+            .unwrap();
+    }
+}
+
+pub fn random_token() -> String {
+    gatewarden::credentials::generate_token()
+}
+
+pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).unwrap();
+    p
+}
+
+/// A config for gatewarden in front of `upstream`, listening on an ephemeral port.
+pub fn config_for(upstream: SocketAddr, token_file: &Path) -> Config {
+    let mut c = Config::default();
+    c.listen = ListenAddr("127.0.0.1:0".parse().unwrap());
+    c.upstream = upstream.to_string().parse().unwrap();
+    c.credentials = vec![CredentialSource {
+        path: token_file.to_path_buf(),
+        format: CredentialFormat::Plain,
+    }];
+    c.shutdown.drain = Secs(Duration::from_secs(20));
+    c
+}
+
+pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
+    capture_logs();
+    let upstream = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = random_token();
+    let token_file = write_file(dir.path(), "token", &format!("  {token}\n"));
+    let mut config = config_for(upstream.addr, &token_file);
+    tweak(&mut config);
+    let server = gatewarden::Server::bind(config)
+        .await
+        .expect("gatewarden binds");
+    let addr = server.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    Harness {
+        addr,
+        upstream,
+        token,
+        token_file,
+        dir,
+        stop: Some(stop),
+        done: Some(done),
+    }
+}
+
+pub async fn start() -> Harness {
+    start_with(|_| {}).await
+}
+
+// ---------------------------------------------------------------- clients
+
+/// Opens a WebSocket through `addr` with extra request headers.
+pub async fn ws_connect(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<
+    (
+        WsClient,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let stream = TcpStream::connect(addr).await.unwrap();
+    timeout(tokio_tungstenite::client_async(req, stream)).await
+}
+
+/// The next data or close message, skipping nothing: fails on timeout.
+pub async fn next_msg(ws: &mut WsClient) -> Option<Message> {
+    timeout(ws.next()).await.map(|r| r.expect("websocket read"))
+}
+
+pub async fn timeout<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(WAIT, f)
+        .await
+        .expect("timed out waiting")
+}
+
+/// One HTTP/1.1 request over a fresh connection.
+pub async fn http_request<B>(addr: SocketAddr, req: Request<B>) -> Response<Incoming>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    timeout(sender.send_request(req)).await.unwrap()
+}
+
+pub async fn body_bytes(resp: Response<Incoming>) -> Bytes {
+    timeout(resp.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes()
+}
+
+pub fn get(addr: SocketAddr, path_and_query: &str) -> Request<http_body_util::Empty<Bytes>> {
+    Request::builder()
+        .uri(path_and_query)
+        .header("host", addr.to_string())
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+/// An address nothing listens on.
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}

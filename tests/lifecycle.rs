@@ -1,0 +1,51 @@
+//! Start-up and shutdown: the drain keeps open tunnels alive and refuses new clients.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::SinkExt;
+use gatewarden::config::Secs;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn drain_keeps_open_tunnels_and_refuses_new_connections() {
+    let mut h = start().await;
+    let auth = format!("Bearer {}", h.token);
+    let (mut ws, _) = ws_connect(h.addr, "/ws", &[("authorization", &auth)])
+        .await
+        .unwrap();
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Some(Message::text("before")));
+
+    h.shutdown();
+    wait_log(&["[shutdown] stopped accepting"]).await;
+    // The listener is gone: new clients are refused at the TCP level.
+    assert!(tokio::net::TcpStream::connect(h.addr).await.is_err());
+    // The tunnel opened before the signal keeps working during the drain.
+    ws.send(Message::text("during drain")).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Some(Message::text("during drain")));
+    ws.close(None).await.unwrap();
+    while next_msg(&mut ws).await.is_some() {}
+    // With the last tunnel closed the server finishes well before the 20 s drain.
+    h.finished().await;
+    wait_log(&["[shutdown] drained"]).await;
+}
+
+#[tokio::test]
+async fn drain_time_over_cuts_remaining_tunnels() {
+    let mut h = start_with(|c| c.shutdown.drain = Secs(Duration::from_millis(300))).await;
+    let auth = format!("Bearer {}", h.token);
+    let (mut ws, _) = ws_connect(h.addr, "/ws", &[("authorization", &auth)])
+        .await
+        .unwrap();
+    ws.send(Message::text("x")).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Some(Message::text("x")));
+    h.shutdown();
+    h.finished().await;
+    wait_log(&["[shutdown] drain time over"]).await;
+    // The client sees its connection end (no close frame: the splice does not forge one).
+    let end = timeout(futures_util::StreamExt::next(&mut ws)).await;
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+}

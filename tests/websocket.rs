@@ -1,0 +1,371 @@
+//! WebSocket upgrades through gatewarden: every token source, both rejection modes, and the
+//! splice's transparency (sizes, counts, control frames, close codes).
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use gatewarden::config::RejectMode;
+use gatewarden::credentials::Fingerprint;
+use rand::RngCore;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+async fn assert_echo(ws: &mut WsClient, text: &str) {
+    ws.send(Message::text(text)).await.unwrap();
+    assert_eq!(next_msg(ws).await, Some(Message::text(text)));
+}
+
+#[tokio::test]
+async fn bearer_header_is_accepted() {
+    let h = start().await;
+    let auth = format!("Bearer {}", h.token);
+    let (mut ws, resp) = ws_connect(h.addr, "/ws", &[("authorization", &auth)])
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    assert_echo(&mut ws, "hello via header").await;
+    // The client's own header is forwarded as sent (no upstream_auth injection by default).
+    assert_eq!(h.upstream.last().headers["authorization"], auth.as_str());
+}
+
+#[tokio::test]
+async fn query_parameter_is_accepted() {
+    let h = start().await;
+    let (mut ws, _) = ws_connect(h.addr, &format!("/ws?a=1&token={}", h.token), &[])
+        .await
+        .unwrap();
+    assert_echo(&mut ws, "hello via query").await;
+    let seen = h.upstream.last();
+    assert!(
+        seen.uri.starts_with("/ws?a=1&token="),
+        "path and query forwarded: {}",
+        seen.uri
+    );
+}
+
+#[tokio::test]
+async fn cookie_is_accepted() {
+    let h = start().await;
+    let cookie = format!("theme=dark; gatewarden_token={}", h.token);
+    let (mut ws, _) = ws_connect(h.addr, "/ws", &[("cookie", &cookie)])
+        .await
+        .unwrap();
+    assert_echo(&mut ws, "hello via cookie").await;
+}
+
+#[tokio::test]
+async fn subprotocol_entry_is_accepted_and_stripped_upstream() {
+    let h = start().await;
+    // No space after the comma: tungstenite 0.24 splits the offered list without trimming.
+    let protocols = format!("bearer.{},chat", h.token);
+    let (mut ws, resp) = ws_connect(h.addr, "/ws", &[("sec-websocket-protocol", &protocols)])
+        .await
+        .unwrap();
+    // The upstream's own choice comes back untouched.
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "chat");
+    assert_echo(&mut ws, "hello via subprotocol").await;
+    let seen = h.upstream.last();
+    let forwarded: Vec<_> = seen
+        .headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .collect();
+    assert_eq!(
+        forwarded,
+        vec!["chat"],
+        "token entry removed, the rest kept"
+    );
+}
+
+#[tokio::test]
+async fn disabled_source_is_ignored() {
+    let h = start_with(|c| c.auth.sources = vec![gatewarden::config::TokenSource::Header]).await;
+    let (mut ws, _) = ws_connect(h.addr, &format!("/ws?token={}", h.token), &[])
+        .await
+        .unwrap();
+    let Some(Message::Close(Some(frame))) = next_msg(&mut ws).await else {
+        panic!("expected close")
+    };
+    assert_eq!(frame.code, CloseCode::Policy);
+    assert!(frame.reason.contains("token missing"), "{}", frame.reason);
+}
+
+#[tokio::test]
+async fn mismatch_closes_1008_with_gateway_text_and_upstream_never_contacted() {
+    let h = start().await;
+    let wrong = random_token();
+    let (mut ws, resp) = ws_connect(
+        h.addr,
+        "/ws",
+        &[("authorization", &format!("Bearer {wrong}"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 101, "answered by gatewarden itself");
+    let Some(Message::Close(Some(frame))) = next_msg(&mut ws).await else {
+        panic!("expected a close frame")
+    };
+    assert_eq!(frame.code, CloseCode::Policy);
+    assert_eq!(
+        frame.reason,
+        "unauthorized: gateway token mismatch (provide gateway auth token)"
+    );
+    assert_eq!(
+        h.upstream.count(),
+        0,
+        "the upstream never saw the rejected client"
+    );
+    let fp = Fingerprint::of(wrong.as_bytes()).to_string();
+    let line = wait_log(&[
+        "[ws] unauthorized",
+        "reason=token_mismatch",
+        &format!("presented=fp:{fp}"),
+    ])
+    .await;
+    assert!(line.contains("remote=127.0.0.1:"), "{line}");
+    assert!(line.contains("conn="), "{line}");
+}
+
+#[tokio::test]
+async fn missing_closes_1008_with_gateway_text() {
+    let h = start().await;
+    let (mut ws, _) = ws_connect(h.addr, "/ws", &[]).await.unwrap();
+    let Some(Message::Close(Some(frame))) = next_msg(&mut ws).await else {
+        panic!("expected a close frame")
+    };
+    assert_eq!(frame.code, CloseCode::Policy);
+    assert_eq!(
+        frame.reason,
+        "unauthorized: gateway token missing (provide gateway auth token)"
+    );
+    // The client answers the close and the socket ends.
+    assert!(timeout(ws.next()).await.is_none());
+    assert_eq!(h.upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn close_rejection_selects_a_non_token_subprotocol() {
+    let h = start().await;
+    let (mut ws, resp) = ws_connect(
+        h.addr,
+        "/ws",
+        &[("sec-websocket-protocol", "bearer.wrong,chat")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "chat");
+    let Some(Message::Close(Some(frame))) = next_msg(&mut ws).await else {
+        panic!("expected close")
+    };
+    assert_eq!(frame.code, CloseCode::Policy);
+}
+
+#[tokio::test]
+async fn http_reject_mode_answers_401() {
+    let h = start_with(|c| c.auth.reject = RejectMode::Http).await;
+    for headers in [vec![], vec![("authorization", "Bearer nope")]] {
+        match ws_connect(h.addr, "/ws", &headers).await {
+            Err(WsError::Http(resp)) => {
+                assert_eq!(resp.status(), 401);
+                assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+                let body = String::from_utf8(resp.body().clone().unwrap()).unwrap();
+                let want = if headers.is_empty() {
+                    "token_missing"
+                } else {
+                    "token_mismatch"
+                };
+                assert!(body.contains(want), "{body}");
+            }
+            other => panic!("expected 401, got {other:?}"),
+        }
+    }
+    assert_eq!(h.upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn large_binary_message_round_trips_byte_exact() {
+    let h = start().await;
+    let (mut ws, _) = ws_connect(
+        h.addr,
+        "/ws",
+        &[("authorization", &format!("Bearer {}", h.token))],
+    )
+    .await
+    .unwrap();
+    let mut payload = vec![0u8; 1 << 20];
+    rand::thread_rng().fill_bytes(&mut payload);
+    ws.send(Message::binary(payload.clone())).await.unwrap();
+    match next_msg(&mut ws).await {
+        Some(Message::Binary(back)) => assert!(back == payload, "1 MiB payload changed in transit"),
+        other => panic!("expected binary, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn thousand_small_messages_in_order() {
+    let h = start().await;
+    let (ws, _) = ws_connect(
+        h.addr,
+        "/ws",
+        &[("authorization", &format!("Bearer {}", h.token))],
+    )
+    .await
+    .unwrap();
+    let (mut tx, mut rx) = ws.split();
+    let sender = tokio::spawn(async move {
+        for i in 0..1000 {
+            tx.send(Message::text(format!("message {i}")))
+                .await
+                .unwrap();
+        }
+        tx
+    });
+    for i in 0..1000 {
+        let msg = timeout(rx.next()).await.unwrap().unwrap();
+        assert_eq!(msg, Message::text(format!("message {i}")));
+    }
+    let _tx = sender.await.unwrap();
+}
+
+#[tokio::test]
+async fn ping_gets_upstream_pong() {
+    let h = start().await;
+    let (mut ws, _) = ws_connect(
+        h.addr,
+        "/ws",
+        &[("authorization", &format!("Bearer {}", h.token))],
+    )
+    .await
+    .unwrap();
+    ws.send(Message::Ping(b"are you there".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_msg(&mut ws).await,
+        Some(Message::Pong(b"are you there".to_vec()))
+    );
+}
+
+#[tokio::test]
+async fn upstream_close_code_reaches_client_and_is_logged() {
+    let h = start().await;
+    let (mut ws, _) = ws_connect(
+        h.addr,
+        "/ws",
+        &[("authorization", &format!("Bearer {}", h.token))],
+    )
+    .await
+    .unwrap();
+    ws.send(Message::text("close-4001")).await.unwrap();
+    let Some(Message::Close(Some(frame))) = next_msg(&mut ws).await else {
+        panic!("expected close")
+    };
+    assert_eq!(frame.code, CloseCode::Library(4001));
+    assert_eq!(frame.reason, "gateway auth changed");
+    assert!(timeout(ws.next()).await.is_none());
+    let line = wait_log(&["[ws] closed", "code=4001"]).await;
+    assert!(line.contains("reason=\"gateway auth changed\""), "{line}");
+    assert!(line.contains("by=upstream"), "{line}");
+    assert!(line.contains("bytes_in="), "{line}");
+    assert!(line.contains("duration_ms="), "{line}");
+}
+
+#[tokio::test]
+async fn client_close_code_is_logged() {
+    let h = start().await;
+    let (mut ws, _) = ws_connect(
+        h.addr,
+        "/ws",
+        &[("authorization", &format!("Bearer {}", h.token))],
+    )
+    .await
+    .unwrap();
+    assert_echo(&mut ws, "x").await;
+    ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: CloseCode::Library(4333),
+        reason: "client leaving".into(),
+    }))
+    .await
+    .unwrap();
+    let line = wait_log(&["[ws] closed", "code=4333"]).await;
+    assert!(line.contains("by=client"), "{line}");
+}
+
+#[tokio::test]
+async fn upstream_refusal_is_returned_as_is() {
+    let h = start().await;
+    match ws_connect(
+        h.addr,
+        "/refuse",
+        &[("authorization", &format!("Bearer {}", h.token))],
+    )
+    .await
+    {
+        Err(WsError::Http(resp)) => {
+            assert_eq!(resp.status(), 403);
+            assert_eq!(resp.headers()["x-upstream"], "refused");
+            assert_eq!(resp.body().as_deref(), Some(&b"upstream says no\n"[..]));
+        }
+        other => panic!("expected the upstream's 403, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn upstream_down_gives_502() {
+    let dead = dead_addr().await;
+    let h = start_with(|c| c.upstream = dead.to_string().parse().unwrap()).await;
+    match ws_connect(
+        h.addr,
+        "/ws",
+        &[("authorization", &format!("Bearer {}", h.token))],
+    )
+    .await
+    {
+        Err(WsError::Http(resp)) => assert_eq!(resp.status(), 502),
+        other => panic!("expected 502, got {other:?}"),
+    }
+    wait_log(&["[ws] upstream unavailable", &dead.to_string()]).await;
+}
+
+#[tokio::test]
+async fn frame_sent_with_the_handshake_is_not_lost() {
+    // A client that writes its first frame right behind the request head, before the 101:
+    // hyper reads it as part of the head's buffer; the splice must still deliver it.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = start().await;
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let head = format!(
+        "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Authorization: Bearer {}\r\n\r\n",
+        h.token
+    );
+    let mut bytes = head.into_bytes();
+    // masked text frame "early"
+    let mask = [1u8, 2, 3, 4];
+    bytes.extend_from_slice(&[0x81, 0x80 | 5]);
+    bytes.extend_from_slice(&mask);
+    bytes.extend(b"early".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&bytes).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    // Read until the echoed unmasked frame "early" arrives after the 101 head.
+    loop {
+        let n = timeout(s.read(&mut buf)).await.unwrap();
+        assert!(
+            n > 0,
+            "connection closed early: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = &got[end + 4..];
+            if rest.len() >= 7 {
+                assert!(got.starts_with(b"HTTP/1.1 101"));
+                assert_eq!(&rest[..7], &[0x81, 5, b'e', b'a', b'r', b'l', b'y']);
+                break;
+            }
+        }
+    }
+}
