@@ -245,21 +245,14 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     while let Some(Ok(msg)) = ws.next().await {
-        match msg {
-            Message::Text(t) if t == "close-4001" => {
-                let _ = ws
-                    .close(Some(CloseFrame {
-                        code: CloseCode::Library(4001),
-                        reason: "gateway auth changed".into(),
-                    }))
-                    .await;
-            }
-            Message::Text(_) | Message::Binary(_) => {
-                if ws.send(msg).await.is_err() {
-                    return;
-                }
-            }
-            _ => {}
+        if msg == Message::text("close-4001") {
+            let close = CloseFrame {
+                code: CloseCode::Library(4001),
+                reason: "gateway auth changed".into(),
+            };
+            let _ = ws.close(Some(close)).await;
+        } else if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+            return;
         }
     }
 }
@@ -309,13 +302,15 @@ pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
 
 /// A config for gatewarden in front of `upstream`, listening on an ephemeral port.
 pub fn config_for(upstream: SocketAddr, token_file: &Path) -> Config {
-    let mut c = Config::default();
-    c.listen = ListenAddr("127.0.0.1:0".parse().unwrap());
-    c.upstream = upstream.to_string().parse().unwrap();
-    c.credentials = vec![CredentialSource {
-        path: token_file.to_path_buf(),
-        format: CredentialFormat::Plain,
-    }];
+    let mut c = Config {
+        listen: ListenAddr("127.0.0.1:0".parse().unwrap()),
+        upstream: upstream.to_string().parse().unwrap(),
+        credentials: vec![CredentialSource {
+            path: token_file.to_path_buf(),
+            format: CredentialFormat::Plain,
+        }],
+        ..Config::default()
+    };
     c.shutdown.drain = Secs(Duration::from_secs(20));
     c
 }

@@ -1,0 +1,365 @@
+//! The built `gatewarden` binary: flags, `check`, the embedded default, signals.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gatewarden");
+
+/// A running binary whose stderr lines arrive on a channel.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("RUST_LOG")
+            .env_remove("GATEWARDEN_CONFIG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("run gatewarden");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Blocks until a stderr line contains `needle`.
+    fn wait_line(&mut self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(WAIT) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {needle:?}; stderr so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn listening_addr(&mut self) -> SocketAddr {
+        let line = self.wait_line("[listen] listening");
+        if line.starts_with('{') {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            return v["addr"].as_str().unwrap().parse().unwrap();
+        }
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        addr.parse().unwrap()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gatewarden did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything it wrote to stderr, after it exited.
+    fn rest(&mut self) -> String {
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(l);
+        }
+        self.seen.join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run_check(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("check").args(args).env_remove("GATEWARDEN_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_with_flags_proxies_and_exits_0_on_sigterm() {
+    let upstream = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = random_token();
+    let tf = write_file(dir.path(), "token", &token);
+    let mut p = Proc::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &format!("http://{}", upstream.addr),
+            "--token-file",
+            tf.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let addr = p.listening_addr();
+    let (mut ws, _) = ws_connect(
+        addr,
+        "/ws",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+    .unwrap();
+    ws.send(Message::text("through the binary")).await.unwrap();
+    assert_eq!(
+        next_msg(&mut ws).await,
+        Some(Message::text("through the binary"))
+    );
+    ws.close(None).await.unwrap();
+    while next_msg(&mut ws).await.is_some() {}
+    tokio::task::block_in_place(|| p.wait_line("[ws] closed"));
+    p.signal("TERM");
+    let status = tokio::task::block_in_place(|| p.wait_exit());
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", p.rest());
+    let all = p.rest();
+    assert!(!all.contains(&token), "token in the binary's logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_format_has_stable_fields() {
+    let upstream = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tf = write_file(dir.path(), "token", &random_token());
+    let mut p = Proc::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream.addr.to_string(),
+            "--token-file",
+            tf.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ],
+        &[],
+    );
+    let addr = p.listening_addr();
+    let (mut ws, _) = ws_connect(addr, "/ws", &[("authorization", "Bearer wrong")])
+        .await
+        .unwrap();
+    let _ = next_msg(&mut ws).await;
+    let line = tokio::task::block_in_place(|| p.wait_line("[ws] unauthorized"));
+    let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object per line");
+    assert_eq!(v["message"], "[ws] unauthorized");
+    assert_eq!(v["reason"], "token_mismatch");
+    assert!(v["presented"].as_str().unwrap().starts_with("fp:"));
+    assert!(v["conn"].is_string() && v["remote"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_default_generates_a_private_token_file() {
+    let home = tempfile::tempdir().unwrap();
+    let upstream = start_upstream().await;
+    let mut p = Proc::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream.addr.to_string(),
+        ],
+        &[
+            ("XDG_CONFIG_HOME", home.path().to_str().unwrap()),
+            ("GATEWARDEN_SHUTDOWN__DRAIN", "1s"),
+        ],
+    );
+    let line = p.wait_line("generated a token file");
+    let path = home.path().join("gatewarden").join("token");
+    assert!(line.contains(&path.display().to_string()), "{line}");
+    let token = std::fs::read_to_string(&path).unwrap().trim().to_string();
+    assert_eq!(token.len(), 43, "32 random bytes, base64url");
+    let fp = gatewarden::credentials::Fingerprint::of(token.as_bytes()).to_string();
+    assert!(line.contains(&format!("fingerprint={fp}")), "{line}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let addr = p.listening_addr();
+    let (mut ws, _) = ws_connect(addr, &format!("/ws?token={token}"), &[])
+        .await
+        .unwrap();
+    ws.send(Message::text("default")).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Some(Message::text("default")));
+    // The tunnel is still open: SIGINT drains for 1 s, cuts it, and still exits 0.
+    p.signal("INT");
+    let status = tokio::task::block_in_place(|| p.wait_exit());
+    assert_eq!(status.code(), Some(0));
+    let all = p.rest();
+    assert!(!all.contains(&token));
+
+    // A restart reuses the same token file instead of minting a new token.
+    let mut p = Proc::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream.addr.to_string(),
+        ],
+        &[("XDG_CONFIG_HOME", home.path().to_str().unwrap())],
+    );
+    p.wait_line("using the generated token file");
+    assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), token);
+}
+
+#[test]
+fn check_names_the_bad_key_value_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_file(dir.path(), "gw.toml", "[auth]\nreject = \"bogus\"\n");
+    let (code, _, err) = run_check(&["-c", cfg.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("auth.reject"), "{err}");
+    assert!(err.contains("bogus"), "{err}");
+    assert!(err.contains(cfg.to_str().unwrap()), "{err}");
+
+    let cfg = write_file(dir.path(), "gw2.toml", "listen = \"nowhere\"\n");
+    let (code, _, err) = run_check(&["-c", cfg.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("`listen`") && err.contains("nowhere"), "{err}");
+
+    let cfg = write_file(dir.path(), "gw3.toml", "[auth]\nrejetc = \"http\"\n");
+    let (code, _, err) = run_check(&["-c", cfg.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("rejetc"), "typo'd key named: {err}");
+}
+
+#[test]
+fn check_names_the_environment_variable() {
+    let (code, _, err) = run_check(&[], &[("GATEWARDEN_AUTH__REJECT", "sometimes")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("GATEWARDEN_AUTH__REJECT"), "{err}");
+    assert!(err.contains("sometimes"), "{err}");
+    let (code, _, err) = run_check(&["--upstream", "ftp://x:1"], &[]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("command-line flag") && err.contains("ftp://x:1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_prints_the_effective_config_with_precedence() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = random_token();
+    let tf = write_file(dir.path(), "token", &token);
+    let cfg = write_file(
+        dir.path(),
+        "gw.toml",
+        &format!(
+            "listen = \"127.0.0.1:1111\"\nupstream = \"127.0.0.1:2222\"\n[auth]\nreject = \"http\"\n\
+             [[credentials]]\npath = \"{}\"\n",
+            tf.display()
+        ),
+    );
+    let (code, out, err) = run_check(
+        &["-c", cfg.to_str().unwrap(), "--listen", "127.0.0.1:3333"],
+        &[
+            ("GATEWARDEN_UPSTREAM", "127.0.0.1:4444"),
+            ("GATEWARDEN_LOG__LEVEL", "debug"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("listen = \"127.0.0.1:3333\""),
+        "flag beats file:\n{out}"
+    );
+    assert!(
+        out.contains("upstream = \"http://127.0.0.1:4444\""),
+        "env beats file:\n{out}"
+    );
+    assert!(
+        out.contains("reject = \"http\""),
+        "file beats default:\n{out}"
+    );
+    assert!(out.contains("level = \"debug\""), "{out}");
+    let fp = gatewarden::credentials::Fingerprint::of(token.as_bytes()).to_string();
+    assert!(out.contains(&format!("fp:{fp}")), "{out}");
+    assert!(!out.contains(&token) && !err.contains(&token));
+
+    // A missing credential file is reported, by name, with a non-zero exit.
+    std::fs::remove_file(&tf).unwrap();
+    let (code, _, err) = run_check(&["-c", cfg.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(tf.to_str().unwrap()) && err.contains("does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_config_stops_the_proxy_at_start_up() {
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("GATEWARDEN_TIMEOUTS__HEADER_READ", "soon")
+        .env_remove("GATEWARDEN_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("GATEWARDEN_TIMEOUTS__HEADER_READ") && err.contains("soon"),
+        "{err}"
+    );
+}
