@@ -49,3 +49,31 @@ async fn drain_time_over_cuts_remaining_tunnels() {
     let end = timeout(futures_util::StreamExt::next(&mut ws)).await;
     assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
 }
+
+#[tokio::test]
+async fn slow_request_head_is_cut_at_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = start_with(|c| c.timeouts.header_read = Secs(Duration::from_millis(500))).await;
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    // Never finish the head: gatewarden must drop the connection (an event, waited for
+    // with the suite's generous timeout, not a timed assertion).
+    let mut buf = Vec::new();
+    let n = timeout(s.read_to_end(&mut buf)).await.unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    assert_eq!(h.upstream.count(), 0);
+    // Others are still served.
+    let auth = format!("Bearer {}", h.token);
+    let (mut ws, _) = ws_connect(h.addr, "/ws", &[("authorization", &auth)])
+        .await
+        .unwrap();
+    ws.send(Message::text("still serving")).await.unwrap();
+    assert_eq!(
+        next_msg(&mut ws).await,
+        Some(Message::text("still serving"))
+    );
+}

@@ -369,3 +369,49 @@ async fn frame_sent_with_the_handshake_is_not_lost() {
         }
     }
 }
+
+#[tokio::test]
+async fn upstream_switching_to_another_protocol_gives_502() {
+    let h = start().await;
+    match ws_connect(
+        h.addr,
+        "/h2c",
+        &[("authorization", &format!("Bearer {}", h.token))],
+    )
+    .await
+    {
+        Err(WsError::Http(resp)) => assert_eq!(resp.status(), 502),
+        other => panic!("expected 502, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn any_token_of_several_files_is_valid() {
+    let second = random_token();
+    let dir = tempfile::tempdir().unwrap();
+    let second_file = write_file(dir.path(), "second", &format!("{second}\n"));
+    let h = start_with(|c| {
+        c.credentials.push(gatewarden::config::CredentialSource {
+            path: second_file.clone(),
+            format: gatewarden::config::CredentialFormat::Plain,
+        })
+    })
+    .await;
+    for token in [&h.token, &second] {
+        let (mut ws, _) = ws_connect(
+            h.addr,
+            "/ws",
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await
+        .unwrap();
+        assert_echo(&mut ws, "either works").await;
+    }
+    let line = wait_log(&[
+        "[ws] connected",
+        &format!("credential={}", second_file.display()),
+    ])
+    .await;
+    let fp = Fingerprint::of(second.as_bytes()).to_string();
+    assert!(line.contains(&format!("presented=fp:{fp}")), "{line}");
+}

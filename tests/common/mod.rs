@@ -190,6 +190,15 @@ async fn upstream_handle(
         .get("upgrade")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if is_ws {
+        if req.uri().path() == "/h2c" {
+            // A broken upstream: switches protocols, but not to WebSocket.
+            let mut r = Response::new(full(""));
+            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            r.headers_mut()
+                .insert("connection", "Upgrade".parse().unwrap());
+            r.headers_mut().insert("upgrade", "h2c".parse().unwrap());
+            return Ok(r);
+        }
         if req.uri().path() == "/refuse" {
             let mut r = Response::new(full("upstream says no\n"));
             *r.status_mut() = StatusCode::FORBIDDEN;
