@@ -18,6 +18,14 @@ use crate::credentials::{Credential, Credentials, Fingerprint, Presented};
 pub enum Reason {
     TokenMissing,
     TokenMismatch,
+    /// The first frame was not a JSON text frame carrying a request.
+    FirstMessageInvalid,
+    /// No first frame within `auth.first_message_timeout`.
+    FirstMessageTimeout,
+    /// The first frame exceeded `auth.first_message_max_bytes`.
+    FirstMessageTooLarge,
+    /// Injection would have to rewrite the token of a device-signed `connect`.
+    TokenRewriteRefused,
 }
 
 impl Reason {
@@ -25,6 +33,10 @@ impl Reason {
         match self {
             Reason::TokenMissing => "token_missing",
             Reason::TokenMismatch => "token_mismatch",
+            Reason::FirstMessageInvalid => "first_message_invalid",
+            Reason::FirstMessageTimeout => "first_message_timeout",
+            Reason::FirstMessageTooLarge => "first_message_too_large",
+            Reason::TokenRewriteRefused => "token_rewrite_refused",
         }
     }
 
@@ -38,6 +50,32 @@ impl Reason {
             Reason::TokenMismatch => {
                 "unauthorized: gateway token mismatch (provide gateway auth token)"
             }
+            Reason::FirstMessageInvalid => "invalid connect: expected a JSON connect request",
+            Reason::FirstMessageTimeout => "connect timeout: no connect request received",
+            Reason::FirstMessageTooLarge => "connect request too large",
+            Reason::TokenRewriteRefused => {
+                "unauthorized: device-signed connect must carry the gateway token (proxy cannot rewrite it)"
+            }
+        }
+    }
+
+    /// WebSocket close code: 1009 for a too-big message, 1008 (policy) otherwise.
+    pub fn close_code(self) -> u16 {
+        match self {
+            Reason::FirstMessageTooLarge => 1009,
+            _ => 1008,
+        }
+    }
+
+    /// `error.details.code` of the gateway-shaped error response.
+    pub fn detail_code(self) -> &'static str {
+        match self {
+            Reason::TokenMissing => "AUTH_TOKEN_MISSING",
+            Reason::TokenMismatch => "AUTH_TOKEN_MISMATCH",
+            Reason::FirstMessageInvalid => "INVALID_CONNECT",
+            Reason::FirstMessageTimeout => "CONNECT_TIMEOUT",
+            Reason::FirstMessageTooLarge => "CONNECT_TOO_LARGE",
+            Reason::TokenRewriteRefused => "AUTH_TOKEN_REWRITE_REFUSED",
         }
     }
 }
@@ -91,7 +129,7 @@ pub fn extract(cfg: &AuthConfig, parts: &Parts, websocket: bool) -> Option<Found
             TokenSource::Subprotocol if websocket => {
                 subprotocol_token(&parts.headers, &cfg.subprotocol_prefix)
             }
-            TokenSource::Subprotocol => None,
+            TokenSource::Subprotocol | TokenSource::FirstMessage => None,
         }?;
         Some(Found { token, source })
     })
@@ -166,6 +204,21 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<Vec<u8>> {
             (!v.is_empty()).then(|| v.to_vec())
         })
     })
+}
+
+/// The `Cookie` header without the cookie `name` (`None` if nothing else remains).
+pub fn cookies_without(headers: &HeaderMap, name: &str) -> Option<http::HeaderValue> {
+    let kept: Vec<&[u8]> = headers
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .map(|p| p.trim_ascii())
+        .filter(|p| !p.is_empty() && p.split(|&b| b == b'=').next() != Some(name.as_bytes()))
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    http::HeaderValue::from_bytes(&kept.join(&b"; "[..])).ok()
 }
 
 /// Every entry of every `Sec-WebSocket-Protocol` header, trimmed.

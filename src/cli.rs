@@ -5,9 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{
-    self, Config, CredentialFormat, CredentialSource, FlagOverrides, LogFormat, LogOverrides,
-};
+use crate::config::{self, Config, CredentialSource, FlagOverrides, LogFormat, LogOverrides};
 use crate::credentials;
 
 #[derive(Debug, Parser)]
@@ -65,10 +63,7 @@ impl CommonArgs {
             credentials: self
                 .token_files
                 .iter()
-                .map(|p| CredentialSource {
-                    path: p.clone(),
-                    format: CredentialFormat::Plain,
-                })
+                .map(CredentialSource::plain)
                 .collect(),
             log,
         }
@@ -130,30 +125,47 @@ fn check(args: &CommonArgs) -> ExitCode {
     println!("# effective configuration (defaults < file < GATEWARDEN_* env < flags)");
     print!("{}", config::to_toml(&config));
     let mut ok = true;
-    if config.credentials.is_empty() {
-        match credentials::default_token_path() {
-            Ok(p) => println!(
-                "# credentials: none configured; the generated token file {} will be used ({})",
+    let mut sources = config.credentials.clone();
+    if sources.is_empty() {
+        let openclaw = credentials::openclaw_candidates()
+            .into_iter()
+            .find(|p| p.is_file());
+        match (openclaw, credentials::default_token_path()) {
+            (Some(p), _) => {
+                println!(
+                    "# credentials: none configured; using the OpenClaw gateway's config {} at {}",
+                    p.display(),
+                    config::OPENCLAW_TOKEN_POINTER
+                );
+                sources.push(CredentialSource {
+                    name: Some(credentials::DISCOVERED_OPENCLAW.into()),
+                    path: p,
+                    format: config::CredentialFormat::Json5,
+                    pointer: None,
+                });
+            }
+            (None, Ok(p)) => println!(
+                "# credentials: none configured and no OpenClaw config found; the generated token file {} will be used ({})",
                 p.display(),
-                if p.exists() {
-                    "exists"
-                } else {
-                    "created at start-up"
-                }
+                if p.exists() { "exists" } else { "created at start-up" }
             ),
-            Err(e) => {
+            (None, Err(e)) => {
                 eprintln!("gatewarden: {e}");
                 ok = false;
             }
         }
     }
-    for src in &config.credentials {
-        match credentials::read_source(src) {
+    for src in &sources {
+        match credentials::read_source(src, false) {
             Ok(entries) => {
                 for c in entries {
                     println!(
-                        "# credential {}: ok, fingerprint fp:{}",
+                        "# credential {}{}: ok, fingerprint fp:{}",
                         src.path.display(),
+                        src.name
+                            .as_deref()
+                            .map(|n| format!(" ({n})"))
+                            .unwrap_or_default(),
                         c.fingerprint
                     );
                 }

@@ -30,6 +30,11 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+    /// What gatewarden presents to the gateway on the client's behalf.
+    pub upstream_auth: UpstreamAuthConfig,
+    /// Peers (CIDRs) allowed to send `X-Forwarded-For`/`X-Real-IP`/`Forwarded`; from anyone
+    /// else those headers are removed (the OpenClaw gateway answers 403 to them otherwise).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Config {
@@ -45,6 +50,8 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
+            upstream_auth: UpstreamAuthConfig::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -61,6 +68,12 @@ pub struct AuthConfig {
     pub http: HttpAuthMode,
     /// Path prefixes served without a token (plain HTTP only).
     pub public_paths: Vec<String>,
+    /// Largest first WebSocket frame read for a token (`first_message` source).
+    pub first_message_max_bytes: usize,
+    /// How long a client has, after the 101, to send its first frame.
+    pub first_message_timeout: Secs,
+    /// RFC 6901 pointer to the token inside the first frame's JSON.
+    pub first_message_pointer: String,
 }
 
 impl Default for AuthConfig {
@@ -71,6 +84,7 @@ impl Default for AuthConfig {
                 TokenSource::Query,
                 TokenSource::Cookie,
                 TokenSource::Subprotocol,
+                TokenSource::FirstMessage,
             ],
             query_param: "token".into(),
             cookie: "gatewarden_token".into(),
@@ -78,6 +92,9 @@ impl Default for AuthConfig {
             reject: RejectMode::Close,
             http: HttpAuthMode::Require,
             public_paths: Vec::new(),
+            first_message_max_bytes: 64 * 1024,
+            first_message_timeout: Secs(Duration::from_secs(10)),
+            first_message_pointer: "/params/auth/token".into(),
         }
     }
 }
@@ -93,6 +110,9 @@ pub enum TokenSource {
     Cookie,
     /// `Sec-WebSocket-Protocol: <auth.subprotocol_prefix><token>`
     Subprotocol,
+    /// Inside the client's first WebSocket frame (OpenClaw's `connect` request), read after
+    /// the upgrade; only used when no upgrade-time source yielded a token.
+    FirstMessage,
 }
 
 impl TokenSource {
@@ -102,6 +122,7 @@ impl TokenSource {
             TokenSource::Query => "query",
             TokenSource::Cookie => "cookie",
             TokenSource::Subprotocol => "subprotocol",
+            TokenSource::FirstMessage => "first_message",
         }
     }
 }
@@ -131,10 +152,35 @@ pub enum HttpAuthMode {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialSource {
+    /// Names the credential for `upstream_auth.credential` and in logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub path: PathBuf,
     #[serde(default)]
     pub format: CredentialFormat,
+    /// For `json5`: RFC 6901 pointer to the token (default `/gateway/auth/token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
 }
+
+impl CredentialSource {
+    pub fn plain(path: impl Into<PathBuf>) -> CredentialSource {
+        CredentialSource {
+            name: None,
+            path: path.into(),
+            format: CredentialFormat::Plain,
+            pointer: None,
+        }
+    }
+
+    /// The JSON pointer in effect for a `json5` source.
+    pub fn json_pointer(&self) -> &str {
+        self.pointer.as_deref().unwrap_or(OPENCLAW_TOKEN_POINTER)
+    }
+}
+
+/// Where the OpenClaw gateway keeps its token inside `openclaw.json`.
+pub const OPENCLAW_TOKEN_POINTER: &str = "/gateway/auth/token";
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -142,6 +188,41 @@ pub enum CredentialFormat {
     /// The whole file is one token; surrounding whitespace is trimmed.
     #[default]
     Plain,
+    /// A JSON5 document (the OpenClaw gateway's `openclaw.json`); the token is at `pointer`.
+    Json5,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamAuthConfig {
+    pub inject: Inject,
+    /// Name of the credential whose current token is presented upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    /// Header set by `inject = "header"`; `authorization` gets `Bearer <token>`, any other
+    /// header the bare token.
+    pub header: String,
+}
+
+impl Default for UpstreamAuthConfig {
+    fn default() -> Self {
+        UpstreamAuthConfig {
+            inject: Inject::None,
+            credential: None,
+            header: "authorization".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Inject {
+    /// Forward what the client sent.
+    None,
+    /// Rewrite the token in the client's first frame to the gateway's current token.
+    FirstMessage,
+    /// Present the gateway's token in a header on the upgrade and on HTTP requests.
+    Header,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -488,6 +569,81 @@ fn validate(config: &Config, fig: &Figment) -> Result<(), ConfigError> {
     for c in &config.credentials {
         if c.path.as_os_str().is_empty() {
             return fail("credentials.path", &"", "is empty");
+        }
+        if let Some(p) = &c.pointer {
+            if c.format != CredentialFormat::Json5 {
+                return fail(
+                    "credentials.pointer",
+                    p,
+                    "only applies to format = \"json5\"",
+                );
+            }
+            if !p.is_empty() && !p.starts_with('/') {
+                return fail(
+                    "credentials.pointer",
+                    p,
+                    "is not a JSON pointer (must start with '/')",
+                );
+            }
+        }
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for n in config.credentials.iter().filter_map(|c| c.name.as_deref()) {
+        if names.contains(&n) {
+            return fail("credentials.name", &n, "names two credentials");
+        }
+        names.push(n);
+    }
+    let p = &auth.first_message_pointer;
+    if !p.is_empty() && !p.starts_with('/') {
+        return fail(
+            "auth.first_message_pointer",
+            p,
+            "is not a JSON pointer (must start with '/')",
+        );
+    }
+    if auth.first_message_max_bytes == 0 || auth.first_message_max_bytes > 16 << 20 {
+        return fail(
+            "auth.first_message_max_bytes",
+            &auth.first_message_max_bytes,
+            "must be between 1 and 16777216",
+        );
+    }
+    if auth.first_message_timeout.0.is_zero() {
+        return fail(
+            "auth.first_message_timeout",
+            &"0s",
+            "must be greater than zero",
+        );
+    }
+    let ua = &config.upstream_auth;
+    if ua.inject != Inject::None {
+        match &ua.credential {
+            None => {
+                return fail(
+                    "upstream_auth.credential",
+                    &"",
+                    "is required when upstream_auth.inject is set: name the gateway's credential",
+                )
+            }
+            // With no credentials configured the discovered OpenClaw file is named `openclaw`.
+            Some(n) if !config.credentials.is_empty() && !names.contains(&n.as_str()) => {
+                return fail(
+                    "upstream_auth.credential",
+                    n,
+                    "names no credential (give the gateway's [[credentials]] entry that name)",
+                )
+            }
+            Some(_) => {}
+        }
+        if ua.inject == Inject::Header
+            && http::HeaderName::from_bytes(ua.header.as_bytes()).is_err()
+        {
+            return fail(
+                "upstream_auth.header",
+                &ua.header,
+                "is not a valid header name",
+            );
         }
     }
     if config.timeouts.header_read.0.is_zero() {

@@ -7,36 +7,38 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ::http::header::{
-    HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST, LOCATION, SEC_WEBSOCKET_ACCEPT,
-    SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
-    WWW_AUTHENTICATE,
+    HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE, COOKIE, HOST, LOCATION,
+    SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SET_COOKIE, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE, WWW_AUTHENTICATE,
 };
 use ::http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use hyper::upgrade::OnUpgrade;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::auth::{self, Decision, Reason};
-use crate::config::{AuthConfig, HttpAuthMode, RejectMode, TokenSource};
-use crate::credentials::{CredentialStore, Fingerprint};
+use crate::config::{
+    AuthConfig, HttpAuthMode, Inject, RejectMode, TokenSource, UpstreamAuthConfig,
+};
+use crate::credentials::{CredentialStore, Credentials, Fingerprint, Secret};
+use crate::first_message;
 use crate::splice::{self, Stream};
 use crate::upstream::UpstreamClient;
 use crate::ws;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
-/// How long a rejected client gets to answer our close frame before we drop the socket.
-const REJECT_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Everything a request needs, shared by all connections.
 pub struct Proxy {
     pub auth: AuthConfig,
+    pub upstream_auth: UpstreamAuthConfig,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub creds: Arc<CredentialStore>,
     pub upstream: UpstreamClient,
     /// Whether clients reach us over TLS (decides the cookie's `Secure` flag).
@@ -65,6 +67,17 @@ impl std::fmt::Display for SourceName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.0.map_or("-", TokenSource::as_str))
     }
+}
+
+/// How a tunnel starts once both upgrades completed.
+struct Tunnel {
+    conn: Uuid,
+    started: Instant,
+    remote: SocketAddr,
+    /// The client presented no upgrade-time token: its first frame must authenticate it.
+    in_band: bool,
+    /// Put this (the gateway's) token into the client's first frame.
+    inject: Option<Secret>,
 }
 
 impl Proxy {
@@ -98,102 +111,223 @@ impl Proxy {
         let (parts, _body) = req.into_parts();
         let found = auth::extract(&self.auth, &parts, true);
         let creds = self.creds.load();
-        match auth::decide(found.as_ref(), &creds) {
-            Decision::Deny {
-                reason,
-                source,
-                presented,
-            } => {
-                warn!(
-                    conn = %conn,
-                    remote = %remote,
-                    reason = %reason,
-                    presented = %Presented(presented),
-                    source = %SourceName(source),
-                    path = %auth::redact_uri(&parts.uri, &self.auth.query_param),
-                    "[ws] unauthorized"
-                );
-                match self.auth.reject {
-                    RejectMode::Http => unauthorized(reason),
-                    RejectMode::Close => {
-                        self.reject_with_close(on_client, &key, &parts.headers, reason)
-                    }
-                }
-            }
-            Decision::Allow { source, credential } => {
-                let upstream_req = self.upstream_upgrade_request(&parts);
-                let mut resp = match self.upstream.upgrade(upstream_req).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        warn!(conn = %conn, remote = %remote, cause = %e, "[ws] upstream unavailable");
-                        return text(
-                            StatusCode::BAD_GATEWAY,
-                            "bad gateway: upstream unavailable\n",
-                        );
-                    }
-                };
-                if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-                    info!(
+        // No upgrade-time token: with `first_message` enabled the first frame decides.
+        let in_band = found.is_none() && self.auth.sources.contains(&TokenSource::FirstMessage);
+        if !in_band {
+            match auth::decide(found.as_ref(), &creds) {
+                Decision::Deny {
+                    reason,
+                    source,
+                    presented,
+                } => {
+                    warn!(
                         conn = %conn,
                         remote = %remote,
-                        status = resp.status().as_u16(),
-                        "[ws] upstream refused upgrade"
+                        reason = %reason,
+                        presented = %Presented(presented),
+                        source = %SourceName(source),
+                        path = %auth::redact_uri(&parts.uri, &self.auth.query_param),
+                        "[ws] unauthorized"
                     );
-                    return passthrough(resp);
+                    return match self.auth.reject {
+                        RejectMode::Http => unauthorized(reason),
+                        RejectMode::Close => {
+                            self.reject_with_close(on_client, &key, &parts.headers, reason)
+                        }
+                    };
                 }
-                if !ws::header_has_token(resp.headers(), UPGRADE, "websocket") {
-                    warn!(conn = %conn, remote = %remote, "[ws] upstream answered 101 without Upgrade: websocket");
-                    return text(
-                        StatusCode::BAD_GATEWAY,
-                        "bad gateway: upstream switched to another protocol\n",
-                    );
-                }
-                info!(
+                Decision::Allow { source, credential } => info!(
                     conn = %conn,
                     remote = %remote,
                     source = %source,
                     presented = %Presented(Some(credential.fingerprint)),
                     credential = %credential.source.display(),
                     "[ws] connected"
+                ),
+            }
+        }
+        let gateway = self.gateway_token(&creds);
+        if self.upstream_auth.inject != Inject::None && gateway.is_none() {
+            warn!(conn = %conn, "[ws] upstream_auth credential has no token loaded");
+            return text(
+                StatusCode::BAD_GATEWAY,
+                "bad gateway: no gateway credential\n",
+            );
+        }
+        let inject_header = (self.upstream_auth.inject == Inject::Header)
+            .then_some(gateway.as_ref())
+            .flatten();
+        let upstream_req =
+            self.upstream_upgrade_request(&parts, remote, found.as_ref(), inject_header);
+        let mut resp = match self.upstream.upgrade(upstream_req).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(conn = %conn, remote = %remote, cause = %e, "[ws] upstream unavailable");
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    "bad gateway: upstream unavailable\n",
                 );
-                let on_upstream = hyper::upgrade::on(&mut resp);
-                let mut client_resp = Response::new(empty());
-                *client_resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-                *client_resp.headers_mut() = std::mem::take(resp.headers_mut());
-                let hard_stop = self.hard_stop.clone();
-                self.tasks.spawn(async move {
-                    let (client, upstream) = match tokio::try_join!(on_client, on_upstream) {
-                        Ok(pair) => pair,
-                        Err(e) => {
-                            warn!(conn = %conn, cause = %e, "[ws] upgrade failed after 101");
-                            return;
+            }
+        };
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            info!(
+                conn = %conn,
+                remote = %remote,
+                status = resp.status().as_u16(),
+                "[ws] upstream refused upgrade"
+            );
+            return passthrough(resp);
+        }
+        if !ws::header_has_token(resp.headers(), UPGRADE, "websocket") {
+            warn!(conn = %conn, remote = %remote, "[ws] upstream answered 101 without Upgrade: websocket");
+            return text(
+                StatusCode::BAD_GATEWAY,
+                "bad gateway: upstream switched to another protocol\n",
+            );
+        }
+        let on_upstream = hyper::upgrade::on(&mut resp);
+        let mut client_resp = Response::new(empty());
+        *client_resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *client_resp.headers_mut() = std::mem::take(resp.headers_mut());
+        let tunnel = Tunnel {
+            conn,
+            started,
+            remote,
+            in_band,
+            inject: gateway.filter(|_| self.upstream_auth.inject == Inject::FirstMessage),
+        };
+        let tasks = self.tasks.clone();
+        tasks.spawn(self.tunnel(on_client, on_upstream, tunnel));
+        client_resp
+    }
+
+    /// Runs one upgraded connection: the in-band phase when needed, then the relay.
+    async fn tunnel(self: Arc<Self>, on_client: OnUpgrade, on_upstream: OnUpgrade, t: Tunnel) {
+        let (client, upstream) = match tokio::try_join!(on_client, on_upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                warn!(conn = %t.conn, cause = %e, "[ws] upgrade failed after 101");
+                return;
+            }
+        };
+        let (mut client, from_client) = Stream::from_upgraded(client);
+        let (mut upstream, from_upstream) = Stream::from_upgraded(upstream);
+        let hard_stop = self.hard_stop.clone();
+        let conn = t.conn;
+        let started = t.started;
+        let work = async move {
+            let mut prior_out = 0;
+            let (to_upstream, from_upstream, down) = if t.in_band || t.inject.is_some() {
+                let check = first_message::Check {
+                    authenticate: t.in_band,
+                    inject: t.inject.as_ref(),
+                    pointer: &self.auth.first_message_pointer,
+                    max_bytes: self.auth.first_message_max_bytes,
+                    timeout: self.auth.first_message_timeout.0,
+                };
+                let creds = self.creds.load();
+                let outcome = first_message::run(
+                    &mut client,
+                    &mut upstream,
+                    from_client,
+                    from_upstream,
+                    &creds,
+                    &check,
+                )
+                .await;
+                match outcome {
+                    first_message::Outcome::Proceed(p) => {
+                        if let Some(c) = &p.credential {
+                            info!(
+                                conn = %conn,
+                                remote = %t.remote,
+                                source = %TokenSource::FirstMessage,
+                                presented = %Presented(p.presented),
+                                credential = %c.source.display(),
+                                "[ws] connected"
+                            );
                         }
-                    };
-                    let (client, from_client) = Stream::from_upgraded(client);
-                    let (upstream, from_upstream) = Stream::from_upgraded(upstream);
-                    let relay = splice::relay(client, upstream, &from_client, &from_upstream);
-                    tokio::select! {
-                        outcome = relay => log_closed(conn, started, &outcome),
-                        _ = hard_stop.cancelled() => info!(
+                        if p.rewritten {
+                            debug!(conn = %conn, "[ws] gateway token injected into the first frame");
+                        }
+                        prior_out = p.bytes_out;
+                        (p.to_upstream, Bytes::new(), p.down)
+                    }
+                    first_message::Outcome::Reject(r) => {
+                        warn!(
+                            conn = %conn,
+                            remote = %t.remote,
+                            reason = %r.reason,
+                            presented = %Presented(r.presented),
+                            source = %TokenSource::FirstMessage,
+                            detail = %r.detail,
+                            "[ws] unauthorized"
+                        );
+                        first_message::reject(&mut client, &mut upstream, &r).await;
+                        return;
+                    }
+                    first_message::Outcome::Gone { side, bytes_out } => {
+                        info!(
                             conn = %conn,
                             code = 1006,
-                            reason = ?"gatewarden shut down after drain",
+                            reason = ?"went away before its first message",
+                            by = %side.as_str(),
                             duration_ms = started.elapsed().as_millis() as u64,
+                            bytes_in = 0,
+                            bytes_out = bytes_out,
                             "[ws] closed"
-                        ),
+                        );
+                        return;
                     }
-                });
-                client_resp
-            }
+                }
+            } else {
+                (
+                    from_client.to_vec(),
+                    from_upstream,
+                    ws::FrameTracker::default(),
+                )
+            };
+            let mut outcome =
+                splice::relay(client, upstream, &to_upstream, &from_upstream, down).await;
+            outcome.bytes_out += prior_out;
+            log_closed(conn, started, &outcome);
+        };
+        tokio::select! {
+            _ = work => {}
+            _ = hard_stop.cancelled() => info!(
+                conn = %conn,
+                code = 1006,
+                reason = ?"gatewarden shut down after drain",
+                duration_ms = started.elapsed().as_millis() as u64,
+                "[ws] closed"
+            ),
         }
     }
 
+    /// The token gatewarden presents upstream, when `upstream_auth` asks for one.
+    fn gateway_token(&self, creds: &Credentials) -> Option<Secret> {
+        if self.upstream_auth.inject == Inject::None {
+            return None;
+        }
+        let name = self.upstream_auth.credential.as_deref()?;
+        creds.by_name(name)?.secret.clone()
+    }
+
     /// The upgrade request as the gateway should see it: hop-by-hop headers gone except the
-    /// upgrade itself, and the token-carrying subprotocol entry removed.
-    fn upstream_upgrade_request(&self, parts: &::http::request::Parts) -> Request<Empty<Bytes>> {
+    /// upgrade itself, the token-carrying subprotocol entry removed, forwarded headers only
+    /// from trusted proxies, and with header injection the gateway's token instead of the
+    /// client's own.
+    fn upstream_upgrade_request(
+        &self,
+        parts: &::http::request::Parts,
+        remote: SocketAddr,
+        found: Option<&auth::Found>,
+        inject: Option<&Secret>,
+    ) -> Request<Empty<Bytes>> {
         let mut headers = parts.headers.clone();
         let upgrade = headers.get(UPGRADE).cloned();
         strip_hop_by_hop(&mut headers);
+        self.scrub_forwarded(&mut headers, remote);
         headers.remove(SEC_WEBSOCKET_PROTOCOL);
         if let Some(list) =
             auth::strip_token_subprotocols(&parts.headers, &self.auth.subprotocol_prefix)
@@ -212,9 +346,12 @@ impl Proxy {
                 headers.insert(HOST, v);
             }
         }
+        let mut uri = parts.uri.clone();
+        if let Some(secret) = inject {
+            self.present_gateway_token(&mut headers, &mut uri, found, secret);
+        }
         let mut req = Request::new(Empty::new());
-        *req.uri_mut() = parts
-            .uri
+        *req.uri_mut() = uri
             .path_and_query()
             .map(|pq| pq.as_str())
             .unwrap_or("/")
@@ -224,11 +361,71 @@ impl Proxy {
         req
     }
 
+    /// `upstream_auth.inject = "header"`: remove the client's own credential from wherever
+    /// it came and present the gateway's token instead.
+    fn present_gateway_token(
+        &self,
+        headers: &mut HeaderMap,
+        uri: &mut ::http::Uri,
+        found: Option<&auth::Found>,
+        secret: &Secret,
+    ) {
+        match found.map(|f| f.source) {
+            Some(TokenSource::Header) => {
+                headers.remove(AUTHORIZATION);
+            }
+            Some(TokenSource::Query) => {
+                let query = auth::query_without(uri.query().unwrap_or(""), &self.auth.query_param);
+                let pq = if query.is_empty() {
+                    uri.path().to_string()
+                } else {
+                    format!("{}?{query}", uri.path())
+                };
+                if let Ok(u) = pq.parse() {
+                    *uri = u;
+                }
+            }
+            Some(TokenSource::Cookie) => match auth::cookies_without(headers, &self.auth.cookie) {
+                Some(v) => {
+                    headers.insert(COOKIE, v);
+                }
+                None => {
+                    headers.remove(COOKIE);
+                }
+            },
+            Some(TokenSource::Subprotocol) | Some(TokenSource::FirstMessage) | None => {}
+        }
+        let name = HeaderName::from_bytes(self.upstream_auth.header.as_bytes())
+            .expect("validated at config load");
+        let value = if name == AUTHORIZATION {
+            format!("Bearer {}", secret.expose())
+        } else {
+            secret.expose().to_string()
+        };
+        if let Ok(mut v) = HeaderValue::from_str(&value) {
+            v.set_sensitive(true);
+            headers.insert(name, v);
+        }
+    }
+
+    /// Forwarded headers are believed, and passed on, only from `trusted_proxies`: the
+    /// OpenClaw gateway answers 403 to them from an unlisted loopback proxy, and from an
+    /// untrusted client they are a spoofing vector.
+    fn scrub_forwarded(&self, headers: &mut HeaderMap, remote: SocketAddr) {
+        let ip = remote.ip().to_canonical();
+        if self.trusted_proxies.iter().any(|net| net.contains(&ip)) {
+            return;
+        }
+        for name in ["x-forwarded-for", "x-real-ip", "forwarded"] {
+            headers.remove(name);
+        }
+    }
+
     /// Completes the handshake ourselves and closes with 1008 and the gateway's own reason
     /// text: a browser's WebSocket API exposes close codes and reasons, never HTTP statuses.
     fn reject_with_close(
         &self,
-        on_client: hyper::upgrade::OnUpgrade,
+        on_client: OnUpgrade,
         key: &HeaderValue,
         headers: &HeaderMap,
         reason: Reason,
@@ -252,30 +449,15 @@ impl Proxy {
         self.tasks.spawn(async move {
             let Ok(up) = on_client.await else { return };
             let (mut stream, _) = Stream::from_upgraded(up);
-            let frame = ws::close_frame(1008, reason.close_text());
-            if stream.write_all(&frame).await.is_err() {
-                return;
-            }
-            let _ = stream.flush().await;
-            // Wait (bounded) for the client's answering close, then close the TCP side.
-            let mut tracker = ws::FrameTracker::default();
-            let mut buf = [0u8; 512];
-            let _ = tokio::time::timeout(REJECT_LINGER, async {
-                while tracker.close().is_none() {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => tracker.observe(&buf[..n]),
-                    }
-                }
-            })
-            .await;
-            let _ = stream.shutdown().await;
+            let frame = ws::close_frame(reason.close_code(), reason.close_text());
+            ws::close_gracefully(&mut stream, &frame).await;
         });
         resp
     }
 
     async fn plain(self: Arc<Self>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
         let (mut parts, body) = req.into_parts();
+        let mut authenticated = None;
         if self.auth.http == HttpAuthMode::Require && !self.is_public(parts.uri.path()) {
             let found = auth::extract(&self.auth, &parts, false);
             let creds = self.creds.load();
@@ -302,11 +484,24 @@ impl Proxy {
                             return resp;
                         }
                     }
+                    authenticated = Some((found, self.gateway_token(&creds)));
                 }
             }
         }
         let path = auth::redact_uri(&parts.uri, &self.auth.query_param);
         strip_hop_by_hop(&mut parts.headers);
+        self.scrub_forwarded(&mut parts.headers, remote);
+        // Only requests gatewarden authenticated get the gateway's token.
+        if let Some((found, Some(secret))) = &authenticated {
+            if self.upstream_auth.inject == Inject::Header {
+                self.present_gateway_token(
+                    &mut parts.headers,
+                    &mut parts.uri,
+                    found.as_ref(),
+                    secret,
+                );
+            }
+        }
         if parts.version != Version::HTTP_11 && parts.version != Version::HTTP_10 {
             parts.version = Version::HTTP_11;
         }
@@ -428,9 +623,9 @@ fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
-fn text(status: StatusCode, msg: &'static str) -> Response<Body> {
+fn text(status: StatusCode, msg: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(
-        Full::new(Bytes::from_static(msg.as_bytes()))
+        Full::new(msg.into())
             .map_err(|never| match never {})
             .boxed(),
     );
@@ -443,11 +638,10 @@ fn text(status: StatusCode, msg: &'static str) -> Response<Body> {
 }
 
 fn unauthorized(reason: Reason) -> Response<Body> {
-    let body = match reason {
-        Reason::TokenMissing => "unauthorized: token_missing\n",
-        Reason::TokenMismatch => "unauthorized: token_mismatch\n",
-    };
-    let mut resp = text(StatusCode::UNAUTHORIZED, body);
+    let mut resp = text(
+        StatusCode::UNAUTHORIZED,
+        format!("unauthorized: {reason}\n"),
+    );
     resp.headers_mut()
         .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     resp

@@ -2,13 +2,15 @@
 //!
 //! A connection flows through the modules in this order:
 //! [`listener`] (accept, HTTP/1.1) → [`http`] (route, upgrade) → [`auth`] (token, decision)
-//! → [`upstream`] (the gateway) → [`splice`] (byte relay, with [`ws`] tracking frames).
+//! → [`upstream`] (the gateway) → [`first_message`] (in-band token in the first frame) →
+//! [`splice`] (byte relay, with [`ws`] tracking frames).
 //! [`config`], [`credentials`] and [`logging`] sit beside them.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod first_message;
 pub mod http;
 pub mod listener;
 pub mod logging;

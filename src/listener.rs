@@ -50,6 +50,8 @@ impl Server {
                 config.timeouts.upstream_connect.0,
             ),
             auth: config.auth.clone(),
+            upstream_auth: config.upstream_auth.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
             creds,
             tls: false,
             tasks: TaskTracker::new(),
@@ -144,25 +146,47 @@ fn is_per_connection(e: &io::Error) -> bool {
 }
 
 fn initial_credentials(config: &Config) -> Result<Credentials, CredentialError> {
-    if !config.credentials.is_empty() {
-        let creds = credentials::load_all(&config.credentials, 1)?;
-        for c in creds.entries() {
-            info!(path = %c.source.display(), fingerprint = %c.fingerprint, "[auth] credential loaded");
-        }
-        return Ok(creds);
+    let (sources, origin) = credentials::resolve_sources(&config.credentials)?;
+    match &origin {
+        credentials::Origin::Configured => {}
+        credentials::Origin::OpenClaw(path) => info!(
+            path = %path.display(),
+            pointer = crate::config::OPENCLAW_TOKEN_POINTER,
+            "[auth] no credential configured; using the OpenClaw gateway's config"
+        ),
+        credentials::Origin::Generated {
+            path,
+            created: true,
+        } => info!(
+            path = %path.display(),
+            "[auth] no credential configured and no OpenClaw config found; generated a token file"
+        ),
+        credentials::Origin::Generated {
+            path,
+            created: false,
+        } => info!(
+            path = %path.display(),
+            "[auth] no credential configured and no OpenClaw config found; using the generated token file"
+        ),
     }
-    let path = credentials::default_token_path()?;
-    let created = credentials::ensure_token_file(&path)?;
-    let src = crate::config::CredentialSource {
-        path: path.clone(),
-        format: crate::config::CredentialFormat::Plain,
-    };
-    let creds = credentials::load_all(std::slice::from_ref(&src), 1)?;
-    let fp = creds.entries()[0].fingerprint;
-    if created {
-        info!(path = %path.display(), fingerprint = %fp, "[auth] no credential configured; generated a token file");
-    } else {
-        info!(path = %path.display(), fingerprint = %fp, "[auth] no credential configured; using the generated token file");
+    let upstream = config.upstream_auth.credential.as_deref();
+    let creds = credentials::load_all(&sources, upstream, 1)?;
+    for (c, src) in creds.entries().iter().zip(&sources) {
+        info!(
+            path = %c.source.display(),
+            format = ?src.format,
+            pointer = src.pointer.as_deref().unwrap_or(if src.format == crate::config::CredentialFormat::Json5 { crate::config::OPENCLAW_TOKEN_POINTER } else { "-" }),
+            name = c.name.as_deref().unwrap_or("-"),
+            fingerprint = %c.fingerprint,
+            "[auth] credential loaded"
+        );
+    }
+    if let Some(name) = upstream {
+        if creds.by_name(name).is_none() {
+            return Err(CredentialError::UnknownUpstream {
+                name: name.to_string(),
+            });
+        }
     }
     Ok(creds)
 }

@@ -121,10 +121,9 @@ struct Half {
 }
 
 impl Half {
-    fn new(prefix: &[u8]) -> Half {
+    fn new(prefix: &[u8], mut tracker: FrameTracker) -> Half {
         let mut buf = vec![0u8; BUF_SIZE.max(prefix.len())].into_boxed_slice();
         buf[..prefix.len()].copy_from_slice(prefix);
-        let mut tracker = FrameTracker::default();
         tracker.observe(prefix);
         Half {
             buf,
@@ -192,15 +191,17 @@ impl Half {
 /// Relays until both directions have ended or one fails.
 ///
 /// `from_client` / `from_upstream` are bytes already read from each side (hyper's read-ahead)
-/// that must be delivered first.
+/// that must be delivered first. `down` carries the upstream→client frame state when that
+/// direction already flowed before the relay (first-message authentication).
 pub async fn relay(
     mut client: Stream,
     mut upstream: Stream,
     from_client: &[u8],
     from_upstream: &[u8],
+    down: FrameTracker,
 ) -> Outcome {
-    let mut up = Half::new(from_client);
-    let mut down = Half::new(from_upstream);
+    let mut up = Half::new(from_client, FrameTracker::default());
+    let mut down = Half::new(from_upstream, down);
     let mut first_close: Option<Side> = None;
     let note_close = |first: &mut Option<Side>, up: &Half, down: &Half| {
         if first.is_none() {

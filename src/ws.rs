@@ -5,9 +5,12 @@
 //! cost is per frame, not per byte. It is how the `[ws] closed` log line knows the close code
 //! without terminating the WebSocket.
 
+use std::time::Duration;
+
 use base64::Engine;
 use http::HeaderMap;
 use sha1::{Digest, Sha1};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -36,19 +39,151 @@ pub fn header_has_token(h: &HeaderMap, name: http::header::HeaderName, token: &s
     })
 }
 
-/// An unmasked (server→client) close frame.
-pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+/// Opcodes gatewarden looks at.
+pub const OP_CONTINUATION: u8 = 0x0;
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_BINARY: u8 = 0x2;
+pub const OP_CLOSE: u8 = 0x8;
+
+/// A parsed frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub fin: bool,
+    pub opcode: u8,
+    pub mask: Option<[u8; 4]>,
+    pub payload_len: u64,
+    /// Bytes the header itself takes (2 to 14).
+    pub header_len: usize,
+}
+
+impl FrameHeader {
+    /// Parses a header from the start of `buf`; `None` until enough bytes are there.
+    pub fn parse(buf: &[u8]) -> Option<FrameHeader> {
+        if buf.len() < 2 {
+            return None;
+        }
+        let masked = buf[1] & 0x80 != 0;
+        let ext = match buf[1] & 0x7f {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        let header_len = 2 + ext + if masked { 4 } else { 0 };
+        if buf.len() < header_len {
+            return None;
+        }
+        let payload_len = match ext {
+            2 => u16::from_be_bytes([buf[2], buf[3]]) as u64,
+            8 => u64::from_be_bytes(buf[2..10].try_into().unwrap()),
+            _ => (buf[1] & 0x7f) as u64,
+        };
+        let mask = masked.then(|| buf[2 + ext..6 + ext].try_into().unwrap());
+        Some(FrameHeader {
+            fin: buf[0] & 0x80 != 0,
+            opcode: buf[0] & 0x0f,
+            mask,
+            payload_len,
+            header_len,
+        })
+    }
+
+    /// Header length implied by however many bytes of it are present (2 until known).
+    fn len_hint(buf: &[u8]) -> usize {
+        if buf.len() < 2 {
+            return 2;
+        }
+        let ext = match buf[1] & 0x7f {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        2 + ext + if buf[1] & 0x80 != 0 { 4 } else { 0 }
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.opcode & 0x8 != 0
+    }
+}
+
+/// XORs `data` with `mask`, as if `data` started `offset` bytes into the payload.
+pub fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b ^= mask[(offset + i) % 4];
+    }
+}
+
+/// Encodes one final frame; `mask` is required for client→server frames (RFC 6455 §5.3).
+pub fn encode_frame(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut f = Vec::with_capacity(payload.len() + 14);
+    f.push(0x80 | opcode);
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => f.push(mask_bit | n as u8),
+        n if n <= u16::MAX as usize => {
+            f.push(mask_bit | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(mask_bit | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    let start = f.len() + if mask.is_some() { 4 } else { 0 };
+    if let Some(m) = mask {
+        f.extend_from_slice(&m);
+    }
+    f.extend_from_slice(payload);
+    if let Some(m) = mask {
+        apply_mask(&mut f[start..], m, 0);
+    }
+    f
+}
+
+/// A fresh random masking key for frames gatewarden sends as a client.
+pub fn random_mask() -> [u8; 4] {
+    rand::random()
+}
+
+/// A close frame; unmasked (server→client) unless `mask` is given.
+pub fn close_frame_masked(code: u16, reason: &str, mask: Option<[u8; 4]>) -> Vec<u8> {
     // Control frame payloads are limited to 125 bytes: 2 for the code, 123 for the reason.
     let mut reason = &reason.as_bytes()[..reason.len().min(123)];
     while std::str::from_utf8(reason).is_err() {
         reason = &reason[..reason.len() - 1];
     }
-    let mut f = Vec::with_capacity(4 + reason.len());
-    f.push(0x88);
-    f.push((2 + reason.len()) as u8);
-    f.extend_from_slice(&code.to_be_bytes());
-    f.extend_from_slice(reason);
-    f
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(reason);
+    encode_frame(OP_CLOSE, &payload, mask)
+}
+
+/// An unmasked (server→client) close frame.
+pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    close_frame_masked(code, reason, None)
+}
+
+/// How long a peer gets to answer our close frame before the socket is dropped.
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+/// Sends `frames` (ending in a close frame), waits a bounded time for the peer's answering
+/// close or EOF, then closes the TCP side, as RFC 6455 §7.1.1 asks of a server.
+pub async fn close_gracefully<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, frames: &[u8]) {
+    if stream.write_all(frames).await.is_err() {
+        return;
+    }
+    let _ = stream.flush().await;
+    let mut tracker = FrameTracker::default();
+    let mut buf = [0u8; 512];
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while tracker.close().is_none() {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => tracker.observe(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let _ = stream.shutdown().await;
 }
 
 /// A close frame seen on the wire.
@@ -121,37 +256,20 @@ impl FrameTracker {
         self.frames
     }
 
-    /// Header length implied by the bytes seen so far (2 until the length byte is known).
     fn header_len(&self) -> usize {
-        if self.hdr_len < 2 {
-            return 2;
-        }
-        let masked = self.hdr[1] & 0x80 != 0;
-        let ext = match self.hdr[1] & 0x7f {
-            126 => 2,
-            127 => 8,
-            _ => 0,
-        };
-        2 + ext + if masked { 4 } else { 0 }
+        FrameHeader::len_hint(&self.hdr[..self.hdr_len])
     }
 
     fn start_frame(&mut self) {
-        let opcode = self.hdr[0] & 0x0f;
-        let masked = self.hdr[1] & 0x80 != 0;
-        let (len, ext) = match self.hdr[1] & 0x7f {
-            126 => (u16::from_be_bytes([self.hdr[2], self.hdr[3]]) as u64, 2),
-            127 => (u64::from_be_bytes(self.hdr[2..10].try_into().unwrap()), 8),
-            n => (n as u64, 0),
-        };
-        let mask = masked.then(|| self.hdr[2 + ext..6 + ext].try_into().unwrap());
-        if opcode == 0x8 && self.close.is_none() && len <= 125 {
+        let h = FrameHeader::parse(&self.hdr[..self.hdr_len]).expect("header complete");
+        if h.opcode == OP_CLOSE && self.close.is_none() && h.payload_len <= 125 {
             self.capture = Some(Capture {
-                mask,
-                payload: Vec::with_capacity(len as usize),
+                mask: h.mask,
+                payload: Vec::with_capacity(h.payload_len as usize),
             });
         }
-        self.remaining = len;
-        if len == 0 {
+        self.remaining = h.payload_len;
+        if h.payload_len == 0 {
             self.finish_frame();
         }
     }
@@ -161,9 +279,7 @@ impl FrameTracker {
         self.frames += 1;
         if let Some(mut c) = self.capture.take() {
             if let Some(mask) = c.mask {
-                for (i, b) in c.payload.iter_mut().enumerate() {
-                    *b ^= mask[i % 4];
-                }
+                apply_mask(&mut c.payload, mask, 0);
             }
             let (code, reason) = if c.payload.len() >= 2 {
                 (
@@ -191,21 +307,20 @@ mod tests {
     }
 
     fn masked(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-        let mut f = vec![0x80 | opcode];
-        match payload.len() {
-            n if n < 126 => f.push(0x80 | n as u8),
-            n if n < 65536 => {
-                f.push(0x80 | 126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                f.push(0x80 | 127);
-                f.extend_from_slice(&(n as u64).to_be_bytes());
-            }
+        encode_frame(opcode, payload, Some(mask))
+    }
+
+    #[test]
+    fn header_parse_all_length_forms() {
+        for len in [0usize, 125, 126, 65535, 65536] {
+            let f = encode_frame(OP_BINARY, &vec![0u8; len], Some([1, 2, 3, 4]));
+            let h = FrameHeader::parse(&f).unwrap();
+            assert_eq!(h.payload_len as usize, len);
+            assert_eq!(h.header_len + len, f.len());
+            assert_eq!(h.mask, Some([1, 2, 3, 4]));
+            assert!(h.fin);
+            assert!(FrameHeader::parse(&f[..h.header_len - 1]).is_none());
         }
-        f.extend_from_slice(&mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        f
     }
 
     #[test]

@@ -29,7 +29,10 @@ impl Proc {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .env_remove("RUST_LOG")
-            .env_remove("GATEWARDEN_CONFIG");
+            .env_remove("GATEWARDEN_CONFIG")
+            .env_remove("OPENCLAW_CONFIG_PATH")
+            .env_remove("OPENCLAW_STATE_DIR")
+            .env_remove("OPENCLAW_HOME");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -125,7 +128,12 @@ impl Drop for Proc {
 
 fn run_check(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(BIN);
-    cmd.arg("check").args(args).env_remove("GATEWARDEN_CONFIG");
+    cmd.arg("check")
+        .args(args)
+        .env_remove("GATEWARDEN_CONFIG")
+        .env_remove("OPENCLAW_CONFIG_PATH")
+        .env_remove("OPENCLAW_STATE_DIR")
+        .env_remove("OPENCLAW_HOME");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -221,6 +229,7 @@ async fn embedded_default_generates_a_private_token_file() {
         ],
         &[
             ("XDG_CONFIG_HOME", home.path().to_str().unwrap()),
+            ("HOME", home.path().to_str().unwrap()),
             ("GATEWARDEN_SHUTDOWN__DRAIN", "1s"),
         ],
     );
@@ -230,7 +239,9 @@ async fn embedded_default_generates_a_private_token_file() {
     let token = std::fs::read_to_string(&path).unwrap().trim().to_string();
     assert_eq!(token.len(), 43, "32 random bytes, base64url");
     let fp = gatewarden::credentials::Fingerprint::of(token.as_bytes()).to_string();
+    let line = p.wait_line("[auth] credential loaded");
     assert!(line.contains(&format!("fingerprint={fp}")), "{line}");
+    assert!(line.contains(&path.display().to_string()), "{line}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -258,7 +269,10 @@ async fn embedded_default_generates_a_private_token_file() {
             "--upstream",
             &upstream.addr.to_string(),
         ],
-        &[("XDG_CONFIG_HOME", home.path().to_str().unwrap())],
+        &[
+            ("XDG_CONFIG_HOME", home.path().to_str().unwrap()),
+            ("HOME", home.path().to_str().unwrap()),
+        ],
     );
     p.wait_line("using the generated token file");
     assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), token);

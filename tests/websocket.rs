@@ -127,9 +127,16 @@ async fn mismatch_closes_1008_with_gateway_text_and_upstream_never_contacted() {
     assert!(line.contains("conn="), "{line}");
 }
 
+/// The upgrade-time sources only: without `first_message`, a missing token is decided at
+/// the upgrade.
+fn upgrade_time_sources(c: &mut gatewarden::Config) {
+    use gatewarden::config::TokenSource::*;
+    c.auth.sources = vec![Header, Query, Cookie, Subprotocol];
+}
+
 #[tokio::test]
 async fn missing_closes_1008_with_gateway_text() {
-    let h = start().await;
+    let h = start_with(upgrade_time_sources).await;
     let (mut ws, _) = ws_connect(h.addr, "/ws", &[]).await.unwrap();
     let Some(Message::Close(Some(frame))) = next_msg(&mut ws).await else {
         panic!("expected a close frame")
@@ -163,7 +170,11 @@ async fn close_rejection_selects_a_non_token_subprotocol() {
 
 #[tokio::test]
 async fn http_reject_mode_answers_401() {
-    let h = start_with(|c| c.auth.reject = RejectMode::Http).await;
+    let h = start_with(|c| {
+        upgrade_time_sources(c);
+        c.auth.reject = RejectMode::Http;
+    })
+    .await;
     for headers in [vec![], vec![("authorization", "Bearer nope")]] {
         match ws_connect(h.addr, "/ws", &headers).await {
             Err(WsError::Http(resp)) => {
@@ -391,10 +402,8 @@ async fn any_token_of_several_files_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     let second_file = write_file(dir.path(), "second", &format!("{second}\n"));
     let h = start_with(|c| {
-        c.credentials.push(gatewarden::config::CredentialSource {
-            path: second_file.clone(),
-            format: gatewarden::config::CredentialFormat::Plain,
-        })
+        c.credentials
+            .push(gatewarden::config::CredentialSource::plain(&second_file))
     })
     .await;
     for token in [&h.token, &second] {

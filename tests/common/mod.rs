@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use gatewarden::config::{Config, CredentialFormat, CredentialSource, ListenAddr, Secs};
+use gatewarden::config::{Config, CredentialSource, ListenAddr, Secs};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -314,10 +314,7 @@ pub fn config_for(upstream: SocketAddr, token_file: &Path) -> Config {
     let mut c = Config {
         listen: ListenAddr("127.0.0.1:0".parse().unwrap()),
         upstream: upstream.to_string().parse().unwrap(),
-        credentials: vec![CredentialSource {
-            path: token_file.to_path_buf(),
-            format: CredentialFormat::Plain,
-        }],
+        credentials: vec![CredentialSource::plain(token_file)],
         ..Config::default()
     };
     c.shutdown.drain = Secs(Duration::from_secs(20));
