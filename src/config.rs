@@ -192,6 +192,15 @@ pub enum CredentialFormat {
     Json5,
 }
 
+impl CredentialFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialFormat::Plain => "plain",
+            CredentialFormat::Json5 => "json5",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamAuthConfig {

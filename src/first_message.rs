@@ -15,8 +15,11 @@ use tokio::time::Instant;
 
 use crate::auth::Reason;
 use crate::credentials::{Credential, Credentials, Fingerprint, Presented, Secret};
-use crate::splice::Stream;
+use crate::splice::{self, Side, Stream};
 use crate::ws::{self, FrameHeader, FrameTracker};
+
+/// How long the gateway gets to answer a client's close before the sockets are dropped.
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
 
 /// What the first frame is checked for.
 pub struct Check<'a> {
@@ -62,6 +65,13 @@ pub enum Outcome {
         side: crate::splice::Side,
         bytes_out: u64,
     },
+    /// The client's first frame is a close (typically answering the gateway's own close of
+    /// a silent socket): not an authentication attempt; [`pass_close`] completes it.
+    ClientClosed {
+        frame: Vec<u8>,
+        down: FrameTracker,
+        bytes_out: u64,
+    },
 }
 
 /// Relays gateway→client while reading the client's first frame, then judges it.
@@ -73,7 +83,6 @@ pub async fn run(
     creds: &Credentials,
     check: &Check<'_>,
 ) -> Outcome {
-    use crate::splice::Side;
     let mut down = FrameTracker::default();
     let mut bytes_out = 0u64;
     let reject = |reason, detail, down, bytes_out| {
@@ -140,6 +149,13 @@ pub async fn run(
     let Some(mask) = header.mask else {
         return invalid("client frame not masked", down, bytes_out);
     };
+    if header.opcode == ws::OP_CLOSE {
+        return Outcome::ClientClosed {
+            frame: buf[..frame_len].to_vec(),
+            down,
+            bytes_out,
+        };
+    }
     if header.is_control() {
         return invalid("a control frame came first", down, bytes_out);
     }
@@ -272,6 +288,59 @@ fn set_pointer(doc: &mut Value, pointer: &str, value: Value) -> bool {
             .or_insert_with(|| Value::Object(Default::default()));
     }
     false
+}
+
+/// Completes a closing handshake started before authentication: the client's close frame
+/// (and nothing after it) goes to the gateway, the gateway's answer comes back, then both
+/// sockets close.
+pub async fn pass_close(
+    client: &mut Stream,
+    upstream: &mut Stream,
+    frame: &[u8],
+    mut down: FrameTracker,
+    bytes_out: u64,
+) -> splice::Outcome {
+    let mut up = FrameTracker::default();
+    up.observe(frame);
+    let first = if down.close().is_some() {
+        Side::Upstream
+    } else {
+        Side::Client
+    };
+    let mut out = bytes_out;
+    let mut error = upstream.write_all(frame).await.err();
+    if error.is_none() {
+        let mut buf = [0u8; 4096];
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            loop {
+                match upstream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        down.observe(&buf[..n]);
+                        if client.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        out += n as u64;
+                    }
+                }
+            }
+        })
+        .await;
+    }
+    let _ = upstream.shutdown().await;
+    if let Err(e) = client.shutdown().await {
+        error.get_or_insert(e);
+    }
+    let tracker = match first {
+        Side::Upstream => &down,
+        Side::Client => &up,
+    };
+    splice::Outcome {
+        bytes_in: frame.len() as u64,
+        bytes_out: out,
+        close: tracker.close().cloned().map(|c| (first, c)),
+        error,
+    }
 }
 
 /// Tells the client why, the way the gateway would: an error `res` echoing the request id

@@ -266,6 +266,22 @@ impl Proxy {
                         first_message::reject(&mut client, &mut upstream, &r).await;
                         return;
                     }
+                    first_message::Outcome::ClientClosed {
+                        frame,
+                        down,
+                        bytes_out,
+                    } => {
+                        let outcome = first_message::pass_close(
+                            &mut client,
+                            &mut upstream,
+                            &frame,
+                            down,
+                            bytes_out,
+                        )
+                        .await;
+                        log_closed(conn, started, &outcome);
+                        return;
+                    }
                     first_message::Outcome::Gone { side, bytes_out } => {
                         info!(
                             conn = %conn,

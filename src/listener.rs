@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, CredentialFormat};
 use crate::credentials::{self, CredentialError, CredentialStore, Credentials};
 use crate::http::Proxy;
 use crate::upstream::UpstreamClient;
@@ -151,7 +151,7 @@ fn initial_credentials(config: &Config) -> Result<Credentials, CredentialError> 
         credentials::Origin::Configured => {}
         credentials::Origin::OpenClaw(path) => info!(
             path = %path.display(),
-            pointer = crate::config::OPENCLAW_TOKEN_POINTER,
+            pointer = %crate::config::OPENCLAW_TOKEN_POINTER,
             "[auth] no credential configured; using the OpenClaw gateway's config"
         ),
         credentials::Origin::Generated {
@@ -172,11 +172,15 @@ fn initial_credentials(config: &Config) -> Result<Credentials, CredentialError> 
     let upstream = config.upstream_auth.credential.as_deref();
     let creds = credentials::load_all(&sources, upstream, 1)?;
     for (c, src) in creds.entries().iter().zip(&sources) {
+        let pointer = match src.format {
+            CredentialFormat::Json5 => src.json_pointer(),
+            CredentialFormat::Plain => "-",
+        };
         info!(
             path = %c.source.display(),
-            format = ?src.format,
-            pointer = src.pointer.as_deref().unwrap_or(if src.format == crate::config::CredentialFormat::Json5 { crate::config::OPENCLAW_TOKEN_POINTER } else { "-" }),
-            name = c.name.as_deref().unwrap_or("-"),
+            format = %src.format.as_str(),
+            pointer = %pointer,
+            name = %c.name.as_deref().unwrap_or("-"),
             fingerprint = %c.fingerprint,
             "[auth] credential loaded"
         );

@@ -377,3 +377,105 @@ fn bad_config_stops_the_proxy_at_start_up() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openclaw_config_is_discovered_in_openclaws_own_order() {
+    let gw_token = random_token();
+    let gw = common::openclaw::start(&gw_token).await;
+    let home = tempfile::tempdir().unwrap();
+    let doc = |t: &str| {
+        format!("{{\n  // written by openclaw\n  gateway: {{ auth: {{ token: '{t}', }}, }},\n}}\n")
+    };
+    // ~/.openclaw/openclaw.json holds a different (dev) token; $OPENCLAW_STATE_DIR wins.
+    std::fs::create_dir_all(home.path().join(".openclaw")).unwrap();
+    write_file(
+        &home.path().join(".openclaw"),
+        "openclaw.json",
+        &doc("home-token"),
+    );
+    let state = tempfile::tempdir().unwrap();
+    let state_file = write_file(state.path(), "openclaw.json", &doc(&gw_token));
+    let mut p = Proc::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &gw.addr.to_string(),
+        ],
+        &[
+            ("HOME", home.path().to_str().unwrap()),
+            ("XDG_CONFIG_HOME", home.path().to_str().unwrap()),
+            ("OPENCLAW_STATE_DIR", state.path().to_str().unwrap()),
+        ],
+    );
+    let line = tokio::task::block_in_place(|| p.wait_line("using the OpenClaw gateway's config"));
+    assert!(line.contains(&state_file.display().to_string()), "{line}");
+    assert!(line.contains("pointer=/gateway/auth/token"), "{line}");
+    let addr = p.listening_addr();
+    // A real-shaped OpenClaw client: no token in the upgrade, token in the connect frame.
+    let (mut ws, _) = ws_connect(addr, "/", &[]).await.unwrap();
+    let _challenge = next_msg(&mut ws).await.unwrap();
+    ws.send(Message::text(common::openclaw::cli_connect(
+        "1",
+        Some(&gw_token),
+    )))
+    .await
+    .unwrap();
+    match next_msg(&mut ws).await {
+        Some(Message::Text(t)) => assert!(t.contains("hello-ok"), "{t}"),
+        other => panic!("{other:?}"),
+    }
+    // No generated token file was created: the gateway's own file is the credential.
+    assert!(!home.path().join("gatewarden").exists());
+
+    // $OPENCLAW_CONFIG_PATH beats the state dir; $OPENCLAW_HOME replaces ~.
+    let (code, out, err) = run_check(
+        &[],
+        &[
+            ("HOME", "/nonexistent"),
+            ("OPENCLAW_HOME", home.path().to_str().unwrap()),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(
+            &home
+                .path()
+                .join(".openclaw/openclaw.json")
+                .display()
+                .to_string()
+        ),
+        "{out}"
+    );
+    let explicit = write_file(state.path(), "explicit.json", &doc("explicit"));
+    let (_, out, _) = run_check(
+        &[],
+        &[
+            ("OPENCLAW_CONFIG_PATH", explicit.to_str().unwrap()),
+            ("OPENCLAW_STATE_DIR", state.path().to_str().unwrap()),
+        ],
+    );
+    assert!(out.contains(explicit.to_str().unwrap()), "{out}");
+}
+
+#[test]
+fn openclaw_config_without_a_token_is_explained() {
+    let state = tempfile::tempdir().unwrap();
+    let file = write_file(
+        state.path(),
+        "openclaw.json",
+        "{ gateway: { port: 18790, auth: { mode: 'token' } } }",
+    );
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("OPENCLAW_STATE_DIR", state.path())
+        .env_remove("OPENCLAW_CONFIG_PATH")
+        .env_remove("GATEWARDEN_CONFIG")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(file.to_str().unwrap()), "{err}");
+    assert!(err.contains("/gateway/auth/token"), "{err}");
+    assert!(err.contains("runtime-only token"), "{err}");
+}

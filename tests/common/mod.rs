@@ -2,6 +2,8 @@
 //! records what it saw, gatewarden itself on port 0, and a capture of gatewarden's logs.
 #![allow(dead_code)]
 
+pub mod openclaw;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -343,6 +345,39 @@ pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
         token,
         token_file,
         dir,
+        stop: Some(stop),
+        done: Some(done),
+    }
+}
+
+/// gatewarden running in-process with `config`.
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            done.abort();
+        }
+    }
+}
+
+pub async fn serve(mut config: Config) -> Running {
+    capture_logs();
+    config.listen = ListenAddr("127.0.0.1:0".parse().unwrap());
+    let server = gatewarden::Server::bind(config)
+        .await
+        .expect("gatewarden binds");
+    let addr = server.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    Running {
+        addr,
         stop: Some(stop),
         done: Some(done),
     }
