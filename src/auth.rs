@@ -11,7 +11,9 @@ use http::HeaderMap;
 use percent_encoding::percent_decode_str;
 
 use crate::config::{AuthConfig, TokenSource};
-use crate::credentials::{Credential, Credentials, Fingerprint, Presented};
+use std::time::{Duration, Instant};
+
+use crate::credentials::{Credential, Credentials, Fingerprint, Presented, Verdict};
 
 /// Why a client was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +28,11 @@ pub enum Reason {
     FirstMessageTooLarge,
     /// Injection would have to rewrite the token of a device-signed `connect`.
     TokenRewriteRefused,
+    /// The token was valid in an earlier generation (rotated away, grace over): the client
+    /// kept a token from before a restart or rotation.
+    TokenStale,
+    /// A live connection's token stopped being valid (`auth.on_revoke = "close"`).
+    TokenRevoked,
 }
 
 impl Reason {
@@ -37,6 +44,8 @@ impl Reason {
             Reason::FirstMessageTimeout => "first_message_timeout",
             Reason::FirstMessageTooLarge => "first_message_too_large",
             Reason::TokenRewriteRefused => "token_rewrite_refused",
+            Reason::TokenStale => "token_stale",
+            Reason::TokenRevoked => "token_revoked",
         }
     }
 
@@ -47,9 +56,12 @@ impl Reason {
             Reason::TokenMissing => {
                 "unauthorized: gateway token missing (provide gateway auth token)"
             }
-            Reason::TokenMismatch => {
+            // A stale token is a mismatch to the client: keep the gateway's words, which
+            // clients match on; the log says `token_stale`.
+            Reason::TokenMismatch | Reason::TokenStale => {
                 "unauthorized: gateway token mismatch (provide gateway auth token)"
             }
+            Reason::TokenRevoked => "token revoked",
             Reason::FirstMessageInvalid => "invalid connect: expected a JSON connect request",
             Reason::FirstMessageTimeout => "connect timeout: no connect request received",
             Reason::FirstMessageTooLarge => "connect request too large",
@@ -71,7 +83,8 @@ impl Reason {
     pub fn detail_code(self) -> &'static str {
         match self {
             Reason::TokenMissing => "AUTH_TOKEN_MISSING",
-            Reason::TokenMismatch => "AUTH_TOKEN_MISMATCH",
+            Reason::TokenMismatch | Reason::TokenStale => "AUTH_TOKEN_MISMATCH",
+            Reason::TokenRevoked => "AUTH_TOKEN_REVOKED",
             Reason::FirstMessageInvalid => "INVALID_CONNECT",
             Reason::FirstMessageTimeout => "CONNECT_TIMEOUT",
             Reason::FirstMessageTooLarge => "CONNECT_TOO_LARGE",
@@ -101,17 +114,23 @@ impl fmt::Debug for Found {
     }
 }
 
-/// The outcome of checking a request.
+/// The outcome of checking a token.
 #[derive(Debug)]
 pub enum Decision {
     Allow {
         source: TokenSource,
         credential: Credential,
+        /// Accepted only because of the grace period: (generation, time left).
+        grace: Option<(u64, Duration)>,
+        /// For re-checking a live connection after a reload.
+        presented: Presented,
     },
     Deny {
         reason: Reason,
         source: Option<TokenSource>,
         presented: Option<Fingerprint>,
+        /// For `token_stale`: the last generation in which the token was valid.
+        generation: Option<u64>,
     },
 }
 
@@ -137,25 +156,54 @@ pub fn extract(cfg: &AuthConfig, parts: &Parts, websocket: bool) -> Option<Found
 
 /// Decides on an extracted token (or its absence).
 pub fn decide(found: Option<&Found>, creds: &Credentials) -> Decision {
-    let Some(found) = found else {
-        return Decision::Deny {
+    match found {
+        Some(f) => judge(&f.token, f.source, creds),
+        None => Decision::Deny {
             reason: Reason::TokenMissing,
             source: None,
             presented: None,
-        };
-    };
-    let presented = Presented::new(&found.token);
-    match creds.check(&presented) {
-        Some(c) => Decision::Allow {
-            source: found.source,
-            credential: c.clone(),
-        },
-        None => Decision::Deny {
-            reason: Reason::TokenMismatch,
-            source: Some(found.source),
-            presented: Some(presented.fingerprint),
+            generation: None,
         },
     }
+}
+
+/// Judges one presented token against a snapshot: current, within grace, stale or unknown.
+pub fn judge(token: &[u8], source: TokenSource, creds: &Credentials) -> Decision {
+    let presented = Presented::new(token);
+    let deny = |reason, generation| Decision::Deny {
+        reason,
+        source: Some(source),
+        presented: Some(presented.fingerprint),
+        generation,
+    };
+    match creds.verify(&presented, Instant::now()) {
+        Verdict::Current(c) => Decision::Allow {
+            source,
+            credential: c.clone(),
+            grace: None,
+            presented,
+        },
+        Verdict::Grace {
+            credential,
+            generation,
+            left,
+        } => Decision::Allow {
+            source,
+            credential: credential.clone(),
+            grace: Some((generation, left)),
+            presented,
+        },
+        Verdict::Stale { generation } => deny(Reason::TokenStale, Some(generation)),
+        Verdict::Unknown => deny(Reason::TokenMismatch, None),
+    }
+}
+
+/// Whether a live connection's token is still good (current or within grace).
+pub fn still_valid(presented: &Presented, creds: &Credentials) -> bool {
+    matches!(
+        creds.verify(presented, Instant::now()),
+        Verdict::Current(_) | Verdict::Grace { .. }
+    )
 }
 
 /// `Authorization: Bearer <t>`; other schemes are not ours and are left alone.

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, Config, CredentialSource, FlagOverrides, LogFormat, LogOverrides};
+use crate::config::{
+    self, Config, CredentialSource, FlagOverrides, LogFormat, LogOverrides, SourcesOverride,
+};
 use crate::credentials;
 
 #[derive(Debug, Parser)]
@@ -27,6 +29,17 @@ pub enum Command {
     Run,
     /// Validate the configuration, print the effective one, and check every credential file.
     Check,
+    /// Token helpers for `lines` credential files.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Read a token on stdin and print its `sha256:<hex>` form for a `lines` file.
+    Hash,
+    /// Print a new random token (32 bytes, base64url).
+    Generate,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -60,11 +73,13 @@ impl CommonArgs {
         FlagOverrides {
             listen: self.listen.clone(),
             upstream: self.upstream.clone(),
-            credentials: self
-                .token_files
-                .iter()
-                .map(CredentialSource::plain)
-                .collect(),
+            credentials: (!self.token_files.is_empty()).then(|| SourcesOverride {
+                sources: self
+                    .token_files
+                    .iter()
+                    .map(CredentialSource::plain)
+                    .collect(),
+            }),
             log,
         }
     }
@@ -79,7 +94,29 @@ pub fn main() -> ExitCode {
     match cli.command {
         None | Some(Command::Run) => run(&cli.args),
         Some(Command::Check) => check(&cli.args),
+        Some(Command::Token(TokenCommand::Generate)) => {
+            println!("{}", credentials::generate_token());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Token(TokenCommand::Hash)) => token_hash(),
     }
+}
+
+fn token_hash() -> ExitCode {
+    let mut input = String::new();
+    if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {
+        eprintln!("gatewarden: cannot read stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    // Only the line break a shell adds is dropped; inner and other whitespace is the token's.
+    let token = input.strip_suffix('\n').unwrap_or(&input);
+    let token = token.strip_suffix('\r').unwrap_or(token);
+    if token.is_empty() {
+        eprintln!("gatewarden: no token on stdin");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", credentials::hash_line(token.as_bytes()));
+    ExitCode::SUCCESS
 }
 
 fn run(args: &CommonArgs) -> ExitCode {
@@ -125,7 +162,7 @@ fn check(args: &CommonArgs) -> ExitCode {
     println!("# effective configuration (defaults < file < GATEWARDEN_* env < flags)");
     print!("{}", config::to_toml(&config));
     let mut ok = true;
-    let mut sources = config.credentials.clone();
+    let mut sources = config.credentials.sources.clone();
     if sources.is_empty() {
         let openclaw = credentials::openclaw_candidates()
             .into_iter()
@@ -157,8 +194,11 @@ fn check(args: &CommonArgs) -> ExitCode {
     }
     for src in &sources {
         match credentials::read_source(src, false) {
-            Ok(entries) => {
-                for c in entries {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    eprintln!("gatewarden: warning: {}: {w}", src.path.display());
+                }
+                for c in loaded.entries {
                     println!(
                         "# credential {}{}: ok, fingerprint fp:{}",
                         src.path.display(),

@@ -25,8 +25,9 @@ pub struct Config {
     /// The gateway behind gatewarden.
     pub upstream: Upstream,
     pub auth: AuthConfig,
-    /// Where valid tokens come from. Empty means: use gatewarden's own generated token file.
-    pub credentials: Vec<CredentialSource>,
+    /// Where valid tokens come from, and how changes are noticed. Written either as
+    /// `[[credentials]]` entries or as a `[credentials]` table with `sources`.
+    pub credentials: CredentialsConfig,
     pub timeouts: Timeouts,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
@@ -46,7 +47,7 @@ impl Default for Config {
                 port: 18790,
             },
             auth: AuthConfig::default(),
-            credentials: Vec::new(),
+            credentials: CredentialsConfig::default(),
             timeouts: Timeouts::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
@@ -74,6 +75,41 @@ pub struct AuthConfig {
     pub first_message_timeout: Secs,
     /// RFC 6901 pointer to the token inside the first frame's JSON.
     pub first_message_pointer: String,
+    /// After a rotation the previous token of a source stays valid this long (0 disables).
+    pub grace: Secs,
+    /// What happens to live connections whose token a reload made invalid (after grace).
+    pub on_revoke: OnRevoke,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRevoke {
+    /// Live connections continue; only new handshakes see the change.
+    Keep,
+    /// Live connections using a revoked token are closed with 1008 "token revoked".
+    Close,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CredentialsConfig {
+    /// Empty means: OpenClaw's own config if found, else gatewarden's generated token file.
+    pub sources: Vec<CredentialSource>,
+    /// Watch the files' directories with inotify.
+    pub watch: bool,
+    /// Also compare size/mtime/inode/content this often, for filesystems where inotify events
+    /// never arrive (network filesystems, some Docker Desktop bind mounts). 0 disables.
+    pub poll_interval: Secs,
+}
+
+impl Default for CredentialsConfig {
+    fn default() -> Self {
+        CredentialsConfig {
+            sources: Vec::new(),
+            watch: true,
+            poll_interval: Secs(Duration::from_secs(5)),
+        }
+    }
 }
 
 impl Default for AuthConfig {
@@ -95,6 +131,8 @@ impl Default for AuthConfig {
             first_message_max_bytes: 64 * 1024,
             first_message_timeout: Secs(Duration::from_secs(10)),
             first_message_pointer: "/params/auth/token".into(),
+            grace: Secs(Duration::from_secs(600)),
+            on_revoke: OnRevoke::Keep,
         }
     }
 }
@@ -190,6 +228,8 @@ pub enum CredentialFormat {
     Plain,
     /// A JSON5 document (the OpenClaw gateway's `openclaw.json`); the token is at `pointer`.
     Json5,
+    /// Named client tokens: `name token` or `name sha256:<64 hex>` per line, `#` comments.
+    Lines,
 }
 
 impl CredentialFormat {
@@ -197,6 +237,7 @@ impl CredentialFormat {
         match self {
             CredentialFormat::Plain => "plain",
             CredentialFormat::Json5 => "json5",
+            CredentialFormat::Lines => "lines",
         }
     }
 }
@@ -428,10 +469,15 @@ pub struct FlagOverrides {
     pub listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub credentials: Vec<CredentialSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<SourcesOverride>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<LogOverrides>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct SourcesOverride {
+    pub sources: Vec<CredentialSource>,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -440,6 +486,31 @@ pub struct LogOverrides {
     pub format: Option<LogFormat>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub level: Option<String>,
+}
+
+/// Turns the `[[credentials]]` array form into the table form (`credentials.sources`), so
+/// every provider merges into the same shape: without this an environment variable such as
+/// `GATEWARDEN_CREDENTIALS__POLL_INTERVAL` would replace a file's array instead of joining it.
+struct Normalized<P>(P);
+
+impl<P: Provider> Provider for Normalized<P> {
+    fn metadata(&self) -> Metadata {
+        self.0.metadata()
+    }
+
+    fn data(&self) -> Result<figment::value::Map<Profile, figment::value::Dict>, figment::Error> {
+        use figment::value::{Dict, Value};
+        let mut data = self.0.data()?;
+        for dict in data.values_mut() {
+            if matches!(dict.get("credentials"), Some(Value::Array(..))) {
+                if let Some(Value::Array(tag, list)) = dict.remove("credentials") {
+                    let table = Dict::from([("sources".to_string(), Value::Array(tag, list))]);
+                    dict.insert("credentials".into(), Value::Dict(tag, table));
+                }
+            }
+        }
+        Ok(data)
+    }
 }
 
 impl Provider for FlagOverrides {
@@ -497,14 +568,14 @@ pub fn figment(config_file: Option<&Path>, flags: &FlagOverrides) -> Figment {
         .map(Path::to_path_buf)
         .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from));
     if let Some(file) = file {
-        fig = fig.merge(Toml::file_exact(file));
+        fig = fig.merge(Normalized(Toml::file_exact(file)));
     }
-    fig.merge(
+    fig.merge(Normalized(
         Env::prefixed(ENV_PREFIX)
             .ignore(&["CONFIG"])
             .split("__")
             .lowercase(true),
-    )
+    ))
     .merge(flags.clone())
 }
 
@@ -575,7 +646,7 @@ fn validate(config: &Config, fig: &Figment) -> Result<(), ConfigError> {
             return fail("auth.public_paths", p, "must start with '/'");
         }
     }
-    for c in &config.credentials {
+    for c in &config.credentials.sources {
         if c.path.as_os_str().is_empty() {
             return fail("credentials.path", &"", "is empty");
         }
@@ -597,7 +668,12 @@ fn validate(config: &Config, fig: &Figment) -> Result<(), ConfigError> {
         }
     }
     let mut names: Vec<&str> = Vec::new();
-    for n in config.credentials.iter().filter_map(|c| c.name.as_deref()) {
+    for n in config
+        .credentials
+        .sources
+        .iter()
+        .filter_map(|c| c.name.as_deref())
+    {
         if names.contains(&n) {
             return fail("credentials.name", &n, "names two credentials");
         }
@@ -636,7 +712,7 @@ fn validate(config: &Config, fig: &Figment) -> Result<(), ConfigError> {
                 )
             }
             // With no credentials configured the discovered OpenClaw file is named `openclaw`.
-            Some(n) if !config.credentials.is_empty() && !names.contains(&n.as_str()) => {
+            Some(n) if !config.credentials.sources.is_empty() && !names.contains(&n.as_str()) => {
                 return fail(
                     "upstream_auth.credential",
                     n,

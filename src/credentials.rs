@@ -8,7 +8,8 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
@@ -75,6 +76,8 @@ pub struct Credential {
     /// The file it was read from.
     pub source: Arc<Path>,
     pub name: Option<Arc<str>>,
+    /// The client's name, for entries of a `lines` file.
+    pub client: Option<Arc<str>>,
     /// Kept only for the credential named by `upstream_auth.credential`.
     pub secret: Option<Secret>,
 }
@@ -85,20 +88,39 @@ impl fmt::Debug for Credential {
             .field("fingerprint", &self.fingerprint)
             .field("source", &self.source)
             .field("name", &self.name)
+            .field("client", &self.client)
             .finish()
     }
 }
 
 impl Credential {
     pub fn new(token: &[u8], source: Arc<Path>) -> Credential {
-        let digest = digest(token);
+        Credential::from_digest(digest(token), source)
+    }
+
+    /// An entry known only by its SHA-256 (`name sha256:<hex>` lines).
+    pub fn from_digest(digest: [u8; 32], source: Arc<Path>) -> Credential {
         Credential {
             digest,
             fingerprint: Fingerprint::from_digest(&digest),
             source,
             name: None,
+            client: None,
             secret: None,
         }
+    }
+
+    /// Who this credential stands for in logs: the client name, else the credential's name.
+    pub fn who(&self) -> &str {
+        self.client
+            .as_deref()
+            .or(self.name.as_deref())
+            .unwrap_or("-")
+    }
+
+    /// Same token and same identity: a reload that yields only these changed nothing.
+    fn same(&self, other: &Credential) -> bool {
+        self.digest == other.digest && self.client == other.client && self.name == other.name
     }
 
     /// Whether `presented` is this credential's token (constant time).
@@ -108,6 +130,7 @@ impl Credential {
 }
 
 /// A token as presented by a client, hashed once at the edge.
+#[derive(Clone)]
 pub struct Presented {
     digest: [u8; 32],
     pub fingerprint: Fingerprint,
@@ -128,23 +151,65 @@ impl Presented {
     }
 }
 
-/// An immutable set of valid tokens.
+/// A token that is no longer current: valid until `until` (the grace period), then only
+/// recognised, so a client still holding it is told `token_stale` rather than a bare mismatch.
+#[derive(Debug, Clone)]
+pub struct Retired {
+    pub credential: Credential,
+    /// The last generation in which this token was current.
+    pub generation: u64,
+    pub until: Instant,
+}
+
+/// What a presented token is, against one snapshot.
+#[derive(Debug)]
+pub enum Verdict<'a> {
+    Current(&'a Credential),
+    /// Rotated away, but still inside the grace period.
+    Grace {
+        credential: &'a Credential,
+        generation: u64,
+        left: Duration,
+    },
+    /// Rotated away and past its grace period.
+    Stale {
+        generation: u64,
+    },
+    Unknown,
+}
+
+impl fmt::Debug for Presented {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Presented({:?})", self.fingerprint)
+    }
+}
+
+/// An immutable set of valid tokens: swapped whole, never changed in place.
 #[derive(Debug, Default)]
 pub struct Credentials {
     pub generation: u64,
     entries: Vec<Credential>,
+    retired: Vec<Retired>,
 }
+
+/// How many retired tokens are remembered for `token_stale` diagnosis.
+const RETIRED_MAX: usize = 64;
 
 impl Credentials {
     pub fn new(generation: u64, entries: Vec<Credential>) -> Credentials {
         Credentials {
             generation,
             entries,
+            retired: Vec::new(),
         }
     }
 
     pub fn entries(&self) -> &[Credential] {
         &self.entries
+    }
+
+    pub fn retired(&self) -> &[Retired] {
+        &self.retired
     }
 
     pub fn is_empty(&self) -> bool {
@@ -157,8 +222,8 @@ impl Credentials {
             .find(|c| c.name.as_deref() == Some(name))
     }
 
-    /// Compares against every entry without an early exit, so timing does not reveal which
-    /// (or whether an early) entry matched.
+    /// The current entry matching `presented`, if any. Compares against every entry without an
+    /// early exit, so timing does not reveal which (or whether an early) entry matched.
     pub fn check(&self, presented: &Presented) -> Option<&Credential> {
         let mut found = None;
         for entry in &self.entries {
@@ -168,17 +233,53 @@ impl Credentials {
         }
         found
     }
+
+    /// Current, within grace, stale or unknown. `now` is passed in so callers decide the clock.
+    pub fn verify(&self, presented: &Presented, now: Instant) -> Verdict<'_> {
+        if let Some(c) = self.check(presented) {
+            return Verdict::Current(c);
+        }
+        let mut found: Option<&Retired> = None;
+        for r in &self.retired {
+            if r.credential.matches(presented) && found.is_none() {
+                found = Some(r);
+            }
+        }
+        match found {
+            Some(r) if r.until > now => Verdict::Grace {
+                credential: &r.credential,
+                generation: r.generation,
+                left: r.until - now,
+            },
+            Some(r) => Verdict::Stale {
+                generation: r.generation,
+            },
+            None => Verdict::Unknown,
+        }
+    }
+
+    /// The earliest grace period still running, for the revocation timer.
+    pub fn next_grace_end(&self, now: Instant) -> Option<Instant> {
+        self.retired
+            .iter()
+            .map(|r| r.until)
+            .filter(|&u| u > now)
+            .min()
+    }
 }
 
-/// The current snapshot; swapped whole by loaders, read lock-free by connections.
+/// The current snapshot; swapped whole by the reloader, read lock-free by connections.
 pub struct CredentialStore {
     current: ArcSwap<Credentials>,
+    /// Bumped on every swap and every grace expiry: live connections re-check their token.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl CredentialStore {
     pub fn new(initial: Credentials) -> CredentialStore {
         CredentialStore {
             current: ArcSwap::from_pointee(initial),
+            changed: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -188,6 +289,16 @@ impl CredentialStore {
 
     pub fn store(&self, next: Credentials) {
         self.current.store(Arc::new(next));
+        self.notify();
+    }
+
+    /// Tells live connections to re-check their tokens (a grace period ended).
+    pub fn notify(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 }
 
@@ -212,6 +323,17 @@ pub enum CredentialError {
     },
     #[error("credential file {path}: the value at {pointer} is not a non-empty string")]
     TokenNotString { path: PathBuf, pointer: String },
+    #[error(
+        "credential file {path}: client name `{name}` appears twice (lines {first} and {second})"
+    )]
+    DuplicateName {
+        path: PathBuf,
+        name: String,
+        first: usize,
+        second: usize,
+    },
+    #[error("credential file {path} has no valid entry")]
+    NoEntries { path: PathBuf },
     #[error("cannot create token file {path}: {source}")]
     Create { path: PathBuf, source: io::Error },
     #[error("upstream_auth.credential names `{name}`, but no credential has that name")]
@@ -220,12 +342,16 @@ pub enum CredentialError {
     NoHome { what: &'static str },
 }
 
+/// A source's tokens, and notes about lines that were skipped.
+pub struct Loaded {
+    pub entries: Vec<Credential>,
+    /// Problems that did not stop the load (a malformed line of a `lines` file).
+    pub warnings: Vec<String>,
+}
+
 /// Reads one credential source into its tokens. `keep_secret` keeps the token itself (for
 /// presenting it upstream), not only its digest.
-pub fn read_source(
-    src: &CredentialSource,
-    keep_secret: bool,
-) -> Result<Vec<Credential>, CredentialError> {
+pub fn read_source(src: &CredentialSource, keep_secret: bool) -> Result<Loaded, CredentialError> {
     let path = &src.path;
     let bytes = std::fs::read(path).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
@@ -242,16 +368,103 @@ pub fn read_source(
     if text.trim().is_empty() {
         return Err(CredentialError::Empty { path: path.clone() });
     }
+    let origin: Arc<Path> = Arc::from(path.as_path());
+    let name = src.name.as_deref().map(Arc::from);
+    if src.format == CredentialFormat::Lines {
+        let (mut entries, warnings) = parse_lines(path, text, &origin)?;
+        for e in &mut entries {
+            e.name.clone_from(&name);
+        }
+        return Ok(Loaded { entries, warnings });
+    }
     let token = match src.format {
-        CredentialFormat::Plain => text.trim().to_string(),
         CredentialFormat::Json5 => json5_token(path, text, src.json_pointer())?,
+        _ => text.trim().to_string(),
     };
-    let mut c = Credential::new(token.as_bytes(), Arc::from(path.as_path()));
-    c.name = src.name.as_deref().map(Arc::from);
+    let mut c = Credential::new(token.as_bytes(), origin);
+    c.name = name;
     if keep_secret {
         c.secret = Some(Secret(Arc::from(token)));
     }
-    Ok(vec![c])
+    Ok(Loaded {
+        entries: vec![c],
+        warnings: Vec::new(),
+    })
+}
+
+/// `name token` or `name sha256:<64 hex>` per line; `#` comments and blank lines ignored. A
+/// malformed line is reported by number and skipped; a duplicate name fails the file, since
+/// which token that client holds would be ambiguous.
+fn parse_lines(
+    path: &Path,
+    text: &str,
+    origin: &Arc<Path>,
+) -> Result<(Vec<Credential>, Vec<String>), CredentialError> {
+    let mut entries: Vec<Credential> = Vec::new();
+    let mut lines_of: Vec<usize> = Vec::new();
+    let mut warnings = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(name), Some(token), None) = (parts.next(), parts.next(), parts.next()) else {
+            warnings.push(format!(
+                "line {n}: expected `name token` or `name sha256:<64 hex>`"
+            ));
+            continue;
+        };
+        if let Some(at) = entries
+            .iter()
+            .position(|e| e.client.as_deref() == Some(name))
+        {
+            return Err(CredentialError::DuplicateName {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                first: lines_of[at],
+                second: n,
+            });
+        }
+        let mut c = match token.strip_prefix("sha256:") {
+            Some(hex) => match parse_hex32(hex) {
+                Some(d) => Credential::from_digest(d, origin.clone()),
+                None => {
+                    warnings.push(format!("line {n}: sha256: needs exactly 64 hex digits"));
+                    continue;
+                }
+            },
+            None => Credential::new(token.as_bytes(), origin.clone()),
+        };
+        c.client = Some(Arc::from(name));
+        entries.push(c);
+        lines_of.push(n);
+    }
+    if entries.is_empty() {
+        return Err(CredentialError::NoEntries {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok((entries, warnings))
+}
+
+fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// `sha256:<64 hex>` of a token, the form a `lines` file accepts instead of the token.
+pub fn hash_line(token: &[u8]) -> String {
+    let d = digest(token);
+    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 /// The string at `pointer` in a JSON5 document. Errors say where, never what: a parse error
@@ -286,19 +499,207 @@ fn json5_token(path: &Path, text: &str, pointer: &str) -> Result<String, Credent
     }
 }
 
-/// Reads every source; any failure fails the whole load, so a partial set never goes live.
-/// The credential named `upstream` keeps its token for injection.
-pub fn load_all(
-    sources: &[CredentialSource],
-    upstream: Option<&str>,
-    generation: u64,
-) -> Result<Credentials, CredentialError> {
-    let mut entries = Vec::new();
-    for src in sources {
-        let keep = upstream.is_some() && src.name.as_deref() == upstream;
-        entries.extend(read_source(src, keep)?);
+/// What one reload of one source did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    Applied { generation: u64 },
+    Unchanged,
+    Rejected,
+}
+
+impl ReloadResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Applied { .. } => "applied",
+            ReloadResult::Unchanged => "unchanged",
+            ReloadResult::Rejected => "rejected",
+        }
     }
-    Ok(Credentials::new(generation, entries))
+}
+
+/// Owns the credential sources: re-reads them, keeps the last good tokens of each, retires
+/// rotated tokens into their grace period, and swaps complete snapshots into the store.
+/// Only the watcher task calls it; connections only ever read the store.
+pub struct Reloader {
+    sources: Vec<CredentialSource>,
+    upstream: Option<String>,
+    grace: Duration,
+    store: Arc<CredentialStore>,
+    state: Mutex<ReloadState>,
+}
+
+struct ReloadState {
+    generation: u64,
+    /// Last good tokens per source (`None`: never loaded).
+    current: Vec<Option<Vec<Credential>>>,
+    retired: Vec<Retired>,
+}
+
+fn fps(entries: &[Credential]) -> String {
+    if entries.is_empty() {
+        return "-".into();
+    }
+    entries
+        .iter()
+        .map(|c| format!("fp:{}", c.fingerprint))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Reloader {
+    pub fn new(
+        sources: Vec<CredentialSource>,
+        upstream: Option<String>,
+        grace: Duration,
+    ) -> Reloader {
+        let n = sources.len();
+        Reloader {
+            sources,
+            upstream,
+            grace,
+            store: Arc::new(CredentialStore::new(Credentials::default())),
+            state: Mutex::new(ReloadState {
+                generation: 0,
+                current: vec![None; n],
+                retired: Vec::new(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> Arc<CredentialStore> {
+        self.store.clone()
+    }
+
+    pub fn sources(&self) -> &[CredentialSource] {
+        &self.sources
+    }
+
+    fn keep_secret(&self, src: &CredentialSource) -> bool {
+        self.upstream.is_some() && src.name.as_deref() == self.upstream.as_deref()
+    }
+
+    fn read(&self, idx: usize) -> Result<Vec<Credential>, CredentialError> {
+        let src = &self.sources[idx];
+        let loaded = read_source(src, self.keep_secret(src))?;
+        for w in &loaded.warnings {
+            tracing::warn!(
+                "[reload] {}: {w} (skipped; the rest of the file is used)",
+                src.path.display()
+            );
+        }
+        Ok(loaded.entries)
+    }
+
+    /// First load: every source is tried; one that fails is logged and retried on its next
+    /// change, and the proxy starts anyway (a gateway may create its file after we start).
+    pub fn load_initial(&self) -> usize {
+        let mut st = self.state.lock().unwrap();
+        let mut ok = 0;
+        for idx in 0..self.sources.len() {
+            match self.read(idx) {
+                Ok(entries) => {
+                    st.current[idx] = Some(entries);
+                    ok += 1;
+                }
+                Err(e) => tracing::warn!(
+                    "[reload] credentials rejected source={} cause={e} keeping generation=0",
+                    self.sources[idx].path.display()
+                ),
+            }
+        }
+        if ok > 0 {
+            st.generation = 1;
+        }
+        self.publish(&st);
+        ok
+    }
+
+    /// Re-reads one source and applies it if it changed; a broken file keeps the last good.
+    pub fn reload(&self, idx: usize) -> ReloadResult {
+        let mut st = self.state.lock().unwrap();
+        let path = self.sources[idx].path.display();
+        let entries = match self.read(idx) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(
+                    "[reload] credentials rejected source={path} cause={e} keeping generation={}",
+                    st.generation
+                );
+                return ReloadResult::Rejected;
+            }
+        };
+        let old = st.current[idx].take().unwrap_or_default();
+        let unchanged = old.len() == entries.len()
+            && entries.iter().all(|n| old.iter().any(|o| o.same(n)))
+            && st.generation > 0;
+        if unchanged {
+            st.current[idx] = Some(old);
+            return ReloadResult::Unchanged;
+        }
+        let now = Instant::now();
+        let previous: Vec<Credential> = old
+            .iter()
+            .filter(|o| !entries.iter().any(|n| n.digest == o.digest))
+            .cloned()
+            .collect();
+        let last_current = st.generation;
+        for credential in &previous {
+            st.retired.push(Retired {
+                credential: credential.clone(),
+                generation: last_current,
+                until: now + self.grace,
+            });
+        }
+        st.generation += 1;
+        let generation = st.generation;
+        tracing::info!(
+            generation,
+            source = %path,
+            current = %fps(&entries),
+            previous = %fps(&previous),
+            "[reload] credentials applied"
+        );
+        st.current[idx] = Some(entries);
+        self.publish(&st);
+        ReloadResult::Applied { generation }
+    }
+
+    pub fn reload_all(&self) -> Vec<ReloadResult> {
+        (0..self.sources.len()).map(|i| self.reload(i)).collect()
+    }
+
+    /// Builds the snapshot from the last good tokens of every source and swaps it in.
+    fn publish(&self, st: &ReloadState) {
+        let entries: Vec<Credential> = st.current.iter().flatten().flatten().cloned().collect();
+        let mut retired: Vec<Retired> = st
+            .retired
+            .iter()
+            .filter(|r| !entries.iter().any(|c| c.digest == r.credential.digest))
+            .cloned()
+            .collect();
+        // Newest last; keep a bounded history.
+        if retired.len() > RETIRED_MAX {
+            retired.drain(..retired.len() - RETIRED_MAX);
+        }
+        self.store.store(Credentials {
+            generation: st.generation,
+            entries,
+            retired,
+        });
+    }
+
+    /// Checks that `upstream_auth.credential` names a loaded credential.
+    pub fn check_upstream(&self) -> Result<(), CredentialError> {
+        match &self.upstream {
+            Some(name)
+                if self.store.load().by_name(name).is_none()
+                    && !self.sources.iter().any(|s| s.name.as_deref() == Some(name)) =>
+            {
+                Err(CredentialError::UnknownUpstream { name: name.clone() })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Where OpenClaw itself looks for its config, in its own order of precedence:

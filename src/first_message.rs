@@ -13,7 +13,8 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use crate::auth::Reason;
+use crate::auth::{self, Decision, Reason};
+use crate::config::TokenSource;
 use crate::credentials::{Credential, Credentials, Fingerprint, Presented, Secret};
 use crate::splice::{self, Side, Stream};
 use crate::ws::{self, FrameHeader, FrameTracker};
@@ -42,7 +43,9 @@ pub struct Proceed {
     pub bytes_out: u64,
     /// The matching credential, when the frame authenticated the client.
     pub credential: Option<Credential>,
-    pub presented: Option<Fingerprint>,
+    pub presented: Option<Presented>,
+    /// Accepted within a grace period: (generation, time left).
+    pub grace: Option<(u64, Duration)>,
     pub rewritten: bool,
 }
 
@@ -53,6 +56,8 @@ pub struct Rejection {
     pub detail: &'static str,
     pub id: Option<Value>,
     pub presented: Option<Fingerprint>,
+    /// For `token_stale`: the last generation in which the token was valid.
+    pub generation: Option<u64>,
     pub down: FrameTracker,
     pub bytes_out: u64,
 }
@@ -91,6 +96,7 @@ pub async fn run(
             detail,
             id: None,
             presented: None,
+            generation: None,
             down,
             bytes_out,
         })
@@ -178,33 +184,46 @@ pub async fn run(
         .map(str::to_string);
     let presented = token.as_deref().map(|t| Presented::new(t.as_bytes()));
     let fingerprint = presented.as_ref().map(|p| p.fingerprint);
-    let refuse = |reason, detail, down, bytes_out| {
+    let refuse = |reason, detail, generation, down, bytes_out| {
         Outcome::Reject(Rejection {
             reason,
             detail,
             id: id.clone(),
             presented: fingerprint,
+            generation,
             down,
             bytes_out,
         })
     };
 
     let mut credential = None;
+    let mut grace = None;
     if check.authenticate {
-        let Some(p) = &presented else {
+        let Some(t) = &token else {
             return refuse(
                 Reason::TokenMissing,
                 "no token at the pointer",
+                None,
                 down,
                 bytes_out,
             );
         };
-        match creds.check(p) {
-            Some(c) => credential = Some(c.clone()),
-            None => {
+        match auth::judge(t.as_bytes(), TokenSource::FirstMessage, creds) {
+            Decision::Allow {
+                credential: c,
+                grace: g,
+                ..
+            } => {
+                credential = Some(c);
+                grace = g;
+            }
+            Decision::Deny {
+                reason, generation, ..
+            } => {
                 return refuse(
-                    Reason::TokenMismatch,
-                    "token matches no credential",
+                    reason,
+                    "token matches no current credential",
+                    generation,
                     down,
                     bytes_out,
                 )
@@ -223,6 +242,7 @@ pub async fn run(
                 return refuse(
                     Reason::TokenRewriteRefused,
                     "device signature covers the token",
+                    None,
                     down,
                     bytes_out,
                 );
@@ -249,7 +269,8 @@ pub async fn run(
         down,
         bytes_out,
         credential,
-        presented: fingerprint,
+        presented,
+        grace,
         rewritten,
     })
 }
@@ -331,15 +352,13 @@ pub async fn pass_close(
     if let Err(e) = client.shutdown().await {
         error.get_or_insert(e);
     }
-    let tracker = match first {
-        Side::Upstream => &down,
-        Side::Client => &up,
-    };
+    let tracker = if first == Side::Client { &up } else { &down };
     splice::Outcome {
         bytes_in: frame.len() as u64,
         bytes_out: out,
         close: tracker.close().cloned().map(|c| (first, c)),
         error,
+        revoked: false,
     }
 }
 

@@ -24,9 +24,9 @@ use uuid::Uuid;
 
 use crate::auth::{self, Decision, Reason};
 use crate::config::{
-    AuthConfig, HttpAuthMode, Inject, RejectMode, TokenSource, UpstreamAuthConfig,
+    AuthConfig, HttpAuthMode, Inject, OnRevoke, RejectMode, TokenSource, UpstreamAuthConfig,
 };
-use crate::credentials::{CredentialStore, Credentials, Fingerprint, Secret};
+use crate::credentials::{self, Credential, CredentialStore, Credentials, Fingerprint, Secret};
 use crate::first_message;
 use crate::splice::{self, Stream};
 use crate::upstream::UpstreamClient;
@@ -50,15 +50,58 @@ pub struct Proxy {
 }
 
 /// `fp:xxxxxxxx`, or `-` when no token was presented.
-struct Presented(Option<Fingerprint>);
+struct Fp(Option<Fingerprint>);
 
-impl std::fmt::Display for Presented {
+impl std::fmt::Display for Fp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
             Some(fp) => write!(f, "fp:{fp}"),
             None => f.write_str("-"),
         }
     }
+}
+
+/// A generation number, or `-`.
+struct Gen(Option<u64>);
+
+impl std::fmt::Display for Gen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(g) => write!(f, "{g}"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// Logs an accepted WebSocket client; a token accepted only thanks to the grace period is a
+/// warning, so the operator sees which clients still hold old tokens.
+fn log_connected(
+    conn: Uuid,
+    remote: SocketAddr,
+    source: TokenSource,
+    credential: &Credential,
+    grace: Option<(u64, std::time::Duration)>,
+) {
+    let presented = Fp(Some(credential.fingerprint));
+    if let Some((generation, left)) = grace {
+        warn!(
+            conn = %conn,
+            presented = %presented,
+            generation,
+            grace_left = %format!("{}s", left.as_secs()),
+            client = %credential.who(),
+            "[ws] accepted stale token"
+        );
+    }
+    info!(
+        conn = %conn,
+        remote = %remote,
+        source = %source,
+        presented = %presented,
+        client = %credential.who(),
+        credential = %credential.source.display(),
+        "[ws] connected"
+    );
 }
 
 struct SourceName(Option<TokenSource>);
@@ -78,6 +121,8 @@ struct Tunnel {
     in_band: bool,
     /// Put this (the gateway's) token into the client's first frame.
     inject: Option<Secret>,
+    /// The token that authenticated the client at the upgrade, for revocation checks.
+    authenticated: Option<(credentials::Presented, Credential)>,
 }
 
 impl Proxy {
@@ -113,18 +158,21 @@ impl Proxy {
         let creds = self.creds.load();
         // No upgrade-time token: with `first_message` enabled the first frame decides.
         let in_band = found.is_none() && self.auth.sources.contains(&TokenSource::FirstMessage);
+        let mut authenticated = None;
         if !in_band {
             match auth::decide(found.as_ref(), &creds) {
                 Decision::Deny {
                     reason,
                     source,
                     presented,
+                    generation,
                 } => {
                     warn!(
                         conn = %conn,
                         remote = %remote,
                         reason = %reason,
-                        presented = %Presented(presented),
+                        presented = %Fp(presented),
+                        generation = %Gen(generation),
                         source = %SourceName(source),
                         path = %auth::redact_uri(&parts.uri, &self.auth.query_param),
                         "[ws] unauthorized"
@@ -136,14 +184,15 @@ impl Proxy {
                         }
                     };
                 }
-                Decision::Allow { source, credential } => info!(
-                    conn = %conn,
-                    remote = %remote,
-                    source = %source,
-                    presented = %Presented(Some(credential.fingerprint)),
-                    credential = %credential.source.display(),
-                    "[ws] connected"
-                ),
+                Decision::Allow {
+                    source,
+                    credential,
+                    grace,
+                    presented,
+                } => {
+                    log_connected(conn, remote, source, &credential, grace);
+                    authenticated = Some((presented, credential));
+                }
             }
         }
         let gateway = self.gateway_token(&creds);
@@ -195,6 +244,7 @@ impl Proxy {
             remote,
             in_band,
             inject: gateway.filter(|_| self.upstream_auth.inject == Inject::FirstMessage),
+            authenticated,
         };
         let tasks = self.tasks.clone();
         tasks.spawn(self.tunnel(on_client, on_upstream, tunnel));
@@ -215,6 +265,7 @@ impl Proxy {
         let hard_stop = self.hard_stop.clone();
         let conn = t.conn;
         let started = t.started;
+        let mut authenticated = t.authenticated.clone();
         let work = async move {
             let mut prior_out = 0;
             let (to_upstream, from_upstream, down) = if t.in_band || t.inject.is_some() {
@@ -237,15 +288,9 @@ impl Proxy {
                 .await;
                 match outcome {
                     first_message::Outcome::Proceed(p) => {
-                        if let Some(c) = &p.credential {
-                            info!(
-                                conn = %conn,
-                                remote = %t.remote,
-                                source = %TokenSource::FirstMessage,
-                                presented = %Presented(p.presented),
-                                credential = %c.source.display(),
-                                "[ws] connected"
-                            );
+                        if let (Some(c), Some(presented)) = (p.credential, p.presented) {
+                            log_connected(conn, t.remote, TokenSource::FirstMessage, &c, p.grace);
+                            authenticated = Some((presented, c));
                         }
                         if p.rewritten {
                             debug!(conn = %conn, "[ws] gateway token injected into the first frame");
@@ -258,7 +303,8 @@ impl Proxy {
                             conn = %conn,
                             remote = %t.remote,
                             reason = %r.reason,
-                            presented = %Presented(r.presented),
+                            presented = %Fp(r.presented),
+                            generation = %Gen(r.generation),
                             source = %TokenSource::FirstMessage,
                             detail = %r.detail,
                             "[ws] unauthorized"
@@ -303,9 +349,38 @@ impl Proxy {
                     ws::FrameTracker::default(),
                 )
             };
-            let mut outcome =
-                splice::relay(client, upstream, &to_upstream, &from_upstream, down).await;
+            let revocation = match (&authenticated, self.auth.on_revoke) {
+                (Some((presented, _)), OnRevoke::Close) => {
+                    let store = self.creds.clone();
+                    let presented = presented.clone();
+                    Some(splice::Revocation {
+                        changed: store.subscribe(),
+                        still_valid: Box::new(move || auth::still_valid(&presented, &store.load())),
+                    })
+                }
+                _ => None,
+            };
+            let mut outcome = splice::relay(
+                client,
+                upstream,
+                &to_upstream,
+                &from_upstream,
+                down,
+                revocation,
+            )
+            .await;
             outcome.bytes_out += prior_out;
+            if outcome.revoked {
+                let (presented, credential) =
+                    authenticated.as_ref().expect("revocation needs a token");
+                warn!(
+                    conn = %conn,
+                    reason = %Reason::TokenRevoked,
+                    client = %credential.who(),
+                    presented = %Fp(Some(presented.fingerprint)),
+                    "[ws] revoked"
+                );
+            }
             log_closed(conn, started, &outcome);
         };
         tokio::select! {
@@ -482,19 +557,36 @@ impl Proxy {
                     reason,
                     source,
                     presented,
+                    generation,
                 } => {
                     warn!(
                         remote = %remote,
                         method = %parts.method,
                         path = %auth::redact_uri(&parts.uri, &self.auth.query_param),
                         reason = %reason,
-                        presented = %Presented(presented),
+                        presented = %Fp(presented),
+                        generation = %Gen(generation),
                         source = %SourceName(source),
                         "[http] unauthorized"
                     );
                     return unauthorized(reason);
                 }
-                Decision::Allow { source, .. } => {
+                Decision::Allow {
+                    source,
+                    grace,
+                    credential,
+                    ..
+                } => {
+                    if let Some((generation, left)) = grace {
+                        warn!(
+                            remote = %remote,
+                            presented = %Fp(Some(credential.fingerprint)),
+                            generation,
+                            grace_left = %format!("{}s", left.as_secs()),
+                            client = %credential.who(),
+                            "[http] accepted stale token"
+                        );
+                    }
                     if source == TokenSource::Query && parts.method == Method::GET {
                         if let Some(resp) = self.token_redirect(&parts, found.as_ref()) {
                             return resp;

@@ -4,7 +4,7 @@
 //! [`listener`] (accept, HTTP/1.1) → [`http`] (route, upgrade) → [`auth`] (token, decision)
 //! → [`upstream`] (the gateway) → [`first_message`] (in-band token in the first frame) →
 //! [`splice`] (byte relay, with [`ws`] tracking frames).
-//! [`config`], [`credentials`] and [`logging`] sit beside them.
+//! [`config`], [`credentials`] (with its [`watcher`]) and [`logging`] sit beside them.
 
 pub mod auth;
 pub mod cli;
@@ -17,6 +17,7 @@ pub mod logging;
 pub mod signals;
 pub mod splice;
 pub mod upstream;
+pub mod watcher;
 pub mod ws;
 
 pub use config::Config;

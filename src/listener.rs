@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, CredentialFormat};
-use crate::credentials::{self, CredentialError, CredentialStore, Credentials};
+use crate::credentials::{self, CredentialError, CredentialStore, Reloader};
 use crate::http::Proxy;
 use crate::upstream::UpstreamClient;
 
@@ -33,13 +33,16 @@ pub enum StartError {
 pub struct Server {
     listener: TcpListener,
     proxy: Arc<Proxy>,
+    reloader: Arc<Reloader>,
+    watcher_stop: CancellationToken,
     header_read_timeout: Duration,
     drain: Duration,
 }
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Server, StartError> {
-        let creds = Arc::new(CredentialStore::new(initial_credentials(&config)?));
+        let reloader = Arc::new(load_credentials(&config)?);
+        let creds = reloader.store();
         let addr = config.listen.0;
         let listener = TcpListener::bind(addr)
             .await
@@ -57,9 +60,18 @@ impl Server {
             tasks: TaskTracker::new(),
             hard_stop: CancellationToken::new(),
         });
+        let watcher_stop = CancellationToken::new();
+        tokio::spawn(crate::watcher::run(
+            reloader.clone(),
+            config.credentials.watch,
+            config.credentials.poll_interval.0,
+            watcher_stop.clone(),
+        ));
         let server = Server {
             listener,
             proxy,
+            reloader,
+            watcher_stop,
             header_read_timeout: config.timeouts.header_read.0,
             drain: config.shutdown.drain.0,
         };
@@ -79,6 +91,10 @@ impl Server {
 
     pub fn credentials(&self) -> Arc<CredentialStore> {
         self.proxy.creds.clone()
+    }
+
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
     }
 
     /// Serves until `shutdown` resolves, then drains: no new connections, open ones get up to
@@ -115,6 +131,7 @@ impl Server {
             }
         }
         drop(self.listener);
+        self.watcher_stop.cancel();
         info!(
             active = tasks.len(),
             drain_s = self.drain.as_secs_f64(),
@@ -145,8 +162,10 @@ fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
-fn initial_credentials(config: &Config) -> Result<Credentials, CredentialError> {
-    let (sources, origin) = credentials::resolve_sources(&config.credentials)?;
+/// Resolves the credential sources, loads them once and returns the reloader that keeps
+/// them current.
+fn load_credentials(config: &Config) -> Result<Reloader, CredentialError> {
+    let (sources, origin) = credentials::resolve_sources(&config.credentials.sources)?;
     match &origin {
         credentials::Origin::Configured => {}
         credentials::Origin::OpenClaw(path) => info!(
@@ -169,30 +188,38 @@ fn initial_credentials(config: &Config) -> Result<Credentials, CredentialError> 
             "[auth] no credential configured and no OpenClaw config found; using the generated token file"
         ),
     }
-    let upstream = config.upstream_auth.credential.as_deref();
-    let creds = credentials::load_all(&sources, upstream, 1)?;
-    for (c, src) in creds.entries().iter().zip(&sources) {
+    let reloader = Reloader::new(
+        sources,
+        config.upstream_auth.credential.clone(),
+        config.auth.grace.0,
+    );
+    let ok = reloader.load_initial();
+    let creds = reloader.store().load();
+    for c in creds.entries() {
+        let src = reloader
+            .sources()
+            .iter()
+            .find(|s| *s.path == *c.source)
+            .expect("every entry comes from a source");
         let pointer = match src.format {
             CredentialFormat::Json5 => src.json_pointer(),
-            CredentialFormat::Plain => "-",
+            _ => "-",
         };
         info!(
             path = %c.source.display(),
             format = %src.format.as_str(),
             pointer = %pointer,
             name = %c.name.as_deref().unwrap_or("-"),
+            client = %c.client.as_deref().unwrap_or("-"),
             fingerprint = %c.fingerprint,
             "[auth] credential loaded"
         );
     }
-    if let Some(name) = upstream {
-        if creds.by_name(name).is_none() {
-            return Err(CredentialError::UnknownUpstream {
-                name: name.to_string(),
-            });
-        }
+    if ok == 0 {
+        warn!("[auth] no valid credential yet: every client is refused until a credential file becomes valid (it is watched)");
     }
-    Ok(creds)
+    reloader.check_upstream()?;
+    Ok(reloader)
 }
 
 async fn serve_connection(

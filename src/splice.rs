@@ -5,18 +5,21 @@
 //! WebSocket. Half-closes are propagated: EOF from one side shuts down writing to the other,
 //! and the other direction keeps flowing until it ends too.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_util::sync::ReusableBoxFuture;
 
-use crate::ws::{Close, FrameTracker};
+use crate::ws::{close_frame, Close, FrameTracker};
 
 /// Per-direction buffer. Large enough that bulk transfers need few syscalls.
 const BUF_SIZE: usize = 16 * 1024;
@@ -79,11 +82,13 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// Which side sent something first.
+/// Who sent something first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     Client,
     Upstream,
+    /// gatewarden itself (a revocation).
+    Proxy,
 }
 
 impl Side {
@@ -91,9 +96,21 @@ impl Side {
         match self {
             Side::Client => "client",
             Side::Upstream => "upstream",
+            Side::Proxy => "gatewarden",
         }
     }
 }
+
+/// Lets the relay end a connection whose token stopped being valid.
+pub struct Revocation {
+    /// Fires on every credential swap and grace expiry.
+    pub changed: watch::Receiver<u64>,
+    /// Whether the connection's token is still current or within grace.
+    pub still_valid: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+/// How long a revoked connection may take to reach a frame boundary before it is cut.
+const REVOKE_BOUNDARY_WAIT: Duration = Duration::from_secs(5);
 
 /// What a finished relay saw.
 #[derive(Debug, Default)]
@@ -106,6 +123,8 @@ pub struct Outcome {
     pub close: Option<(Side, Close)>,
     /// An I/O error that ended the relay (a reset, typically).
     pub error: Option<io::Error>,
+    /// Ended because the token was revoked.
+    pub revoked: bool,
 }
 
 /// One direction of the relay.
@@ -118,6 +137,8 @@ struct Half {
     need_flush: bool,
     amt: u64,
     tracker: FrameTracker,
+    /// A frame of our own to send at the next frame boundary, after which this direction ends.
+    inject: Option<Vec<u8>>,
 }
 
 impl Half {
@@ -134,6 +155,7 @@ impl Half {
             need_flush: false,
             amt: 0,
             tracker,
+            inject: None,
         }
     }
 
@@ -148,6 +170,17 @@ impl Half {
         W: AsyncWrite + Unpin,
     {
         loop {
+            if self.pos == self.cap && self.tracker.at_boundary() {
+                if let Some(frame) = self.inject.take() {
+                    if self.buf.len() < frame.len() {
+                        self.buf = vec![0u8; frame.len()].into_boxed_slice();
+                    }
+                    self.buf[..frame.len()].copy_from_slice(&frame);
+                    self.pos = 0;
+                    self.cap = frame.len();
+                    self.read_done = true;
+                }
+            }
             if self.pos == self.cap && !self.read_done {
                 let mut rb = ReadBuf::new(&mut self.buf);
                 match Pin::new(&mut *r).poll_read(cx, &mut rb) {
@@ -199,6 +232,7 @@ pub async fn relay(
     from_client: &[u8],
     from_upstream: &[u8],
     down: FrameTracker,
+    revocation: Option<Revocation>,
 ) -> Outcome {
     let mut up = Half::new(from_client, FrameTracker::default());
     let mut down = Half::new(from_upstream, down);
@@ -213,7 +247,57 @@ pub async fn relay(
         }
     };
     note_close(&mut first_close, &up, &down);
+    let mut revoked = false;
+    let mut revoke_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let (mut changes, still_valid) = match revocation {
+        Some(r) => {
+            let fut = ReusableBoxFuture::new(wait_change(r.changed));
+            (Some(fut), Some(r.still_valid))
+        }
+        None => (None, None),
+    };
+    // A reload between the handshake and now would otherwise go unnoticed.
+    let start_revoked = still_valid.as_ref().is_some_and(|ok| !ok());
+    let begin_revoke =
+        |down: &mut Half,
+         revoked: &mut bool,
+         deadline: &mut Option<Pin<Box<tokio::time::Sleep>>>| {
+            *revoked = true;
+            down.inject = Some(close_frame(1008, "token revoked"));
+            *deadline = Some(Box::pin(tokio::time::sleep(REVOKE_BOUNDARY_WAIT)));
+        };
+    if start_revoked {
+        begin_revoke(&mut down, &mut revoked, &mut revoke_deadline);
+    }
     let result = poll_fn(|cx| {
+        if !revoked {
+            while let Some(fut) = changes.as_mut() {
+                match fut.poll(cx) {
+                    Poll::Ready(Some(rx)) => {
+                        fut.set(wait_change(rx));
+                        if still_valid.as_ref().is_some_and(|ok| !ok()) {
+                            begin_revoke(&mut down, &mut revoked, &mut revoke_deadline);
+                            break;
+                        }
+                    }
+                    // The store is gone (shutting down): stop watching.
+                    Poll::Ready(None) => changes = None,
+                    Poll::Pending => break,
+                }
+            }
+        }
+        if revoked {
+            // Only the close frame still goes to the client; nothing more goes upstream.
+            if let Some(d) = revoke_deadline.as_mut() {
+                if d.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            if let Poll::Ready(r) = down.poll_copy(cx, &mut upstream, &mut client) {
+                return Poll::Ready(r);
+            }
+            return Poll::Pending;
+        }
         if !up.done {
             if let Poll::Ready(r) = up.poll_copy(cx, &mut client, &mut upstream) {
                 r?;
@@ -238,18 +322,34 @@ pub async fn relay(
         }
     })
     .await;
-    note_close(&mut first_close, &up, &down);
-    let close = first_close.and_then(|side| {
-        let t = match side {
-            Side::Client => &up.tracker,
-            Side::Upstream => &down.tracker,
-        };
-        t.close().cloned().map(|c| (side, c))
-    });
+    let close = if revoked {
+        Some((
+            Side::Proxy,
+            Close {
+                code: Some(1008),
+                reason: "token revoked".into(),
+            },
+        ))
+    } else {
+        note_close(&mut first_close, &up, &down);
+        first_close.and_then(|side| {
+            let t = match side {
+                Side::Client => &up.tracker,
+                _ => &down.tracker,
+            };
+            t.close().cloned().map(|c| (side, c))
+        })
+    };
     Outcome {
         bytes_in: up.amt,
         bytes_out: down.amt,
         close,
         error: result.err(),
+        revoked,
     }
+}
+
+/// Resolves with the receiver on the next change, or `None` once the sender is gone.
+async fn wait_change(mut rx: watch::Receiver<u64>) -> Option<watch::Receiver<u64>> {
+    rx.changed().await.ok().map(|_| rx)
 }

@@ -458,24 +458,62 @@ async fn openclaw_config_is_discovered_in_openclaws_own_order() {
     assert!(out.contains(explicit.to_str().unwrap()), "{out}");
 }
 
-#[test]
-fn openclaw_config_without_a_token_is_explained() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openclaw_config_without_a_token_is_explained_and_picked_up_once_persisted() {
+    let gw_token = random_token();
+    let gw = common::openclaw::start(&gw_token).await;
     let state = tempfile::tempdir().unwrap();
     let file = write_file(
         state.path(),
         "openclaw.json",
         "{ gateway: { port: 18790, auth: { mode: 'token' } } }",
     );
-    let out = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0"])
-        .env("OPENCLAW_STATE_DIR", state.path())
-        .env_remove("OPENCLAW_CONFIG_PATH")
-        .env_remove("GATEWARDEN_CONFIG")
-        .output()
-        .unwrap();
-    assert_ne!(out.status.code(), Some(0));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(file.to_str().unwrap()), "{err}");
-    assert!(err.contains("/gateway/auth/token"), "{err}");
-    assert!(err.contains("runtime-only token"), "{err}");
+    let mut p = Proc::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &gw.addr.to_string(),
+        ],
+        &[("OPENCLAW_STATE_DIR", state.path().to_str().unwrap())],
+    );
+    let line = tokio::task::block_in_place(|| p.wait_line("[reload] credentials rejected"));
+    assert!(line.contains(file.to_str().unwrap()), "{line}");
+    assert!(line.contains("/gateway/auth/token"), "{line}");
+    assert!(line.contains("runtime-only token"), "{line}");
+    tokio::task::block_in_place(|| p.wait_line("no valid credential yet"));
+    let addr = p.listening_addr();
+    // Nobody gets in meanwhile.
+    let (mut ws, _) = ws_connect(addr, "/", &[]).await.unwrap();
+    let _challenge = next_msg(&mut ws).await;
+    ws.send(Message::text(common::openclaw::cli_connect(
+        "1",
+        Some(&gw_token),
+    )))
+    .await
+    .unwrap();
+    let Some(Message::Text(res)) = next_msg(&mut ws).await else {
+        panic!("expected error res")
+    };
+    assert!(res.contains("token_mismatch"), "{res}");
+    // The operator persists the token the way OpenClaw does (temp file + rename): picked up.
+    let tmp = write_file(
+        state.path(),
+        "openclaw.json.tmp",
+        &format!("{{\"gateway\":{{\"auth\":{{\"token\":\"{gw_token}\"}}}}}}"),
+    );
+    std::fs::rename(&tmp, &file).unwrap();
+    tokio::task::block_in_place(|| p.wait_line("[reload] credentials applied"));
+    let (mut ws, _) = ws_connect(addr, "/", &[]).await.unwrap();
+    let _challenge = next_msg(&mut ws).await;
+    ws.send(Message::text(common::openclaw::cli_connect(
+        "2",
+        Some(&gw_token),
+    )))
+    .await
+    .unwrap();
+    let Some(Message::Text(res)) = next_msg(&mut ws).await else {
+        panic!("expected hello")
+    };
+    assert!(res.contains("hello-ok"), "{res}");
 }

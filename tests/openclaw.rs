@@ -55,20 +55,20 @@ where
     let clients = write_file(dir.path(), "client-token", &client_token);
     let mut config = Config {
         upstream: gw.addr.to_string().parse().unwrap(),
-        credentials: vec![
-            CredentialSource {
-                name: Some("gateway".into()),
-                path: oc,
-                format: CredentialFormat::Json5,
-                pointer: None,
-            },
-            CredentialSource {
-                name: Some("clients".into()),
-                ..CredentialSource::plain(clients)
-            },
-        ],
         ..Config::default()
     };
+    config.credentials.sources = vec![
+        CredentialSource {
+            name: Some("gateway".into()),
+            path: oc,
+            format: CredentialFormat::Json5,
+            pointer: None,
+        },
+        CredentialSource {
+            name: Some("clients".into()),
+            ..CredentialSource::plain(clients)
+        },
+    ];
     tweak(&mut config);
     let proxy = serve(config).await;
     Setup {

@@ -403,6 +403,7 @@ async fn any_token_of_several_files_is_valid() {
     let second_file = write_file(dir.path(), "second", &format!("{second}\n"));
     let h = start_with(|c| {
         c.credentials
+            .sources
             .push(gatewarden::config::CredentialSource::plain(&second_file))
     })
     .await;

@@ -316,9 +316,9 @@ pub fn config_for(upstream: SocketAddr, token_file: &Path) -> Config {
     let mut c = Config {
         listen: ListenAddr("127.0.0.1:0".parse().unwrap()),
         upstream: upstream.to_string().parse().unwrap(),
-        credentials: vec![CredentialSource::plain(token_file)],
         ..Config::default()
     };
+    c.credentials.sources = vec![CredentialSource::plain(token_file)];
     c.shutdown.drain = Secs(Duration::from_secs(20));
     c
 }

@@ -1,0 +1,285 @@
+//! Noticing credential changes.
+//!
+//! inotify watches each file's *directory*, never the file: an atomic rename, a delete and
+//! re-create, or a Kubernetes `..data` symlink swap all replace the file's inode, and a watch
+//! on the old inode would go quiet. The nearest existing ancestor is watched too, so a
+//! directory that is removed and re-created (a recreated Docker volume) is picked up again.
+//! Bursts of events are coalesced, then every source is re-read; the reloader applies only
+//! real changes. A poll (size, mtime, inode, content hash) covers filesystems that never
+//! deliver events, SIGHUP forces a re-read, and a timer wakes live connections when a grace
+//! period ends.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::credentials::Reloader;
+
+/// Events closer together than this are one change (an editor fires 3–5 per save).
+const QUIET: Duration = Duration::from_millis(10);
+/// A steady stream of events still gets applied at least this often.
+const MAX_DELAY: Duration = Duration::from_millis(50);
+
+/// Runs until `stop` is cancelled.
+pub async fn run(reloader: Arc<Reloader>, watch: bool, poll: Duration, stop: CancellationToken) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let dirs: Vec<PathBuf> = reloader
+        .sources()
+        .iter()
+        .map(|s| parent_of(&s.path))
+        .collect();
+    let mut fs = if watch {
+        match DirWatch::new(tx, dirs) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(cause = %e, poll_s = poll.as_secs_f64(), "[reload] inotify unavailable; relying on polling");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(fs) = &mut fs {
+        fs.ensure();
+    }
+    let mut signatures: Vec<Option<Signature>> = reloader
+        .sources()
+        .iter()
+        .map(|s| signature(&s.path))
+        .collect();
+    let mut poll_tick = (!poll.is_zero()).then(|| {
+        let mut i = tokio::time::interval_at(Instant::now() + poll, poll);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let mut hup = sighup();
+    let mut grace_seen = std::time::Instant::now();
+    loop {
+        let next_grace = reloader
+            .store()
+            .load()
+            .next_grace_end(std::time::Instant::now())
+            .map(Instant::from_std);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            Some(()) = rx.recv() => {
+                coalesce(&mut rx).await;
+                if let Some(fs) = &mut fs {
+                    fs.ensure();
+                }
+                reloader.reload_all();
+                for (sig, s) in signatures.iter_mut().zip(reloader.sources()) {
+                    *sig = signature(&s.path);
+                }
+            }
+            _ = tick(&mut poll_tick) => {
+                for (idx, s) in reloader.sources().iter().enumerate() {
+                    let now = signature(&s.path);
+                    if now != signatures[idx] {
+                        signatures[idx] = now;
+                        reloader.reload(idx);
+                    }
+                }
+                debug!(sources = signatures.len(), "[reload] poll checked");
+            }
+            Some(()) = recv_hup(&mut hup) => {
+                info!("[reload] SIGHUP: re-reading every credential file");
+                for (r, s) in reloader.reload_all().into_iter().zip(reloader.sources()) {
+                    info!(source = %s.path.display(), result = r.as_str(), "[reload] SIGHUP result");
+                }
+            }
+            _ = sleep_until_opt(next_grace) => {
+                let now = std::time::Instant::now();
+                for r in reloader.store().load().retired() {
+                    if r.until > grace_seen && r.until <= now {
+                        info!(
+                            previous = %format!("fp:{}", r.credential.fingerprint),
+                            generation = r.generation,
+                            client = %r.credential.who(),
+                            "[reload] grace period over"
+                        );
+                    }
+                }
+                grace_seen = now;
+                reloader.store().notify();
+            }
+        }
+    }
+}
+
+/// Waits until the event stream has been quiet for [`QUIET`] (at most [`MAX_DELAY`]).
+async fn coalesce(rx: &mut mpsc::UnboundedReceiver<()>) {
+    let deadline = Instant::now() + MAX_DELAY;
+    while Instant::now() < deadline {
+        match tokio::time::timeout(QUIET, rx.recv()).await {
+            Ok(Some(())) => continue,
+            _ => break,
+        }
+    }
+}
+
+async fn tick(t: &mut Option<tokio::time::Interval>) {
+    match t {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(unix)]
+type Hup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hup = Option<()>;
+
+#[cfg(unix)]
+fn sighup() -> Hup {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+
+#[cfg(not(unix))]
+fn sighup() -> Hup {
+    None
+}
+
+#[cfg(unix)]
+async fn recv_hup(h: &mut Hup) -> Option<()> {
+    match h {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn recv_hup(_: &mut Hup) -> Option<()> {
+    std::future::pending().await
+}
+
+fn parent_of(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// What the poll compares: a change in any of these means "re-read".
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Signature {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+    content: [u8; 32],
+}
+
+fn signature(path: &Path) -> Option<Signature> {
+    let meta = std::fs::metadata(path).ok()?;
+    let content = std::fs::read(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some(Signature {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        inode,
+        content: Sha256::digest(&content).into(),
+    })
+}
+
+/// inotify watches on the credential directories and their nearest existing ancestors.
+struct DirWatch {
+    watcher: RecommendedWatcher,
+    dirs: Vec<PathBuf>,
+    /// Watched path → the inode it had when watched (a re-created directory is a new inode).
+    watched: HashMap<PathBuf, u64>,
+}
+
+impl DirWatch {
+    fn new(tx: mpsc::UnboundedSender<()>, dirs: Vec<PathBuf>) -> notify::Result<DirWatch> {
+        let interesting = dirs.clone();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            // Only events in (or on) a credential directory matter; an ancestor is watched
+            // for the directory's own re-creation, not for its other entries.
+            let relevant = match &res {
+                Ok(ev) => {
+                    ev.need_rescan()
+                        || ev
+                            .paths
+                            .iter()
+                            .any(|p| interesting.iter().any(|d| p.starts_with(d)))
+                }
+                Err(_) => true,
+            };
+            if relevant {
+                let _ = tx.send(());
+            }
+        })?;
+        Ok(DirWatch {
+            watcher,
+            dirs,
+            watched: HashMap::new(),
+        })
+    }
+
+    /// (Re-)establishes watches; cheap when nothing changed.
+    fn ensure(&mut self) {
+        let mut wanted: Vec<PathBuf> = Vec::new();
+        for d in &self.dirs {
+            if d.is_dir() {
+                wanted.push(d.clone());
+            }
+            // The nearest existing ancestor sees `d` appear or disappear.
+            if let Some(anc) = d.ancestors().skip(1).find(|a| a.is_dir()) {
+                wanted.push(anc.to_path_buf());
+            }
+        }
+        wanted.sort();
+        wanted.dedup();
+        let stale: Vec<PathBuf> = self
+            .watched
+            .iter()
+            .filter(|(p, ino)| !wanted.contains(p) || dir_inode(p) != Some(**ino))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in stale {
+            let _ = self.watcher.unwatch(&p);
+            self.watched.remove(&p);
+        }
+        for p in wanted {
+            if self.watched.contains_key(&p) {
+                continue;
+            }
+            let Some(ino) = dir_inode(&p) else { continue };
+            match self.watcher.watch(&p, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    debug!(dir = %p.display(), "[reload] watching");
+                    self.watched.insert(p, ino);
+                }
+                Err(e) => warn!(dir = %p.display(), cause = %e, "[reload] cannot watch directory"),
+            }
+        }
+    }
+}
+
+fn dir_inode(p: &Path) -> Option<u64> {
+    let meta = std::fs::metadata(p).ok()?;
+    #[cfg(unix)]
+    return Some(std::os::unix::fs::MetadataExt::ino(&meta));
+    #[cfg(not(unix))]
+    return Some(meta.len());
+}
