@@ -898,3 +898,78 @@ mod tests {
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
     }
 }
+
+#[cfg(test)]
+mod reload_tests {
+    use super::*;
+
+    fn write(p: &Path, s: &str) {
+        std::fs::write(p, s).unwrap();
+    }
+
+    #[test]
+    fn rotation_retires_into_grace_and_unchanged_is_not_reapplied() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t");
+        write(&f, "one");
+        let r = Reloader::new(
+            vec![CredentialSource::plain(&f)],
+            None,
+            Duration::from_secs(60),
+        );
+        assert_eq!(r.load_initial(), 1);
+        assert_eq!(r.store().load().generation, 1);
+        assert_eq!(r.reload(0), ReloadResult::Unchanged);
+        write(&f, "two");
+        assert_eq!(r.reload(0), ReloadResult::Applied { generation: 2 });
+        let snap = r.store().load();
+        assert_eq!(snap.retired().len(), 1);
+        let now = Instant::now();
+        assert!(snap.next_grace_end(now).is_some());
+        match snap.verify(&Presented::new(b"one"), now) {
+            Verdict::Grace { generation, .. } => assert_eq!(generation, 1),
+            other => panic!("{other:?}"),
+        }
+        match snap.verify(&Presented::new(b"one"), now + Duration::from_secs(61)) {
+            Verdict::Stale { generation } => assert_eq!(generation, 1),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            snap.verify(&Presented::new(b"two"), now),
+            Verdict::Current(_)
+        ));
+        assert!(matches!(
+            snap.verify(&Presented::new(b"zzz"), now),
+            Verdict::Unknown
+        ));
+        // A broken file keeps the last good set.
+        write(&f, "");
+        assert_eq!(r.reload(0), ReloadResult::Rejected);
+        assert!(r.store().load().check(&Presented::new(b"two")).is_some());
+    }
+
+    #[test]
+    fn lines_format() {
+        let origin: Arc<Path> = Arc::from(Path::new("/c"));
+        let text = format!(
+            "# team\n\nalice a-token\nbroken\nbob {}\ncarol sha256:xyz\n",
+            hash_line(b"b-token")
+        );
+        let (entries, warnings) = parse_lines(Path::new("/c"), &text, &origin).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(warnings.len(), 2);
+        assert!(warnings[0].starts_with("line 4:") && warnings[1].starts_with("line 6:"));
+        let creds = Credentials::new(1, entries);
+        assert_eq!(
+            creds.check(&Presented::new(b"a-token")).unwrap().who(),
+            "alice"
+        );
+        assert_eq!(
+            creds.check(&Presented::new(b"b-token")).unwrap().who(),
+            "bob"
+        );
+        let err = parse_lines(Path::new("/c"), "x 1\ny 2\nx 3\n", &origin).unwrap_err();
+        assert!(err.to_string().contains("lines 1 and 3"), "{err}");
+        assert!(parse_lines(Path::new("/c"), "# nothing\n", &origin).is_err());
+    }
+}

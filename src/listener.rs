@@ -41,7 +41,8 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Server, StartError> {
-        let reloader = Arc::new(load_credentials(&config)?);
+        let (reloader, prepared) = load_credentials(&config)?;
+        let reloader = Arc::new(reloader);
         let creds = reloader.store();
         let addr = config.listen.0;
         let listener = TcpListener::bind(addr)
@@ -63,7 +64,7 @@ impl Server {
         let watcher_stop = CancellationToken::new();
         tokio::spawn(crate::watcher::run(
             reloader.clone(),
-            config.credentials.watch,
+            prepared,
             config.credentials.poll_interval.0,
             watcher_stop.clone(),
         ));
@@ -162,9 +163,11 @@ fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
-/// Resolves the credential sources, loads them once and returns the reloader that keeps
-/// them current.
-fn load_credentials(config: &Config) -> Result<Reloader, CredentialError> {
+/// Resolves the credential sources, starts watching them, loads them once, and returns the
+/// reloader that keeps them current with the prepared watches.
+fn load_credentials(
+    config: &Config,
+) -> Result<(Reloader, crate::watcher::Prepared), CredentialError> {
     let (sources, origin) = credentials::resolve_sources(&config.credentials.sources)?;
     match &origin {
         credentials::Origin::Configured => {}
@@ -188,6 +191,12 @@ fn load_credentials(config: &Config) -> Result<Reloader, CredentialError> {
             "[auth] no credential configured and no OpenClaw config found; using the generated token file"
         ),
     }
+    let paths: Vec<_> = sources.iter().map(|s| s.path.clone()).collect();
+    let prepared = crate::watcher::prepare(
+        &paths,
+        config.credentials.watch,
+        config.credentials.poll_interval.0,
+    );
     let reloader = Reloader::new(
         sources,
         config.upstream_auth.credential.clone(),
@@ -219,7 +228,7 @@ fn load_credentials(config: &Config) -> Result<Reloader, CredentialError> {
         warn!("[auth] no valid credential yet: every client is refused until a credential file becomes valid (it is watched)");
     }
     reloader.check_upstream()?;
-    Ok(reloader)
+    Ok((reloader, prepared))
 }
 
 async fn serve_connection(

@@ -28,14 +28,18 @@ const QUIET: Duration = Duration::from_millis(10);
 /// A steady stream of events still gets applied at least this often.
 const MAX_DELAY: Duration = Duration::from_millis(50);
 
-/// Runs until `stop` is cancelled.
-pub async fn run(reloader: Arc<Reloader>, watch: bool, poll: Duration, stop: CancellationToken) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let dirs: Vec<PathBuf> = reloader
-        .sources()
-        .iter()
-        .map(|s| parent_of(&s.path))
-        .collect();
+/// Watches set up before the first load, so no change can slip in between.
+pub struct Prepared {
+    fs: Option<DirWatch>,
+    rx: mpsc::UnboundedReceiver<()>,
+    signatures: Vec<Option<Signature>>,
+}
+
+/// Establishes the inotify watches (when `watch`) and the poll baseline. Call it before the
+/// initial load: a change made after this point is seen, one made before is in the load.
+pub fn prepare(paths: &[PathBuf], watch: bool, poll: Duration) -> Prepared {
+    let (tx, rx) = mpsc::unbounded_channel::<()>();
+    let dirs: Vec<PathBuf> = paths.iter().map(|p| parent_of(p)).collect();
     let mut fs = if watch {
         match DirWatch::new(tx, dirs) {
             Ok(w) => Some(w),
@@ -50,11 +54,25 @@ pub async fn run(reloader: Arc<Reloader>, watch: bool, poll: Duration, stop: Can
     if let Some(fs) = &mut fs {
         fs.ensure();
     }
-    let mut signatures: Vec<Option<Signature>> = reloader
-        .sources()
-        .iter()
-        .map(|s| signature(&s.path))
-        .collect();
+    Prepared {
+        fs,
+        rx,
+        signatures: paths.iter().map(|p| signature(p)).collect(),
+    }
+}
+
+/// Runs until `stop` is cancelled.
+pub async fn run(
+    reloader: Arc<Reloader>,
+    prepared: Prepared,
+    poll: Duration,
+    stop: CancellationToken,
+) {
+    let Prepared {
+        mut fs,
+        mut rx,
+        mut signatures,
+    } = prepared;
     let mut poll_tick = (!poll.is_zero()).then(|| {
         let mut i = tokio::time::interval_at(Instant::now() + poll, poll);
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -63,10 +81,12 @@ pub async fn run(reloader: Arc<Reloader>, watch: bool, poll: Duration, stop: Can
     let mut hup = sighup();
     let mut grace_seen = std::time::Instant::now();
     loop {
+        // Relative to the last grace end handled, not to now: a deadline that passed while
+        // this loop was busy still fires (at once).
         let next_grace = reloader
             .store()
             .load()
-            .next_grace_end(std::time::Instant::now())
+            .next_grace_end(grace_seen)
             .map(Instant::from_std);
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -85,7 +105,8 @@ pub async fn run(reloader: Arc<Reloader>, watch: bool, poll: Duration, stop: Can
                     let now = signature(&s.path);
                     if now != signatures[idx] {
                         signatures[idx] = now;
-                        reloader.reload(idx);
+                        let r = reloader.reload(idx);
+                        debug!(source = %s.path.display(), result = %r.as_str(), "[reload] poll saw a change");
                     }
                 }
                 debug!(sources = signatures.len(), "[reload] poll checked");
@@ -93,7 +114,7 @@ pub async fn run(reloader: Arc<Reloader>, watch: bool, poll: Duration, stop: Can
             Some(()) = recv_hup(&mut hup) => {
                 info!("[reload] SIGHUP: re-reading every credential file");
                 for (r, s) in reloader.reload_all().into_iter().zip(reloader.sources()) {
-                    info!(source = %s.path.display(), result = r.as_str(), "[reload] SIGHUP result");
+                    info!(source = %s.path.display(), result = %r.as_str(), "[reload] SIGHUP result");
                 }
             }
             _ = sleep_until_opt(next_grace) => {

@@ -517,3 +517,75 @@ async fn openclaw_config_without_a_token_is_explained_and_picked_up_once_persist
     };
     assert!(res.contains("hello-ok"), "{res}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_forces_a_reread() {
+    let upstream = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (random_token(), random_token());
+    let tf = write_file(dir.path(), "token", &a);
+    let mut p = Proc::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream.addr.to_string(),
+            "--token-file",
+            tf.to_str().unwrap(),
+        ],
+        // Neither inotify nor polling: only SIGHUP can notice the change.
+        &[
+            ("GATEWARDEN_CREDENTIALS__WATCH", "false"),
+            ("GATEWARDEN_CREDENTIALS__POLL_INTERVAL", "0"),
+        ],
+    );
+    let addr = p.listening_addr();
+    std::fs::write(&tf, &b).unwrap();
+    p.signal("HUP");
+    tokio::task::block_in_place(|| p.wait_line("[reload] SIGHUP: re-reading"));
+    let line = tokio::task::block_in_place(|| p.wait_line("[reload] credentials applied"));
+    let fp = gatewarden::credentials::Fingerprint::of(b.as_bytes()).to_string();
+    assert!(line.contains(&format!("current=fp:{fp}")), "{line}");
+    let line = tokio::task::block_in_place(|| p.wait_line("[reload] SIGHUP result"));
+    assert!(line.contains("result=applied"), "{line}");
+    let (mut ws, _) = ws_connect(addr, "/ws", &[("authorization", &format!("Bearer {b}"))])
+        .await
+        .unwrap();
+    ws.send(Message::text("after hup")).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Some(Message::text("after hup")));
+    // A second SIGHUP with nothing changed reports it.
+    p.signal("HUP");
+    let line = tokio::task::block_in_place(|| p.wait_line("[reload] SIGHUP result"));
+    assert!(line.contains("result=unchanged"), "{line}");
+}
+
+#[test]
+fn token_hash_and_generate() {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(["token", "hash"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"abc\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    let a = Command::new(BIN)
+        .args(["token", "generate"])
+        .output()
+        .unwrap();
+    let b = Command::new(BIN)
+        .args(["token", "generate"])
+        .output()
+        .unwrap();
+    let (a, b) = (
+        String::from_utf8_lossy(&a.stdout),
+        String::from_utf8_lossy(&b.stdout),
+    );
+    assert_eq!(a.trim().len(), 43);
+    assert_ne!(a, b);
+}

@@ -353,6 +353,7 @@ pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
 /// gatewarden running in-process with `config`.
 pub struct Running {
     pub addr: SocketAddr,
+    pub creds: Arc<gatewarden::credentials::CredentialStore>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
 }
@@ -372,12 +373,14 @@ pub async fn serve(mut config: Config) -> Running {
         .await
         .expect("gatewarden binds");
     let addr = server.local_addr();
+    let creds = server.credentials();
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(server.run(async {
         let _ = stopped.await;
     }));
     Running {
         addr,
+        creds,
         stop: Some(stop),
         done: Some(done),
     }
