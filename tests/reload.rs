@@ -172,23 +172,31 @@ async fn kubernetes_data_symlink_swap() {
 
 #[tokio::test]
 async fn file_missing_at_start_appears_later() {
-    let b = random_token();
-    let s = setup(None, |_, _| {}).await;
+    let (other, b) = (random_token(), random_token());
+    let extra = tempfile::tempdir().unwrap();
+    let other_file = write_file(extra.path(), "other", &other);
+    let s = setup(None, |c, _| {
+        c.credentials
+            .sources
+            .push(CredentialSource::plain(&other_file))
+    })
+    .await;
     wait_log(&[
         "[reload] credentials rejected",
         &format!("source={}", s.file.display()),
         "keeping generation=0",
     ])
     .await;
+    // Another source's client is connected throughout.
+    let mut live = open(s.proxy.addr, &other).await;
     refused(s.proxy.addr, &b).await;
     std::fs::write(&s.file, &b).unwrap();
     let line = applied(&s.file, &b).await;
     assert!(
-        line.contains("generation=1") && line.contains("previous=-"),
+        line.contains("generation=2") && line.contains("previous=-"),
         "{line}"
     );
-    let mut ws = open(s.proxy.addr, &b).await;
-    assert_echo(&mut ws, "late file").await;
+    after_rotation(&s, &mut live, &b).await;
 }
 
 #[tokio::test]
