@@ -11,7 +11,11 @@ use http::HeaderMap;
 use percent_encoding::percent_decode_str;
 
 use crate::config::{AuthConfig, TokenSource};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::tls::ClientCert;
 
 use crate::credentials::{Credential, Credentials, Fingerprint, Presented, Verdict};
 
@@ -103,6 +107,8 @@ impl fmt::Display for Reason {
 pub struct Found {
     pub token: Vec<u8>,
     pub source: TokenSource,
+    /// For the `client_cert` source: the verified certificate instead of a token.
+    pub cert: Option<ClientCert>,
 }
 
 impl fmt::Debug for Found {
@@ -135,9 +141,22 @@ pub enum Decision {
 }
 
 /// Looks for a token in the enabled upgrade-time sources, in configured order.
-/// `websocket` enables the subprotocol source, which only exists on upgrades.
-pub fn extract(cfg: &AuthConfig, parts: &Parts, websocket: bool) -> Option<Found> {
+/// `websocket` enables the subprotocol source, which only exists on upgrades; `cert` is the
+/// connection's verified client certificate (mTLS), for the `client_cert` source.
+pub fn extract(
+    cfg: &AuthConfig,
+    parts: &Parts,
+    websocket: bool,
+    cert: Option<&ClientCert>,
+) -> Option<Found> {
     cfg.sources.iter().find_map(|&source| {
+        if source == TokenSource::ClientCert {
+            return cert.map(|c| Found {
+                token: Vec::new(),
+                source,
+                cert: Some(c.clone()),
+            });
+        }
         let token = match source {
             TokenSource::Header => bearer(&parts.headers),
             TokenSource::Query => parts
@@ -148,15 +167,34 @@ pub fn extract(cfg: &AuthConfig, parts: &Parts, websocket: bool) -> Option<Found
             TokenSource::Subprotocol if websocket => {
                 subprotocol_token(&parts.headers, &cfg.subprotocol_prefix)
             }
-            TokenSource::Subprotocol | TokenSource::FirstMessage => None,
+            TokenSource::Subprotocol | TokenSource::FirstMessage | TokenSource::ClientCert => None,
         }?;
-        Some(Found { token, source })
+        Some(Found {
+            token,
+            source,
+            cert: None,
+        })
     })
 }
 
 /// Decides on an extracted token (or its absence).
 pub fn decide(found: Option<&Found>, creds: &Credentials) -> Decision {
     match found {
+        // rustls verified the certificate against tls.client_ca during the handshake.
+        Some(Found {
+            cert: Some(cert), ..
+        }) => {
+            let digest = crate::credentials::digest(&cert.der);
+            let mut credential =
+                Credential::from_digest(digest, Arc::from(Path::new("tls.client_ca")));
+            credential.client = Some(cert.name.clone());
+            Decision::Allow {
+                source: TokenSource::ClientCert,
+                credential,
+                grace: None,
+                presented: Presented::new(&cert.der),
+            }
+        }
         Some(f) => judge(&f.token, f.source, creds),
         None => Decision::Deny {
             reason: Reason::TokenMissing,
@@ -350,19 +388,19 @@ mod tests {
                 ("cookie", "a=1; gatewarden_token=c"),
             ],
         );
-        let f = extract(&cfg, &p, true).unwrap();
+        let f = extract(&cfg, &p, true, None).unwrap();
         assert_eq!(
             (f.token.as_slice(), f.source),
             (&b"h"[..], TokenSource::Header)
         );
         cfg.sources = vec![TokenSource::Cookie, TokenSource::Query];
-        let f = extract(&cfg, &p, true).unwrap();
+        let f = extract(&cfg, &p, true, None).unwrap();
         assert_eq!(
             (f.token.as_slice(), f.source),
             (&b"c"[..], TokenSource::Cookie)
         );
         cfg.sources = vec![TokenSource::Subprotocol];
-        assert!(extract(&cfg, &p, true).is_none());
+        assert!(extract(&cfg, &p, true, None).is_none());
     }
 
     #[test]
@@ -378,7 +416,7 @@ mod tests {
     #[test]
     fn basic_auth_is_not_a_token() {
         let p = parts("/", &[("authorization", "Basic dXNlcjpwYXNz")]);
-        assert!(extract(&AuthConfig::default(), &p, false).is_none());
+        assert!(extract(&AuthConfig::default(), &p, false, None).is_none());
     }
 
     #[test]
@@ -388,8 +426,8 @@ mod tests {
             &[("sec-websocket-protocol", "chat, bearer.s3cret,  v2")],
         );
         let cfg = AuthConfig::default();
-        assert_eq!(extract(&cfg, &p, true).unwrap().token, b"s3cret");
-        assert!(extract(&cfg, &p, false).is_none());
+        assert_eq!(extract(&cfg, &p, true, None).unwrap().token, b"s3cret");
+        assert!(extract(&cfg, &p, false, None).is_none());
         assert_eq!(
             strip_token_subprotocols(&p.headers, "bearer.").unwrap(),
             b"chat, v2"

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{
     self, Config, CredentialSource, FlagOverrides, LogFormat, LogOverrides, SourcesOverride,
+    TlsOverrides,
 };
 use crate::credentials;
 
@@ -59,6 +60,12 @@ pub struct CommonArgs {
     /// Log format.
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// PEM certificate chain: the listener speaks TLS (with --tls-key).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Log filter such as `info` or `gatewarden=debug` (RUST_LOG wins when set).
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -81,6 +88,10 @@ impl CommonArgs {
                     .collect(),
             }),
             log,
+            tls: (self.tls_cert.is_some() || self.tls_key.is_some()).then(|| TlsOverrides {
+                cert: self.tls_cert.clone(),
+                key: self.tls_key.clone(),
+            }),
         }
     }
 
@@ -207,6 +218,30 @@ fn check(args: &CommonArgs) -> ExitCode {
                             .map(|n| format!(" ({n})"))
                             .unwrap_or_default(),
                         c.fingerprint
+                    );
+                }
+            }
+            Err(e) => {
+                eprintln!("gatewarden: {e}");
+                ok = false;
+            }
+        }
+    }
+    if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
+        match crate::tls::load_pair(cert, key) {
+            Ok(pair) => {
+                let days = pair.info.remaining().as_secs() / 86_400;
+                println!(
+                    "# tls {}: ok, subject {}, not_after {} ({days} days left), fingerprint {}",
+                    cert.display(),
+                    pair.info.subject,
+                    pair.info.not_after_text,
+                    pair.info.fingerprint
+                );
+                if pair.info.remaining() < crate::tls::EXPIRY_WARNING {
+                    eprintln!(
+                        "gatewarden: warning: certificate {} expires within 14 days",
+                        cert.display()
                     );
                 }
             }

@@ -33,6 +33,10 @@ pub struct Config {
     pub log: LogConfig,
     /// What gatewarden presents to the gateway on the client's behalf.
     pub upstream_auth: UpstreamAuthConfig,
+    /// TLS termination for clients (`wss://`, `https://`).
+    pub tls: TlsConfig,
+    /// How gatewarden verifies an `https://`/`wss://` upstream.
+    pub upstream_tls: UpstreamTlsConfig,
     /// Peers (CIDRs) allowed to send `X-Forwarded-For`/`X-Real-IP`/`Forwarded`; from anyone
     /// else those headers are removed (the OpenClaw gateway answers 403 to them otherwise).
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -45,6 +49,7 @@ impl Default for Config {
             upstream: Upstream {
                 host: "127.0.0.1".into(),
                 port: 18790,
+                tls: false,
             },
             auth: AuthConfig::default(),
             credentials: CredentialsConfig::default(),
@@ -52,9 +57,48 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
             upstream_auth: UpstreamAuthConfig::default(),
+            tls: TlsConfig::default(),
+            upstream_tls: UpstreamTlsConfig::default(),
             trusted_proxies: Vec::new(),
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. With `key`, the listener speaks TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// PEM CA certificates: when set, clients must present a certificate it signed (mTLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// A connection must complete its TLS handshake within this time.
+    pub handshake_timeout: Secs,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: None,
+            key: None,
+            client_ca: None,
+            handshake_timeout: Secs(Duration::from_secs(10)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTlsConfig {
+    /// PEM CA certificates to verify the upstream with, instead of the public web PKI roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// Accept any upstream certificate. Only for tests and emergencies; logged loudly.
+    pub insecure: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -151,6 +195,8 @@ pub enum TokenSource {
     /// Inside the client's first WebSocket frame (OpenClaw's `connect` request), read after
     /// the upgrade; only used when no upgrade-time source yielded a token.
     FirstMessage,
+    /// A client certificate verified against `tls.client_ca` stands in for a token.
+    ClientCert,
 }
 
 impl TokenSource {
@@ -161,6 +207,7 @@ impl TokenSource {
             TokenSource::Cookie => "cookie",
             TokenSource::Subprotocol => "subprotocol",
             TokenSource::FirstMessage => "first_message",
+            TokenSource::ClientCert => "client_cert",
         }
     }
 }
@@ -353,11 +400,13 @@ impl<'de> Deserialize<'de> for ListenAddr {
     }
 }
 
-/// The gateway's address: `host:port` or `http://host:port`.
+/// The gateway's address: `host:port`, `http://host:port`, or `https://host:port` /
+/// `wss://host:port` for a gateway that speaks TLS itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub host: String,
     pub port: u16,
+    pub tls: bool,
 }
 
 impl Upstream {
@@ -373,7 +422,8 @@ impl Upstream {
 
 impl fmt::Display for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}", self.authority())
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.authority())
     }
 }
 
@@ -382,14 +432,17 @@ impl std::str::FromStr for Upstream {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = |why: &str| format!("invalid upstream `{s}`: {why}");
-        let rest = match s.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-            Some((scheme, _)) => {
-                return Err(bad(&format!(
-                    "unsupported scheme `{scheme}` (expected http://host:port or host:port)"
-                )))
-            }
-            None => s,
+        let (tls, rest) = match s.split_once("://") {
+            Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+                "http" | "ws" => (false, rest),
+                "https" | "wss" => (true, rest),
+                _ => {
+                    return Err(bad(&format!(
+                        "unsupported scheme `{scheme}` (expected host:port, http://, https://, ws:// or wss://)"
+                    )))
+                }
+            },
+            None => (false, s),
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains('/') || rest.contains('?') {
@@ -416,6 +469,7 @@ impl std::str::FromStr for Upstream {
         Ok(Upstream {
             host: host.to_string(),
             port,
+            tls,
         })
     }
 }
@@ -473,6 +527,16 @@ pub struct FlagOverrides {
     pub credentials: Option<SourcesOverride>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<LogOverrides>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsOverrides>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct TlsOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -741,6 +805,36 @@ fn validate(config: &Config, fig: &Figment) -> Result<(), ConfigError> {
             "must be greater than zero",
         );
     }
+    let tls = &config.tls;
+    match (&tls.cert, &tls.key) {
+        (Some(_), None) => return fail("tls.key", &"", "is required when tls.cert is set"),
+        (None, Some(_)) => return fail("tls.cert", &"", "is required when tls.key is set"),
+        _ => {}
+    }
+    if let (Some(ca), None) = (&tls.client_ca, &tls.cert) {
+        return fail(
+            "tls.client_ca",
+            &ca.display(),
+            "needs tls.cert and tls.key (client certificates are a TLS feature)",
+        );
+    }
+    if auth.sources.contains(&TokenSource::ClientCert) && tls.client_ca.is_none() {
+        return fail(
+            "auth.sources",
+            &"client_cert",
+            "needs tls.client_ca to verify client certificates against",
+        );
+    }
+    if tls.handshake_timeout.0.is_zero() {
+        return fail("tls.handshake_timeout", &"0s", "must be greater than zero");
+    }
+    if (config.upstream_tls.ca.is_some() || config.upstream_tls.insecure) && !config.upstream.tls {
+        return fail(
+            "upstream_tls",
+            &config.upstream,
+            "applies only to an https:// or wss:// upstream",
+        );
+    }
     if let Err(e) = config.log.level.parse::<tracing_subscriber::EnvFilter>() {
         return fail(
             "log.level",
@@ -770,6 +864,9 @@ mod tests {
         let u: Upstream = "[::1]:9".parse().unwrap();
         assert_eq!(u.authority(), "[::1]:9");
         assert!("ftp://x:1".parse::<Upstream>().is_err());
+        let u: Upstream = "wss://gw.example:443".parse().unwrap();
+        assert!(u.tls && u.to_string() == "https://gw.example:443");
+        assert!(!"ws://h:1".parse::<Upstream>().unwrap().tls);
         assert!("host".parse::<Upstream>().unwrap_err().contains("`host`"));
         assert!("host:0".parse::<Upstream>().is_err());
         assert!("http://h:1/path".parse::<Upstream>().is_err());

@@ -29,6 +29,7 @@ use crate::config::{
 use crate::credentials::{self, Credential, CredentialStore, Credentials, Fingerprint, Secret};
 use crate::first_message;
 use crate::splice::{self, Stream};
+use crate::tls::ClientCert;
 use crate::upstream::UpstreamClient;
 use crate::ws;
 
@@ -126,15 +127,17 @@ struct Tunnel {
 }
 
 impl Proxy {
+    /// `cert` is the client's verified certificate when the connection is mTLS.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         remote: SocketAddr,
+        cert: Option<Arc<ClientCert>>,
     ) -> Result<Response<Body>, Infallible> {
         if ws::is_upgrade_request(req.method(), req.version(), req.headers()) {
-            Ok(self.websocket(req, remote).await)
+            Ok(self.websocket(req, remote, cert.as_deref()).await)
         } else {
-            Ok(self.plain(req, remote).await)
+            Ok(self.plain(req, remote, cert.as_deref()).await)
         }
     }
 
@@ -142,6 +145,7 @@ impl Proxy {
         self: Arc<Self>,
         mut req: Request<Incoming>,
         remote: SocketAddr,
+        cert: Option<&ClientCert>,
     ) -> Response<Body> {
         let started = Instant::now();
         let conn = Uuid::new_v4();
@@ -154,7 +158,7 @@ impl Proxy {
         };
         let on_client = hyper::upgrade::on(&mut req);
         let (parts, _body) = req.into_parts();
-        let found = auth::extract(&self.auth, &parts, true);
+        let found = auth::extract(&self.auth, &parts, true, cert);
         let creds = self.creds.load();
         // No upgrade-time token: with `first_message` enabled the first frame decides.
         let in_band = found.is_none() && self.auth.sources.contains(&TokenSource::FirstMessage);
@@ -191,7 +195,10 @@ impl Proxy {
                     presented,
                 } => {
                     log_connected(conn, remote, source, &credential, grace);
-                    authenticated = Some((presented, credential));
+                    // A client certificate is not a reloadable credential: nothing to revoke.
+                    if source != TokenSource::ClientCert {
+                        authenticated = Some((presented, credential));
+                    }
                 }
             }
         }
@@ -484,7 +491,10 @@ impl Proxy {
                     headers.remove(COOKIE);
                 }
             },
-            Some(TokenSource::Subprotocol) | Some(TokenSource::FirstMessage) | None => {}
+            Some(TokenSource::Subprotocol)
+            | Some(TokenSource::FirstMessage)
+            | Some(TokenSource::ClientCert)
+            | None => {}
         }
         let name = HeaderName::from_bytes(self.upstream_auth.header.as_bytes())
             .expect("validated at config load");
@@ -546,11 +556,16 @@ impl Proxy {
         resp
     }
 
-    async fn plain(self: Arc<Self>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+    async fn plain(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+        cert: Option<&ClientCert>,
+    ) -> Response<Body> {
         let (mut parts, body) = req.into_parts();
         let mut authenticated = None;
         if self.auth.http == HttpAuthMode::Require && !self.is_public(parts.uri.path()) {
-            let found = auth::extract(&self.auth, &parts, false);
+            let found = auth::extract(&self.auth, &parts, false, cert);
             let creds = self.creds.load();
             match auth::decide(found.as_ref(), &creds) {
                 Decision::Deny {

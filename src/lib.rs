@@ -1,7 +1,7 @@
 //! gatewarden: an authentication sidecar for WebSocket gateways.
 //!
 //! A connection flows through the modules in this order:
-//! [`listener`] (accept, HTTP/1.1) → [`http`] (route, upgrade) → [`auth`] (token, decision)
+//! [`listener`] (accept, [`tls`], HTTP/1.1) → [`http`] (route, upgrade) → [`auth`] (token, decision)
 //! → [`upstream`] (the gateway) → [`first_message`] (in-band token in the first frame) →
 //! [`splice`] (byte relay, with [`ws`] tracking frames).
 //! [`config`], [`credentials`] (with its [`watcher`]) and [`logging`] sit beside them.
@@ -16,6 +16,7 @@ pub mod listener;
 pub mod logging;
 pub mod signals;
 pub mod splice;
+pub mod tls;
 pub mod upstream;
 pub mod watcher;
 pub mod ws;

@@ -17,6 +17,8 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, CredentialFormat};
 use crate::credentials::{self, CredentialError, CredentialStore, Reloader};
 use crate::http::Proxy;
+use crate::splice::Stream;
+use crate::tls::{ClientCert, ServerTls};
 use crate::upstream::UpstreamClient;
 
 /// Why the server could not start.
@@ -24,13 +26,24 @@ use crate::upstream::UpstreamClient;
 pub enum StartError {
     #[error(transparent)]
     Credentials(#[from] CredentialError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
 }
 
 /// A bound, ready-to-run proxy. Binding and running are separate so callers (tests, the
 /// binary) can learn the real address when listening on port 0.
+/// The listener's TLS side.
+#[derive(Clone)]
+struct TlsSide {
+    acceptor: tokio_rustls::TlsAcceptor,
+    handshake_timeout: Duration,
+    state: Arc<ServerTls>,
+}
+
 pub struct Server {
+    tls: Option<TlsSide>,
     listener: TcpListener,
     proxy: Arc<Proxy>,
     reloader: Arc<Reloader>,
@@ -48,16 +61,39 @@ impl Server {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
+        let server_tls = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => Some(Arc::new(ServerTls::new(
+                cert,
+                key,
+                config.tls.client_ca.as_deref(),
+            )?)),
+            _ => None,
+        };
+        let upstream_tls = if config.upstream.tls {
+            if config.upstream_tls.insecure {
+                warn!(
+                    upstream = %config.upstream,
+                    "[tls] upstream_tls.insecure = true: the upstream's certificate is NOT verified; anyone on the path can impersonate it"
+                );
+            }
+            Some(crate::tls::upstream_client_config(
+                config.upstream_tls.ca.as_deref(),
+                config.upstream_tls.insecure,
+            )?)
+        } else {
+            None
+        };
         let proxy = Arc::new(Proxy {
             upstream: UpstreamClient::new(
                 config.upstream.clone(),
                 config.timeouts.upstream_connect.0,
-            ),
+                upstream_tls,
+            )?,
             auth: config.auth.clone(),
             upstream_auth: config.upstream_auth.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             creds,
-            tls: false,
+            tls: server_tls.is_some(),
             tasks: TaskTracker::new(),
             hard_stop: CancellationToken::new(),
         });
@@ -68,11 +104,31 @@ impl Server {
             config.credentials.poll_interval.0,
             watcher_stop.clone(),
         ));
+        if let Some(tls) = &server_tls {
+            let prepared = crate::watcher::prepare(
+                &crate::watcher::Reloadable::paths(&**tls),
+                config.credentials.watch,
+                config.credentials.poll_interval.0,
+            );
+            // Changes between loading and watching are caught by this first re-read.
+            tls.reload();
+            tokio::spawn(crate::watcher::run(
+                tls.clone(),
+                prepared,
+                config.credentials.poll_interval.0,
+                watcher_stop.clone(),
+            ));
+        }
         let server = Server {
             listener,
             proxy,
             reloader,
             watcher_stop,
+            tls: server_tls.map(|t| TlsSide {
+                acceptor: tokio_rustls::TlsAcceptor::from(t.config.clone()),
+                handshake_timeout: config.tls.handshake_timeout.0,
+                state: t,
+            }),
             header_read_timeout: config.timeouts.header_read.0,
             drain: config.shutdown.drain.0,
         };
@@ -98,6 +154,13 @@ impl Server {
         self.reloader.clone()
     }
 
+    /// The serving certificate's details (expiry, subject), when TLS is on.
+    pub fn certificate(&self) -> Option<crate::tls::CertInfo> {
+        self.tls
+            .as_ref()
+            .map(|t| t.state.resolver.current().info.clone())
+    }
+
     /// Serves until `shutdown` resolves, then drains: no new connections, open ones get up to
     /// `shutdown.drain` to finish, whatever is left is cut.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
@@ -117,7 +180,18 @@ impl Server {
                     let proxy = self.proxy.clone();
                     let graceful = graceful.clone();
                     let hrt = self.header_read_timeout;
-                    tasks.spawn(serve_connection(stream, remote, proxy, hrt, graceful));
+                    let tls = self.tls.clone();
+                    tasks.spawn(async move {
+                        let _ = stream.set_nodelay(true);
+                        let (stream, cert) = match tls {
+                            None => (Stream::Tcp(stream), None),
+                            Some(tls) => match accept_tls(stream, remote, &tls).await {
+                                Some(pair) => pair,
+                                None => return,
+                            },
+                        };
+                        serve_connection(stream, remote, cert, proxy, hrt, graceful).await
+                    });
                 }
                 Err(e) if is_per_connection(&e) => debug!(cause = %e, "[listen] accept"),
                 Err(e) => {
@@ -231,15 +305,88 @@ fn load_credentials(
     Ok((reloader, prepared))
 }
 
-async fn serve_connection(
+/// Starts TLS on an accepted connection within the handshake timeout. A client that speaks
+/// plain HTTP to the TLS port gets a readable 400 instead of a handshake error.
+async fn accept_tls(
     stream: TcpStream,
     remote: SocketAddr,
+    tls: &TlsSide,
+) -> Option<(Stream, Option<Arc<ClientCert>>)> {
+    let deadline = tokio::time::Instant::now() + tls.handshake_timeout;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        Ok(_) => return None,
+        Err(_) => {
+            info!(remote = %remote, "[tls] handshake timeout (client sent nothing)");
+            return None;
+        }
+    }
+    // 0x16 starts a TLS handshake record; an ASCII letter starts an HTTP method.
+    if first[0] != 0x16 {
+        if first[0].is_ascii_alphabetic() {
+            info!(remote = %remote, "[tls] plain HTTP on the TLS port; answered 400");
+            plain_http_on_tls_port(stream).await;
+        } else {
+            info!(remote = %remote, first_byte = first[0], "[tls] not a TLS handshake; closed");
+        }
+        return None;
+    }
+    match tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)).await {
+        Ok(Ok(s)) => {
+            let cert = s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(ClientCert::from_der)
+                .map(Arc::new);
+            Some((Stream::ServerTls(Box::new(s)), cert))
+        }
+        Ok(Err(e)) => {
+            info!(remote = %remote, cause = %e, "[tls] handshake failed");
+            None
+        }
+        Err(_) => {
+            info!(remote = %remote, "[tls] handshake timeout");
+            None
+        }
+    }
+}
+
+/// Reads the plain request head (bounded) so closing does not reset the connection before
+/// the client reads our answer, then says what to do.
+async fn plain_http_on_tls_port(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let body = "this port speaks TLS; use https:// or wss://\n";
+    let resp = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(resp.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn serve_connection(
+    stream: Stream,
+    remote: SocketAddr,
+    cert: Option<Arc<ClientCert>>,
     proxy: Arc<Proxy>,
     header_read_timeout: Duration,
     graceful: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
-    let svc = service_fn(move |req| proxy.clone().handle(req, remote));
+    let svc = service_fn(move |req| proxy.clone().handle(req, remote, cert.clone()));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)

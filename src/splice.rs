@@ -24,10 +24,15 @@ use crate::ws::{close_frame, Close, FrameTracker};
 /// Per-direction buffer. Large enough that bulk transfers need few syscalls.
 const BUF_SIZE: usize = 16 * 1024;
 
-/// An upgraded connection, unwrapped back to the raw socket when possible so the relay
-/// does not go through hyper's dynamic IO layer.
+/// A connection to a client or to the upstream, plain or TLS. hyper serves and dials over
+/// it, and an upgraded connection is unwrapped back to it so the relay works on the socket
+/// itself, not through hyper's dynamic IO layer.
 pub enum Stream {
     Tcp(TcpStream),
+    /// A client's TLS connection to us.
+    ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// Our TLS connection to an `https://` upstream.
+    ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     Upgraded(TokioIo<Upgraded>),
 }
 
@@ -35,11 +40,22 @@ impl Stream {
     /// Returns the stream and any bytes hyper had already read past the HTTP head (for
     /// example a WebSocket frame the peer sent right behind its handshake).
     pub fn from_upgraded(up: Upgraded) -> (Stream, Bytes) {
-        match up.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => (Stream::Tcp(parts.io.into_inner()), parts.read_buf),
+        match up.downcast::<TokioIo<Stream>>() {
+            Ok(parts) => (parts.io.into_inner(), parts.read_buf),
             Err(up) => (Stream::Upgraded(TokioIo::new(up)), Bytes::new()),
         }
     }
+}
+
+macro_rules! each {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Stream::Tcp($s) => $e,
+            Stream::ServerTls($s) => $e,
+            Stream::ClientTls($s) => $e,
+            Stream::Upgraded($s) => $e,
+        }
+    };
 }
 
 impl AsyncRead for Stream {
@@ -48,10 +64,7 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Upgraded(s) => Pin::new(s).poll_read(cx, buf),
-        }
+        each!(self, s => Pin::new(s).poll_read(cx, buf))
     }
 }
 
@@ -61,24 +74,15 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Upgraded(s) => Pin::new(s).poll_write(cx, buf),
-        }
+        each!(self, s => Pin::new(s).poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Upgraded(s) => Pin::new(s).poll_flush(cx),
-        }
+        each!(self, s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Upgraded(s) => Pin::new(s).poll_shutdown(cx),
-        }
+        each!(self, s => Pin::new(s).poll_shutdown(cx))
     }
 }
 

@@ -7,12 +7,14 @@ use std::time::Duration;
 use http_body_util::Empty;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::config::Upstream;
+use crate::splice::Stream;
 
 /// Why the upstream could not be used. Shown in logs, never to clients in detail.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +23,8 @@ pub enum UpstreamError {
     ConnectTimeout { addr: String, timeout: Duration },
     #[error("connect to {addr} failed: {source}")]
     Connect { addr: String, source: io::Error },
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls { addr: String, source: io::Error },
     #[error("HTTP handshake with {addr} failed: {source}")]
     Handshake { addr: String, source: hyper::Error },
     #[error("request to {addr} failed: {source}")]
@@ -48,25 +52,65 @@ fn chain(e: &dyn std::error::Error) -> String {
 pub struct UpstreamClient {
     target: Upstream,
     authority: String,
+    /// `http` or `https`, for pooled request URIs.
+    scheme: &'static str,
     connect_timeout: Duration,
-    pool: Client<HttpConnector, Incoming>,
+    pool: Client<HttpsConnector<HttpConnector>, Incoming>,
+    /// Set for an `https://`/`wss://` upstream.
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
 }
 
 impl UpstreamClient {
-    pub fn new(target: Upstream, connect_timeout: Duration) -> UpstreamClient {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.enforce_http(true);
+    /// `tls` is the client config for an `https://` upstream (ignored for plain ones).
+    pub fn new(
+        target: Upstream,
+        connect_timeout: Duration,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Result<UpstreamClient, crate::tls::TlsError> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.enforce_http(false);
+        let tls = if target.tls { tls } else { None };
+        // hyper-rustls negotiates ALPN itself (http/1.1 here) and refuses a preset list.
+        let pool_tls = |cfg: &rustls::ClientConfig| {
+            let mut c = cfg.clone();
+            c.alpn_protocols.clear();
+            c
+        };
+        let connector = match &tls {
+            Some(cfg) => hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(pool_tls(cfg))
+                .https_only()
+                .enable_http1()
+                .wrap_connector(http),
+            None => hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(pool_tls(&*crate::tls::upstream_client_config(None, false)?))
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http),
+        };
         let pool = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        UpstreamClient {
+        let tls = match tls {
+            Some(cfg) => Some((
+                tokio_rustls::TlsConnector::from(cfg),
+                crate::tls::server_name(&target.host)?,
+            )),
+            None => None,
+        };
+        Ok(UpstreamClient {
             authority: target.authority(),
+            scheme: if target.tls { "https" } else { "http" },
             target,
             connect_timeout,
             pool,
-        }
+            tls,
+        })
     }
 
     pub fn authority(&self) -> &str {
@@ -83,7 +127,7 @@ impl UpstreamClient {
             .path_and_query()
             .map(|pq| pq.as_str())
             .unwrap_or("/");
-        *req.uri_mut() = format!("http://{}{}", self.authority, pq)
+        *req.uri_mut() = format!("{}://{}{}", self.scheme, self.authority, pq)
             .parse()
             .expect("authority and path were valid separately");
         self.pool
@@ -95,8 +139,26 @@ impl UpstreamClient {
             })
     }
 
-    /// Opens a fresh TCP connection.
-    pub async fn connect(&self) -> Result<TcpStream, UpstreamError> {
+    /// Opens a fresh connection (TLS for an `https://` upstream, within the connect timeout).
+    pub async fn connect(&self) -> Result<Stream, UpstreamError> {
+        let tcp = self.connect_tcp().await?;
+        let Some((connector, name)) = &self.tls else {
+            return Ok(Stream::Tcp(tcp));
+        };
+        let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name.clone(), tcp))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout {
+                addr: self.authority.clone(),
+                timeout: self.connect_timeout,
+            })?
+            .map_err(|source| UpstreamError::Tls {
+                addr: self.authority.clone(),
+                source,
+            })?;
+        Ok(Stream::ClientTls(Box::new(tls)))
+    }
+
+    async fn connect_tcp(&self) -> Result<TcpStream, UpstreamError> {
         let addr = (self.target.host.as_str(), self.target.port);
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await

@@ -21,7 +21,60 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::credentials::Reloader;
+use crate::credentials::{ReloadResult, Reloader};
+
+/// Something whose files the watcher keeps current: credentials, TLS certificates.
+pub trait Reloadable: Send + Sync + 'static {
+    /// The files to watch (their directories are watched).
+    fn paths(&self) -> Vec<PathBuf>;
+    /// Re-reads everything; one labelled result per item, for the SIGHUP log.
+    fn reload_all(&self) -> Vec<(String, ReloadResult)>;
+    /// The poll saw `paths()[idx]` change.
+    fn reload_path(&self, idx: usize) -> ReloadResult;
+    /// The next moment something expires after `after` (a grace period), if any.
+    fn next_deadline(&self, _after: std::time::Instant) -> Option<std::time::Instant> {
+        None
+    }
+    /// Deadlines in `(since, now]` have passed.
+    fn deadlines_passed(&self, _since: std::time::Instant, _now: std::time::Instant) {}
+}
+
+impl Reloadable for Reloader {
+    fn paths(&self) -> Vec<PathBuf> {
+        self.sources().iter().map(|s| s.path.clone()).collect()
+    }
+
+    fn reload_all(&self) -> Vec<(String, ReloadResult)> {
+        Reloader::reload_all(self)
+            .into_iter()
+            .zip(self.sources())
+            .map(|(r, s)| (s.path.display().to_string(), r))
+            .collect()
+    }
+
+    fn reload_path(&self, idx: usize) -> ReloadResult {
+        self.reload(idx)
+    }
+
+    fn next_deadline(&self, after: std::time::Instant) -> Option<std::time::Instant> {
+        self.store().load().next_grace_end(after)
+    }
+
+    fn deadlines_passed(&self, since: std::time::Instant, now: std::time::Instant) {
+        for r in self.store().load().retired() {
+            if r.until > since && r.until <= now {
+                info!(
+                    previous = %format!("fp:{}", r.credential.fingerprint),
+                    generation = r.generation,
+                    client = %r.credential.who(),
+                    "[reload] grace period over"
+                );
+            }
+        }
+        // Live connections re-check their tokens (revocation after grace).
+        self.store().notify();
+    }
+}
 
 /// Events closer together than this are one change (an editor fires 3–5 per save).
 const QUIET: Duration = Duration::from_millis(10);
@@ -62,12 +115,13 @@ pub fn prepare(paths: &[PathBuf], watch: bool, poll: Duration) -> Prepared {
 }
 
 /// Runs until `stop` is cancelled.
-pub async fn run(
-    reloader: Arc<Reloader>,
+pub async fn run<R: Reloadable + ?Sized>(
+    reloader: Arc<R>,
     prepared: Prepared,
     poll: Duration,
     stop: CancellationToken,
 ) {
+    let paths = reloader.paths();
     let Prepared {
         mut fs,
         mut rx,
@@ -83,11 +137,7 @@ pub async fn run(
     loop {
         // Relative to the last grace end handled, not to now: a deadline that passed while
         // this loop was busy still fires (at once).
-        let next_grace = reloader
-            .store()
-            .load()
-            .next_grace_end(grace_seen)
-            .map(Instant::from_std);
+        let next_grace = reloader.next_deadline(grace_seen).map(Instant::from_std);
         tokio::select! {
             _ = stop.cancelled() => return,
             Some(()) = rx.recv() => {
@@ -95,42 +145,32 @@ pub async fn run(
                 if let Some(fs) = &mut fs {
                     fs.ensure();
                 }
-                reloader.reload_all();
-                for (sig, s) in signatures.iter_mut().zip(reloader.sources()) {
-                    *sig = signature(&s.path);
+                Reloadable::reload_all(&*reloader);
+                for (sig, p) in signatures.iter_mut().zip(&paths) {
+                    *sig = signature(p);
                 }
             }
             _ = tick(&mut poll_tick) => {
-                for (idx, s) in reloader.sources().iter().enumerate() {
-                    let now = signature(&s.path);
+                for (idx, p) in paths.iter().enumerate() {
+                    let now = signature(p);
                     if now != signatures[idx] {
                         signatures[idx] = now;
-                        let r = reloader.reload(idx);
-                        debug!(source = %s.path.display(), result = %r.as_str(), "[reload] poll saw a change");
+                        let r = reloader.reload_path(idx);
+                        debug!(source = %p.display(), result = %r.as_str(), "[reload] poll saw a change");
                     }
                 }
                 debug!(sources = signatures.len(), "[reload] poll checked");
             }
             Some(()) = recv_hup(&mut hup) => {
-                info!("[reload] SIGHUP: re-reading every credential file");
-                for (r, s) in reloader.reload_all().into_iter().zip(reloader.sources()) {
-                    info!(source = %s.path.display(), result = %r.as_str(), "[reload] SIGHUP result");
+                info!("[reload] SIGHUP: re-reading every watched file");
+                for (label, r) in Reloadable::reload_all(&*reloader) {
+                    info!(source = %label, result = %r.as_str(), "[reload] SIGHUP result");
                 }
             }
             _ = sleep_until_opt(next_grace) => {
                 let now = std::time::Instant::now();
-                for r in reloader.store().load().retired() {
-                    if r.until > grace_seen && r.until <= now {
-                        info!(
-                            previous = %format!("fp:{}", r.credential.fingerprint),
-                            generation = r.generation,
-                            client = %r.credential.who(),
-                            "[reload] grace period over"
-                        );
-                    }
-                }
+                reloader.deadlines_passed(grace_seen, now);
                 grace_seen = now;
-                reloader.store().notify();
             }
         }
     }

@@ -1,0 +1,423 @@
+//! TLS: terminating clients' `wss://`/`https://`, and connecting to a TLS upstream.
+//!
+//! The server certificate lives behind an `ArcSwap` that rustls asks on every handshake, so a
+//! renewed pair is used by the next handshake while established connections keep the
+//! session they negotiated. Renewal tools write the certificate and the key at different
+//! moments: a pair is only swapped in once the key matches the certificate; until then the
+//! old pair keeps serving.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::credentials::ReloadResult;
+use crate::watcher::Reloadable;
+
+/// Warn this long before a certificate expires.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// Why certificate or key files cannot be used. Names the file and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("TLS file {path} does not exist")]
+    Missing { path: PathBuf },
+    #[error("TLS file {path} cannot be read: {source}")]
+    Unreadable { path: PathBuf, source: io::Error },
+    #[error("TLS certificate file {path} holds no PEM certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("TLS key file {path} holds no usable PEM private key (PKCS#8, PKCS#1 or SEC1)")]
+    NoKey { path: PathBuf },
+    #[error("TLS key {path} is not a supported key: {why}")]
+    BadKey { path: PathBuf, why: String },
+    #[error("TLS certificate {path} cannot be parsed: {why}")]
+    BadCertificate { path: PathBuf, why: String },
+    #[error("TLS key {key} does not match certificate {cert}")]
+    Mismatch { cert: PathBuf, key: PathBuf },
+    #[error("TLS: {0}")]
+    Config(String),
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => TlsError::Missing {
+            path: path.to_path_buf(),
+        },
+        _ => TlsError::Unreadable {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    })
+}
+
+/// PEM certificates from a file (a chain, or a CA bundle).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+/// What operators want to know about the serving certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    pub subject: String,
+    pub not_after: SystemTime,
+    /// RFC 3339 form of `not_after`, for logs.
+    pub not_after_text: String,
+    pub serial: String,
+    /// First 8 hex digits of the leaf's SHA-256.
+    pub fingerprint: String,
+}
+
+impl CertInfo {
+    fn of(leaf: &CertificateDer<'_>, path: &Path) -> Result<CertInfo, TlsError> {
+        let bad = |why: String| TlsError::BadCertificate {
+            path: path.to_path_buf(),
+            why,
+        };
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(leaf).map_err(|e| bad(e.to_string()))?;
+        let cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_string);
+        let san = cert
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .and_then(|ext| {
+                ext.value.general_names.iter().find_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                    x509_parser::extensions::GeneralName::IPAddress(ip) => Some(format!("{ip:?}")),
+                    _ => None,
+                })
+            });
+        let subject = cn.or(san).unwrap_or_else(|| cert.subject().to_string());
+        let ts = cert.validity().not_after.timestamp();
+        let not_after = SystemTime::UNIX_EPOCH + Duration::from_secs(ts.max(0) as u64);
+        let digest = Sha256::digest(leaf.as_ref());
+        Ok(CertInfo {
+            subject,
+            not_after,
+            not_after_text: humantime::format_rfc3339_seconds(not_after).to_string(),
+            serial: cert.raw_serial_as_string(),
+            fingerprint: digest[..4].iter().map(|b| format!("{b:02x}")).collect(),
+        })
+    }
+
+    /// Time left before expiry (zero once expired).
+    pub fn remaining(&self) -> Duration {
+        self.not_after
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+/// A certificate chain and its matching key, ready for rustls.
+pub struct Pair {
+    pub key: Arc<CertifiedKey>,
+    pub info: CertInfo,
+}
+
+impl fmt::Debug for Pair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pair").field("info", &self.info).finish()
+    }
+}
+
+/// Loads and checks a certificate/key pair: parsable, supported, and matching.
+pub fn load_pair(cert_path: &Path, key_path: &Path) -> Result<Pair, TlsError> {
+    let chain = load_certs(cert_path)?;
+    let key_pem = read(key_path)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey {
+        path: key_path.to_path_buf(),
+    })?;
+    let signer =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| TlsError::BadKey {
+            path: key_path.to_path_buf(),
+            why: e.to_string(),
+        })?;
+    let info = CertInfo::of(&chain[0], cert_path)?;
+    let certified = CertifiedKey::new(chain, signer);
+    certified.keys_match().map_err(|_| TlsError::Mismatch {
+        cert: cert_path.to_path_buf(),
+        key: key_path.to_path_buf(),
+    })?;
+    Ok(Pair {
+        key: Arc::new(certified),
+        info,
+    })
+}
+
+/// Hands rustls the current pair on every handshake.
+#[derive(Debug)]
+pub struct CertResolver {
+    current: ArcSwap<Pair>,
+}
+
+impl CertResolver {
+    pub fn current(&self) -> Arc<Pair> {
+        self.current.load_full()
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load().key.clone())
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn warn_expiry(info: &CertInfo, cert: &Path) {
+    let left = info.remaining();
+    if left.is_zero() {
+        warn!(path = %cert.display(), not_after = %info.not_after_text, "[tls] certificate has EXPIRED; clients will refuse it");
+    } else if left < EXPIRY_WARNING {
+        warn!(
+            path = %cert.display(),
+            not_after = %info.not_after_text,
+            days_left = left.as_secs() / 86_400,
+            "[tls] certificate expires soon"
+        );
+    }
+}
+
+/// The listener's TLS side: the rustls config and the reloadable certificate.
+pub struct ServerTls {
+    pub config: Arc<ServerConfig>,
+    pub resolver: Arc<CertResolver>,
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+    /// Serializes reloads (only the watcher calls them; never the handshake path).
+    reload_lock: Mutex<()>,
+}
+
+impl ServerTls {
+    /// Loads the pair (start-up errors name the file and the problem) and builds the config:
+    /// TLS 1.2 and 1.3, ALPN `http/1.1`, and client certificates when `client_ca` is set.
+    pub fn new(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ServerTls, TlsError> {
+        let pair = load_pair(cert, key)?;
+        warn_expiry(&pair.info, cert);
+        info!(
+            not_after = %pair.info.not_after_text,
+            subject = %pair.info.subject,
+            fingerprint = %pair.info.fingerprint,
+            path = %cert.display(),
+            "[tls] certificate loaded"
+        );
+        let resolver = Arc::new(CertResolver {
+            current: ArcSwap::from_pointee(pair),
+        });
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let builder = match client_ca {
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                for c in load_certs(ca)? {
+                    roots.add(c).map_err(|e| TlsError::BadCertificate {
+                        path: ca.to_path_buf(),
+                        why: e.to_string(),
+                    })?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                        .build()
+                        .map_err(|e| TlsError::Config(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(resolver.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(ServerTls {
+            config: Arc::new(config),
+            resolver,
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            client_ca: client_ca.map(Path::to_path_buf),
+            reload_lock: Mutex::new(()),
+        })
+    }
+
+    /// Re-reads the pair; swaps it in only when complete, matching, and different.
+    pub fn reload(&self) -> ReloadResult {
+        let _guard = self.reload_lock.lock().unwrap();
+        let pair = match load_pair(&self.cert, &self.key) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(cause = %e, "[reload] tls rejected; keeping the current certificate");
+                return ReloadResult::Rejected;
+            }
+        };
+        let current = self.resolver.current();
+        if current.info == pair.info {
+            return ReloadResult::Unchanged;
+        }
+        warn_expiry(&pair.info, &self.cert);
+        info!(
+            not_after = %pair.info.not_after_text,
+            subject = %pair.info.subject,
+            fingerprint = %pair.info.fingerprint,
+            "[reload] tls applied"
+        );
+        self.resolver.current.store(Arc::new(pair));
+        ReloadResult::Applied { generation: 0 }
+    }
+}
+
+impl Reloadable for ServerTls {
+    fn paths(&self) -> Vec<PathBuf> {
+        let mut p = vec![self.cert.clone(), self.key.clone()];
+        p.extend(self.client_ca.clone());
+        p
+    }
+
+    fn reload_all(&self) -> Vec<(String, ReloadResult)> {
+        vec![(self.cert.display().to_string(), self.reload())]
+    }
+
+    fn reload_path(&self, _idx: usize) -> ReloadResult {
+        self.reload()
+    }
+}
+
+/// The client config for a TLS upstream: webpki roots or `ca`, hostname verified; or, with
+/// `insecure`, any certificate.
+pub fn upstream_client_config(
+    ca: Option<&Path>,
+    insecure: bool,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut config = if insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnything(provider())))
+            .with_no_client_auth()
+    } else {
+        let mut roots = RootCertStore::empty();
+        match ca {
+            Some(ca) => {
+                for c in load_certs(ca)? {
+                    roots.add(c).map_err(|e| TlsError::BadCertificate {
+                        path: ca.to_path_buf(),
+                        why: e.to_string(),
+                    })?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The server name to verify an upstream against.
+pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(host.to_string())
+        .map_err(|_| TlsError::Config(format!("`{host}` is not a valid TLS server name")))
+}
+
+/// `upstream_tls.insecure`: verifies signatures (so the handshake is sound) but not who signed.
+#[derive(Debug)]
+struct AcceptAnything(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The verified client certificate of a connection (mTLS).
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    /// Subject CN (or the full subject when there is no CN): the client's name in logs.
+    pub name: Arc<str>,
+    /// First 8 hex of the certificate's SHA-256.
+    pub fingerprint: String,
+    pub der: Arc<[u8]>,
+}
+
+impl ClientCert {
+    pub fn from_der(der: &CertificateDer<'_>) -> Option<ClientCert> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let name = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| cert.subject().to_string());
+        let digest = Sha256::digest(der.as_ref());
+        Some(ClientCert {
+            name: Arc::from(name),
+            fingerprint: digest[..4].iter().map(|b| format!("{b:02x}")).collect(),
+            der: Arc::from(der.as_ref()),
+        })
+    }
+}
