@@ -149,6 +149,11 @@ impl TestUpstream {
 ///   `close-4001` makes it close with 4001 "gateway auth changed".
 /// - `/echo` streams the request body back; any other path answers `upstream saw M URI`.
 pub async fn start_upstream() -> TestUpstream {
+    start_upstream_with(None).await
+}
+
+/// The same upstream, speaking TLS with `acceptor` when given.
+pub async fn start_upstream_with(acceptor: Option<tokio_rustls::TlsAcceptor>) -> TestUpstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
@@ -162,12 +167,27 @@ pub async fn start_upstream() -> TestUpstream {
                 return;
             };
             let seen = seen.clone();
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| upstream_handle(req, seen.clone()));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades()
-                    .await;
+                let builder = hyper::server::conn::http1::Builder::new();
+                match acceptor {
+                    None => {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .with_upgrades()
+                            .await;
+                    }
+                    Some(a) => {
+                        let Ok(tls) = a.accept(stream).await else {
+                            return;
+                        };
+                        let _ = builder
+                            .serve_connection(TokioIo::new(tls), svc)
+                            .with_upgrades()
+                            .await;
+                    }
+                }
             });
         }
     });
