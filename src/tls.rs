@@ -194,7 +194,7 @@ fn warn_expiry(info: &CertInfo, cert: &Path) {
     let left = info.remaining();
     if left.is_zero() {
         warn!(path = %cert.display(), not_after = %info.not_after_text, "[tls] certificate has EXPIRED; clients will refuse it");
-    } else if left < EXPIRY_WARNING {
+    } else if left <= EXPIRY_WARNING {
         warn!(
             path = %cert.display(),
             not_after = %info.not_after_text,
@@ -302,6 +302,33 @@ impl Reloadable for ServerTls {
 
     fn reload_path(&self, _idx: usize) -> ReloadResult {
         self.reload()
+    }
+
+    /// Wakes the watcher when the certificate enters its last 14 days and when it expires,
+    /// so a long-running process warns without waiting for a reload.
+    fn next_deadline(&self, after: std::time::Instant) -> Option<std::time::Instant> {
+        let info = self.resolver.current().info.clone();
+        let now_sys = SystemTime::now();
+        let now = std::time::Instant::now();
+        // Half a second late, so the wall clock has certainly crossed the line on waking.
+        let at = |t: SystemTime| {
+            t.duration_since(now_sys)
+                .ok()
+                .map(|d| now + d + Duration::from_millis(500))
+        };
+        [
+            info.not_after.checked_sub(EXPIRY_WARNING),
+            Some(info.not_after),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(at)
+        .filter(|&i| i > after)
+        .min()
+    }
+
+    fn deadlines_passed(&self, _since: std::time::Instant, _now: std::time::Instant) {
+        warn_expiry(&self.resolver.current().info, &self.cert);
     }
 }
 

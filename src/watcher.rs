@@ -276,7 +276,10 @@ impl DirWatch {
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             // Only events in (or on) a credential directory matter; an ancestor is watched
             // for the directory's own re-creation, not for its other entries.
+            // Access events (our own reads open the file) are not changes; reacting to them
+            // would make every reload trigger the next.
             let relevant = match &res {
+                Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) => false,
                 Ok(ev) => {
                     ev.need_rescan()
                         || ev

@@ -566,3 +566,25 @@ async fn expired_certificate_starts_with_a_loud_warning() {
     let _proxy = serve(config).await;
     wait_log(&["[tls] certificate has EXPIRED", cert.to_str().unwrap()]).await;
 }
+
+#[tokio::test]
+async fn expiry_warning_fires_while_running() {
+    let ca = ca("CA");
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    // Enters its last 14 days two seconds after start-up: no warning at start, one later.
+    p.not_after =
+        time::OffsetDateTime::now_utc() + time::Duration::days(14) + time::Duration::seconds(2);
+    let k = KeyPair::generate().unwrap();
+    let c = p.signed_by(&k, &ca.cert, &ca.key).unwrap();
+    let cert = write_file(dir.path(), "cert.pem", &c.pem());
+    let key = write_file(dir.path(), "key.pem", &k.serialize_pem());
+    let upstream = start_upstream().await;
+    let tf = write_file(dir.path(), "token", "t");
+    let mut config = config_for(upstream.addr, &tf);
+    config.tls.cert = Some(cert.clone());
+    config.tls.key = Some(key);
+    let _proxy = serve(config).await;
+    let line = wait_log(&["[tls] certificate expires soon", cert.to_str().unwrap()]).await;
+    assert!(line.contains("days_left=13"), "{line}");
+}
