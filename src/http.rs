@@ -284,15 +284,28 @@ impl Proxy {
                     timeout: self.auth.first_message_timeout.0,
                 };
                 let creds = self.creds.load();
-                let outcome = first_message::run(
+                // The drain's end cuts a tunnel still waiting for its first frame.
+                let phase = first_message::run(
                     &mut client,
                     &mut upstream,
                     from_client,
                     from_upstream,
                     &creds,
                     &check,
-                )
-                .await;
+                );
+                let outcome = tokio::select! {
+                    o = phase => o,
+                    _ = hard_stop.cancelled() => {
+                        info!(
+                            conn = %conn,
+                            code = 1006,
+                            reason = ?"gatewarden shut down after drain",
+                            duration_ms = started.elapsed().as_millis() as u64,
+                            "[ws] closed"
+                        );
+                        return;
+                    }
+                };
                 match outcome {
                     first_message::Outcome::Proceed(p) => {
                         if let (Some(c), Some(presented)) = (p.credential, p.presented) {
@@ -374,6 +387,7 @@ impl Proxy {
                 &from_upstream,
                 down,
                 revocation,
+                Some(self.hard_stop.clone()),
             )
             .await;
             outcome.bytes_out += prior_out;
@@ -390,16 +404,7 @@ impl Proxy {
             }
             log_closed(conn, started, &outcome);
         };
-        tokio::select! {
-            _ = work => {}
-            _ = hard_stop.cancelled() => info!(
-                conn = %conn,
-                code = 1006,
-                reason = ?"gatewarden shut down after drain",
-                duration_ms = started.elapsed().as_millis() as u64,
-                "[ws] closed"
-            ),
-        }
+        work.await;
     }
 
     /// The token gatewarden presents upstream, when `upstream_auth` asks for one.

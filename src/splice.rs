@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_util::sync::ReusableBoxFuture;
+use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 
 use crate::ws::{close_frame, Close, FrameTracker};
 
@@ -113,7 +113,8 @@ pub struct Revocation {
     pub still_valid: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
-/// How long a revoked connection may take to reach a frame boundary before it is cut.
+/// How long a connection gatewarden closes (revocation, end of drain) may take to reach a
+/// frame boundary before it is cut.
 const REVOKE_BOUNDARY_WAIT: Duration = Duration::from_secs(5);
 
 /// What a finished relay saw.
@@ -237,6 +238,7 @@ pub async fn relay(
     from_upstream: &[u8],
     down: FrameTracker,
     revocation: Option<Revocation>,
+    shutdown: Option<CancellationToken>,
 ) -> Outcome {
     let mut up = Half::new(from_client, FrameTracker::default());
     let mut down = Half::new(from_upstream, down);
@@ -252,6 +254,9 @@ pub async fn relay(
     };
     note_close(&mut first_close, &up, &down);
     let mut revoked = false;
+    // Why gatewarden itself is closing the tunnel: (code, reason).
+    let mut closing: Option<(u16, &'static str)> = None;
+    let mut stopping = shutdown.map(|t| Box::pin(t.cancelled_owned()));
     let mut revoke_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let (mut changes, still_valid) = match revocation {
         Some(r) => {
@@ -262,25 +267,40 @@ pub async fn relay(
     };
     // A reload between the handshake and now would otherwise go unnoticed.
     let start_revoked = still_valid.as_ref().is_some_and(|ok| !ok());
-    let begin_revoke =
-        |down: &mut Half,
-         revoked: &mut bool,
-         deadline: &mut Option<Pin<Box<tokio::time::Sleep>>>| {
-            *revoked = true;
-            down.inject = Some(close_frame(1008, "token revoked"));
-            *deadline = Some(Box::pin(tokio::time::sleep(REVOKE_BOUNDARY_WAIT)));
-        };
+    let begin_close = |code: u16,
+                       reason: &'static str,
+                       down: &mut Half,
+                       closing: &mut Option<(u16, &'static str)>,
+                       deadline: &mut Option<Pin<Box<tokio::time::Sleep>>>| {
+        *closing = Some((code, reason));
+        down.inject = Some(close_frame(code, reason));
+        *deadline = Some(Box::pin(tokio::time::sleep(REVOKE_BOUNDARY_WAIT)));
+    };
     if start_revoked {
-        begin_revoke(&mut down, &mut revoked, &mut revoke_deadline);
+        revoked = true;
+        begin_close(
+            1008,
+            "token revoked",
+            &mut down,
+            &mut closing,
+            &mut revoke_deadline,
+        );
     }
     let result = poll_fn(|cx| {
-        if !revoked {
+        if closing.is_none() {
             while let Some(fut) = changes.as_mut() {
                 match fut.poll(cx) {
                     Poll::Ready(Some(rx)) => {
                         fut.set(wait_change(rx));
                         if still_valid.as_ref().is_some_and(|ok| !ok()) {
-                            begin_revoke(&mut down, &mut revoked, &mut revoke_deadline);
+                            revoked = true;
+                            begin_close(
+                                1008,
+                                "token revoked",
+                                &mut down,
+                                &mut closing,
+                                &mut revoke_deadline,
+                            );
                             break;
                         }
                     }
@@ -290,7 +310,21 @@ pub async fn relay(
                 }
             }
         }
-        if revoked {
+        if closing.is_none() {
+            if let Some(stop) = stopping.as_mut() {
+                if stop.as_mut().poll(cx).is_ready() {
+                    stopping = None;
+                    begin_close(
+                        1001,
+                        "going away",
+                        &mut down,
+                        &mut closing,
+                        &mut revoke_deadline,
+                    );
+                }
+            }
+        }
+        if closing.is_some() {
             // Only the close frame still goes to the client; nothing more goes upstream.
             if let Some(d) = revoke_deadline.as_mut() {
                 if d.as_mut().poll(cx).is_ready() {
@@ -326,12 +360,12 @@ pub async fn relay(
         }
     })
     .await;
-    let close = if revoked {
+    let close = if let Some((code, reason)) = closing {
         Some((
             Side::Proxy,
             Close {
-                code: Some(1008),
-                reason: "token revoked".into(),
+                code: Some(code),
+                reason: reason.into(),
             },
         ))
     } else {
