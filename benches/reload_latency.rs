@@ -116,6 +116,7 @@ fn main() {
         config.auth.sources = vec![TokenSource::Header];
         config.auth.reject = RejectMode::Http;
         config.log.level = "warn".into();
+        config.admin.listen = String::new();
         let server = gatewarden::Server::bind(config).await.unwrap();
         let addr = server.local_addr();
         tokio::spawn(server.run(std::future::pending()));

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{
-    self, Config, CredentialSource, FlagOverrides, LogFormat, LogOverrides, SourcesOverride,
-    TlsOverrides,
+    self, AdminOverrides, Config, CredentialSource, FlagOverrides, LogFormat, LogOverrides,
+    SourcesOverride, TlsOverrides,
 };
 use crate::credentials;
 
@@ -30,6 +30,11 @@ pub enum Command {
     Run,
     /// Validate the configuration, print the effective one, and check every credential file.
     Check,
+    /// Exit 0 if the admin health endpoint answers 200 (for a Docker HEALTHCHECK without curl).
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:9187/healthz")]
+        url: String,
+    },
     /// Token helpers for `lines` credential files.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -60,6 +65,9 @@ pub struct CommonArgs {
     /// Log format.
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Admin listener for /healthz, /readyz, /metrics [default: 127.0.0.1:9187]; "" disables.
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
     /// PEM certificate chain: the listener speaks TLS (with --tls-key).
     #[arg(long, global = true, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -88,6 +96,10 @@ impl CommonArgs {
                     .collect(),
             }),
             log,
+            admin: self
+                .admin_listen
+                .clone()
+                .map(|listen| AdminOverrides { listen }),
             tls: (self.tls_cert.is_some() || self.tls_key.is_some()).then(|| TlsOverrides {
                 cert: self.tls_cert.clone(),
                 key: self.tls_key.clone(),
@@ -102,7 +114,7 @@ impl CommonArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    match &cli.command {
         None | Some(Command::Run) => run(&cli.args),
         Some(Command::Check) => check(&cli.args),
         Some(Command::Token(TokenCommand::Generate)) => {
@@ -110,6 +122,30 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Token(TokenCommand::Hash)) => token_hash(),
+        Some(Command::Health { url }) => health(&url),
+    }
+}
+
+fn health(url: &str) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gatewarden: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(crate::admin::check_health(url)) {
+        Ok(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(msg) => {
+            eprintln!("gatewarden: unhealthy: {msg}");
+            ExitCode::FAILURE
+        }
     }
 }
 

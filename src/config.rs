@@ -35,6 +35,8 @@ pub struct Config {
     pub upstream_auth: UpstreamAuthConfig,
     /// TLS termination for clients (`wss://`, `https://`).
     pub tls: TlsConfig,
+    /// The admin listener (health, readiness, metrics).
+    pub admin: AdminConfig,
     /// How gatewarden verifies an `https://`/`wss://` upstream.
     pub upstream_tls: UpstreamTlsConfig,
     /// Peers (CIDRs) allowed to send `X-Forwarded-For`/`X-Real-IP`/`Forwarded`; from anyone
@@ -58,6 +60,7 @@ impl Default for Config {
             log: LogConfig::default(),
             upstream_auth: UpstreamAuthConfig::default(),
             tls: TlsConfig::default(),
+            admin: AdminConfig::default(),
             upstream_tls: UpstreamTlsConfig::default(),
             trusted_proxies: Vec::new(),
         }
@@ -88,6 +91,27 @@ impl Default for TlsConfig {
             client_ca: None,
             handshake_timeout: Secs(Duration::from_secs(10)),
         }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `ip:port` for /healthz, /readyz, /metrics; empty disables the admin listener.
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:9187".into(),
+        }
+    }
+}
+
+impl AdminConfig {
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.listen.parse().ok()
     }
 }
 
@@ -529,6 +553,13 @@ pub struct FlagOverrides {
     pub log: Option<LogOverrides>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsOverrides>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminOverrides>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct AdminOverrides {
+    pub listen: String,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -803,6 +834,13 @@ fn validate(config: &Config, fig: &Figment) -> Result<(), ConfigError> {
             "timeouts.upstream_connect",
             &"0s",
             "must be greater than zero",
+        );
+    }
+    if !config.admin.listen.is_empty() && config.admin.addr().is_none() {
+        return fail(
+            "admin.listen",
+            &config.admin.listen,
+            "is not ip:port (such as 127.0.0.1:9187); empty disables the admin listener",
         );
     }
     let tls = &config.tls;

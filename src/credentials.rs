@@ -526,6 +526,7 @@ pub struct Reloader {
     grace: Duration,
     store: Arc<CredentialStore>,
     state: Mutex<ReloadState>,
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 struct ReloadState {
@@ -533,6 +534,7 @@ struct ReloadState {
     /// Last good tokens per source (`None`: never loaded).
     current: Vec<Option<Vec<Credential>>>,
     retired: Vec<Retired>,
+    changed_at: Instant,
 }
 
 fn fps(entries: &[Credential]) -> String {
@@ -562,8 +564,20 @@ impl Reloader {
                 generation: 0,
                 current: vec![None; n],
                 retired: Vec::new(),
+                changed_at: Instant::now(),
             }),
+            metrics: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Reload results are counted here once set.
+    pub fn set_metrics(&self, m: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(m);
+    }
+
+    /// When the credentials last changed (or when loading started).
+    pub fn changed_at(&self) -> Instant {
+        self.state.lock().unwrap().changed_at
     }
 
     pub fn store(&self) -> Arc<CredentialStore> {
@@ -616,6 +630,14 @@ impl Reloader {
 
     /// Re-reads one source and applies it if it changed; a broken file keeps the last good.
     pub fn reload(&self, idx: usize) -> ReloadResult {
+        let r = self.reload_inner(idx);
+        if let Some(m) = self.metrics.get() {
+            m.reload(r.as_str());
+        }
+        r
+    }
+
+    fn reload_inner(&self, idx: usize) -> ReloadResult {
         let mut st = self.state.lock().unwrap();
         let path = self.sources[idx].path.display();
         let entries = match self.read(idx) {
@@ -651,6 +673,7 @@ impl Reloader {
             });
         }
         st.generation += 1;
+        st.changed_at = now;
         let generation = st.generation;
         tracing::info!(
             generation,

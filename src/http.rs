@@ -28,6 +28,7 @@ use crate::config::{
 };
 use crate::credentials::{self, Credential, CredentialStore, Credentials, Fingerprint, Secret};
 use crate::first_message;
+use crate::metrics::Metrics;
 use crate::splice::{self, Stream};
 use crate::tls::ClientCert;
 use crate::upstream::UpstreamClient;
@@ -41,13 +42,14 @@ pub struct Proxy {
     pub upstream_auth: UpstreamAuthConfig,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub creds: Arc<CredentialStore>,
-    pub upstream: UpstreamClient,
+    pub upstream: Arc<UpstreamClient>,
     /// Whether clients reach us over TLS (decides the cookie's `Secure` flag).
     pub tls: bool,
     /// Tracks upgraded tunnels, which outlive the HTTP connection they came from.
     pub tasks: TaskTracker,
-    /// Cancelled when the drain time is over: tunnels still open are cut.
+    /// Cancelled when the drain time is over: tunnels still open are closed.
     pub hard_stop: CancellationToken,
+    pub metrics: Arc<Metrics>,
 }
 
 /// `fp:xxxxxxxx`, or `-` when no token was presented.
@@ -77,14 +79,17 @@ impl std::fmt::Display for Gen {
 /// Logs an accepted WebSocket client; a token accepted only thanks to the grace period is a
 /// warning, so the operator sees which clients still hold old tokens.
 fn log_connected(
+    metrics: &Metrics,
     conn: Uuid,
     remote: SocketAddr,
     source: TokenSource,
     credential: &Credential,
     grace: Option<(u64, std::time::Duration)>,
 ) {
+    metrics.auth_success(source.as_str(), credential.who());
     let presented = Fp(Some(credential.fingerprint));
     if let Some((generation, left)) = grace {
+        metrics.stale_accepted.inc();
         warn!(
             conn = %conn,
             presented = %presented,
@@ -181,6 +186,8 @@ impl Proxy {
                         path = %auth::redact_uri(&parts.uri, &self.auth.query_param),
                         "[ws] unauthorized"
                     );
+                    self.metrics
+                        .auth_failure(reason.as_str(), source.map_or("none", TokenSource::as_str));
                     return match self.auth.reject {
                         RejectMode::Http => unauthorized(reason),
                         RejectMode::Close => {
@@ -194,7 +201,7 @@ impl Proxy {
                     grace,
                     presented,
                 } => {
-                    log_connected(conn, remote, source, &credential, grace);
+                    log_connected(&self.metrics, conn, remote, source, &credential, grace);
                     // A client certificate is not a reloadable credential: nothing to revoke.
                     if source != TokenSource::ClientCert {
                         authenticated = Some((presented, credential));
@@ -215,9 +222,16 @@ impl Proxy {
             .flatten();
         let upstream_req =
             self.upstream_upgrade_request(&parts, remote, found.as_ref(), inject_header);
+        let dialed = Instant::now();
         let mut resp = match self.upstream.upgrade(upstream_req).await {
-            Ok(r) => r,
+            Ok(r) => {
+                self.metrics
+                    .upstream_connect_seconds
+                    .observe(dialed.elapsed().as_secs_f64());
+                r
+            }
             Err(e) => {
+                self.metrics.upstream_connect_errors.inc();
                 warn!(conn = %conn, remote = %remote, cause = %e, "[ws] upstream unavailable");
                 return text(
                     StatusCode::BAD_GATEWAY,
@@ -253,6 +267,9 @@ impl Proxy {
             inject: gateway.filter(|_| self.upstream_auth.inject == Inject::FirstMessage),
             authenticated,
         };
+        self.metrics
+            .handshake_seconds
+            .observe(started.elapsed().as_secs_f64());
         let tasks = self.tasks.clone();
         tasks.spawn(self.tunnel(on_client, on_upstream, tunnel));
         client_resp
@@ -309,7 +326,14 @@ impl Proxy {
                 match outcome {
                     first_message::Outcome::Proceed(p) => {
                         if let (Some(c), Some(presented)) = (p.credential, p.presented) {
-                            log_connected(conn, t.remote, TokenSource::FirstMessage, &c, p.grace);
+                            log_connected(
+                                &self.metrics,
+                                conn,
+                                t.remote,
+                                TokenSource::FirstMessage,
+                                &c,
+                                p.grace,
+                            );
                             authenticated = Some((presented, c));
                         }
                         if p.rewritten {
@@ -329,6 +353,8 @@ impl Proxy {
                             detail = %r.detail,
                             "[ws] unauthorized"
                         );
+                        self.metrics
+                            .auth_failure(r.reason.as_str(), TokenSource::FirstMessage.as_str());
                         first_message::reject(&mut client, &mut upstream, &r).await;
                         return;
                     }
@@ -380,6 +406,7 @@ impl Proxy {
                 }
                 _ => None,
             };
+            self.metrics.connections_active.inc();
             let mut outcome = splice::relay(
                 client,
                 upstream,
@@ -402,6 +429,14 @@ impl Proxy {
                     "[ws] revoked"
                 );
             }
+            self.metrics.connections_active.dec();
+            self.metrics.spliced(outcome.bytes_in, outcome.bytes_out);
+            self.metrics.closed(match &outcome.close {
+                _ if outcome.revoked => "revoked",
+                Some((splice::Side::Proxy, _)) => "drained",
+                Some(_) => "normal",
+                None => "abnormal",
+            });
             log_closed(conn, started, &outcome);
         };
         work.await;
@@ -589,6 +624,8 @@ impl Proxy {
                         source = %SourceName(source),
                         "[http] unauthorized"
                     );
+                    self.metrics
+                        .auth_failure(reason.as_str(), source.map_or("none", TokenSource::as_str));
                     return unauthorized(reason);
                 }
                 Decision::Allow {
@@ -597,7 +634,9 @@ impl Proxy {
                     credential,
                     ..
                 } => {
+                    self.metrics.auth_success(source.as_str(), credential.who());
                     if let Some((generation, left)) = grace {
+                        self.metrics.stale_accepted.inc();
                         warn!(
                             remote = %remote,
                             presented = %Fp(Some(credential.fingerprint)),
@@ -640,6 +679,7 @@ impl Proxy {
         {
             Ok(resp) => passthrough(resp),
             Err(e) => {
+                self.metrics.upstream_connect_errors.inc();
                 warn!(remote = %remote, path = %path, cause = %e, "[http] upstream unavailable");
                 text(
                     StatusCode::BAD_GATEWAY,

@@ -4,8 +4,10 @@
 //! [`listener`] (accept, [`tls`], HTTP/1.1) → [`http`] (route, upgrade) → [`auth`] (token, decision)
 //! → [`upstream`] (the gateway) → [`first_message`] (in-band token in the first frame) →
 //! [`splice`] (byte relay, with [`ws`] tracking frames).
-//! [`config`], [`credentials`] (with its [`watcher`]) and [`logging`] sit beside them.
+//! [`config`], [`credentials`] (with its [`watcher`]), [`metrics`] and [`admin`] (health,
+//! readiness, metrics endpoints) and [`logging`] sit beside them.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -14,6 +16,7 @@ pub mod first_message;
 pub mod http;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod signals;
 pub mod splice;
 pub mod tls;

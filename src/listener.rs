@@ -14,9 +14,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::admin::Admin;
 use crate::config::{Config, CredentialFormat};
 use crate::credentials::{self, CredentialError, CredentialStore, Reloader};
 use crate::http::Proxy;
+use crate::metrics::Metrics;
 use crate::splice::Stream;
 use crate::tls::{ClientCert, ServerTls};
 use crate::upstream::UpstreamClient;
@@ -43,6 +45,7 @@ struct TlsSide {
 }
 
 pub struct Server {
+    admin: Option<(TcpListener, Arc<Admin>)>,
     tls: Option<TlsSide>,
     listener: TcpListener,
     proxy: Arc<Proxy>,
@@ -83,12 +86,32 @@ impl Server {
         } else {
             None
         };
+        let metrics = Arc::new(Metrics::new());
+        reloader.set_metrics(metrics.clone());
+        let upstream = Arc::new(UpstreamClient::new(
+            config.upstream.clone(),
+            config.timeouts.upstream_connect.0,
+            upstream_tls,
+        )?);
+        let admin = match config.admin.addr() {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                let admin = Arc::new(Admin::new(
+                    metrics.clone(),
+                    reloader.clone(),
+                    upstream.clone(),
+                    server_tls.clone(),
+                ));
+                info!(addr = %l.local_addr().expect("bound"), "[admin] listening (/healthz, /readyz, /metrics)");
+                Some((l, admin))
+            }
+            None => None,
+        };
         let proxy = Arc::new(Proxy {
-            upstream: UpstreamClient::new(
-                config.upstream.clone(),
-                config.timeouts.upstream_connect.0,
-                upstream_tls,
-            )?,
+            metrics,
+            upstream,
             auth: config.auth.clone(),
             upstream_auth: config.upstream_auth.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
@@ -120,6 +143,7 @@ impl Server {
             ));
         }
         let server = Server {
+            admin,
             listener,
             proxy,
             reloader,
@@ -154,6 +178,11 @@ impl Server {
         self.reloader.clone()
     }
 
+    /// Where the admin listener is bound, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
     /// The serving certificate's details (expiry, subject), when TLS is on.
     pub fn certificate(&self) -> Option<crate::tls::CertInfo> {
         self.tls
@@ -163,8 +192,13 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then drains: no new connections, open ones get up to
     /// `shutdown.drain` to finish, whatever is left is cut.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let graceful = CancellationToken::new();
+        let admin_stop = CancellationToken::new();
+        let admin = self.admin.take().map(|(l, admin)| {
+            tokio::spawn(crate::admin::serve(l, admin.clone(), admin_stop.clone()));
+            admin
+        });
         let tasks = self.proxy.tasks.clone();
         let mut backoff = Duration::ZERO;
         tokio::pin!(shutdown);
@@ -177,6 +211,7 @@ impl Server {
             match accepted {
                 Ok((stream, remote)) => {
                     backoff = Duration::ZERO;
+                    self.proxy.metrics.connections_accepted.inc();
                     let proxy = self.proxy.clone();
                     let graceful = graceful.clone();
                     let hrt = self.header_read_timeout;
@@ -207,6 +242,9 @@ impl Server {
         }
         drop(self.listener);
         self.watcher_stop.cancel();
+        if let Some(a) = &admin {
+            a.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         info!(
             active = tasks.len(),
             drain_s = self.drain.as_secs_f64(),
@@ -222,8 +260,9 @@ impl Server {
                 "[shutdown] drain time over; closing what is left"
             );
             self.proxy.hard_stop.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(7), tasks.wait()).await;
         }
+        admin_stop.cancel();
     }
 }
 

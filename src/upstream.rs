@@ -158,6 +158,22 @@ impl UpstreamClient {
         Ok(Stream::ClientTls(Box::new(tls)))
     }
 
+    /// Readiness probe: can a TCP connection to the upstream be opened within `timeout`?
+    pub async fn probe(&self, timeout: Duration) -> Result<(), UpstreamError> {
+        let addr = (self.target.host.as_str(), self.target.port);
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(source)) => Err(UpstreamError::Connect {
+                addr: self.authority.clone(),
+                source,
+            }),
+            Err(_) => Err(UpstreamError::ConnectTimeout {
+                addr: self.authority.clone(),
+                timeout,
+            }),
+        }
+    }
+
     async fn connect_tcp(&self) -> Result<TcpStream, UpstreamError> {
         let addr = (self.target.host.as_str(), self.target.port);
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))

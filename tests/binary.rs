@@ -32,7 +32,9 @@ impl Proc {
             .env_remove("GATEWARDEN_CONFIG")
             .env_remove("OPENCLAW_CONFIG_PATH")
             .env_remove("OPENCLAW_STATE_DIR")
-            .env_remove("OPENCLAW_HOME");
+            .env_remove("OPENCLAW_HOME")
+            // Tests run in parallel: no fixed admin port unless a test asks for one.
+            .env("GATEWARDEN_ADMIN__LISTEN", "");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -365,7 +367,7 @@ fn check_prints_the_effective_config_with_precedence() {
 #[test]
 fn bad_config_stops_the_proxy_at_start_up() {
     let out = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", ""])
         .env("GATEWARDEN_TIMEOUTS__HEADER_READ", "soon")
         .env_remove("GATEWARDEN_CONFIG")
         .output()

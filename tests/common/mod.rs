@@ -339,6 +339,8 @@ pub fn config_for(upstream: SocketAddr, token_file: &Path) -> Config {
         ..Config::default()
     };
     c.credentials.sources = vec![CredentialSource::plain(token_file)];
+    // Many servers run at once: no fixed admin port.
+    c.admin.listen = "127.0.0.1:0".into();
     c.shutdown.drain = Secs(Duration::from_secs(20));
     c
 }
@@ -373,6 +375,7 @@ pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
 /// gatewarden running in-process with `config`.
 pub struct Running {
     pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
     pub creds: Arc<gatewarden::credentials::CredentialStore>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
@@ -389,10 +392,14 @@ impl Drop for Running {
 pub async fn serve(mut config: Config) -> Running {
     capture_logs();
     config.listen = ListenAddr("127.0.0.1:0".parse().unwrap());
+    if config.admin.listen == gatewarden::config::AdminConfig::default().listen {
+        config.admin.listen = "127.0.0.1:0".into();
+    }
     let server = gatewarden::Server::bind(config)
         .await
         .expect("gatewarden binds");
     let addr = server.local_addr();
+    let admin = server.admin_addr();
     let creds = server.credentials();
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(server.run(async {
@@ -400,6 +407,7 @@ pub async fn serve(mut config: Config) -> Running {
     }));
     Running {
         addr,
+        admin,
         creds,
         stop: Some(stop),
         done: Some(done),
