@@ -122,7 +122,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Token(TokenCommand::Hash)) => token_hash(),
-        Some(Command::Health { url }) => health(&url),
+        Some(Command::Health { url }) => health(url),
     }
 }
 
