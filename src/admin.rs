@@ -102,6 +102,37 @@ impl Admin {
         (status, body.to_string())
     }
 
+    /// Fingerprints (never tokens) of the current and retired credentials, for
+    /// `gatewarden doctor --token` to recognise a stale token.
+    fn credentials_json(&self) -> String {
+        let snap = self.reloader.store().load();
+        let now = Instant::now();
+        let current: Vec<_> = snap
+            .entries()
+            .iter()
+            .map(|c| json!({"fingerprint": c.fingerprint.to_string(), "source": c.source.display().to_string(), "client": c.who()}))
+            .collect();
+        let retired: Vec<_> = snap
+            .retired()
+            .iter()
+            .map(|r| {
+                json!({
+                    "fingerprint": r.credential.fingerprint.to_string(),
+                    "generation": r.generation,
+                    "grace_left_s": r.until.saturating_duration_since(now).as_secs(),
+                    "client": r.credential.who(),
+                })
+            })
+            .collect();
+        json!({
+            "generation": snap.generation,
+            "seconds_since_change": self.reloader.changed_at().elapsed().as_secs(),
+            "current": current,
+            "retired": retired,
+        })
+        .to_string()
+    }
+
     /// Gauges that describe current state are set at scrape time.
     fn metrics_text(&self) -> String {
         let m = &self.metrics;
@@ -151,6 +182,7 @@ impl Admin {
                 let (status, body) = self.readiness().await;
                 reply(status, "application/json", body)
             }
+            "/credentials" => reply(StatusCode::OK, "application/json", self.credentials_json()),
             "/metrics" => reply(
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -196,6 +228,13 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationT
 /// `gatewarden health`: GETs `url` and succeeds on a 200, for a container HEALTHCHECK in an
 /// image without curl.
 pub async fn check_health(url: &str) -> Result<String, String> {
+    get_text(url)
+        .await
+        .map(|(status, _)| format!("{url}: {status}"))
+}
+
+/// GET `url` (plain HTTP, 5 s budget); Ok((status, body)) only for a 200.
+pub async fn get_text(url: &str) -> Result<(StatusCode, String), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL {url}: {e}"))?;
     let host = uri.host().ok_or_else(|| format!("no host in {url}"))?;
     let port = uri.port_u16().unwrap_or(80);
@@ -216,10 +255,15 @@ pub async fn check_health(url: &str) -> Result<String, String> {
             .body(http_body_util::Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        if resp.status() == StatusCode::OK {
-            Ok(format!("{url}: {}", resp.status()))
+        let status = resp.status();
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if status == StatusCode::OK {
+            Ok((status, String::from_utf8_lossy(&body).into_owned()))
         } else {
-            Err(format!("{url}: {}", resp.status()))
+            Err(format!("{url}: {status}"))
         }
     };
     tokio::time::timeout(Duration::from_secs(5), work)

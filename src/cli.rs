@@ -35,6 +35,15 @@ pub enum Command {
         #[arg(long, default_value = "http://127.0.0.1:9187/healthz")]
         url: String,
     },
+    /// Diagnose token mismatches: credential files, the seed's four causes, a given token.
+    Doctor {
+        /// A token to identify (compared by fingerprint, never printed); `-` reads stdin.
+        #[arg(long)]
+        token: Option<String>,
+        /// Stand-in for /proc/self/mountinfo (for tests and post-mortems).
+        #[arg(long, hide = true)]
+        mountinfo: Option<PathBuf>,
+    },
     /// Token helpers for `lines` credential files.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -123,6 +132,49 @@ pub fn main() -> ExitCode {
         }
         Some(Command::Token(TokenCommand::Hash)) => token_hash(),
         Some(Command::Health { url }) => health(url),
+        Some(Command::Doctor { token, mountinfo }) => {
+            doctor(&cli.args, token.clone(), mountinfo.clone())
+        }
+    }
+}
+
+fn doctor(args: &CommonArgs, token: Option<String>, mountinfo: Option<PathBuf>) -> ExitCode {
+    let config = match args.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gatewarden: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let token = match token.as_deref() {
+        Some("-") => {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut s);
+            Some(s.trim().to_string())
+        }
+        other => other.map(str::to_string),
+    };
+    let opts = crate::doctor::Options {
+        token,
+        mountinfo,
+        admin: (!config.admin.listen.is_empty()).then(|| config.admin.listen.clone()),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gatewarden: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = rt.block_on(crate::doctor::run(&config, &opts));
+    print!("{}", report.render());
+    if report.worst() == crate::doctor::Level::Problem {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

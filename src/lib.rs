@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod doctor;
 pub mod first_message;
 pub mod http;
 pub mod listener;

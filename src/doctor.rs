@@ -1,0 +1,511 @@
+//! `gatewarden doctor`: finds out why clients see "token mismatch", from evidence on disk and
+//! from a running instance, instead of guessing.
+//!
+//! It reads the same configuration as the proxy and reports each finding as ok / warning /
+//! problem with one line of advice. A token given with `--token` is compared by fingerprint
+//! and never printed.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::config::{Config, CredentialFormat, CredentialSource};
+use crate::credentials::{self, Credential, Fingerprint, Presented};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Ok,
+    Warning,
+    Problem,
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Level::Ok => "ok",
+            Level::Warning => "warning",
+            Level::Problem => "problem",
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Finding {
+    pub level: Level,
+    pub what: String,
+    pub advice: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    fn add(&mut self, level: Level, what: impl Into<String>, advice: Option<&str>) {
+        self.findings.push(Finding {
+            level,
+            what: what.into(),
+            advice: advice.map(str::to_string),
+        });
+    }
+
+    pub fn worst(&self) -> Level {
+        self.findings
+            .iter()
+            .map(|f| f.level)
+            .max()
+            .unwrap_or(Level::Ok)
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for f in &self.findings {
+            out.push_str(&format!("{:<8} {}\n", f.level.to_string(), f.what));
+            if let Some(a) = &f.advice {
+                out.push_str(&format!("         advice: {a}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// Inputs besides the configuration.
+#[derive(Default)]
+pub struct Options {
+    /// A token to identify (compared by fingerprint only).
+    pub token: Option<String>,
+    /// `/proc/self/mountinfo`, or a file standing in for it.
+    pub mountinfo: Option<PathBuf>,
+    /// The running instance's admin address, if any.
+    pub admin: Option<String>,
+}
+
+fn age(t: SystemTime) -> String {
+    match t.elapsed() {
+        Ok(d) if d < Duration::from_secs(120) => format!("{}s ago", d.as_secs()),
+        Ok(d) if d < Duration::from_secs(7200) => format!("{}m ago", d.as_secs() / 60),
+        Ok(d) => format!("{}h ago", d.as_secs() / 3600),
+        Err(_) => "in the future".into(),
+    }
+}
+
+/// A credential file's modification time was this recent: clients may still hold the old one.
+const RECENT: Duration = Duration::from_secs(600);
+
+pub async fn run(config: &Config, opts: &Options) -> Report {
+    let mut r = Report::default();
+    let sources = effective_sources(config, &mut r);
+    let mut loaded: Vec<(CredentialSource, Vec<Credential>)> = Vec::new();
+
+    for src in &sources {
+        let p = &src.path;
+        let Ok(meta) = std::fs::metadata(p) else {
+            r.add(
+                Level::Problem,
+                format!("credentials {}: does not exist", p.display()),
+                Some("create it, or fix the path; gatewarden watches for it to appear"),
+            );
+            continue;
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o044 != 0 {
+                r.add(
+                    Level::Warning,
+                    format!(
+                        "credentials {}: readable by group/others (mode {mode:03o})",
+                        p.display()
+                    ),
+                    Some(&format!("chmod 600 {}", p.display())),
+                );
+            }
+        }
+        let modified = meta.modified().ok();
+        match credentials::read_source(src, false) {
+            Ok(l) => {
+                for c in &l.entries {
+                    r.add(
+                        Level::Ok,
+                        format!(
+                            "credentials {} ({}{}): fingerprint fp:{}, modified {}",
+                            p.display(),
+                            src.format.as_str(),
+                            c.client
+                                .as_deref()
+                                .map(|n| format!(", client {n}"))
+                                .unwrap_or_default(),
+                            c.fingerprint,
+                            modified.map(age).unwrap_or_else(|| "?".into())
+                        ),
+                        None,
+                    );
+                }
+                // Seed cause 1b: the token changed recently.
+                if let Some(m) = modified.filter(|m| m.elapsed().is_ok_and(|d| d < RECENT)) {
+                    r.add(
+                        Level::Warning,
+                        format!("credentials {}: changed {} (a restart or rotation?)", p.display(), age(m)),
+                        Some("clients that fetched the token before that now fail with token_mismatch / token_stale; give them the new one or rely on auth.grace"),
+                    );
+                }
+                loaded.push((src.clone(), l.entries));
+            }
+            Err(e @ credentials::CredentialError::TokenAbsent { .. }) => {
+                // Seed cause 1a: no persisted token.
+                r.add(
+                    Level::Problem,
+                    e.to_string(),
+                    Some("run `openclaw config set gateway.auth.token <token>` (e.g. from `gatewarden token generate`) so the token survives restarts"),
+                );
+            }
+            Err(e) => r.add(
+                Level::Problem,
+                e.to_string(),
+                Some("fix the file; the last good credentials stay in force meanwhile"),
+            ),
+        }
+        // Seed cause 4: the file lives on the container's writable layer.
+        if let Some(mi) = opts.mountinfo.clone().or_else(default_mountinfo) {
+            if let Ok(text) = std::fs::read_to_string(&mi) {
+                if let Some(fs) = ephemeral_fs(&text, p) {
+                    r.add(
+                        Level::Problem,
+                        format!("credentials {}: on the container's writable layer ({fs} /), not a volume", p.display()),
+                        Some("mount a named volume or bind mount there; `docker compose down && up` recreates the container and loses the file (and a regenerated token strands clients)"),
+                    );
+                }
+            }
+        }
+    }
+
+    // Seed cause 3: dev and prod profiles with different tokens.
+    profiles(&sources, &mut r);
+
+    // Seed cause 2: churn, from a running instance.
+    let running = match &opts.admin {
+        Some(a) => crate::admin::get_text(&format!("http://{a}/credentials"))
+            .await
+            .ok()
+            .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok()),
+        None => None,
+    };
+    match &running {
+        Some(v) => {
+            let generation = v["generation"].as_u64().unwrap_or(0);
+            let since = v["seconds_since_change"].as_u64().unwrap_or(0);
+            if generation >= 3 && since < RECENT.as_secs() {
+                r.add(
+                    Level::Warning,
+                    format!("running instance: credential generation {generation}, last change {since}s ago — the token keeps changing"),
+                    Some("something rewrites the credential file repeatedly (gateway restarts without a persisted token, a sync job, two profiles fighting); find it"),
+                );
+            } else {
+                r.add(Level::Ok, format!("running instance: credential generation {generation}, last change {since}s ago"), None);
+            }
+        }
+        None if opts.admin.is_some() => r.add(
+            Level::Warning,
+            format!("no running gatewarden answered on admin {}", opts.admin.as_deref().unwrap_or("")),
+            Some("start it, or pass --admin-listen with its admin address, to check rotation churn and stale tokens"),
+        ),
+        None => {}
+    }
+
+    if let Some(t) = &opts.token {
+        identify(t, &loaded, running.as_ref(), &sources, &mut r);
+    }
+
+    // Upstream reachable.
+    let up = (config.upstream.host.as_str(), config.upstream.port);
+    match tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(up)).await {
+        Ok(Ok(_)) => r.add(
+            Level::Ok,
+            format!("upstream {} accepts connections", config.upstream),
+            None,
+        ),
+        _ => r.add(
+            Level::Problem,
+            format!("upstream {} does not accept connections", config.upstream),
+            Some("is the gateway running, on that port (openclaw config get gateway.port)?"),
+        ),
+    }
+    // Listen address free (or taken, most likely by gatewarden itself).
+    match std::net::TcpListener::bind(config.listen.0) {
+        Ok(_) => r.add(Level::Ok, format!("listen {} is free", config.listen.0), None),
+        Err(e) => r.add(
+            Level::Warning,
+            format!("listen {} is taken ({e})", config.listen.0),
+            Some("fine if gatewarden is already running there; otherwise another program (the gateway itself on 18789?) holds the port"),
+        ),
+    }
+    // TLS files.
+    if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
+        match crate::tls::load_pair(cert, key) {
+            Ok(pair) => {
+                let days = pair.info.remaining().as_secs() / 86_400;
+                let level = if pair.info.remaining() <= crate::tls::EXPIRY_WARNING {
+                    Level::Warning
+                } else {
+                    Level::Ok
+                };
+                r.add(
+                    level,
+                    format!(
+                        "tls {}: {}, expires {} ({days} days)",
+                        cert.display(),
+                        pair.info.subject,
+                        pair.info.not_after_text
+                    ),
+                    (level == Level::Warning).then_some(
+                        "renew the certificate; gatewarden picks up the new pair without a restart",
+                    ),
+                );
+            }
+            Err(e) => r.add(
+                Level::Problem,
+                e.to_string(),
+                Some("fix the certificate/key files"),
+            ),
+        }
+    }
+    r
+}
+
+fn effective_sources(config: &Config, r: &mut Report) -> Vec<CredentialSource> {
+    if !config.credentials.sources.is_empty() {
+        return config.credentials.sources.clone();
+    }
+    if let Some(p) = credentials::openclaw_candidates()
+        .into_iter()
+        .find(|p| p.is_file())
+    {
+        r.add(
+            Level::Ok,
+            format!(
+                "no credentials configured: using OpenClaw's config {}",
+                p.display()
+            ),
+            None,
+        );
+        return vec![CredentialSource {
+            name: Some(credentials::DISCOVERED_OPENCLAW.into()),
+            path: p,
+            format: CredentialFormat::Json5,
+            pointer: None,
+        }];
+    }
+    match credentials::default_token_path() {
+        Ok(p) => {
+            r.add(Level::Ok, format!("no credentials configured and no OpenClaw config found: gatewarden's own token file {}", p.display()), None);
+            vec![CredentialSource::plain(p)]
+        }
+        Err(e) => {
+            r.add(Level::Problem, e.to_string(), None);
+            Vec::new()
+        }
+    }
+}
+
+/// The OpenClaw profiles on this machine: (label, openclaw.json path).
+fn profile_files() -> Vec<(String, PathBuf)> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let mut out = Vec::new();
+    if let Some(home) = env("OPENCLAW_HOME").or_else(|| env("HOME")) {
+        out.push((
+            "prod (~/.openclaw)".to_string(),
+            home.join(".openclaw/openclaw.json"),
+        ));
+        out.push((
+            "dev (~/.openclaw-dev)".to_string(),
+            home.join(".openclaw-dev/openclaw.json"),
+        ));
+    }
+    if let Some(d) = env("OPENCLAW_STATE_DIR") {
+        out.push(("$OPENCLAW_STATE_DIR".to_string(), d.join("openclaw.json")));
+    }
+    out.retain(|(_, p)| p.is_file());
+    out
+}
+
+fn profile_token(p: &Path) -> Option<Credential> {
+    let src = CredentialSource {
+        name: None,
+        path: p.to_path_buf(),
+        format: CredentialFormat::Json5,
+        pointer: None,
+    };
+    credentials::read_source(&src, false)
+        .ok()?
+        .entries
+        .into_iter()
+        .next()
+}
+
+fn profiles(sources: &[CredentialSource], r: &mut Report) {
+    let found: Vec<(String, PathBuf, Credential)> = profile_files()
+        .into_iter()
+        .filter_map(|(l, p)| profile_token(&p).map(|c| (l, p, c)))
+        .collect();
+    if found.len() < 2 {
+        return;
+    }
+    let distinct = found
+        .iter()
+        .any(|(_, _, c)| c.fingerprint != found[0].2.fingerprint);
+    if !distinct {
+        return;
+    }
+    let read: Vec<String> = found
+        .iter()
+        .filter(|(_, p, _)| sources.iter().any(|s| &s.path == p))
+        .map(|(l, _, _)| l.clone())
+        .collect();
+    let list: Vec<String> = found
+        .iter()
+        .map(|(l, p, c)| format!("{l} {} fp:{}", p.display(), c.fingerprint))
+        .collect();
+    r.add(
+        Level::Warning,
+        format!(
+            "dev and prod OpenClaw profiles have different tokens: {}; gatewarden reads {}",
+            list.join(", "),
+            if read.is_empty() { "neither".to_string() } else { read.join(", ") }
+        ),
+        Some("a client configured for one profile fails against the other with token_mismatch; point gatewarden and the clients at the same profile"),
+    );
+}
+
+fn identify(
+    token: &str,
+    loaded: &[(CredentialSource, Vec<Credential>)],
+    running: Option<&serde_json::Value>,
+    sources: &[CredentialSource],
+    r: &mut Report,
+) {
+    let presented = Presented::new(token.as_bytes());
+    let fp = Fingerprint::of(token.as_bytes()).to_string();
+    for (src, entries) in loaded {
+        for c in entries {
+            if c.matches(&presented) {
+                let who = c
+                    .client
+                    .as_deref()
+                    .map(|n| format!(" (named client {n})"))
+                    .unwrap_or_default();
+                r.add(
+                    Level::Ok,
+                    format!(
+                        "token fp:{fp} is the current token of {}{who}",
+                        src.path.display()
+                    ),
+                    None,
+                );
+                return;
+            }
+        }
+    }
+    if let Some(retired) = running.and_then(|v| v["retired"].as_array()) {
+        if let Some(rt) = retired.iter().find(|e| e["fingerprint"] == fp.as_str()) {
+            r.add(
+                Level::Problem,
+                format!(
+                    "token fp:{fp} is stale: valid until generation {} (grace left {}s)",
+                    rt["generation"], rt["grace_left_s"]
+                ),
+                Some("the client kept a token from before a restart or rotation; give it the current token"),
+            );
+            return;
+        }
+    }
+    for (label, p) in profile_files() {
+        if sources.iter().any(|s| s.path == p) {
+            continue;
+        }
+        if profile_token(&p).is_some_and(|c| c.matches(&presented)) {
+            r.add(
+                Level::Problem,
+                format!(
+                    "token fp:{fp} is the token of the other profile: {label} {}",
+                    p.display()
+                ),
+                Some("the client is configured for the other OpenClaw profile (dev vs prod)"),
+            );
+            return;
+        }
+    }
+    r.add(
+        Level::Problem,
+        format!("token fp:{fp} is unknown: no credential, previous generation or profile has it"),
+        Some("the client holds a token from elsewhere (a recreated volume, a regenerated runtime-only token?)"),
+    );
+}
+
+fn default_mountinfo() -> Option<PathBuf> {
+    let p = PathBuf::from("/proc/self/mountinfo");
+    p.exists().then_some(p)
+}
+
+/// When `path` lives on an overlay root filesystem with no mount covering it (a container's
+/// writable layer), the filesystem type; `None` when it is on a volume, a bind mount, or not
+/// in a container at all.
+pub fn ephemeral_fs(mountinfo: &str, path: &Path) -> Option<String> {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut best: Option<(&str, String)> = None;
+    for line in mountinfo.lines() {
+        // id parent major:minor root mount-point options ... - fstype source super-options
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(dash) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(mount_point), Some(fstype)) = (fields.get(4), fields.get(dash + 1)) else {
+            continue;
+        };
+        if path.starts_with(mount_point)
+            && best
+                .as_ref()
+                .is_none_or(|(m, _)| mount_point.len() >= m.len())
+        {
+            best = Some((mount_point, fstype.to_string()));
+        }
+    }
+    match best {
+        Some(("/", fs)) if fs == "overlay" || fs == "aufs" => Some(fs),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writable_layer_detection() {
+        let overlay_root = "22 1 0:21 / / rw,relatime - overlay overlay rw,lowerdir=/x\n\
+                            30 22 0:5 / /proc rw - proc proc rw\n";
+        assert_eq!(
+            ephemeral_fs(
+                overlay_root,
+                Path::new("/home/node/.openclaw/openclaw.json")
+            )
+            .as_deref(),
+            Some("overlay")
+        );
+        let with_volume = format!("{overlay_root}40 22 8:1 /volumes/state/_data /home/node/.openclaw rw - ext4 /dev/sda1 rw\n");
+        assert_eq!(
+            ephemeral_fs(
+                &with_volume,
+                Path::new("/home/node/.openclaw/openclaw.json")
+            ),
+            None
+        );
+        let host = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n";
+        assert_eq!(ephemeral_fs(host, Path::new("/etc/x")), None);
+    }
+}
