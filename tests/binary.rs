@@ -591,3 +591,42 @@ fn token_hash_and_generate() {
     assert_eq!(a.trim().len(), 43);
     assert_ne!(a, b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_signal_exits_at_once_during_the_drain() {
+    let upstream = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = random_token();
+    let tf = write_file(dir.path(), "token", &token);
+    let mut p = Proc::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream.addr.to_string(),
+            "--token-file",
+            tf.to_str().unwrap(),
+        ],
+        // A drain far longer than the test's wait: only the second signal can end it in time.
+        &[("GATEWARDEN_SHUTDOWN__DRAIN", "10m")],
+    );
+    let addr = p.listening_addr();
+    let (mut ws, _) = ws_connect(
+        addr,
+        "/ws",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+    .unwrap();
+    ws.send(Message::text("open")).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Some(Message::text("open")));
+    p.signal("TERM");
+    tokio::task::block_in_place(|| p.wait_line("[shutdown] stopped accepting"));
+    // Still draining: the tunnel works.
+    ws.send(Message::text("draining")).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Some(Message::text("draining")));
+    p.signal("TERM");
+    let status = tokio::task::block_in_place(|| p.wait_exit());
+    assert_eq!(status.code(), Some(130));
+    assert!(p.rest().contains("second signal"));
+}
