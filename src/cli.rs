@@ -139,12 +139,9 @@ pub fn main() -> ExitCode {
 }
 
 fn doctor(args: &CommonArgs, token: Option<String>, mountinfo: Option<PathBuf>) -> ExitCode {
-    let config = match args.load() {
+    let config = match load(args) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("gatewarden: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let token = match token.as_deref() {
         Some("-") => {
@@ -159,15 +156,9 @@ fn doctor(args: &CommonArgs, token: Option<String>, mountinfo: Option<PathBuf>) 
         mountinfo,
         admin: (!config.admin.listen.is_empty()).then(|| config.admin.listen.clone()),
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match small_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("gatewarden: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let report = rt.block_on(crate::doctor::run(&config, &opts));
     print!("{}", report.render());
@@ -179,15 +170,9 @@ fn doctor(args: &CommonArgs, token: Option<String>, mountinfo: Option<PathBuf>) 
 }
 
 fn health(url: &str) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match small_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("gatewarden: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match rt.block_on(crate::admin::check_health(url)) {
         Ok(msg) => {
@@ -218,13 +203,29 @@ fn token_hash() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The configuration, or the exit code for a configuration error (2, after saying why).
+fn load(args: &CommonArgs) -> Result<Config, ExitCode> {
+    args.load().map_err(|e| {
+        eprintln!("gatewarden: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// A single-threaded runtime for the short-lived subcommands.
+fn small_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("gatewarden: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 fn run(args: &CommonArgs) -> ExitCode {
-    let config = match args.load() {
+    let config = match load(args) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("gatewarden: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     crate::logging::init(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -251,12 +252,9 @@ fn run(args: &CommonArgs) -> ExitCode {
 }
 
 fn check(args: &CommonArgs) -> ExitCode {
-    let config = match args.load() {
+    let config = match load(args) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("gatewarden: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     println!("# effective configuration (defaults < file < GATEWARDEN_* env < flags)");
     print!("{}", config::to_toml(&config));
