@@ -253,7 +253,6 @@ pub async fn relay(
         }
     };
     note_close(&mut first_close, &up, &down);
-    let mut revoked = false;
     // Why gatewarden itself is closing the tunnel: (code, reason).
     let mut closing: Option<(u16, &'static str)> = None;
     let mut stopping = shutdown.map(|t| Box::pin(t.cancelled_owned()));
@@ -277,7 +276,6 @@ pub async fn relay(
         *deadline = Some(Box::pin(tokio::time::sleep(REVOKE_BOUNDARY_WAIT)));
     };
     if start_revoked {
-        revoked = true;
         begin_close(
             1008,
             "token revoked",
@@ -293,7 +291,6 @@ pub async fn relay(
                     Poll::Ready(Some(rx)) => {
                         fut.set(wait_change(rx));
                         if still_valid.as_ref().is_some_and(|ok| !ok()) {
-                            revoked = true;
                             begin_close(
                                 1008,
                                 "token revoked",
@@ -383,7 +380,7 @@ pub async fn relay(
         bytes_out: down.amt,
         close,
         error: result.err(),
-        revoked,
+        revoked: closing.is_some_and(|(code, _)| code == 1008),
     }
 }
 
