@@ -184,7 +184,8 @@ fn replace(path: &Path, contents: &str, atomic: bool) {
 
 #[tokio::test]
 async fn wss_with_token_auth() {
-    let s = setup(|_, _| {}).await;
+    // Upgrade-time sources only, so a missing token is refused at the upgrade.
+    let s = setup(|c, _| c.auth.sources = vec![TokenSource::Header]).await;
     let cfg = client_config(&s.ca, None);
     let (mut ws, serial) = wss(
         s.proxy.addr,
@@ -197,7 +198,10 @@ async fn wss_with_token_auth() {
     // Without a token the same TLS client gets the 1008 rejection.
     let (mut ws, _) = wss(s.proxy.addr, cfg, &[]).await;
     match timeout(futures_util::StreamExt::next(&mut ws)).await {
-        Some(Ok(Message::Close(Some(f)))) => assert_eq!(u16::from(f.code), 1008),
+        Some(Ok(Message::Close(Some(f)))) => {
+            assert_eq!(u16::from(f.code), 1008);
+            assert!(f.reason.contains("token missing"), "{}", f.reason);
+        }
         other => panic!("{other:?}"),
     }
 }
