@@ -37,6 +37,10 @@ pub enum Reason {
     TokenStale,
     /// A live connection's token stopped being valid (`auth.on_revoke = "close"`).
     TokenRevoked,
+    /// The browser Origin is not in `auth.allowed_origins` (cross-site WebSocket hijacking).
+    OriginNotAllowed,
+    /// Too many failed attempts from this client IP: refused without looking at the token.
+    RateLimited,
 }
 
 impl Reason {
@@ -50,6 +54,8 @@ impl Reason {
             Reason::TokenRewriteRefused => "token_rewrite_refused",
             Reason::TokenStale => "token_stale",
             Reason::TokenRevoked => "token_revoked",
+            Reason::OriginNotAllowed => "origin_not_allowed",
+            Reason::RateLimited => "rate_limited",
         }
     }
 
@@ -66,6 +72,8 @@ impl Reason {
                 "unauthorized: gateway token mismatch (provide gateway auth token)"
             }
             Reason::TokenRevoked => "token revoked",
+            Reason::OriginNotAllowed => "origin not allowed",
+            Reason::RateLimited => "rate_limited: too many failed attempts, retry later",
             Reason::FirstMessageInvalid => "invalid connect: expected a JSON connect request",
             Reason::FirstMessageTimeout => "connect timeout: no connect request received",
             Reason::FirstMessageTooLarge => "connect request too large",
@@ -89,6 +97,8 @@ impl Reason {
             Reason::TokenMissing => "AUTH_TOKEN_MISSING",
             Reason::TokenMismatch | Reason::TokenStale => "AUTH_TOKEN_MISMATCH",
             Reason::TokenRevoked => "AUTH_TOKEN_REVOKED",
+            Reason::OriginNotAllowed => "ORIGIN_NOT_ALLOWED",
+            Reason::RateLimited => "RATE_LIMITED",
             Reason::FirstMessageInvalid => "INVALID_CONNECT",
             Reason::FirstMessageTimeout => "CONNECT_TIMEOUT",
             Reason::FirstMessageTooLarge => "CONNECT_TOO_LARGE",
@@ -242,6 +252,68 @@ pub fn still_valid(presented: &Presented, creds: &Credentials) -> bool {
         creds.verify(presented, Instant::now()),
         Verdict::Current(_) | Verdict::Grace { .. }
     )
+}
+
+/// The Origin policy. No Origin (a non-browser client) is `allow_missing_origin`. With no
+/// `allowed_origins`, only the request's own origin (Origin host == Host) and loopback
+/// origins pass — what the OpenClaw gateway itself accepts.
+pub fn origin_allowed(cfg: &AuthConfig, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(http::header::ORIGIN) else {
+        return cfg.allow_missing_origin;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = origin.trim().to_ascii_lowercase();
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        // `null` (sandboxed frames, file://) and garbage.
+        return cfg.allowed_origins.iter().any(|p| p == "*");
+    };
+    if cfg.allowed_origins.is_empty() {
+        let host = headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_ascii_lowercase);
+        return host.as_deref() == Some(authority) || is_loopback_authority(authority);
+    }
+    cfg.allowed_origins.iter().any(|pattern| {
+        let pattern = pattern.to_ascii_lowercase();
+        if pattern == "*" || pattern == origin {
+            return true;
+        }
+        let Some((pscheme, prest)) = pattern.split_once("://") else {
+            return false;
+        };
+        let Some(suffix) = prest.strip_prefix("*.") else {
+            return false;
+        };
+        let (shost, sport) = split_port(suffix);
+        let (ohost, oport) = split_port(authority);
+        pscheme == scheme && sport == oport && ohost.ends_with(&format!(".{shost}"))
+    })
+}
+
+/// `host[:port]` → (host, port); an IPv6 host keeps its brackets.
+fn split_port(authority: &str) -> (&str, Option<&str>) {
+    match authority.rsplit_once(':') {
+        Some((h, p))
+            if !p.is_empty()
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && (!h.contains(':') || h.ends_with(']')) =>
+        {
+            (h, Some(p))
+        }
+        _ => (authority, None),
+    }
+}
+
+fn is_loopback_authority(authority: &str) -> bool {
+    let (host, _) = split_port(authority);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `Authorization: Bearer <t>`; other schemes are not ours and are left alone.
@@ -434,6 +506,62 @@ mod tests {
         );
         let only = parts("/", &[("sec-websocket-protocol", "bearer.x")]);
         assert!(strip_token_subprotocols(&only.headers, "bearer.").is_none());
+    }
+
+    #[test]
+    fn origin_policy() {
+        let mut cfg = AuthConfig::default();
+        let h = |origin: Option<&str>, host: &str| {
+            let mut b = http::Request::builder().uri("/").header("host", host);
+            if let Some(o) = origin {
+                b = b.header("origin", o);
+            }
+            b.body(()).unwrap().into_parts().0.headers
+        };
+        // Default: none, same origin, loopback.
+        assert!(origin_allowed(&cfg, &h(None, "gw:18789")));
+        assert!(origin_allowed(
+            &cfg,
+            &h(Some("http://gw:18789"), "gw:18789")
+        ));
+        assert!(origin_allowed(
+            &cfg,
+            &h(Some("http://127.0.0.1:5173"), "gw:18789")
+        ));
+        assert!(origin_allowed(&cfg, &h(Some("http://localhost"), "gw")));
+        assert!(!origin_allowed(
+            &cfg,
+            &h(Some("https://evil.example"), "gw:18789")
+        ));
+        assert!(!origin_allowed(&cfg, &h(Some("null"), "gw")));
+        cfg.allow_missing_origin = false;
+        assert!(!origin_allowed(&cfg, &h(None, "gw")));
+        // Configured: exact and *.suffix.
+        cfg.allowed_origins = vec![
+            "https://app.example.com".into(),
+            "https://*.corp.example".into(),
+        ];
+        assert!(origin_allowed(
+            &cfg,
+            &h(Some("https://app.example.com"), "x")
+        ));
+        assert!(origin_allowed(
+            &cfg,
+            &h(Some("https://a.b.corp.example"), "x")
+        ));
+        assert!(!origin_allowed(&cfg, &h(Some("https://corp.example"), "x")));
+        assert!(
+            !origin_allowed(&cfg, &h(Some("http://a.corp.example"), "x")),
+            "scheme matters"
+        );
+        assert!(!origin_allowed(
+            &cfg,
+            &h(Some("https://evilcorp.example"), "x")
+        ));
+        assert!(
+            !origin_allowed(&cfg, &h(Some("https://a.corp.example:8443"), "x")),
+            "port matters"
+        );
     }
 
     #[test]

@@ -38,7 +38,8 @@ pub enum Command {
     /// Diagnose token mismatches: credential files, the seed's four causes, a given token.
     Doctor {
         /// A token to identify (compared by fingerprint, never printed); `-` reads stdin.
-        #[arg(long)]
+        /// (Tokens may start with '-', as base64url ones often do.)
+        #[arg(long, allow_hyphen_values = true)]
         token: Option<String>,
         /// Stand-in for /proc/self/mountinfo (for tests and post-mortems).
         #[arg(long, hide = true)]

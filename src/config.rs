@@ -25,6 +25,9 @@ pub struct Config {
     /// The gateway behind gatewarden.
     pub upstream: Upstream,
     pub auth: AuthConfig,
+    /// What the gateway sees as the Origin of an upgrade: the browser's (`keep`), or the
+    /// gateway's own (`rewrite`, for gateways that refuse non-loopback origins).
+    pub upstream_origin: UpstreamOrigin,
     /// Where valid tokens come from, and how changes are noticed. Written either as
     /// `[[credentials]]` entries or as a `[credentials]` table with `sources`.
     pub credentials: CredentialsConfig,
@@ -54,6 +57,7 @@ impl Default for Config {
                 tls: false,
             },
             auth: AuthConfig::default(),
+            upstream_origin: UpstreamOrigin::Keep,
             credentials: CredentialsConfig::default(),
             timeouts: Timeouts::default(),
             shutdown: ShutdownConfig::default(),
@@ -147,6 +151,25 @@ pub struct AuthConfig {
     pub grace: Secs,
     /// What happens to live connections whose token a reload made invalid (after grace).
     pub on_revoke: OnRevoke,
+    /// Browser origins allowed to open WebSockets: exact origins (`https://app.example`),
+    /// `*.suffix` patterns (`https://*.example.com`), or `*`. Empty: same origin as the
+    /// request's Host, or a loopback origin (what the OpenClaw gateway itself accepts).
+    pub allowed_origins: Vec<String>,
+    /// Upgrades without an Origin header (non-browser clients) are allowed.
+    pub allow_missing_origin: bool,
+    /// Failed attempts from one client IP within `failure_window` before it is refused
+    /// cheaply for a growing backoff (0 disables throttling).
+    pub max_failures: u32,
+    pub failure_window: Secs,
+    /// The longest backoff a throttled IP gets.
+    pub max_backoff: Secs,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamOrigin {
+    Keep,
+    Rewrite,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -201,6 +224,11 @@ impl Default for AuthConfig {
             first_message_pointer: "/params/auth/token".into(),
             grace: Secs(Duration::from_secs(600)),
             on_revoke: OnRevoke::Keep,
+            allowed_origins: Vec::new(),
+            allow_missing_origin: true,
+            max_failures: 10,
+            failure_window: Secs(Duration::from_secs(60)),
+            max_backoff: Secs(Duration::from_secs(300)),
         }
     }
 }
@@ -735,6 +763,18 @@ fn validate(config: &Config, fig: &Figment) -> Result<(), ConfigError> {
             &"[]",
             "leaves no way to present a token; list at least one source",
         );
+    }
+    for o in &auth.allowed_origins {
+        if o != "*" && !o.contains("://") {
+            return fail(
+                "auth.allowed_origins",
+                o,
+                "is not an origin (scheme://host[:port], scheme://*.suffix, or *)",
+            );
+        }
+    }
+    if auth.max_failures > 0 && auth.failure_window.0.is_zero() {
+        return fail("auth.failure_window", &"0s", "must be greater than zero");
     }
     for p in &auth.public_paths {
         if !p.starts_with('/') {

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use ::http::header::{
     HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE, COOKIE, HOST, LOCATION,
-    SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SET_COOKIE, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE, WWW_AUTHENTICATE,
+    ORIGIN, RETRY_AFTER, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
+    SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, WWW_AUTHENTICATE,
 };
 use ::http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use bytes::Bytes;
@@ -25,11 +25,13 @@ use uuid::Uuid;
 use crate::auth::{self, Decision, Reason};
 use crate::config::{
     AuthConfig, HttpAuthMode, Inject, OnRevoke, RejectMode, TokenSource, UpstreamAuthConfig,
+    UpstreamOrigin,
 };
 use crate::credentials::{self, Credential, CredentialStore, Credentials, Fingerprint, Secret};
 use crate::first_message;
 use crate::metrics::Metrics;
 use crate::splice::{self, Stream};
+use crate::throttle::Throttle;
 use crate::tls::ClientCert;
 use crate::upstream::UpstreamClient;
 use crate::ws;
@@ -50,6 +52,8 @@ pub struct Proxy {
     /// Cancelled when the drain time is over: tunnels still open are closed.
     pub hard_stop: CancellationToken,
     pub metrics: Arc<Metrics>,
+    pub throttle: Throttle,
+    pub upstream_origin: UpstreamOrigin,
 }
 
 /// `fp:xxxxxxxx`, or `-` when no token was presented.
@@ -123,6 +127,8 @@ struct Tunnel {
     conn: Uuid,
     started: Instant,
     remote: SocketAddr,
+    /// The real client IP (throttling).
+    ip: std::net::IpAddr,
     /// The client presented no upgrade-time token: its first frame must authenticate it.
     in_band: bool,
     /// Put this (the gateway's) token into the client's first frame.
@@ -163,6 +169,39 @@ impl Proxy {
         };
         let on_client = hyper::upgrade::on(&mut req);
         let (parts, _body) = req.into_parts();
+        // Cheap refusals first: a throttled IP, then a foreign Origin.
+        let ip = self.client_ip(remote, &parts.headers);
+        if let Some(left) = self.throttle.blocked(ip) {
+            debug!(conn = %conn, remote = %remote, client_ip = %ip, reason = %Reason::RateLimited, "[ws] unauthorized");
+            self.metrics
+                .auth_failure(Reason::RateLimited.as_str(), "none");
+            return self.refuse(
+                Reason::RateLimited,
+                Some(left),
+                on_client,
+                &key,
+                &parts.headers,
+            );
+        }
+        if !auth::origin_allowed(&self.auth, &parts.headers) {
+            warn!(
+                conn = %conn,
+                remote = %remote,
+                reason = %Reason::OriginNotAllowed,
+                origin = %parts.headers.get(ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("-"),
+                "[ws] unauthorized"
+            );
+            self.metrics
+                .auth_failure(Reason::OriginNotAllowed.as_str(), "none");
+            self.note_failure(ip);
+            return self.refuse(
+                Reason::OriginNotAllowed,
+                None,
+                on_client,
+                &key,
+                &parts.headers,
+            );
+        }
         let found = auth::extract(&self.auth, &parts, true, cert);
         let creds = self.creds.load();
         // No upgrade-time token: with `first_message` enabled the first frame decides.
@@ -188,12 +227,8 @@ impl Proxy {
                     );
                     self.metrics
                         .auth_failure(reason.as_str(), source.map_or("none", TokenSource::as_str));
-                    return match self.auth.reject {
-                        RejectMode::Http => unauthorized(reason),
-                        RejectMode::Close => {
-                            self.reject_with_close(on_client, &key, &parts.headers, reason)
-                        }
-                    };
+                    self.note_failure(ip);
+                    return self.refuse(reason, None, on_client, &key, &parts.headers);
                 }
                 Decision::Allow {
                     source,
@@ -202,6 +237,7 @@ impl Proxy {
                     presented,
                 } => {
                     log_connected(&self.metrics, conn, remote, source, &credential, grace);
+                    self.throttle.success(ip);
                     // A client certificate is not a reloadable credential: nothing to revoke.
                     if source != TokenSource::ClientCert {
                         authenticated = Some((presented, credential));
@@ -263,6 +299,7 @@ impl Proxy {
             conn,
             started,
             remote,
+            ip,
             in_band,
             inject: gateway.filter(|_| self.upstream_auth.inject == Inject::FirstMessage),
             authenticated,
@@ -334,6 +371,7 @@ impl Proxy {
                                 &c,
                                 p.grace,
                             );
+                            self.throttle.success(t.ip);
                             authenticated = Some((presented, c));
                         }
                         if p.rewritten {
@@ -355,6 +393,7 @@ impl Proxy {
                         );
                         self.metrics
                             .auth_failure(r.reason.as_str(), TokenSource::FirstMessage.as_str());
+                        self.note_failure(t.ip);
                         first_message::reject(&mut client, &mut upstream, &r).await;
                         return;
                     }
@@ -474,6 +513,13 @@ impl Proxy {
                 headers.insert(SEC_WEBSOCKET_PROTOCOL, v);
             }
         }
+        if self.upstream_origin == UpstreamOrigin::Rewrite && headers.contains_key(ORIGIN) {
+            // The gateway sees its own origin (it refuses non-loopback ones by default); the
+            // browser's origin was already checked against auth.allowed_origins.
+            if let Ok(v) = HeaderValue::from_str(&self.upstream.origin()) {
+                headers.insert(ORIGIN, v);
+            }
+        }
         headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
         headers.insert(
             UPGRADE,
@@ -549,12 +595,70 @@ impl Proxy {
         }
     }
 
+    fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The real client IP: the peer, or — when the peer is a trusted proxy — the rightmost
+    /// `X-Forwarded-For` entry that is not itself a trusted proxy.
+    fn client_ip(&self, remote: SocketAddr, headers: &HeaderMap) -> std::net::IpAddr {
+        let peer = remote.ip().to_canonical();
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let hops: Vec<std::net::IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|h| h.trim().parse().ok())
+            .collect();
+        hops.into_iter()
+            .rev()
+            .find(|ip| !self.is_trusted(*ip))
+            .unwrap_or(peer)
+    }
+
+    /// Counts a failed attempt; logs once when the IP starts being refused.
+    fn note_failure(&self, ip: std::net::IpAddr) {
+        if let Some(backoff) = self.throttle.failure(ip) {
+            warn!(
+                client_ip = %ip,
+                max_failures = self.auth.max_failures,
+                backoff_s = backoff.as_secs(),
+                "[auth] too many failed attempts; refusing this IP for a while"
+            );
+        }
+    }
+
+    /// Refuses an upgrade the way `auth.reject` says: an HTTP status, or our own 101 and a
+    /// close frame. A throttled client is told when to come back.
+    fn refuse(
+        &self,
+        reason: Reason,
+        retry_after: Option<std::time::Duration>,
+        on_client: OnUpgrade,
+        key: &HeaderValue,
+        headers: &HeaderMap,
+    ) -> Response<Body> {
+        let mut resp = match self.auth.reject {
+            RejectMode::Http => unauthorized(reason),
+            RejectMode::Close => self.reject_with_close(on_client, key, headers, reason),
+        };
+        if let Some(left) = retry_after {
+            let secs = left.as_secs().max(1).to_string();
+            if let Ok(v) = HeaderValue::from_str(&secs) {
+                resp.headers_mut().insert(RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+
     /// Forwarded headers are believed, and passed on, only from `trusted_proxies`: the
     /// OpenClaw gateway answers 403 to them from an unlisted loopback proxy, and from an
     /// untrusted client they are a spoofing vector.
     fn scrub_forwarded(&self, headers: &mut HeaderMap, remote: SocketAddr) {
-        let ip = remote.ip().to_canonical();
-        if self.trusted_proxies.iter().any(|net| net.contains(&ip)) {
+        if self.is_trusted(remote.ip().to_canonical()) {
             return;
         }
         for name in ["x-forwarded-for", "x-real-ip", "forwarded"] {
@@ -605,6 +709,17 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         let mut authenticated = None;
         if self.auth.http == HttpAuthMode::Require && !self.is_public(parts.uri.path()) {
+            let ip = self.client_ip(remote, &parts.headers);
+            if let Some(left) = self.throttle.blocked(ip) {
+                debug!(remote = %remote, client_ip = %ip, reason = %Reason::RateLimited, "[http] unauthorized");
+                self.metrics
+                    .auth_failure(Reason::RateLimited.as_str(), "none");
+                let mut resp = unauthorized(Reason::RateLimited);
+                if let Ok(v) = HeaderValue::from_str(&left.as_secs().max(1).to_string()) {
+                    resp.headers_mut().insert(RETRY_AFTER, v);
+                }
+                return resp;
+            }
             let found = auth::extract(&self.auth, &parts, false, cert);
             let creds = self.creds.load();
             match auth::decide(found.as_ref(), &creds) {
@@ -626,6 +741,7 @@ impl Proxy {
                     );
                     self.metrics
                         .auth_failure(reason.as_str(), source.map_or("none", TokenSource::as_str));
+                    self.note_failure(ip);
                     return unauthorized(reason);
                 }
                 Decision::Allow {
@@ -634,6 +750,7 @@ impl Proxy {
                     credential,
                     ..
                 } => {
+                    self.throttle.success(ip);
                     self.metrics.auth_success(source.as_str(), credential.who());
                     if let Some((generation, left)) = grace {
                         self.metrics.stale_accepted.inc();
@@ -805,13 +922,18 @@ fn text(status: StatusCode, msg: impl Into<Bytes>) -> Response<Body> {
     resp
 }
 
+/// The HTTP answer for a refusal: 429 when throttled, 403 for a foreign Origin, else 401.
 fn unauthorized(reason: Reason) -> Response<Body> {
-    let mut resp = text(
-        StatusCode::UNAUTHORIZED,
-        format!("unauthorized: {reason}\n"),
-    );
-    resp.headers_mut()
-        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    let status = match reason {
+        Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        Reason::OriginNotAllowed => StatusCode::FORBIDDEN,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    let mut resp = text(status, format!("unauthorized: {reason}\n"));
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
     resp
 }
 

@@ -20,6 +20,7 @@ pub mod logging;
 pub mod metrics;
 pub mod signals;
 pub mod splice;
+pub mod throttle;
 pub mod tls;
 pub mod upstream;
 pub mod watcher;

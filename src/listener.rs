@@ -110,6 +110,12 @@ impl Server {
             None => None,
         };
         let proxy = Arc::new(Proxy {
+            throttle: crate::throttle::Throttle::new(
+                config.auth.max_failures,
+                config.auth.failure_window.0,
+                config.auth.max_backoff.0,
+            ),
+            upstream_origin: config.upstream_origin,
             metrics,
             upstream,
             auth: config.auth.clone(),

@@ -117,6 +117,11 @@ impl UpstreamClient {
         &self.authority
     }
 
+    /// The upstream's own origin (`http://host:port` or `https://…`).
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+
     /// Sends a plain HTTP request (URI already in origin form) over the pool.
     pub async fn request(
         &self,

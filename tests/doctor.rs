@@ -261,3 +261,17 @@ async fn stale_token_and_churn_from_the_running_instance() {
         "no token in the output"
     );
 }
+
+#[test]
+fn a_token_starting_with_a_hyphen_is_accepted() {
+    let home = tempfile::tempdir().unwrap();
+    let token = "-starts-with-a-hyphen_0123456789abcdefghijk";
+    let tf = write_file(home.path(), "token", token);
+    let out = doctor(
+        home.path(),
+        &["--token-file", tf.to_str().unwrap(), "--token", token],
+        &[],
+    );
+    assert!(out.text.contains("is the current token of"), "{}", out.text);
+    assert!(!out.text.contains(token));
+}
