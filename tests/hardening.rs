@@ -1,0 +1,262 @@
+//! Hardening: the Origin policy and per-IP failed-auth throttling.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use common::*;
+use futures_util::SinkExt;
+use gatewarden::config::{Config, RejectMode, TokenSource, UpstreamOrigin};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+fn upgrade_time(c: &mut Config) {
+    c.auth.sources = vec![TokenSource::Header, TokenSource::Query];
+}
+
+async fn expect_close(ws: &mut WsClient, needle: &str) {
+    match next_msg(ws).await {
+        Some(Message::Close(Some(f))) => {
+            assert_eq!(f.code, CloseCode::Policy);
+            assert!(f.reason.contains(needle), "{}", f.reason);
+        }
+        other => panic!("expected close 1008 {needle:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn foreign_origin_is_refused_same_origin_and_loopback_pass() {
+    let h = start_with(upgrade_time).await;
+    let auth = format!("Bearer {}", h.token);
+    let host = h.addr.to_string();
+    let (mut ws, _) = ws_connect(
+        h.addr,
+        "/ws",
+        &[("authorization", &auth), ("origin", "https://evil.example")],
+    )
+    .await
+    .unwrap();
+    expect_close(&mut ws, "origin not allowed").await;
+    wait_log(&[
+        "[ws] unauthorized",
+        "reason=origin_not_allowed",
+        "origin=https://evil.example",
+    ])
+    .await;
+    assert_eq!(h.upstream.count(), 0);
+    for origin in [
+        format!("http://{host}"),
+        "http://localhost:5173".to_string(),
+    ] {
+        let (mut ws, _) = ws_connect(
+            h.addr,
+            "/ws",
+            &[("authorization", &auth), ("origin", &origin)],
+        )
+        .await
+        .unwrap();
+        ws.send(Message::text("ok")).await.unwrap();
+        assert_eq!(
+            next_msg(&mut ws).await,
+            Some(Message::text("ok")),
+            "{origin}"
+        );
+    }
+    // Non-browser clients send no Origin: allowed by default.
+    let (mut ws, _) = ws_connect(h.addr, "/ws", &[("authorization", &auth)])
+        .await
+        .unwrap();
+    ws.send(Message::text("no origin")).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Some(Message::text("no origin")));
+}
+
+#[tokio::test]
+async fn configured_origins_http_mode_and_missing_origin_switch() {
+    let h = start_with(|c| {
+        upgrade_time(c);
+        c.auth.reject = RejectMode::Http;
+        c.auth.allowed_origins = vec!["https://*.corp.example".into()];
+        c.auth.allow_missing_origin = false;
+    })
+    .await;
+    let auth = format!("Bearer {}", h.token);
+    let (mut ws, _) = ws_connect(
+        h.addr,
+        "/ws",
+        &[
+            ("authorization", &auth),
+            ("origin", "https://ui.corp.example"),
+        ],
+    )
+    .await
+    .unwrap();
+    ws.send(Message::text("allowed")).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Some(Message::text("allowed")));
+    for headers in [
+        vec![
+            ("authorization", auth.as_str()),
+            ("origin", "https://corp.example.evil"),
+        ],
+        vec![("authorization", auth.as_str())],
+    ] {
+        match ws_connect(h.addr, "/ws", &headers).await {
+            Err(WsError::Http(r)) => assert_eq!(r.status(), 403),
+            other => panic!("expected 403, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn upstream_origin_rewrite() {
+    let h = start_with(|c| {
+        upgrade_time(c);
+        c.upstream_origin = UpstreamOrigin::Rewrite;
+    })
+    .await;
+    let origin = format!("http://{}", h.addr);
+    let (_ws, _) = ws_connect(
+        h.addr,
+        "/ws",
+        &[
+            ("authorization", &format!("Bearer {}", h.token)),
+            ("origin", &origin),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        h.upstream.last().headers["origin"],
+        format!("http://{}", h.upstream.addr).as_str()
+    );
+}
+
+/// One request over a connection from a chosen loopback source address.
+async fn ws_from(src: &str, addr: SocketAddr, token: &str) -> Result<WsClient, WsError> {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    let stream: TcpStream = sock.connect(addr).await.unwrap();
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    timeout(tokio_tungstenite::client_async(req, stream))
+        .await
+        .map(|(ws, _)| ws)
+}
+
+#[tokio::test]
+async fn ten_thousand_failures_from_one_ip_do_not_affect_another() {
+    let h = start_with(|c| {
+        upgrade_time(c);
+        c.auth.reject = RejectMode::Http;
+    })
+    .await;
+    // 10,000 failed attempts from 127.0.0.1 over one keep-alive connection (plain HTTP, which
+    // is throttled the same way): the first 10 are 401s, then 429s with Retry-After.
+    let stream = TcpStream::connect(h.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
+    let mut retry_after = None;
+    for _ in 0..10_000 {
+        let req = hyper::Request::builder()
+            .uri("/x")
+            .header("host", "x")
+            .header("authorization", "Bearer wrong")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let resp = timeout(sender.send_request(req)).await.unwrap();
+        if resp.status() == 429 {
+            retry_after = resp.headers().get("retry-after").cloned();
+        }
+        *statuses.entry(resp.status().as_u16()).or_default() += 1;
+        let _ = body_bytes(resp).await;
+    }
+    // Each block lets the IP back after it (2 s, then 4 s, 8 s, … capped) for another round
+    // of max_failures tries: 401s come in rounds of 10, everything else is a cheap 429.
+    let (refused, limited) = (
+        statuses.get(&401).copied().unwrap_or(0),
+        statuses.get(&429).copied().unwrap_or(0),
+    );
+    assert_eq!(refused + limited, 10_000, "{statuses:?}");
+    assert!((10..=100).contains(&refused), "{statuses:?}");
+    assert!(retry_after.is_some_and(|v| v.to_str().unwrap().parse::<u64>().unwrap() >= 1));
+    wait_log(&["[auth] too many failed attempts", "client_ip=127.0.0.1"]).await;
+    assert_eq!(h.upstream.count(), 0);
+    // A WebSocket from the throttled IP is refused with 429 even with the right token...
+    match ws_from("127.0.0.1", h.addr, &h.token).await {
+        Err(WsError::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!("expected 429, got {other:?}"),
+    }
+    // ...while another client IP is served normally.
+    let mut ws = ws_from("127.0.0.2", h.addr, &h.token)
+        .await
+        .expect("other IP served");
+    ws.send(Message::text("unaffected")).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Some(Message::text("unaffected")));
+}
+
+#[tokio::test]
+async fn close_mode_says_rate_limited_and_success_resets_the_count() {
+    let h = start_with(|c| {
+        upgrade_time(c);
+        c.auth.max_failures = 3;
+    })
+    .await;
+    for _ in 0..2 {
+        let mut ws = ws_from("127.0.0.3", h.addr, "wrong").await.unwrap();
+        expect_close(&mut ws, "token mismatch").await;
+    }
+    // A success forgives the two failures: two more do not reach the limit of 3.
+    let mut ok = ws_from("127.0.0.3", h.addr, &h.token).await.unwrap();
+    ok.send(Message::text("hi")).await.unwrap();
+    assert_eq!(next_msg(&mut ok).await, Some(Message::text("hi")));
+    for _ in 0..2 {
+        let mut ws = ws_from("127.0.0.3", h.addr, "wrong").await.unwrap();
+        expect_close(&mut ws, "token mismatch").await;
+    }
+    let mut ws = ws_from("127.0.0.3", h.addr, "wrong").await.unwrap();
+    expect_close(&mut ws, "token mismatch").await;
+    // The third failure in a row started a block.
+    let mut ws = ws_from("127.0.0.3", h.addr, &h.token).await.unwrap();
+    expect_close(&mut ws, "rate_limited").await;
+}
+
+#[tokio::test]
+async fn forwarded_client_ip_is_believed_only_from_trusted_proxies() {
+    let h = start_with(|c| {
+        upgrade_time(c);
+        c.auth.reject = RejectMode::Http;
+        c.auth.max_failures = 2;
+        c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let attempt = |xff: &'static str, token: String| {
+        let addr = h.addr;
+        async move {
+            let mut req = get(addr, "/x");
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            req.headers_mut()
+                .insert("x-forwarded-for", xff.parse().unwrap());
+            http_request(addr, req).await.status().as_u16()
+        }
+    };
+    assert_eq!(attempt("203.0.113.5", "bad".into()).await, 401);
+    assert_eq!(attempt("203.0.113.5", "bad".into()).await, 401);
+    assert_eq!(
+        attempt("203.0.113.5", h.token.clone()).await,
+        429,
+        "that client IP is throttled"
+    );
+    assert_eq!(
+        attempt("203.0.113.6", h.token.clone()).await,
+        200,
+        "a different client behind the same proxy is not"
+    );
+}
