@@ -40,6 +40,7 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The admin listener (health, readiness, metrics).
     pub admin: AdminConfig,
+    pub limits: LimitsConfig,
     /// How gatewarden verifies an `https://`/`wss://` upstream.
     pub upstream_tls: UpstreamTlsConfig,
     /// Peers (CIDRs) allowed to send `X-Forwarded-For`/`X-Real-IP`/`Forwarded`; from anyone
@@ -65,6 +66,7 @@ impl Default for Config {
             upstream_auth: UpstreamAuthConfig::default(),
             tls: TlsConfig::default(),
             admin: AdminConfig::default(),
+            limits: LimitsConfig::default(),
             upstream_tls: UpstreamTlsConfig::default(),
             trusted_proxies: Vec::new(),
         }
@@ -94,6 +96,24 @@ impl Default for TlsConfig {
             key: None,
             client_ca: None,
             handshake_timeout: Secs(Duration::from_secs(10)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Open connections (including WebSocket tunnels) at once; 0 = unlimited.
+    pub max_connections: usize,
+    /// Open connections from one client IP at once; 0 = unlimited.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
         }
     }
 }

@@ -129,6 +129,8 @@ struct Tunnel {
     remote: SocketAddr,
     /// The real client IP (throttling).
     ip: std::net::IpAddr,
+    /// The connection-limit slot, held for the tunnel's lifetime.
+    slot: Option<Arc<crate::limits::ConnSlot>>,
     /// The client presented no upgrade-time token: its first frame must authenticate it.
     in_band: bool,
     /// Put this (the gateway's) token into the client's first frame.
@@ -168,6 +170,10 @@ impl Proxy {
             );
         };
         let on_client = hyper::upgrade::on(&mut req);
+        let slot = req
+            .extensions()
+            .get::<Arc<crate::limits::ConnSlot>>()
+            .cloned();
         let (parts, _body) = req.into_parts();
         // Cheap refusals first: a throttled IP, then a foreign Origin.
         let ip = self.client_ip(remote, &parts.headers);
@@ -300,6 +306,7 @@ impl Proxy {
             started,
             remote,
             ip,
+            slot,
             in_band,
             inject: gateway.filter(|_| self.upstream_auth.inject == Inject::FirstMessage),
             authenticated,
@@ -313,7 +320,8 @@ impl Proxy {
     }
 
     /// Runs one upgraded connection: the in-band phase when needed, then the relay.
-    async fn tunnel(self: Arc<Self>, on_client: OnUpgrade, on_upstream: OnUpgrade, t: Tunnel) {
+    async fn tunnel(self: Arc<Self>, on_client: OnUpgrade, on_upstream: OnUpgrade, mut t: Tunnel) {
+        let slot = t.slot.take();
         let (client, upstream) = match tokio::try_join!(on_client, on_upstream) {
             Ok(pair) => pair,
             Err(e) => {
@@ -410,7 +418,7 @@ impl Proxy {
                             bytes_out,
                         )
                         .await;
-                        log_closed(conn, started, &outcome);
+                        log_closed(conn, t.remote, started, &outcome);
                         return;
                     }
                     first_message::Outcome::Gone { side, bytes_out } => {
@@ -469,6 +477,8 @@ impl Proxy {
                 );
             }
             self.metrics.connections_active.dec();
+            // Released before the log line, so "[ws] closed" means the slot is free again.
+            drop(slot);
             self.metrics.spliced(outcome.bytes_in, outcome.bytes_out);
             self.metrics.closed(match &outcome.close {
                 _ if outcome.revoked => "revoked",
@@ -476,7 +486,7 @@ impl Proxy {
                 Some(_) => "normal",
                 None => "abnormal",
             });
-            log_closed(conn, started, &outcome);
+            log_closed(conn, t.remote, started, &outcome);
         };
         work.await;
     }
@@ -852,7 +862,7 @@ fn is_cookie_octet(b: u8) -> bool {
     matches!(b, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e)
 }
 
-fn log_closed(conn: Uuid, started: Instant, o: &splice::Outcome) {
+fn log_closed(conn: Uuid, remote: SocketAddr, started: Instant, o: &splice::Outcome) {
     let (code, reason, by) = match &o.close {
         Some((side, c)) => (c.code.unwrap_or(1005), c.reason.as_str(), side.as_str()),
         // No close frame crossed: the client sees an abnormal closure.
@@ -860,6 +870,7 @@ fn log_closed(conn: Uuid, started: Instant, o: &splice::Outcome) {
     };
     info!(
         conn = %conn,
+        remote = %remote,
         code = code,
         reason = ?reason,
         by = %by,

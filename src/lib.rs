@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod doctor;
 pub mod first_message;
 pub mod http;
+pub mod limits;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

@@ -18,6 +18,7 @@ use crate::admin::Admin;
 use crate::config::{Config, CredentialFormat};
 use crate::credentials::{self, CredentialError, CredentialStore, Reloader};
 use crate::http::Proxy;
+use crate::limits::ConnSlot;
 use crate::metrics::Metrics;
 use crate::splice::Stream;
 use crate::tls::{ClientCert, ServerTls};
@@ -45,6 +46,7 @@ struct TlsSide {
 }
 
 pub struct Server {
+    limits: Arc<crate::limits::ConnLimits>,
     admin: Option<(TcpListener, Arc<Admin>)>,
     tls: Option<TlsSide>,
     listener: TcpListener,
@@ -149,6 +151,10 @@ impl Server {
             ));
         }
         let server = Server {
+            limits: crate::limits::ConnLimits::new(
+                config.limits.max_connections,
+                config.limits.max_connections_per_ip,
+            ),
             admin,
             listener,
             proxy,
@@ -218,6 +224,15 @@ impl Server {
                 Ok((stream, remote)) => {
                     backoff = Duration::ZERO;
                     self.proxy.metrics.connections_accepted.inc();
+                    let slot = match self.limits.acquire(remote.ip().to_canonical()) {
+                        Ok(slot) => slot,
+                        Err(hit) => {
+                            // Dropping the socket is the cheapest answer to a flood.
+                            info!(remote = %remote, reason = %hit.as_str(), open = self.limits.open(), "[listen] connection refused");
+                            self.proxy.metrics.closed(hit.as_str());
+                            continue;
+                        }
+                    };
                     let proxy = self.proxy.clone();
                     let graceful = graceful.clone();
                     let hrt = self.header_read_timeout;
@@ -231,7 +246,7 @@ impl Server {
                                 None => return,
                             },
                         };
-                        serve_connection(stream, remote, cert, proxy, hrt, graceful).await
+                        serve_connection(stream, remote, cert, slot, proxy, hrt, graceful).await
                     });
                 }
                 Err(e) if is_per_connection(&e) => debug!(cause = %e, "[listen] accept"),
@@ -427,11 +442,17 @@ async fn serve_connection(
     stream: Stream,
     remote: SocketAddr,
     cert: Option<Arc<ClientCert>>,
+    slot: Arc<ConnSlot>,
     proxy: Arc<Proxy>,
     header_read_timeout: Duration,
     graceful: CancellationToken,
 ) {
-    let svc = service_fn(move |req| proxy.clone().handle(req, remote, cert.clone()));
+    // The slot travels with each request so an upgraded tunnel keeps holding it after hyper
+    // has let go of the connection.
+    let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(slot.clone());
+        proxy.clone().handle(req, remote, cert.clone())
+    });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)

@@ -260,3 +260,38 @@ async fn forwarded_client_ip_is_believed_only_from_trusted_proxies() {
         "a different client behind the same proxy is not"
     );
 }
+
+#[tokio::test]
+async fn per_ip_connection_limit_counts_open_tunnels() {
+    let h = start_with(|c| {
+        upgrade_time(c);
+        c.limits.max_connections_per_ip = 2;
+    })
+    .await;
+    let mut a = ws_from("127.0.0.4", h.addr, &h.token).await.unwrap();
+    let _b = ws_from("127.0.0.4", h.addr, &h.token).await.unwrap();
+    // Two tunnels hold both slots of 127.0.0.4: a third connection is dropped at accept.
+    assert!(ws_from("127.0.0.4", h.addr, &h.token).await.is_err());
+    wait_log(&[
+        "[listen] connection refused",
+        "remote=127.0.0.4:",
+        "reason=ip_connection_limit",
+    ])
+    .await;
+    // Another IP is not affected.
+    let mut c = ws_from("127.0.0.5", h.addr, &h.token).await.unwrap();
+    c.send(Message::text("other ip")).await.unwrap();
+    assert_eq!(next_msg(&mut c).await, Some(Message::text("other ip")));
+    // Closing a tunnel frees its slot.
+    a.close(None).await.unwrap();
+    while next_msg(&mut a).await.is_some() {}
+    wait_log(&["[ws] closed", "remote=127.0.0.4:", "by=client"]).await;
+    let mut again = ws_from("127.0.0.4", h.addr, &h.token)
+        .await
+        .expect("a freed slot is reusable");
+    again.send(Message::text("slot freed")).await.unwrap();
+    assert_eq!(
+        next_msg(&mut again).await,
+        Some(Message::text("slot freed"))
+    );
+}

@@ -1,0 +1,113 @@
+//! Connection limits, global and per client IP. A slot is taken at accept and released when
+//! the connection — or the WebSocket tunnel it became — ends.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub struct ConnLimits {
+    max_total: usize,
+    max_per_ip: usize,
+    total: AtomicUsize,
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Which limit refused a connection (the log `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitHit {
+    Total,
+    PerIp,
+}
+
+impl LimitHit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitHit::Total => "connection_limit",
+            LimitHit::PerIp => "ip_connection_limit",
+        }
+    }
+}
+
+/// Held while a connection (or its tunnel) is open.
+pub struct ConnSlot {
+    limits: Arc<ConnLimits>,
+    ip: IpAddr,
+}
+
+impl ConnLimits {
+    /// `0` means unlimited.
+    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<ConnLimits> {
+        Arc::new(ConnLimits {
+            max_total: if max_total == 0 {
+                usize::MAX
+            } else {
+                max_total
+            },
+            max_per_ip: if max_per_ip == 0 {
+                usize::MAX
+            } else {
+                max_per_ip
+            },
+            total: AtomicUsize::new(0),
+            by_ip: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Arc<ConnSlot>, LimitHit> {
+        if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(LimitHit::Total);
+        }
+        let mut by_ip = self.by_ip.lock().unwrap();
+        let n = by_ip.entry(ip).or_insert(0);
+        if *n >= self.max_per_ip {
+            drop(by_ip);
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(LimitHit::PerIp);
+        }
+        *n += 1;
+        Ok(Arc::new(ConnSlot {
+            limits: self.clone(),
+            ip,
+        }))
+    }
+
+    pub fn open(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut by_ip = self.limits.by_ip.lock().unwrap();
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+        drop(by_ip);
+        self.limits.total.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_and_total_limits_release_on_drop() {
+        let l = ConnLimits::new(3, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let a1 = l.acquire(a).unwrap();
+        let _a2 = l.acquire(a).unwrap();
+        assert_eq!(l.acquire(a).err(), Some(LimitHit::PerIp));
+        let _b1 = l.acquire(b).unwrap();
+        assert_eq!(l.acquire(b).err(), Some(LimitHit::Total));
+        drop(a1);
+        assert_eq!(l.open(), 2);
+        assert!(l.acquire(b).is_ok());
+    }
+}
