@@ -41,6 +41,8 @@ pub struct Config {
     /// The admin listener (health, readiness, metrics).
     pub admin: AdminConfig,
     pub limits: LimitsConfig,
+    /// WebSocket tunnel limits.
+    pub splice: SpliceConfig,
     /// How gatewarden verifies an `https://`/`wss://` upstream.
     pub upstream_tls: UpstreamTlsConfig,
     /// Peers (CIDRs) allowed to send `X-Forwarded-For`/`X-Real-IP`/`Forwarded`; from anyone
@@ -67,6 +69,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             admin: AdminConfig::default(),
             limits: LimitsConfig::default(),
+            splice: SpliceConfig::default(),
             upstream_tls: UpstreamTlsConfig::default(),
             trusted_proxies: Vec::new(),
         }
@@ -97,6 +100,25 @@ impl Default for TlsConfig {
             client_ca: None,
             handshake_timeout: Secs(Duration::from_secs(10)),
         }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpliceConfig {
+    /// End a tunnel after this long without a byte either way (close 1001); 0 = off.
+    pub idle_timeout: Secs,
+    /// End every tunnel after this long (close 1001), so clients re-authenticate; 0 = off.
+    pub max_lifetime: Secs,
+}
+
+impl SpliceConfig {
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        Some(self.idle_timeout.0).filter(|d| !d.is_zero())
+    }
+
+    pub fn max_lifetime(&self) -> Option<Duration> {
+        Some(self.max_lifetime.0).filter(|d| !d.is_zero())
     }
 }
 
@@ -560,7 +582,7 @@ impl<'de> Deserialize<'de> for Upstream {
 }
 
 /// A duration written as `10s`, `500ms`, `10m` (humantime), or a bare number of seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Secs(pub Duration);
 
 impl Serialize for Secs {

@@ -358,7 +358,7 @@ pub async fn pass_close(
         bytes_out: out,
         close: tracker.close().cloned().map(|c| (first, c)),
         error,
-        revoked: false,
+        ended_by: None,
     }
 }
 

@@ -53,6 +53,7 @@ pub struct Proxy {
     pub hard_stop: CancellationToken,
     pub metrics: Arc<Metrics>,
     pub throttle: Throttle,
+    pub splice: crate::config::SpliceConfig,
     pub upstream_origin: UpstreamOrigin,
 }
 
@@ -454,18 +455,26 @@ impl Proxy {
                 _ => None,
             };
             self.metrics.connections_active.inc();
+            let controls = splice::Controls {
+                revocation,
+                shutdown: Some(self.hard_stop.clone()),
+                idle_timeout: self.splice.idle_timeout(),
+                max_lifetime: self.splice.max_lifetime(),
+            };
             let mut outcome = splice::relay(
                 client,
                 upstream,
                 &to_upstream,
                 &from_upstream,
                 down,
-                revocation,
-                Some(self.hard_stop.clone()),
+                controls,
             )
             .await;
             outcome.bytes_out += prior_out;
-            if outcome.revoked {
+            if let Some(why @ ("idle_timeout" | "max_lifetime")) = outcome.ended_by {
+                info!(conn = %conn, remote = %t.remote, reason = %why, "[ws] closing");
+            }
+            if outcome.ended_by == Some("token_revoked") {
                 let (presented, credential) =
                     authenticated.as_ref().expect("revocation needs a token");
                 warn!(
@@ -480,12 +489,14 @@ impl Proxy {
             // Released before the log line, so "[ws] closed" means the slot is free again.
             drop(slot);
             self.metrics.spliced(outcome.bytes_in, outcome.bytes_out);
-            self.metrics.closed(match &outcome.close {
-                _ if outcome.revoked => "revoked",
-                Some((splice::Side::Proxy, _)) => "drained",
-                Some(_) => "normal",
-                None => "abnormal",
-            });
+            self.metrics
+                .closed(match (outcome.ended_by, &outcome.close) {
+                    (Some("token_revoked"), _) => "revoked",
+                    (Some("shutdown"), _) => "drained",
+                    (Some(why), _) => why,
+                    (None, Some(_)) => "normal",
+                    (None, None) => "abnormal",
+                });
             log_closed(conn, t.remote, started, &outcome);
         };
         work.await;

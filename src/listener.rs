@@ -118,6 +118,7 @@ impl Server {
                 config.auth.max_backoff.0,
             ),
             upstream_origin: config.upstream_origin,
+            splice: config.splice.clone(),
             metrics,
             upstream,
             auth: config.auth.clone(),

@@ -6,12 +6,12 @@ use tracing::{info, warn};
 pub async fn shutdown() {
     let name = wait_for_signal().await;
     info!(
-        signal = name,
+        signal = %name,
         "[shutdown] signal received; send it again to exit at once"
     );
     tokio::spawn(async {
         let name = wait_for_signal().await;
-        warn!(signal = name, "[shutdown] second signal; exiting now");
+        warn!(signal = %name, "[shutdown] second signal; exiting now");
         std::process::exit(130);
     });
 }

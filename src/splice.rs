@@ -128,8 +128,21 @@ pub struct Outcome {
     pub close: Option<(Side, Close)>,
     /// An I/O error that ended the relay (a reset, typically).
     pub error: Option<io::Error>,
-    /// Ended because the token was revoked.
-    pub revoked: bool,
+    /// Why gatewarden itself ended the tunnel, when it did: `token_revoked`, `shutdown`,
+    /// `idle_timeout` or `max_lifetime`.
+    pub ended_by: Option<&'static str>,
+}
+
+/// What, besides the two peers, may end a relay.
+#[derive(Default)]
+pub struct Controls {
+    pub revocation: Option<Revocation>,
+    /// Cancelled when the shutdown drain is over.
+    pub shutdown: Option<CancellationToken>,
+    /// No byte in either direction for this long ends the tunnel.
+    pub idle_timeout: Option<Duration>,
+    /// The tunnel is ended after this long, so clients re-authenticate periodically.
+    pub max_lifetime: Option<Duration>,
 }
 
 /// One direction of the relay.
@@ -237,9 +250,14 @@ pub async fn relay(
     from_client: &[u8],
     from_upstream: &[u8],
     down: FrameTracker,
-    revocation: Option<Revocation>,
-    shutdown: Option<CancellationToken>,
+    controls: Controls,
 ) -> Outcome {
+    let Controls {
+        revocation,
+        shutdown,
+        idle_timeout,
+        max_lifetime,
+    } = controls;
     let mut up = Half::new(from_client, FrameTracker::default());
     let mut down = Half::new(from_upstream, down);
     let mut first_close: Option<Side> = None;
@@ -253,8 +271,11 @@ pub async fn relay(
         }
     };
     note_close(&mut first_close, &up, &down);
-    // Why gatewarden itself is closing the tunnel: (code, reason).
-    let mut closing: Option<(u16, &'static str)> = None;
+    // Why gatewarden itself is closing the tunnel: (code, close reason, log reason).
+    let mut closing: Option<(u16, &'static str, &'static str)> = None;
+    let mut lifetime = max_lifetime.map(|d| Box::pin(tokio::time::sleep(d)));
+    let mut idle = idle_timeout.map(|d| (d, Box::pin(tokio::time::sleep(d))));
+    let mut moved = (0u64, 0u64);
     let mut stopping = shutdown.map(|t| Box::pin(t.cancelled_owned()));
     let mut revoke_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let (mut changes, still_valid) = match revocation {
@@ -266,23 +287,16 @@ pub async fn relay(
     };
     // A reload between the handshake and now would otherwise go unnoticed.
     let start_revoked = still_valid.as_ref().is_some_and(|ok| !ok());
-    let begin_close = |code: u16,
-                       reason: &'static str,
+    let begin_close = |(code, reason, why): (u16, &'static str, &'static str),
                        down: &mut Half,
-                       closing: &mut Option<(u16, &'static str)>,
+                       closing: &mut Option<(u16, &'static str, &'static str)>,
                        deadline: &mut Option<Pin<Box<tokio::time::Sleep>>>| {
-        *closing = Some((code, reason));
+        *closing = Some((code, reason, why));
         down.inject = Some(close_frame(code, reason));
         *deadline = Some(Box::pin(tokio::time::sleep(REVOKE_BOUNDARY_WAIT)));
     };
     if start_revoked {
-        begin_close(
-            1008,
-            "token revoked",
-            &mut down,
-            &mut closing,
-            &mut revoke_deadline,
-        );
+        begin_close(REVOKED, &mut down, &mut closing, &mut revoke_deadline);
     }
     let result = poll_fn(|cx| {
         if closing.is_none() {
@@ -291,13 +305,7 @@ pub async fn relay(
                     Poll::Ready(Some(rx)) => {
                         fut.set(wait_change(rx));
                         if still_valid.as_ref().is_some_and(|ok| !ok()) {
-                            begin_close(
-                                1008,
-                                "token revoked",
-                                &mut down,
-                                &mut closing,
-                                &mut revoke_deadline,
-                            );
+                            begin_close(REVOKED, &mut down, &mut closing, &mut revoke_deadline);
                             break;
                         }
                     }
@@ -311,14 +319,30 @@ pub async fn relay(
             if let Some(stop) = stopping.as_mut() {
                 if stop.as_mut().poll(cx).is_ready() {
                     stopping = None;
-                    begin_close(
-                        1001,
-                        "going away",
-                        &mut down,
-                        &mut closing,
-                        &mut revoke_deadline,
-                    );
+                    begin_close(SHUTDOWN, &mut down, &mut closing, &mut revoke_deadline);
                 }
+            }
+        }
+        if closing.is_none() {
+            if let Some(l) = lifetime.as_mut() {
+                if l.as_mut().poll(cx).is_ready() {
+                    begin_close(LIFETIME, &mut down, &mut closing, &mut revoke_deadline);
+                }
+            }
+        }
+        if closing.is_none() {
+            let mut expired = false;
+            if let Some((d, timer)) = idle.as_mut() {
+                // Any byte relayed since the last look pushes the deadline out.
+                if (up.amt, down.amt) != moved {
+                    moved = (up.amt, down.amt);
+                    timer.as_mut().reset(tokio::time::Instant::now() + *d);
+                }
+                expired = timer.as_mut().poll(cx).is_ready();
+            }
+            if expired {
+                idle = None;
+                begin_close(IDLE, &mut down, &mut closing, &mut revoke_deadline);
             }
         }
         if closing.is_some() {
@@ -357,7 +381,7 @@ pub async fn relay(
         }
     })
     .await;
-    let close = if let Some((code, reason)) = closing {
+    let close = if let Some((code, reason, _)) = closing {
         Some((
             Side::Proxy,
             Close {
@@ -380,9 +404,19 @@ pub async fn relay(
         bytes_out: down.amt,
         close,
         error: result.err(),
-        revoked: closing.is_some_and(|(code, _)| code == 1008),
+        ended_by: closing.map(|(_, _, why)| why),
     }
 }
+
+/// Closes gatewarden initiates: (close code, close reason, log reason).
+const REVOKED: (u16, &str, &str) = (1008, "token revoked", "token_revoked");
+const SHUTDOWN: (u16, &str, &str) = (1001, "going away", "shutdown");
+const IDLE: (u16, &str, &str) = (1001, "idle timeout", "idle_timeout");
+const LIFETIME: (u16, &str, &str) = (
+    1001,
+    "connection lifetime reached; reconnect",
+    "max_lifetime",
+);
 
 /// Resolves with the receiver on the next change, or `None` once the sender is gone.
 async fn wait_change(mut rx: watch::Receiver<u64>) -> Option<watch::Receiver<u64>> {

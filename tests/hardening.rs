@@ -295,3 +295,69 @@ async fn per_ip_connection_limit_counts_open_tunnels() {
         Some(Message::text("slot freed"))
     );
 }
+
+async fn expect_going_away(ws: &mut WsClient, reason: &str) {
+    // Frames in flight may arrive first; the close follows at a frame boundary.
+    loop {
+        match next_msg(ws).await {
+            Some(Message::Close(Some(f))) => {
+                assert_eq!(u16::from(f.code), 1001);
+                assert_eq!(f.reason, reason);
+                return;
+            }
+            Some(Message::Text(_)) => continue,
+            other => panic!("expected close 1001 {reason:?}, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn idle_tunnels_are_closed() {
+    let h = start_with(|c| {
+        upgrade_time(c);
+        c.splice.idle_timeout = gatewarden::config::Secs(std::time::Duration::from_millis(300));
+    })
+    .await;
+    let (mut ws, _) = ws_connect(
+        h.addr,
+        "/ws",
+        &[("authorization", &format!("Bearer {}", h.token))],
+    )
+    .await
+    .unwrap();
+    ws.send(Message::text("one message, then silence"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_msg(&mut ws).await,
+        Some(Message::text("one message, then silence"))
+    );
+    expect_going_away(&mut ws, "idle timeout").await;
+    wait_log(&["[ws] closing", "reason=idle_timeout"]).await;
+    wait_log(&[
+        "[ws] closed",
+        "code=1001",
+        "reason=\"idle timeout\"",
+        "by=gatewarden",
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn max_lifetime_ends_even_busy_tunnels() {
+    let h = start_with(|c| {
+        upgrade_time(c);
+        c.splice.max_lifetime = gatewarden::config::Secs(std::time::Duration::from_millis(300));
+    })
+    .await;
+    let (mut ws, _) = ws_connect(
+        h.addr,
+        "/ws",
+        &[("authorization", &format!("Bearer {}", h.token))],
+    )
+    .await
+    .unwrap();
+    ws.send(Message::text("busy")).await.unwrap();
+    expect_going_away(&mut ws, "connection lifetime reached; reconnect").await;
+    wait_log(&["[ws] closing", "reason=max_lifetime"]).await;
+}
