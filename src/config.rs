@@ -45,6 +45,9 @@ pub struct Config {
     pub splice: SpliceConfig,
     /// How gatewarden verifies an `https://`/`wss://` upstream.
     pub upstream_tls: UpstreamTlsConfig,
+    /// Set `X-Forwarded-For`, `X-Real-IP` and `X-Forwarded-Proto` for upstreams that want
+    /// them (off: the OpenClaw gateway answers 403 to them unless it trusts the proxy).
+    pub forwarded_headers: bool,
     /// Peers (CIDRs) allowed to send `X-Forwarded-For`/`X-Real-IP`/`Forwarded`; from anyone
     /// else those headers are removed (the OpenClaw gateway answers 403 to them otherwise).
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -71,6 +74,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             splice: SpliceConfig::default(),
             upstream_tls: UpstreamTlsConfig::default(),
+            forwarded_headers: false,
             trusted_proxies: Vec::new(),
         }
     }
@@ -129,6 +133,10 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Open connections from one client IP at once; 0 = unlimited.
     pub max_connections_per_ip: usize,
+    /// Request header lines per request (431 beyond).
+    pub max_headers: usize,
+    /// Bytes of request line + headers (431 beyond); at least 8192.
+    pub max_header_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -136,6 +144,8 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_connections: 10_000,
             max_connections_per_ip: 256,
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
         }
     }
 }
@@ -814,6 +824,16 @@ fn validate(config: &Config, fig: &Figment) -> Result<(), ConfigError> {
                 "is not an origin (scheme://host[:port], scheme://*.suffix, or *)",
             );
         }
+    }
+    if config.limits.max_header_bytes < 8192 {
+        return fail(
+            "limits.max_header_bytes",
+            &config.limits.max_header_bytes,
+            "must be at least 8192",
+        );
+    }
+    if config.limits.max_headers == 0 {
+        return fail("limits.max_headers", &0, "must be at least 1");
     }
     if auth.max_failures > 0 && auth.failure_window.0.is_zero() {
         return fail("auth.failure_window", &"0s", "must be greater than zero");

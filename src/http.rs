@@ -54,7 +54,11 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
     pub throttle: Throttle,
     pub splice: crate::config::SpliceConfig,
+    pub forwarded_headers: bool,
     pub upstream_origin: UpstreamOrigin,
+    /// `limits.max_header_bytes`, checked exactly on the parsed head (hyper's buffer limit
+    /// is only approximate).
+    pub max_header_bytes: usize,
 }
 
 /// `fp:xxxxxxxx`, or `-` when no token was presented.
@@ -148,6 +152,14 @@ impl Proxy {
         remote: SocketAddr,
         cert: Option<Arc<ClientCert>>,
     ) -> Result<Response<Body>, Infallible> {
+        let head = head_size(&req);
+        if head > self.max_header_bytes {
+            info!(remote = %remote, reason = %"header_too_large", bytes = head, "[http] request refused");
+            return Ok(text(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request header fields too large\n",
+            ));
+        }
         if ws::is_upgrade_request(req.method(), req.version(), req.headers()) {
             Ok(self.websocket(req, remote, cert.as_deref()).await)
         } else {
@@ -526,6 +538,7 @@ impl Proxy {
         let upgrade = headers.get(UPGRADE).cloned();
         strip_hop_by_hop(&mut headers);
         self.scrub_forwarded(&mut headers, remote);
+        self.add_forwarded(&mut headers, remote);
         headers.remove(SEC_WEBSOCKET_PROTOCOL);
         if let Some(list) =
             auth::strip_token_subprotocols(&parts.headers, &self.auth.subprotocol_prefix)
@@ -675,6 +688,30 @@ impl Proxy {
         resp
     }
 
+    /// `forwarded_headers = true`: tell the upstream who the client is. The peer is appended
+    /// to a (trusted, already scrubbed otherwise) `X-Forwarded-For` chain.
+    fn add_forwarded(&self, headers: &mut HeaderMap, remote: SocketAddr) {
+        if !self.forwarded_headers {
+            return;
+        }
+        let peer = remote.ip().to_canonical().to_string();
+        let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer}"),
+            _ => peer,
+        };
+        let client = self.client_ip(remote, headers).to_string();
+        let proto = if self.tls { "https" } else { "http" };
+        for (name, value) in [
+            ("x-forwarded-for", chain),
+            ("x-real-ip", client),
+            ("x-forwarded-proto", proto.to_string()),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(name, v);
+            }
+        }
+    }
+
     /// Forwarded headers are believed, and passed on, only from `trusted_proxies`: the
     /// OpenClaw gateway answers 403 to them from an unlisted loopback proxy, and from an
     /// untrusted client they are a spoofing vector.
@@ -796,6 +833,7 @@ impl Proxy {
         let path = auth::redact_uri(&parts.uri, &self.auth.query_param);
         strip_hop_by_hop(&mut parts.headers);
         self.scrub_forwarded(&mut parts.headers, remote);
+        self.add_forwarded(&mut parts.headers, remote);
         // Only requests gatewarden authenticated get the gateway's token.
         if let Some((found, Some(secret))) = &authenticated {
             if self.upstream_auth.inject == Inject::Header {
@@ -866,6 +904,20 @@ impl Proxy {
             .insert(SET_COOKIE, HeaderValue::from_str(&cookie).ok()?);
         Some(resp)
     }
+}
+
+/// Bytes of the request line and headers as received (give or take separators).
+fn head_size<B>(req: &Request<B>) -> usize {
+    let uri = req.uri();
+    let line = req.method().as_str().len()
+        + uri.path_and_query().map_or(1, |pq| pq.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + 12;
+    req.headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + line
 }
 
 /// RFC 6265 cookie-octet.

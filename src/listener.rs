@@ -37,6 +37,14 @@ pub enum StartError {
 
 /// A bound, ready-to-run proxy. Binding and running are separate so callers (tests, the
 /// binary) can learn the real address when listening on port 0.
+/// How hyper serves each client connection.
+#[derive(Debug, Clone, Copy)]
+struct ConnSettings {
+    header_read_timeout: Duration,
+    max_headers: usize,
+    max_header_bytes: usize,
+}
+
 /// The listener's TLS side.
 #[derive(Clone)]
 struct TlsSide {
@@ -47,13 +55,14 @@ struct TlsSide {
 
 pub struct Server {
     limits: Arc<crate::limits::ConnLimits>,
+    /// (max header lines, max head bytes)
+    conn_settings: ConnSettings,
     admin: Option<(TcpListener, Arc<Admin>)>,
     tls: Option<TlsSide>,
     listener: TcpListener,
     proxy: Arc<Proxy>,
     reloader: Arc<Reloader>,
     watcher_stop: CancellationToken,
-    header_read_timeout: Duration,
     drain: Duration,
 }
 
@@ -119,6 +128,8 @@ impl Server {
             ),
             upstream_origin: config.upstream_origin,
             splice: config.splice.clone(),
+            forwarded_headers: config.forwarded_headers,
+            max_header_bytes: config.limits.max_header_bytes,
             metrics,
             upstream,
             auth: config.auth.clone(),
@@ -152,6 +163,11 @@ impl Server {
             ));
         }
         let server = Server {
+            conn_settings: ConnSettings {
+                header_read_timeout: config.timeouts.header_read.0,
+                max_headers: config.limits.max_headers,
+                max_header_bytes: config.limits.max_header_bytes,
+            },
             limits: crate::limits::ConnLimits::new(
                 config.limits.max_connections,
                 config.limits.max_connections_per_ip,
@@ -166,7 +182,6 @@ impl Server {
                 handshake_timeout: config.tls.handshake_timeout.0,
                 state: t,
             }),
-            header_read_timeout: config.timeouts.header_read.0,
             drain: config.shutdown.drain.0,
         };
         info!(
@@ -236,7 +251,7 @@ impl Server {
                     };
                     let proxy = self.proxy.clone();
                     let graceful = graceful.clone();
-                    let hrt = self.header_read_timeout;
+                    let settings = self.conn_settings;
                     let tls = self.tls.clone();
                     tasks.spawn(async move {
                         let _ = stream.set_nodelay(true);
@@ -247,7 +262,8 @@ impl Server {
                                 None => return,
                             },
                         };
-                        serve_connection(stream, remote, cert, slot, proxy, hrt, graceful).await
+                        serve_connection(stream, remote, cert, slot, proxy, settings, graceful)
+                            .await
                     });
                 }
                 Err(e) if is_per_connection(&e) => debug!(cause = %e, "[listen] accept"),
@@ -445,18 +461,31 @@ async fn serve_connection(
     cert: Option<Arc<ClientCert>>,
     slot: Arc<ConnSlot>,
     proxy: Arc<Proxy>,
-    header_read_timeout: Duration,
+    settings: ConnSettings,
     graceful: CancellationToken,
 ) {
+    let ConnSettings {
+        header_read_timeout,
+        max_headers,
+        max_header_bytes,
+    } = settings;
     // The slot travels with each request so an upgraded tunnel keeps holding it after hyper
     // has let go of the connection.
     let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(slot.clone());
         proxy.clone().handle(req, remote, cert.clone())
     });
-    let conn = http1::Builder::new()
+    let mut builder = http1::Builder::new();
+    builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
+        .max_buf_size(max_header_bytes);
+    // hyper keeps up to 100 headers on the stack; a different limit costs a heap allocation
+    // per request, so it is only set when configured.
+    if max_headers != 100 {
+        builder.max_headers(max_headers);
+    }
+    let conn = builder
         .serve_connection(TokioIo::new(stream), svc)
         .with_upgrades();
     tokio::pin!(conn);
@@ -468,6 +497,21 @@ async fn serve_connection(
         }
     };
     if let Err(e) = result {
-        debug!(remote = %remote, cause = %e, "[http] connection ended with an error");
+        // hyper has already answered 431 / 400 / 414 where an answer is possible.
+        let reason = if e.is_parse_too_large() {
+            Some("header_too_large")
+        } else if e.is_parse() {
+            Some("bad_request")
+        } else if e.is_timeout() {
+            Some("header_timeout")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => {
+                info!(remote = %remote, reason = %reason, cause = %e, "[http] request refused")
+            }
+            None => debug!(remote = %remote, cause = %e, "[http] connection ended with an error"),
+        }
     }
 }

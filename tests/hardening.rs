@@ -361,3 +361,59 @@ async fn max_lifetime_ends_even_busy_tunnels() {
     expect_going_away(&mut ws, "connection lifetime reached; reconnect").await;
     wait_log(&["[ws] closing", "reason=max_lifetime"]).await;
 }
+
+#[tokio::test]
+async fn forwarded_headers_when_asked_for_and_never_spoofed() {
+    let h = start_with(|c| c.forwarded_headers = true).await;
+    let mut req = get(h.addr, "/who");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", h.token).parse().unwrap(),
+    );
+    // A client cannot plant its own chain: it is not a trusted proxy.
+    req.headers_mut()
+        .insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+    assert_eq!(http_request(h.addr, req).await.status(), 200);
+    let seen = h.upstream.last();
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-real-ip"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+}
+
+async fn raw_status(addr: SocketAddr, head: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // The server may answer and close before reading everything we send.
+    let _ = s.write_all(head.as_bytes()).await;
+    let mut buf = vec![0u8; 256];
+    let n = timeout(s.read(&mut buf)).await.unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test]
+async fn oversized_and_overlong_request_heads_get_431() {
+    let h = start_with(|c| c.limits.max_headers = 50).await;
+    let many: String = (0..120).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let status = raw_status(h.addr, format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")).await;
+    assert!(status.starts_with("HTTP/1.1 431"), "{status}");
+    let big = "a".repeat(80 * 1024);
+    let status = raw_status(
+        h.addr,
+        format!("GET / HTTP/1.1\r\nHost: x\r\nx-big: {big}\r\n\r\n"),
+    )
+    .await;
+    assert!(status.starts_with("HTTP/1.1 431"), "{status}");
+    wait_log(&["[http] request refused", "reason=header_too_large"]).await;
+    assert_eq!(h.upstream.count(), 0);
+    // A normal client is still served.
+    let mut req = get(h.addr, "/fine");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", h.token).parse().unwrap(),
+    );
+    assert_eq!(http_request(h.addr, req).await.status(), 200);
+}
