@@ -333,12 +333,17 @@ pub async fn relay(
         if closing.is_none() {
             let mut expired = false;
             if let Some((d, timer)) = idle.as_mut() {
-                // Any byte relayed since the last look pushes the deadline out.
-                if (up.amt, down.amt) != moved {
-                    moved = (up.amt, down.amt);
-                    timer.as_mut().reset(tokio::time::Instant::now() + *d);
+                // Looked at only when the timer fires, not per chunk relayed: traffic since
+                // the last firing re-arms it, silence ends the tunnel (after 1–2 × the timeout).
+                if timer.as_mut().poll(cx).is_ready() {
+                    if (up.amt, down.amt) != moved {
+                        moved = (up.amt, down.amt);
+                        timer.as_mut().reset(tokio::time::Instant::now() + *d);
+                        let _ = timer.as_mut().poll(cx);
+                    } else {
+                        expired = true;
+                    }
                 }
-                expired = timer.as_mut().poll(cx).is_ready();
             }
             if expired {
                 idle = None;

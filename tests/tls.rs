@@ -545,15 +545,15 @@ fn startup_errors_name_the_file_and_the_problem() {
     );
 }
 
-#[tokio::test]
-async fn expired_certificate_starts_with_a_loud_warning() {
+/// gatewarden serving a certificate made from `params` (signed by a throwaway CA); returns the
+/// running proxy, the certificate path and the temp dir holding the files.
+async fn serve_cert(
+    params: CertificateParams,
+) -> (Running, PathBuf, tempfile::TempDir, TestUpstream) {
     let ca = ca("CA");
     let dir = tempfile::tempdir().unwrap();
-    let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    p.not_before = rcgen::date_time_ymd(2020, 1, 1);
-    p.not_after = rcgen::date_time_ymd(2021, 1, 1);
     let k = KeyPair::generate().unwrap();
-    let c = p.signed_by(&k, &ca.cert, &ca.key).unwrap();
+    let c = params.signed_by(&k, &ca.cert, &ca.key).unwrap();
     let cert = write_file(dir.path(), "cert.pem", &c.pem());
     let key = write_file(dir.path(), "key.pem", &k.serialize_pem());
     let upstream = start_upstream().await;
@@ -561,28 +561,25 @@ async fn expired_certificate_starts_with_a_loud_warning() {
     let mut config = config_for(upstream.addr, &tf);
     config.tls.cert = Some(cert.clone());
     config.tls.key = Some(key);
-    let _proxy = serve(config).await;
+    (serve(config).await, cert, dir, upstream)
+}
+
+#[tokio::test]
+async fn expired_certificate_starts_with_a_loud_warning() {
+    let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let (_proxy, cert, _dir, _up) = serve_cert(p).await;
     wait_log(&["[tls] certificate has EXPIRED", cert.to_str().unwrap()]).await;
 }
 
 #[tokio::test]
 async fn expiry_warning_fires_while_running() {
-    let ca = ca("CA");
-    let dir = tempfile::tempdir().unwrap();
     let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
     // Enters its last 14 days two seconds after start-up: no warning at start, one later.
     p.not_after =
         time::OffsetDateTime::now_utc() + time::Duration::days(14) + time::Duration::seconds(2);
-    let k = KeyPair::generate().unwrap();
-    let c = p.signed_by(&k, &ca.cert, &ca.key).unwrap();
-    let cert = write_file(dir.path(), "cert.pem", &c.pem());
-    let key = write_file(dir.path(), "key.pem", &k.serialize_pem());
-    let upstream = start_upstream().await;
-    let tf = write_file(dir.path(), "token", "t");
-    let mut config = config_for(upstream.addr, &tf);
-    config.tls.cert = Some(cert.clone());
-    config.tls.key = Some(key);
-    let _proxy = serve(config).await;
+    let (_proxy, cert, _dir, _up) = serve_cert(p).await;
     let line = wait_log(&["[tls] certificate expires soon", cert.to_str().unwrap()]).await;
     assert!(line.contains("days_left=13"), "{line}");
 }
