@@ -41,6 +41,10 @@ pub enum Reason {
     OriginNotAllowed,
     /// Too many failed attempts from this client IP: refused without looking at the token.
     RateLimited,
+    /// One source carries two different tokens (two `Authorization` headers, two cookies or
+    /// query parameters of the same name, two token subprotocols): which one the client meant
+    /// is a guess, and the upstream might guess differently.
+    TokenAmbiguous,
 }
 
 impl Reason {
@@ -56,6 +60,7 @@ impl Reason {
             Reason::TokenRevoked => "token_revoked",
             Reason::OriginNotAllowed => "origin_not_allowed",
             Reason::RateLimited => "rate_limited",
+            Reason::TokenAmbiguous => "token_ambiguous",
         }
     }
 
@@ -74,6 +79,7 @@ impl Reason {
             Reason::TokenRevoked => "token revoked",
             Reason::OriginNotAllowed => "origin not allowed",
             Reason::RateLimited => "rate_limited: too many failed attempts, retry later",
+            Reason::TokenAmbiguous => "unauthorized: more than one gateway token presented",
             Reason::FirstMessageInvalid => "invalid connect: expected a JSON connect request",
             Reason::FirstMessageTimeout => "connect timeout: no connect request received",
             Reason::FirstMessageTooLarge => "connect request too large",
@@ -99,6 +105,7 @@ impl Reason {
             Reason::TokenRevoked => "AUTH_TOKEN_REVOKED",
             Reason::OriginNotAllowed => "ORIGIN_NOT_ALLOWED",
             Reason::RateLimited => "RATE_LIMITED",
+            Reason::TokenAmbiguous => "AUTH_TOKEN_AMBIGUOUS",
             Reason::FirstMessageInvalid => "INVALID_CONNECT",
             Reason::FirstMessageTimeout => "CONNECT_TIMEOUT",
             Reason::FirstMessageTooLarge => "CONNECT_TOO_LARGE",
@@ -119,6 +126,8 @@ pub struct Found {
     pub source: TokenSource,
     /// For the `client_cert` source: the verified certificate instead of a token.
     pub cert: Option<ClientCert>,
+    /// The same source also carried a different token.
+    pub ambiguous: bool,
 }
 
 impl fmt::Debug for Found {
@@ -165,17 +174,21 @@ pub fn extract(
                 token: Vec::new(),
                 source,
                 cert: Some(c.clone()),
+                ambiguous: false,
             });
         }
-        let token = match source {
-            TokenSource::Header => bearer(&parts.headers),
-            TokenSource::Query => parts
-                .uri
-                .query()
-                .and_then(|q| query_value(q, &cfg.query_param)),
-            TokenSource::Cookie => cookie_value(&parts.headers, &cfg.cookie),
+        let (token, ambiguous) = match source {
+            TokenSource::Header => single(bearers(&parts.headers)),
+            TokenSource::Query => single(
+                parts
+                    .uri
+                    .query()
+                    .into_iter()
+                    .flat_map(|q| query_values(q, &cfg.query_param)),
+            ),
+            TokenSource::Cookie => single(cookie_values(&parts.headers, &cfg.cookie)),
             TokenSource::Subprotocol if websocket => {
-                subprotocol_token(&parts.headers, &cfg.subprotocol_prefix)
+                single(subprotocol_tokens(&parts.headers, &cfg.subprotocol_prefix))
             }
             TokenSource::Subprotocol | TokenSource::FirstMessage | TokenSource::ClientCert => None,
         }?;
@@ -183,6 +196,7 @@ pub fn extract(
             token,
             source,
             cert: None,
+            ambiguous,
         })
     })
 }
@@ -205,6 +219,12 @@ pub fn decide(found: Option<&Found>, creds: &Credentials) -> Decision {
                 presented: Presented::new(&cert.der),
             }
         }
+        Some(f) if f.ambiguous => Decision::Deny {
+            reason: Reason::TokenAmbiguous,
+            source: Some(f.source),
+            presented: Some(Fingerprint::of(&f.token)),
+            generation: None,
+        },
         Some(f) => judge(&f.token, f.source, creds),
         None => Decision::Deny {
             reason: Reason::TokenMissing,
@@ -316,9 +336,16 @@ fn is_loopback_authority(authority: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The first value, and whether a different one follows.
+fn single(mut values: impl Iterator<Item = Vec<u8>>) -> Option<(Vec<u8>, bool)> {
+    let first = values.next()?;
+    let ambiguous = values.any(|v| v != first);
+    Some((first, ambiguous))
+}
+
 /// `Authorization: Bearer <t>`; other schemes are not ours and are left alone.
-fn bearer(headers: &HeaderMap) -> Option<Vec<u8>> {
-    headers.get_all(AUTHORIZATION).iter().find_map(|v| {
+fn bearers(headers: &HeaderMap) -> impl Iterator<Item = Vec<u8>> + '_ {
+    headers.get_all(AUTHORIZATION).iter().filter_map(|v| {
         let v = v.as_bytes();
         let (scheme, rest) = v.split_at(v.iter().position(|&b| b == b' ')?);
         if !scheme.eq_ignore_ascii_case(b"bearer") {
@@ -331,7 +358,12 @@ fn bearer(headers: &HeaderMap) -> Option<Vec<u8>> {
 
 /// The percent-decoded value of `name` in a query string.
 pub fn query_value(query: &str, name: &str) -> Option<Vec<u8>> {
-    query.split('&').find_map(|pair| {
+    query_values(query, name).next()
+}
+
+/// Every non-empty percent-decoded value of `name`, in order.
+fn query_values<'a>(query: &'a str, name: &'a str) -> impl Iterator<Item = Vec<u8>> + 'a {
+    query.split('&').filter_map(move |pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         if decode_component(k) != name.as_bytes() {
             return None;
@@ -346,9 +378,9 @@ fn decode_component(s: &str) -> Vec<u8> {
     percent_decode_str(&plus_as_space).collect()
 }
 
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<Vec<u8>> {
-    headers.get_all(COOKIE).iter().find_map(|v| {
-        v.as_bytes().split(|&b| b == b';').find_map(|pair| {
+fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = Vec<u8>> + 'a {
+    headers.get_all(COOKIE).iter().flat_map(move |v| {
+        v.as_bytes().split(|&b| b == b';').filter_map(move |pair| {
             let pair = pair.trim_ascii();
             let eq = pair.iter().position(|&b| b == b'=')?;
             let (k, v) = (&pair[..eq], &pair[eq + 1..]);
@@ -389,8 +421,11 @@ pub fn subprotocols(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
         .filter(|p| !p.is_empty())
 }
 
-fn subprotocol_token(headers: &HeaderMap, prefix: &str) -> Option<Vec<u8>> {
-    subprotocols(headers).find_map(|p| {
+fn subprotocol_tokens<'a>(
+    headers: &'a HeaderMap,
+    prefix: &'a str,
+) -> impl Iterator<Item = Vec<u8>> + 'a {
+    subprotocols(headers).filter_map(move |p| {
         let t = p.strip_prefix(prefix.as_bytes())?;
         (!t.is_empty()).then(|| t.to_vec())
     })

@@ -137,6 +137,9 @@ pub struct LimitsConfig {
     pub max_headers: usize,
     /// Bytes of request line + headers (431 beyond); at least 8192.
     pub max_header_bytes: usize,
+    /// Bytes of the request line (method, target, version) alone (414 beyond): a query
+    /// string is where junk and oversized tokens arrive.
+    pub max_request_line: usize,
 }
 
 impl Default for LimitsConfig {
@@ -146,6 +149,7 @@ impl Default for LimitsConfig {
             max_connections_per_ip: 256,
             max_headers: 100,
             max_header_bytes: 64 * 1024,
+            max_request_line: 8 * 1024,
         }
     }
 }
@@ -830,6 +834,13 @@ fn validate(config: &Config, fig: &Figment) -> Result<(), ConfigError> {
             "limits.max_header_bytes",
             &config.limits.max_header_bytes,
             "must be at least 8192",
+        );
+    }
+    if config.limits.max_request_line < 256 {
+        return fail(
+            "limits.max_request_line",
+            &config.limits.max_request_line,
+            "must be at least 256",
         );
     }
     if config.limits.max_headers == 0 {

@@ -363,8 +363,19 @@ pub fn read_source(src: &CredentialSource, keep_secret: bool) -> Result<Loaded, 
             }
         }
     })?;
+    parse_source(src, &bytes, keep_secret)
+}
+
+/// Parses a credential file's contents as `src` describes. Pure (no I/O), so the parsers can
+/// be fuzzed: any bytes give tokens or an error naming the file, never a panic.
+pub fn parse_source(
+    src: &CredentialSource,
+    bytes: &[u8],
+    keep_secret: bool,
+) -> Result<Loaded, CredentialError> {
+    let path = &src.path;
     let text =
-        std::str::from_utf8(&bytes).map_err(|_| CredentialError::NotUtf8 { path: path.clone() })?;
+        std::str::from_utf8(bytes).map_err(|_| CredentialError::NotUtf8 { path: path.clone() })?;
     if text.trim().is_empty() {
         return Err(CredentialError::Empty { path: path.clone() });
     }

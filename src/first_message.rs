@@ -114,19 +114,28 @@ pub async fn run(
     let deadline = Instant::now() + check.timeout;
     let mut buf: Vec<u8> = from_client.to_vec();
     let mut relay_buf = vec![0u8; 8 * 1024];
-    let header = loop {
-        if let Some(h) = FrameHeader::parse(&buf) {
-            if h.payload_len > check.max_bytes as u64 {
+    let (frame_len, mut doc) = loop {
+        match parse(&buf, check.max_bytes) {
+            Parsed::Incomplete => {}
+            Parsed::TooLarge => {
                 return reject(
                     Reason::FirstMessageTooLarge,
                     "first frame larger than auth.first_message_max_bytes",
                     down,
                     bytes_out,
-                );
+                )
             }
-            if buf.len() >= h.header_len + h.payload_len as usize {
-                break h;
+            Parsed::Invalid(detail) => {
+                return reject(Reason::FirstMessageInvalid, detail, down, bytes_out)
             }
+            Parsed::Close { len } => {
+                return Outcome::ClientClosed {
+                    frame: buf[..len].to_vec(),
+                    down,
+                    bytes_out,
+                }
+            }
+            Parsed::Message { len, doc } => break (len, doc),
         }
         buf.reserve(4096);
         tokio::select! {
@@ -149,39 +158,10 @@ pub async fn run(
             }
         }
     };
-    let frame_len = header.header_len + header.payload_len as usize;
     let invalid =
         |detail, down, bytes_out| reject(Reason::FirstMessageInvalid, detail, down, bytes_out);
-    let Some(mask) = header.mask else {
-        return invalid("client frame not masked", down, bytes_out);
-    };
-    if header.opcode == ws::OP_CLOSE {
-        return Outcome::ClientClosed {
-            frame: buf[..frame_len].to_vec(),
-            down,
-            bytes_out,
-        };
-    }
-    if header.is_control() {
-        return invalid("a control frame came first", down, bytes_out);
-    }
-    if !header.fin || header.opcode == ws::OP_CONTINUATION {
-        return invalid("fragmented first message", down, bytes_out);
-    }
-    if header.opcode != ws::OP_TEXT {
-        return invalid("first message is not a text frame", down, bytes_out);
-    }
-    let mut payload = buf[header.header_len..frame_len].to_vec();
-    ws::apply_mask(&mut payload, mask, 0);
-    let Ok(mut doc) = serde_json::from_slice::<Value>(&payload) else {
-        return invalid("first message is not JSON", down, bytes_out);
-    };
     let id = doc.get("id").cloned();
-    let token = doc
-        .pointer(check.pointer)
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-        .map(str::to_string);
+    let token = token_at(&doc, check.pointer);
     let presented = token.as_deref().map(|t| Presented::new(t.as_bytes()));
     let fingerprint = presented.as_ref().map(|p| p.fingerprint);
     let refuse = |reason, detail, generation, down, bytes_out| {
@@ -275,16 +255,75 @@ pub async fn run(
     })
 }
 
+/// What the client's bytes so far amount to, as a first message.
+#[derive(Debug)]
+pub enum Parsed {
+    /// Not a whole frame yet: read more.
+    Incomplete,
+    /// The frame header announces more than `max_bytes` of payload.
+    TooLarge,
+    /// A whole frame that cannot be a first message; the text says why (never its content).
+    Invalid(&'static str),
+    /// A close frame of `len` bytes.
+    Close { len: usize },
+    /// A masked, unfragmented text frame of `len` bytes holding a JSON document.
+    Message { len: usize, doc: Value },
+}
+
+/// Judges the start of the client→gateway byte stream. Pure, so it can be fuzzed: every
+/// input either asks for more bytes or gets a verdict, and never reads past `buf`.
+pub fn parse(buf: &[u8], max_bytes: usize) -> Parsed {
+    let Some(h) = FrameHeader::parse(buf) else {
+        return Parsed::Incomplete;
+    };
+    if h.payload_len > max_bytes as u64 {
+        return Parsed::TooLarge;
+    }
+    let len = h.header_len + h.payload_len as usize;
+    if buf.len() < len {
+        return Parsed::Incomplete;
+    }
+    let Some(mask) = h.mask else {
+        return Parsed::Invalid("client frame not masked");
+    };
+    if h.opcode == ws::OP_CLOSE {
+        return Parsed::Close { len };
+    }
+    if h.is_control() {
+        return Parsed::Invalid("a control frame came first");
+    }
+    if !h.fin || h.opcode == ws::OP_CONTINUATION {
+        return Parsed::Invalid("fragmented first message");
+    }
+    if h.opcode != ws::OP_TEXT {
+        return Parsed::Invalid("first message is not a text frame");
+    }
+    let mut payload = buf[h.header_len..len].to_vec();
+    ws::apply_mask(&mut payload, mask, 0);
+    match serde_json::from_slice::<Value>(&payload) {
+        Ok(doc) => Parsed::Message { len, doc },
+        Err(_) => Parsed::Invalid("first message is not JSON"),
+    }
+}
+
+/// The non-empty string at `pointer`, the token a `connect` request carries.
+pub fn token_at(doc: &Value, pointer: &str) -> Option<String> {
+    doc.pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+}
+
 /// A `connect` whose `params.device` carries a signature: the signature covers the token, so
 /// rewriting the token would make the gateway reject it.
-fn is_device_signed(doc: &Value) -> bool {
+pub fn is_device_signed(doc: &Value) -> bool {
     doc.pointer("/params/device")
         .and_then(Value::as_object)
         .is_some_and(|d| d.contains_key("signature"))
 }
 
 /// Sets the value at an RFC 6901 pointer, creating missing objects on the way.
-fn set_pointer(doc: &mut Value, pointer: &str, value: Value) -> bool {
+pub fn set_pointer(doc: &mut Value, pointer: &str, value: Value) -> bool {
     if pointer.is_empty() {
         *doc = value;
         return true;

@@ -59,6 +59,8 @@ pub struct Proxy {
     /// `limits.max_header_bytes`, checked exactly on the parsed head (hyper's buffer limit
     /// is only approximate).
     pub max_header_bytes: usize,
+    /// `limits.max_request_line`.
+    pub max_request_line: usize,
 }
 
 /// `fp:xxxxxxxx`, or `-` when no token was presented.
@@ -160,7 +162,16 @@ impl Proxy {
                 "request header fields too large\n",
             ));
         }
-        if ws::is_upgrade_request(req.method(), req.version(), req.headers()) {
+        let line = request_line_len(&req);
+        if line > self.max_request_line {
+            info!(remote = %remote, reason = %"request_line_too_long", bytes = line, "[http] request refused");
+            return Ok(text(StatusCode::URI_TOO_LONG, "request line too long\n"));
+        }
+        if ws::header_has_token(req.headers(), UPGRADE, "websocket") {
+            if let Err(bad) = ws::check_upgrade_request(&req) {
+                info!(remote = %remote, reason = %"bad_upgrade", detail = %bad, "[ws] request refused");
+                return Ok(bad_upgrade(bad));
+            }
             Ok(self.websocket(req, remote, cert.as_deref()).await)
         } else {
             Ok(self.plain(req, remote, cert.as_deref()).await)
@@ -175,13 +186,11 @@ impl Proxy {
     ) -> Response<Body> {
         let started = Instant::now();
         let conn = Uuid::new_v4();
-        let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).cloned() else {
-            debug!(conn = %conn, remote = %remote, "[ws] bad upgrade: no Sec-WebSocket-Key");
-            return text(
-                StatusCode::BAD_REQUEST,
-                "bad request: missing Sec-WebSocket-Key\n",
-            );
-        };
+        let key = req
+            .headers()
+            .get(SEC_WEBSOCKET_KEY)
+            .cloned()
+            .expect("checked by ws::check_upgrade_request");
         let on_client = hyper::upgrade::on(&mut req);
         let slot = req
             .extensions()
@@ -906,13 +915,30 @@ impl Proxy {
     }
 }
 
-/// Bytes of the request line and headers as received (give or take separators).
-fn head_size<B>(req: &Request<B>) -> usize {
+/// Bytes of the request line as received (give or take separators).
+fn request_line_len<B>(req: &Request<B>) -> usize {
     let uri = req.uri();
-    let line = req.method().as_str().len()
+    req.method().as_str().len()
         + uri.path_and_query().map_or(1, |pq| pq.as_str().len())
         + uri.authority().map_or(0, |a| a.as_str().len())
-        + 12;
+        + uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + 12
+}
+
+/// A malformed WebSocket handshake gets a plain answer; nothing reaches the upstream.
+fn bad_upgrade(bad: ws::BadUpgrade) -> Response<Body> {
+    let mut resp = text(bad.status(), format!("bad websocket handshake: {bad}\n"));
+    if bad == ws::BadUpgrade::Version {
+        // RFC 6455 §4.4: say which version we speak.
+        resp.headers_mut()
+            .insert("sec-websocket-version", HeaderValue::from_static("13"));
+    }
+    resp
+}
+
+/// Bytes of the request line and headers as received (give or take separators).
+fn head_size<B>(req: &Request<B>) -> usize {
+    let line = request_line_len(req);
     req.headers()
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)

@@ -130,6 +130,7 @@ impl Server {
             splice: config.splice.clone(),
             forwarded_headers: config.forwarded_headers,
             max_header_bytes: config.limits.max_header_bytes,
+            max_request_line: config.limits.max_request_line,
             metrics,
             upstream,
             auth: config.auth.clone(),
@@ -256,7 +257,14 @@ impl Server {
                     tasks.spawn(async move {
                         let _ = stream.set_nodelay(true);
                         let (stream, cert) = match tls {
-                            None => (Stream::Tcp(stream), None),
+                            None => {
+                                match speaks_http1(stream, remote, settings.header_read_timeout)
+                                    .await
+                                {
+                                    Some(s) => (Stream::Tcp(s), None),
+                                    None => return,
+                                }
+                            }
                             Some(tls) => match accept_tls(stream, remote, &tls).await {
                                 Some(pair) => pair,
                                 None => return,
@@ -380,6 +388,62 @@ fn load_credentials(
     }
     reloader.check_upstream()?;
     Ok((reloader, prepared))
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits for the client's first bytes on the plain port. An HTTP/2 prior-knowledge client
+/// gets an HTTP/2 answer it understands (GOAWAY HTTP_1_1_REQUIRED) instead of hyper's bare
+/// close; a client that sends nothing is cut at the header timeout. `None`: we are done.
+async fn speaks_http1(
+    stream: TcpStream,
+    remote: SocketAddr,
+    header_timeout: Duration,
+) -> Option<TcpStream> {
+    let mut first = [0u8; 24];
+    let n = match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => n,
+        Ok(_) => return None,
+        Err(_) => {
+            info!(remote = %remote, reason = %"header_timeout", "[http] request refused");
+            return None;
+        }
+    };
+    // The whole preface can arrive split; its first line alone is unmistakable.
+    if n < 14 || first[..n] != H2_PREFACE[..n] {
+        return Some(stream);
+    }
+    info!(remote = %remote, reason = %"http2_not_supported", "[http] request refused");
+    refuse_http2(stream).await;
+    None
+}
+
+/// Server SETTINGS (empty) then GOAWAY(last stream 0, HTTP_1_1_REQUIRED) with a hint.
+async fn refuse_http2(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const HINT: &[u8] = b"gatewarden speaks HTTP/1.1 only";
+    let len = 8 + HINT.len();
+    let mut out = vec![0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+    out.extend_from_slice(&[0, (len >> 8) as u8, len as u8, 0x7, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x0d]);
+    out.extend_from_slice(HINT);
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        stream.write_all(&out).await?;
+        stream.shutdown().await?;
+        // Read what the client sends until it closes, so our close does not reset the
+        // connection before it has read the GOAWAY.
+        let mut sink = [0u8; 4096];
+        let mut total = 0;
+        while total < 64 * 1024 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => total += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 /// Starts TLS on an accepted connection within the handshake timeout. A client that speaks

@@ -22,12 +22,60 @@ pub fn accept_key(key: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(h.finalize())
 }
 
-/// Whether a request head asks for a WebSocket upgrade (RFC 6455 §4.2.1, HTTP/1.1 only).
-pub fn is_upgrade_request(method: &http::Method, version: http::Version, h: &HeaderMap) -> bool {
-    method == http::Method::GET
-        && version == http::Version::HTTP_11
-        && header_has_token(h, http::header::CONNECTION, "upgrade")
-        && header_has_token(h, http::header::UPGRADE, "websocket")
+/// Why a request that says `Upgrade: websocket` is not a valid opening handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadUpgrade {
+    #[error("WebSocket needs HTTP/1.1")]
+    HttpVersion,
+    #[error("WebSocket handshake must be a GET")]
+    Method,
+    #[error("Upgrade: websocket without Connection: upgrade")]
+    NoConnectionUpgrade,
+    #[error("missing Sec-WebSocket-Key")]
+    NoKey,
+    #[error("Sec-WebSocket-Key is not 16 bytes in base64")]
+    InvalidKey,
+    #[error("unsupported Sec-WebSocket-Version (13 is supported)")]
+    Version,
+}
+
+impl BadUpgrade {
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            BadUpgrade::Version => http::StatusCode::UPGRADE_REQUIRED,
+            _ => http::StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Checks an opening handshake (RFC 6455 §4.2.1) before anything is spent on it: the
+/// upstream would refuse it anyway, less clearly, after an upstream connection.
+pub fn check_upgrade_request<B>(req: &http::Request<B>) -> Result<(), BadUpgrade> {
+    let h = req.headers();
+    if req.version() != http::Version::HTTP_11 {
+        return Err(BadUpgrade::HttpVersion);
+    }
+    if req.method() != http::Method::GET {
+        return Err(BadUpgrade::Method);
+    }
+    if !header_has_token(h, http::header::CONNECTION, "upgrade") {
+        return Err(BadUpgrade::NoConnectionUpgrade);
+    }
+    let mut keys = h.get_all(http::header::SEC_WEBSOCKET_KEY).iter();
+    let key = keys.next().ok_or(BadUpgrade::NoKey)?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key.as_bytes().trim_ascii());
+    if keys.next().is_some() || !decoded.is_ok_and(|k| k.len() == 16) {
+        return Err(BadUpgrade::InvalidKey);
+    }
+    let mut versions = h.get_all(http::header::SEC_WEBSOCKET_VERSION).iter();
+    if versions
+        .next()
+        .is_none_or(|v| v.as_bytes().trim_ascii() != b"13")
+        || versions.next().is_some()
+    {
+        return Err(BadUpgrade::Version);
+    }
+    Ok(())
 }
 
 /// Whether a comma-separated header contains `token` (case-insensitive).
