@@ -1,0 +1,389 @@
+//! WebSocket transparency, differentially: the same scripted sessions run directly against
+//! an upstream and through gatewarden must produce identical bytes on both ends.
+//!
+//! The upstream is an independent implementation (Python `websockets`, with
+//! permessage-deflate on), reached through a recording tap that keeps, per connection, the
+//! bytes the upstream received. The scripted client writes fixed frames (fixed masks) and
+//! keeps every byte it receives. Only the HTTP heads may differ (gatewarden rewrites the
+//! request's hop-by-hop headers); everything after them must be equal.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+// ------------------------------------------------------------------ the independent upstream
+
+/// `tests/support/ws_peer.py server`; stops when dropped (its stdin closes).
+struct PyServer {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn peer_script() -> String {
+    format!("{}/tests/support/ws_peer.py", env!("CARGO_MANIFEST_DIR"))
+}
+
+async fn py_server() -> PyServer {
+    let mut child = Command::new("python3")
+        .arg(peer_script())
+        .arg("server")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (the CI script installs it and `websockets`)");
+    let stdout = child.stdout.take().unwrap();
+    let port = timeout(tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        line
+    }))
+    .await
+    .unwrap();
+    let port: u16 = port.trim().parse().unwrap_or_else(|_| {
+        panic!("ws_peer.py server printed {port:?}; is `websockets` installed?")
+    });
+    PyServer {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+/// Bytes recorded on one connection.
+type Recording = Arc<Mutex<Vec<u8>>>;
+
+/// A TCP forwarder that records, per connection, the bytes it passes to the upstream.
+#[derive(Clone)]
+struct Tap {
+    addr: SocketAddr,
+    conns: Arc<Mutex<Vec<Recording>>>,
+}
+
+impl Tap {
+    async fn start(target: SocketAddr) -> Tap {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tap = Tap {
+            addr: listener.local_addr().unwrap(),
+            conns: Arc::default(),
+        };
+        let conns = tap.conns.clone();
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = listener.accept().await.unwrap();
+                let upstream = TcpStream::connect(target).await.unwrap();
+                let log = Arc::new(Mutex::new(Vec::new()));
+                conns.lock().unwrap().push(log.clone());
+                let (mut cr, mut cw) = client.into_split();
+                let (mut ur, mut uw) = upstream.into_split();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                        log.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if uw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = uw.shutdown().await;
+                });
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut ur, &mut cw).await;
+                    let _ = cw.shutdown().await;
+                });
+            }
+        });
+        tap
+    }
+
+    fn last(&self) -> Vec<u8> {
+        self.conns
+            .lock()
+            .unwrap()
+            .last()
+            .unwrap()
+            .lock()
+            .unwrap()
+            .clone()
+    }
+}
+
+// ------------------------------------------------------------------ scripted client
+
+/// A client frame, encoded here (not with gatewarden's encoder) with a fixed mask.
+fn frame(fin: bool, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut f = vec![(fin as u8) << 7 | opcode];
+    let m = if masked { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => f.push(m | n as u8),
+        n if n <= 0xffff => {
+            f.push(m | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(m | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if !masked {
+        f.extend_from_slice(payload);
+        return f;
+    }
+    let mask = [0x5a, 0x13, 0xc4, 0x7e];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+const CONT: u8 = 0x0;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+const PONG: u8 = 0xa;
+
+/// What one run of a session produced.
+struct Run {
+    /// `Sec-WebSocket-Extensions` of the 101 the client got.
+    extensions: Option<String>,
+    /// Every byte the client received after the response head.
+    client_got: Vec<u8>,
+    /// Every byte the upstream received after the request head.
+    upstream_got: Vec<u8>,
+}
+
+fn after_head(bytes: &[u8]) -> (&[u8], &[u8]) {
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head")
+        + 4;
+    bytes.split_at(end)
+}
+
+/// Opens a WebSocket at `addr` (offering permessage-deflate), writes `frames`, and reads
+/// until the server closes the connection.
+async fn run_session(addr: SocketAddr, tap: &Tap, token: &str, frames: &[Vec<u8>]) -> Run {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = stream.into_split();
+    let head = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    );
+    w.write_all(head.as_bytes()).await.unwrap();
+    // RFC 6455 §4.1: a client waits for the server's answer before sending frames. (Python
+    // websockets 17.4 answers a ping that arrives with the handshake before its 101.)
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = timeout(r.read(&mut chunk)).await.unwrap();
+        assert!(n > 0, "closed during the handshake");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let frames = frames.to_vec();
+    let writer = tokio::spawn(async move {
+        for f in frames {
+            // The upstream may close (and reset) before reading everything.
+            if w.write_all(&f).await.is_err() {
+                break;
+            }
+        }
+        w
+    });
+    // Reading until the upstream closes; a reset after its close frame is fine.
+    timeout(r.read_to_end(&mut got)).await.unwrap_or_default();
+    let _w = writer.await.unwrap();
+    let (head, body) = after_head(&got);
+    let head = String::from_utf8_lossy(head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    let extensions = head
+        .lines()
+        .find_map(|l| l.strip_prefix("sec-websocket-extensions:"))
+        .map(|v| v.trim().to_string());
+    let seen = tap.last();
+    let (_, upstream_got) = after_head(&seen);
+    Run {
+        extensions,
+        client_got: body.to_vec(),
+        upstream_got: upstream_got.to_vec(),
+    }
+}
+
+/// The first close frame's code in server bytes.
+fn close_code(mut bytes: &[u8]) -> Option<u16> {
+    while bytes.len() >= 2 {
+        let len7 = (bytes[1] & 0x7f) as usize;
+        let (hl, len) = match len7 {
+            126 => (4, u16::from_be_bytes([bytes[2], bytes[3]]) as usize),
+            127 => (
+                10,
+                u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
+            ),
+            n => (2, n),
+        };
+        if bytes[0] & 0x0f == CLOSE {
+            return Some(u16::from_be_bytes([bytes[hl], bytes[hl + 1]]));
+        }
+        bytes = &bytes[hl + len..];
+    }
+    None
+}
+
+struct Setup {
+    _py: PyServer,
+    tap: Tap,
+    proxy: Harness,
+}
+
+async fn setup() -> Setup {
+    let py = py_server().await;
+    let tap = Tap::start(py.addr).await;
+    let upstream = tap.addr;
+    let proxy = start_with(|c| c.upstream = upstream.to_string().parse().unwrap()).await;
+    Setup {
+        _py: py,
+        tap,
+        proxy,
+    }
+}
+
+/// Runs `frames` directly and through gatewarden; both ends must see the same bytes.
+async fn differential(s: &Setup, frames: &[Vec<u8>]) -> Run {
+    let direct = run_session(s.tap.addr, &s.tap, &s.proxy.token, frames).await;
+    let proxied = run_session(s.proxy.addr, &s.tap, &s.proxy.token, frames).await;
+    assert_eq!(
+        direct.extensions, proxied.extensions,
+        "negotiated extensions differ"
+    );
+    assert!(
+        direct.upstream_got == proxied.upstream_got,
+        "the upstream received different bytes: {} direct, {} through gatewarden",
+        direct.upstream_got.len(),
+        proxied.upstream_got.len()
+    );
+    assert!(
+        direct.client_got == proxied.client_got,
+        "the client received different bytes: {} direct, {} through gatewarden",
+        direct.client_got.len(),
+        proxied.client_got.len()
+    );
+    proxied
+}
+
+fn close(code: u16, reason: &str) -> Vec<u8> {
+    frame(
+        true,
+        CLOSE,
+        &[&code.to_be_bytes()[..], reason.as_bytes()].concat(),
+        true,
+    )
+}
+
+// ------------------------------------------------------------------ sessions
+
+#[tokio::test]
+async fn fragments_control_frames_empty_and_16mib_frames_pass_byte_for_byte() {
+    let s = setup().await;
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let big: Vec<u8> = (0..16 << 20)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng as u8
+        })
+        .collect();
+    let frames = vec![
+        frame(false, TEXT, b"frag", true),
+        frame(true, PING, b"between fragments", true),
+        frame(false, CONT, b"men", true),
+        frame(true, PONG, b"unsolicited", true),
+        frame(true, CONT, b"ted", true),
+        frame(true, BINARY, b"", true),
+        frame(true, TEXT, b"", true),
+        frame(true, BINARY, &big, true),
+        frame(true, TEXT, "ünïcödé ✓".as_bytes(), true),
+        close(1000, "done"),
+    ];
+    let run = differential(&s, &frames).await;
+    // The upstream negotiated compression and gatewarden passed the extension through.
+    let ext = run.extensions.expect("permessage-deflate negotiated");
+    assert!(ext.starts_with("permessage-deflate"), "{ext}");
+    // The upstream answered: pong, five echoes (compressed), close 1000.
+    assert_eq!(close_code(&run.client_got), Some(1000));
+    assert!(run.upstream_got.len() > 16 << 20);
+}
+
+#[tokio::test]
+async fn invalid_frames_reach_the_upstream_which_answers_them() {
+    let s = setup().await;
+    for (name, bad, code) in [
+        ("reserved opcode", frame(true, 0x3, b"x", true), 1002),
+        (
+            "unmasked client frame",
+            frame(true, TEXT, b"x", false),
+            1002,
+        ),
+        (
+            "invalid UTF-8 in text",
+            frame(true, TEXT, b"ok \xc3\x28 no", true),
+            1007,
+        ),
+    ] {
+        let frames = vec![frame(true, TEXT, b"before", true), bad.clone()];
+        let run = differential(&s, &frames).await;
+        assert!(
+            run.upstream_got.ends_with(&bad),
+            "{name}: the upstream did not get the frame"
+        );
+        assert_eq!(close_code(&run.client_got), Some(code), "{name}");
+    }
+}
+
+/// An independent client implementation (Python `websockets`) runs its own session, with
+/// permessage-deflate, fragmentation, ping and a 16 MiB message, directly and through
+/// gatewarden, and reports the same observations.
+#[tokio::test]
+async fn python_websockets_client_sees_the_same_session() {
+    let s = setup().await;
+    let client = |url: String, token: String| {
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new("python3")
+                .arg(peer_script())
+                .args(["client", &url, &token])
+                .output()
+                .expect("python3 runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        })
+    };
+    let token = s.proxy.token.clone();
+    let direct = timeout(client(format!("ws://{}/ws", s.tap.addr), token.clone()))
+        .await
+        .unwrap();
+    let proxied = timeout(client(format!("ws://{}/ws", s.proxy.addr), token))
+        .await
+        .unwrap();
+    assert_eq!(direct, proxied);
+    assert!(proxied.contains("permessage-deflate"), "{proxied}");
+    assert!(proxied.contains(r#""close": [4000, "bye"]"#), "{proxied}");
+}
