@@ -51,6 +51,9 @@ pub struct Config {
     /// Peers (CIDRs) allowed to send `X-Forwarded-For`/`X-Real-IP`/`Forwarded`; from anyone
     /// else those headers are removed (the OpenClaw gateway answers 403 to them otherwise).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Runtime worker threads; 0 = one per CPU. 1 runs a single-threaded runtime (no work
+    /// stealing, no cross-thread wake-ups), the cheapest for a sidecar given one core.
+    pub workers: usize,
 }
 
 impl Default for Config {
@@ -76,6 +79,7 @@ impl Default for Config {
             upstream_tls: UpstreamTlsConfig::default(),
             forwarded_headers: false,
             trusted_proxies: Vec::new(),
+            workers: 0,
         }
     }
 }

@@ -1,0 +1,433 @@
+//! Load generator for the gatewarden benchmark. One mode per run, on loopback, bounded.
+//!
+//! usage: bench-load MODE TARGET [--token T] [--conns N] [--secs S] [--pids P1,P2]
+//!   handshake      connect, upgrade with the token, 1 small message, close; per second
+//!   rtt            64 B ping-pong on N connections; messages per second and RTT
+//!   bulk           64 KiB messages streamed both ways on N connections; MB/s echoed
+//!   idle           open N upgraded connections, hold them; RSS of PIDS per connection
+//!   reject         upgrades with a wrong token; refusals per second
+//!   first_message  OpenClaw handshake: challenge, connect with the token, hello; per second
+//! Prints one JSON line.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gatewarden_bench::{client_frame, head_end, parse_header};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Opts {
+    mode: String,
+    target: SocketAddr,
+    token: String,
+    conns: usize,
+    secs: f64,
+    pids: Vec<u32>,
+}
+
+fn opts() -> Opts {
+    let mut a = std::env::args().skip(1);
+    let mode = a.next().expect("mode");
+    let target = a.next().expect("target").parse().expect("ip:port");
+    let mut o = Opts {
+        mode,
+        target,
+        token: String::new(),
+        conns: 16,
+        secs: 3.0,
+        pids: vec![],
+    };
+    while let Some(k) = a.next() {
+        let v = a.next().expect("value");
+        match k.as_str() {
+            "--token" => o.token = v,
+            "--conns" => o.conns = v.parse().unwrap(),
+            "--secs" => o.secs = v.parse().unwrap(),
+            "--pids" => {
+                o.pids = v
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| p.parse().unwrap())
+                    .collect()
+            }
+            _ => panic!("unknown option {k}"),
+        }
+    }
+    o
+}
+
+fn main() {
+    let o = opts();
+    // Single-threaded: the generator should take as little of the 2 cores as it can.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let line = rt.block_on(async {
+        match o.mode.as_str() {
+            "handshake" | "reject" | "first_message" => sessions(&o).await,
+            "rtt" => rtt(&o).await,
+            "bulk" => bulk(&o).await,
+            "idle" => idle(&o).await,
+            m => panic!("unknown mode {m}"),
+        }
+    });
+    println!("{line}");
+}
+
+fn upgrade_request(o: &Opts, path: &str, token: Option<&str>) -> Vec<u8> {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n",
+        o.target
+    )
+    .into_bytes()
+}
+
+/// Reads until `buf` holds a complete head plus `frames` complete frames after it; returns
+/// the status code.
+async fn read_until(s: &mut TcpStream, buf: &mut Vec<u8>, frames: usize) -> std::io::Result<u16> {
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = head_end(buf) {
+            let status: u16 = std::str::from_utf8(&buf[9..12])
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            if status != 101 {
+                return Ok(status);
+            }
+            let mut pos = end;
+            let mut got = 0;
+            while got < frames {
+                match parse_header(&buf[pos..]) {
+                    Some((_, _, len, hl)) if buf.len() >= pos + hl + len as usize => {
+                        pos += hl + len as usize;
+                        got += 1;
+                    }
+                    _ => break,
+                }
+            }
+            if got == frames {
+                buf.drain(..pos);
+                return Ok(status);
+            }
+        }
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn percentiles(mut us: Vec<u32>) -> String {
+    if us.is_empty() {
+        return r#""p50_us":null,"p99_us":null,"p999_us":null"#.into();
+    }
+    us.sort_unstable();
+    let at = |q: f64| us[((us.len() as f64 * q) as usize).min(us.len() - 1)];
+    format!(
+        r#""p50_us":{},"p99_us":{},"p999_us":{}"#,
+        at(0.5),
+        at(0.99),
+        at(0.999)
+    )
+}
+
+/// handshake / reject / first_message: whole short sessions, `conns` at a time.
+async fn sessions(o: &Opts) -> String {
+    let deadline = Instant::now() + Duration::from_secs_f64(o.secs);
+    let mode = o.mode.clone();
+    let (path, token) = match mode.as_str() {
+        "handshake" => ("/ws", Some(o.token.clone())),
+        "reject" => ("/ws", Some("wrong-token-wrong-token".to_string())),
+        _ => ("/openclaw", None),
+    };
+    let req = Arc::new(upgrade_request(o, path, token.as_deref()));
+    let msg = Arc::new(client_frame(0x1, b"hello"));
+    let connect = Arc::new(client_frame(
+        0x1,
+        format!(r#"{{"type":"req","id":"1","method":"connect","params":{{"minProtocol":3,"maxProtocol":3,"client":{{"id":"bench","version":"1"}},"auth":{{"token":"{}"}}}}}}"#, o.token).as_bytes(),
+    ));
+    let close = Arc::new(client_frame(0x8, &1000u16.to_be_bytes()));
+    let started = Instant::now();
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..o.conns {
+        let (req, msg, connect, close, errors, mode) = (
+            req.clone(),
+            msg.clone(),
+            connect.clone(),
+            close.clone(),
+            errors.clone(),
+            mode.clone(),
+        );
+        let target = o.target;
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut buf = Vec::with_capacity(4096);
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                let r: std::io::Result<()> = async {
+                    let mut s = TcpStream::connect(target).await?;
+                    s.set_nodelay(true)?;
+                    buf.clear();
+                    s.write_all(&req).await?;
+                    match mode.as_str() {
+                        "reject" => {
+                            let status = read_until(&mut s, &mut buf, 0).await?;
+                            // 101 + close (auth.reject = close) also counts as a refusal.
+                            if status == 101 {
+                                read_until(&mut s, &mut buf, 1).await?;
+                            } else if status < 400 {
+                                return Err(std::io::Error::other(format!("status {status}")));
+                            }
+                            lat.push(t0.elapsed().as_micros() as u32);
+                            return Ok(());
+                        }
+                        "first_message" => {
+                            let status = read_until(&mut s, &mut buf, 1).await?; // the challenge
+                            if status != 101 {
+                                return Err(std::io::Error::other(format!("status {status}")));
+                            }
+                            s.write_all(&connect).await?;
+                            read_until_frames(&mut s, &mut buf, 1).await?; // hello-ok
+                            lat.push(t0.elapsed().as_micros() as u32);
+                        }
+                        _ => {
+                            let status = read_until(&mut s, &mut buf, 0).await?;
+                            if status != 101 {
+                                return Err(std::io::Error::other(format!("status {status}")));
+                            }
+                            lat.push(t0.elapsed().as_micros() as u32);
+                            s.write_all(&msg).await?;
+                            read_until_frames(&mut s, &mut buf, 1).await?;
+                        }
+                    }
+                    s.write_all(&close).await?;
+                    read_until_frames(&mut s, &mut buf, 1).await?;
+                    Ok(())
+                }
+                .await;
+                if r.is_err() {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    format!(
+        r#"{{"mode":"{}","rate":{:.1},"unit":"/s","count":{},"errors":{},{}}}"#,
+        o.mode,
+        lat.len() as f64 / secs,
+        lat.len(),
+        errors.load(Ordering::Relaxed),
+        percentiles(lat)
+    )
+}
+
+/// Reads until `frames` complete frames are at the start of `buf` (no HTTP head), and drops them.
+async fn read_until_frames(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    frames: usize,
+) -> std::io::Result<()> {
+    let mut chunk = [0u8; 8192];
+    loop {
+        let mut pos = 0;
+        let mut got = 0;
+        while got < frames {
+            match parse_header(&buf[pos..]) {
+                Some((_, _, len, hl)) if buf.len() >= pos + hl + len as usize => {
+                    pos += hl + len as usize;
+                    got += 1;
+                }
+                _ => break,
+            }
+        }
+        if got == frames {
+            buf.drain(..pos);
+            return Ok(());
+        }
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn open(o: &Opts) -> std::io::Result<(TcpStream, Vec<u8>)> {
+    let mut s = TcpStream::connect(o.target).await?;
+    s.set_nodelay(true)?;
+    s.write_all(&upgrade_request(o, "/ws", Some(&o.token)))
+        .await?;
+    let mut buf = Vec::new();
+    let status = read_until(&mut s, &mut buf, 0).await?;
+    if status != 101 {
+        return Err(std::io::Error::other(format!("status {status}")));
+    }
+    Ok((s, buf))
+}
+
+/// 64 B ping-pong, one message in flight per connection.
+async fn rtt(o: &Opts) -> String {
+    let deadline = Instant::now() + Duration::from_secs_f64(o.secs);
+    let frame = Arc::new(client_frame(0x2, &[0x42; 64]));
+    let echo_len = 2 + 64;
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for _ in 0..o.conns {
+        let (mut s, _) = open(o).await.expect("open");
+        let frame = frame.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut buf = [0u8; 256];
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                s.write_all(&frame).await.unwrap();
+                let mut got = 0;
+                while got < echo_len {
+                    let n = s.read(&mut buf[got..]).await.unwrap();
+                    assert!(n > 0);
+                    got += n;
+                }
+                lat.push(t0.elapsed().as_micros() as u32);
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    format!(
+        r#"{{"mode":"rtt","rate":{:.1},"unit":"msg/s","count":{},"errors":0,{}}}"#,
+        lat.len() as f64 / secs,
+        lat.len(),
+        percentiles(lat)
+    )
+}
+
+/// 64 KiB messages streamed both ways; MB/s of echo received.
+async fn bulk(o: &Opts) -> String {
+    let frame = Arc::new(client_frame(0x2, &vec![0x5a; 64 * 1024]));
+    let received = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    let mut conns = Vec::new();
+    for _ in 0..o.conns {
+        conns.push(open(o).await.expect("open").0);
+    }
+    let started = Instant::now();
+    for s in conns {
+        let (mut r, mut w) = s.into_split();
+        let (frame, stop2) = (frame.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop2.load(Ordering::Relaxed) {
+                if w.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+        }));
+        let (received, stop) = (received.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 256 * 1024];
+            while !stop.load(Ordering::Relaxed) {
+                match r.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => received.fetch_add(n as u64, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(o.secs)).await;
+    let bytes = received.load(Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.abort();
+    }
+    format!(
+        r#"{{"mode":"bulk","rate":{:.1},"unit":"MB/s","count":{},"errors":0,"p50_us":null,"p99_us":null,"p999_us":null}}"#,
+        bytes as f64 / secs / 1e6,
+        bytes
+    )
+}
+
+fn rss_kib(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// Opens `conns` upgraded connections (each echoes one message), measures the RSS growth
+/// of `pids`, holds them a moment, closes them.
+async fn idle(o: &Opts) -> String {
+    let before = rss_kib(&o.pids);
+    let msg = client_frame(0x1, b"hi");
+    let mut conns = Vec::with_capacity(o.conns);
+    let mut errors = 0;
+    for chunk in 0..o.conns.div_ceil(100) {
+        let n = 100.min(o.conns - chunk * 100);
+        let opened = futures_join(n, o).await;
+        for r in opened {
+            match r {
+                Ok((mut s, mut buf)) => {
+                    if s.write_all(&msg).await.is_err()
+                        || read_until_frames(&mut s, &mut buf, 1).await.is_err()
+                    {
+                        errors += 1;
+                    }
+                    conns.push(s);
+                }
+                Err(_) => errors += 1,
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(&o.pids);
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / conns.len().max(1) as f64;
+    drop(conns);
+    format!(
+        r#"{{"mode":"idle","rate":{:.0},"unit":"B/conn","count":{},"errors":{},"rss_before_kib":{},"rss_after_kib":{},"p50_us":null,"p99_us":null,"p999_us":null}}"#,
+        per, o.conns, errors, before, after
+    )
+}
+
+async fn futures_join(n: usize, o: &Opts) -> Vec<std::io::Result<(TcpStream, Vec<u8>)>> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let o2 = Opts {
+            mode: String::new(),
+            target: o.target,
+            token: o.token.clone(),
+            conns: 0,
+            secs: 0.0,
+            pids: vec![],
+        };
+        set.spawn(async move { open(&o2).await });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.unwrap());
+    }
+    out
+}
