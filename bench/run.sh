@@ -19,7 +19,9 @@ ECHO_BIN=bench/target/release/bench-echo
 
 ECHO=127.0.0.1:28790 PROXY=127.0.0.1:28789
 TOKEN=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
-echo "$TOKEN" > "$W/token"
+# In a directory of its own: gatewarden watches the credential's directory, and the log
+# files written during the run must not wake its watcher.
+mkdir -p "$W/cred"; echo "$TOKEN" > "$W/cred/token"
 OUT=bench/results.jsonl; : > "$OUT"
 
 $ECHO_BIN $ECHO 1 > /dev/null &
@@ -105,8 +107,11 @@ listen = ""
 [auth]
 reject = "http"      # 401 like nginx
 max_failures = 0     # the reject mode is one IP failing on purpose
+[limits]
+max_connections = 0         # nginx has no connection caps either; idle opens thousands
+max_connections_per_ip = 0  # from one IP
 [[credentials]]
-path = "$W/token"
+path = "$W/cred/token"
 TOML
   $GW -c "$W/gatewarden.toml" 2> "$W/gatewarden.log" &
   GW_PID=$!

@@ -246,7 +246,7 @@ fn run(args: &CommonArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let server = match crate::Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
@@ -256,7 +256,9 @@ fn run(args: &CommonArgs) -> ExitCode {
         };
         server.run(crate::signals::shutdown()).await;
         ExitCode::SUCCESS
-    })
+    });
+    crate::logging::flush();
+    code
 }
 
 fn check(args: &CommonArgs) -> ExitCode {

@@ -12,6 +12,7 @@ pub async fn shutdown() {
     tokio::spawn(async {
         let name = wait_for_signal().await;
         warn!(signal = %name, "[shutdown] second signal; exiting now");
+        crate::logging::flush();
         std::process::exit(130);
     });
 }

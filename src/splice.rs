@@ -21,8 +21,33 @@ use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 
 use crate::ws::{close_frame, Close, FrameTracker};
 
-/// Per-direction buffer. Large enough that bulk transfers need few syscalls.
-const BUF_SIZE: usize = 16 * 1024;
+/// Per-direction buffer: large, so bulk transfers need few syscalls; borrowed from a
+/// per-thread pool only while bytes are moving, so an idle tunnel holds none.
+const BUF_SIZE: usize = 64 * 1024;
+
+/// Buffers kept per thread for the next busy tunnel.
+const POOL_MAX: usize = 32;
+
+thread_local! {
+    static POOL: std::cell::RefCell<Vec<Box<[u8]>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn take_buf() -> Box<[u8]> {
+    POOL.with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
+}
+
+fn give_buf(buf: Box<[u8]>) {
+    if buf.len() != BUF_SIZE {
+        return;
+    }
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_MAX {
+            p.push(buf);
+        }
+    });
+}
 
 /// A connection to a client or to the upstream, plain or TLS. hyper serves and dials over
 /// it, and an upgraded connection is unwrapped back to it so the relay works on the socket
@@ -147,7 +172,8 @@ pub struct Controls {
 
 /// One direction of the relay.
 struct Half {
-    buf: Box<[u8]>,
+    /// Holds bytes read but not yet written; `None` while the direction is idle.
+    buf: Option<Box<[u8]>>,
     pos: usize,
     cap: usize,
     read_done: bool,
@@ -161,8 +187,14 @@ struct Half {
 
 impl Half {
     fn new(prefix: &[u8], mut tracker: FrameTracker) -> Half {
-        let mut buf = vec![0u8; BUF_SIZE.max(prefix.len())].into_boxed_slice();
-        buf[..prefix.len()].copy_from_slice(prefix);
+        let buf = (!prefix.is_empty()).then(|| {
+            let mut buf = take_buf();
+            if buf.len() < prefix.len() {
+                buf = vec![0u8; prefix.len()].into_boxed_slice();
+            }
+            buf[..prefix.len()].copy_from_slice(prefix);
+            buf
+        });
         tracker.observe(prefix);
         Half {
             buf,
@@ -190,30 +222,33 @@ impl Half {
         loop {
             if self.pos == self.cap && self.tracker.at_boundary() {
                 if let Some(frame) = self.inject.take() {
-                    if self.buf.len() < frame.len() {
-                        self.buf = vec![0u8; frame.len()].into_boxed_slice();
-                    }
-                    self.buf[..frame.len()].copy_from_slice(&frame);
+                    let buf = self.buf.get_or_insert_with(take_buf);
+                    buf[..frame.len()].copy_from_slice(&frame);
                     self.pos = 0;
                     self.cap = frame.len();
                     self.read_done = true;
                 }
             }
             if self.pos == self.cap && !self.read_done {
-                let mut rb = ReadBuf::new(&mut self.buf);
+                let buf = self.buf.get_or_insert_with(take_buf);
+                let mut rb = ReadBuf::new(buf);
                 match Pin::new(&mut *r).poll_read(cx, &mut rb) {
                     Poll::Ready(Ok(())) => {
                         let n = rb.filled().len();
                         if n == 0 {
                             self.read_done = true;
                         } else {
-                            self.tracker.observe(&self.buf[..n]);
+                            self.tracker.observe(&buf[..n]);
                             self.pos = 0;
                             self.cap = n;
                         }
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {
+                        // Nothing buffered: the buffer goes back until bytes arrive.
+                        if let Some(buf) = self.buf.take() {
+                            give_buf(buf);
+                        }
                         if self.need_flush {
                             ready!(Pin::new(&mut *w).poll_flush(cx))?;
                             self.need_flush = false;
@@ -223,7 +258,8 @@ impl Half {
                 }
             }
             while self.pos < self.cap {
-                let n = ready!(Pin::new(&mut *w).poll_write(cx, &self.buf[self.pos..self.cap]))?;
+                let buf = self.buf.as_deref().expect("bytes pending means a buffer");
+                let n = ready!(Pin::new(&mut *w).poll_write(cx, &buf[self.pos..self.cap]))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
@@ -232,6 +268,9 @@ impl Half {
                 self.need_flush = true;
             }
             if self.read_done {
+                if let Some(buf) = self.buf.take() {
+                    give_buf(buf);
+                }
                 ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
                 return Poll::Ready(Ok(()));
             }
