@@ -2,10 +2,16 @@
 # gatewarden benchmark: every mode against the echo upstream directly, through nginx (stock
 # and tuned) and through gatewarden, with 1 and then 2 workers, in one run; loopback only.
 # usage: bench/run.sh [SECONDS_PER_MODE]      (writes bench/results.jsonl, prints a table)
+#   env: WORKERS="1 2" (worker counts), TARGETS="direct nginx-stock nginx-tuned gatewarden",
+#        MODES="handshake rtt bulk reject first_message idle", IDLE_CONNS=9000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-3}
-IDLE=${IDLE_CONNS:-9000}   # the machine's hard fd limit is 20000; a proxy needs 2 fds per connection
+IDLE=${IDLE_CONNS:-9000}
+WORKERS=${WORKERS:-1 2}
+TARGETS=${TARGETS:-direct nginx-stock nginx-tuned gatewarden}
+MODES=${MODES:-handshake rtt bulk reject first_message idle}
+want() { [[ " $TARGETS " == *" $1 "* ]]; }   # the machine's hard fd limit is 20000; a proxy needs 2 fds per connection
 W=/tmp/gwbench
 rm -rf "$W"; mkdir -p "$W"
 ulimit -n "$(ulimit -Hn)"
@@ -34,7 +40,7 @@ ticks() { local t=0; for p in ${1//,/ }; do [ -r /proc/$p/stat ] && t=$((t + $(a
 # run TARGET_NAME WORKERS ADDR PIDS
 run_modes() {
   local name=$1 workers=$2 addr=$3 pids=$4
-  for mode in handshake rtt bulk reject first_message idle; do
+  for mode in $MODES; do
     [ "$name" = direct ] && [ "$mode" = reject ] && continue
     local conns=16
     case $mode in rtt) conns=32;; bulk) conns=4;; idle) conns=$IDLE;; esac
@@ -86,10 +92,10 @@ NGINX
 
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/${1%:*}/${1#*:}) 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on $1" >&2; exit 1; }
 
-echo "== direct"
-run_modes direct 0 $ECHO "$ECHO_PID"
-for workers in 1 2; do
+if want direct; then echo "== direct"; run_modes direct 0 $ECHO "$ECHO_PID"; fi
+for workers in $WORKERS; do
   for flavour in stock tuned; do
+    want nginx-$flavour || continue
     echo "== nginx $flavour, worker_processes $workers"
     nginx_conf $workers $flavour
     nginx -c "$W/nginx.conf"
@@ -97,6 +103,7 @@ for workers in 1 2; do
     run_modes "nginx-$flavour" $workers $PROXY "$(pgrep -d, -f "nginx: (master|worker)")"
     kill "$(cat $W/nginx.pid)"; while pgrep -f "nginx: master" >/dev/null; do sleep 0.1; done; rm -f $W/nginx.pid
   done
+  want gatewarden || continue
   echo "== gatewarden, workers $workers"
   cat > "$W/gatewarden.toml" <<TOML
 listen = "$PROXY"

@@ -368,15 +368,16 @@ impl Proxy {
                     timeout: self.auth.first_message_timeout.0,
                 };
                 let creds = self.creds.load();
-                // The drain's end cuts a tunnel still waiting for its first frame.
-                let phase = first_message::run(
+                // The drain's end cuts a tunnel still waiting for its first frame. Boxed: the
+                // phase is short, and its state would otherwise weigh on every idle tunnel.
+                let phase = Box::pin(first_message::run(
                     &mut client,
                     &mut upstream,
                     from_client,
                     from_upstream,
                     &creds,
                     &check,
-                );
+                ));
                 let outcome = tokio::select! {
                     o = phase => o,
                     _ = hard_stop.cancelled() => {
@@ -424,7 +425,7 @@ impl Proxy {
                         self.metrics
                             .auth_failure(r.reason.as_str(), TokenSource::FirstMessage.as_str());
                         self.note_failure(t.ip);
-                        first_message::reject(&mut client, &mut upstream, &r).await;
+                        Box::pin(first_message::reject(&mut client, &mut upstream, &r)).await;
                         return;
                     }
                     first_message::Outcome::ClientClosed {
@@ -432,13 +433,13 @@ impl Proxy {
                         down,
                         bytes_out,
                     } => {
-                        let outcome = first_message::pass_close(
+                        let outcome = Box::pin(first_message::pass_close(
                             &mut client,
                             &mut upstream,
                             &frame,
                             down,
                             bytes_out,
-                        )
+                        ))
                         .await;
                         log_closed(conn, t.remote, started, &outcome);
                         return;

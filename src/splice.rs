@@ -66,7 +66,12 @@ impl Stream {
     /// example a WebSocket frame the peer sent right behind its handshake).
     pub fn from_upgraded(up: Upgraded) -> (Stream, Bytes) {
         match up.downcast::<TokioIo<Stream>>() {
-            Ok(parts) => (parts.io.into_inner(), parts.read_buf),
+            // A slice of hyper's read buffer would keep all of it alive for the tunnel's
+            // lifetime; the few bytes are copied out instead.
+            Ok(parts) => (
+                parts.io.into_inner(),
+                Bytes::copy_from_slice(&parts.read_buf),
+            ),
             Err(up) => (Stream::Upgraded(TokioIo::new(up)), Bytes::new()),
         }
     }
