@@ -287,7 +287,7 @@ impl Proxy {
         let upstream_req =
             self.upstream_upgrade_request(&parts, remote, found.as_ref(), inject_header);
         let dialed = Instant::now();
-        let mut resp = match self.upstream.upgrade(upstream_req).await {
+        let answer = match self.upstream.upgrade(upstream_req).await {
             Ok(r) => {
                 self.metrics
                     .upstream_connect_seconds
@@ -303,26 +303,34 @@ impl Proxy {
                 );
             }
         };
-        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        if answer.status != StatusCode::SWITCHING_PROTOCOLS {
             info!(
                 conn = %conn,
                 remote = %remote,
-                status = resp.status().as_u16(),
+                status = answer.status.as_u16(),
                 "[ws] upstream refused upgrade"
             );
-            return passthrough(resp);
+            let mut resp = Response::new(
+                Full::new(answer.body)
+                    .map_err(|never| match never {})
+                    .boxed(),
+            );
+            *resp.status_mut() = answer.status;
+            *resp.headers_mut() = answer.headers;
+            strip_hop_by_hop(resp.headers_mut());
+            return resp;
         }
-        if !ws::header_has_token(resp.headers(), UPGRADE, "websocket") {
+        if !ws::header_has_token(&answer.headers, UPGRADE, "websocket") {
             warn!(conn = %conn, remote = %remote, "[ws] upstream answered 101 without Upgrade: websocket");
             return text(
                 StatusCode::BAD_GATEWAY,
                 "bad gateway: upstream switched to another protocol\n",
             );
         }
-        let on_upstream = hyper::upgrade::on(&mut resp);
+        let on_upstream = (answer.stream, answer.rest);
         let mut client_resp = Response::new(empty());
         *client_resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        *client_resp.headers_mut() = std::mem::take(resp.headers_mut());
+        *client_resp.headers_mut() = answer.headers;
         let tunnel = Tunnel {
             conn,
             started,
@@ -342,17 +350,21 @@ impl Proxy {
     }
 
     /// Runs one upgraded connection: the in-band phase when needed, then the relay.
-    async fn tunnel(self: Arc<Self>, on_client: OnUpgrade, on_upstream: OnUpgrade, mut t: Tunnel) {
+    async fn tunnel(
+        self: Arc<Self>,
+        on_client: OnUpgrade,
+        (mut upstream, from_upstream): (Stream, Bytes),
+        mut t: Tunnel,
+    ) {
         let slot = t.slot.take();
-        let (client, upstream) = match tokio::try_join!(on_client, on_upstream) {
-            Ok(pair) => pair,
+        let client = match on_client.await {
+            Ok(client) => client,
             Err(e) => {
                 warn!(conn = %t.conn, cause = %e, "[ws] upgrade failed after 101");
                 return;
             }
         };
         let (mut client, from_client) = Stream::from_upgraded(client);
-        let (mut upstream, from_upstream) = Stream::from_upgraded(upstream);
         let hard_stop = self.hard_stop.clone();
         let conn = t.conn;
         let started = t.started;

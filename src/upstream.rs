@@ -4,13 +4,17 @@
 use std::io;
 use std::time::Duration;
 
+use bytes::BytesMut;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, StatusCode};
 use http_body_util::Empty;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::Upstream;
@@ -25,15 +29,105 @@ pub enum UpstreamError {
     Connect { addr: String, source: io::Error },
     #[error("TLS handshake with {addr} failed: {source}")]
     Tls { addr: String, source: io::Error },
-    #[error("HTTP handshake with {addr} failed: {source}")]
-    Handshake { addr: String, source: hyper::Error },
-    #[error("request to {addr} failed: {source}")]
-    Request { addr: String, source: hyper::Error },
+    #[error("reading from {addr} failed: {source}")]
+    Io { addr: String, source: io::Error },
+    #[error("upstream {addr} answered badly: {what}")]
+    Protocol { addr: String, what: String },
     #[error("upstream {addr}: {}", chain(.source))]
     Pooled {
         addr: String,
         source: hyper_util::client::legacy::Error,
     },
+}
+
+/// The gateway's answer to an upgrade request.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// The answer's body (not a 101's), read whole: refusals are small.
+    pub body: Bytes,
+    /// On a 101: bytes the gateway sent right behind its head.
+    pub rest: Bytes,
+    /// On a 101: the connection, now speaking WebSocket.
+    pub stream: Stream,
+}
+
+const MAX_RESPONSE_HEADERS: usize = 100;
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// A refusal's body is passed back to the client whole; a gateway sending more is broken.
+const MAX_REFUSAL_BODY: usize = 1024 * 1024;
+
+enum BodyError {
+    Io(io::Error),
+    Bad(&'static str),
+}
+
+/// Reads a non-101 answer's body: `Content-Length`, chunked, or up to the close.
+async fn read_body(
+    stream: &mut Stream,
+    headers: &HeaderMap,
+    mut buf: BytesMut,
+) -> Result<Bytes, BodyError> {
+    async fn more(stream: &mut Stream, buf: &mut BytesMut) -> Result<bool, BodyError> {
+        if buf.len() > MAX_REFUSAL_BODY + 64 * 1024 {
+            return Err(BodyError::Bad("refusal body too large"));
+        }
+        Ok(stream.read_buf(buf).await.map_err(BodyError::Io)? > 0)
+    }
+    let chunked = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+    if chunked {
+        let mut body = BytesMut::new();
+        loop {
+            let line_end = loop {
+                if let Some(p) = buf.windows(2).position(|w| w == b"\r\n") {
+                    break p;
+                }
+                if !more(stream, &mut buf).await? {
+                    return Err(BodyError::Bad("chunked body cut short"));
+                }
+            };
+            let line = std::str::from_utf8(&buf[..line_end]).unwrap_or("");
+            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| BodyError::Bad("invalid chunk size"))?;
+            if size > MAX_REFUSAL_BODY || body.len() + size > MAX_REFUSAL_BODY {
+                return Err(BodyError::Bad("refusal body too large"));
+            }
+            let _ = buf.split_to(line_end + 2);
+            if size == 0 {
+                return Ok(body.freeze());
+            }
+            while buf.len() < size + 2 {
+                if !more(stream, &mut buf).await? {
+                    return Err(BodyError::Bad("chunked body cut short"));
+                }
+            }
+            body.extend_from_slice(&buf[..size]);
+            let _ = buf.split_to(size + 2);
+        }
+    }
+    let length = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    match length {
+        Some(n) if n > MAX_REFUSAL_BODY => Err(BodyError::Bad("refusal body too large")),
+        Some(n) => {
+            while buf.len() < n {
+                if !more(stream, &mut buf).await? {
+                    return Err(BodyError::Bad("body shorter than its Content-Length"));
+                }
+            }
+            buf.truncate(n);
+            Ok(buf.freeze())
+        }
+        None => {
+            while more(stream, &mut buf).await? {}
+            Ok(buf.freeze())
+        }
+    }
 }
 
 /// An error and its causes on one line: the client error's own text is only "client error
@@ -195,30 +289,88 @@ impl UpstreamClient {
         Ok(stream)
     }
 
-    /// Sends an upgrade request on a fresh connection and returns the gateway's answer; on a
-    /// 101 the caller takes the upgraded stream with `hyper::upgrade::on(&mut response)`.
-    pub async fn upgrade(
-        &self,
-        req: Request<Empty<Bytes>>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let stream = self.connect().await?;
-        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| UpstreamError::Handshake {
-                addr: self.authority.clone(),
-                source,
-            })?;
-        tokio::spawn(async move {
-            // Errors surface through send_request or the upgraded stream.
-            let _ = conn.with_upgrades().await;
-        });
-        sender
-            .send_request(req)
-            .await
-            .map_err(|source| UpstreamError::Request {
-                addr: self.authority.clone(),
-                source,
-            })
+    /// Sends an upgrade request on a fresh connection and reads the gateway's answer.
+    ///
+    /// Written and parsed here rather than through hyper's client: an upgrade is one request
+    /// on a connection of its own, and hyper's dispatch task, channels and upgrade hand-over
+    /// cost more than the exchange itself on every WebSocket handshake.
+    pub async fn upgrade(&self, req: Request<Empty<Bytes>>) -> Result<Answer, UpstreamError> {
+        let mut stream = self.connect().await?;
+        let bad = |what: &str| UpstreamError::Protocol {
+            addr: self.authority.clone(),
+            what: what.to_string(),
+        };
+        let io_err = |source| UpstreamError::Io {
+            addr: self.authority.clone(),
+            source,
+        };
+        let mut head = Vec::with_capacity(512);
+        head.extend_from_slice(req.method().as_str().as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(
+            req.uri()
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .as_bytes(),
+        );
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in req.headers() {
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        stream.write_all(&head).await.map_err(io_err)?;
+
+        let mut buf = BytesMut::with_capacity(4096);
+        let (status, headers, len) = loop {
+            if stream.read_buf(&mut buf).await.map_err(io_err)? == 0 {
+                return Err(bad("connection closed before a complete response head"));
+            }
+            let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+            let mut resp = httparse::Response::new(&mut slots);
+            match resp.parse(&buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let status = StatusCode::from_u16(resp.code.unwrap_or(0))
+                        .map_err(|_| bad("invalid status code"))?;
+                    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+                    for h in resp.headers.iter() {
+                        let name = HeaderName::from_bytes(h.name.as_bytes())
+                            .map_err(|_| bad("invalid header name"))?;
+                        let value = HeaderValue::from_bytes(h.value)
+                            .map_err(|_| bad("invalid header value"))?;
+                        headers.append(name, value);
+                    }
+                    break (status, headers, len);
+                }
+                Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => {}
+                Ok(httparse::Status::Partial) => return Err(bad("response head too large")),
+                Err(e) => return Err(bad(&format!("malformed response head: {e}"))),
+            }
+        };
+        let rest = buf.split_off(len).freeze();
+        let body = if status == StatusCode::SWITCHING_PROTOCOLS {
+            Bytes::new()
+        } else {
+            read_body(&mut stream, &headers, rest.clone().into())
+                .await
+                .map_err(|e| match e {
+                    BodyError::Io(source) => io_err(source),
+                    BodyError::Bad(what) => bad(what),
+                })?
+        };
+        Ok(Answer {
+            status,
+            headers,
+            // The bytes behind a 101 belong to the tunnel (a gateway may speak first).
+            rest: if status == StatusCode::SWITCHING_PROTOCOLS {
+                rest
+            } else {
+                Bytes::new()
+            },
+            body,
+            stream,
+        })
     }
 }
