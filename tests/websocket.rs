@@ -425,3 +425,58 @@ async fn any_token_of_several_files_is_valid() {
     let fp = Fingerprint::of(second.as_bytes()).to_string();
     assert!(line.contains(&format!("presented=fp:{fp}")), "{line}");
 }
+
+/// A one-shot raw upstream answering every connection with `answer` and closing.
+async fn raw_upstream(answer: &'static [u8]) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                let _ = s.write_all(answer).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn upstream_refusals_with_chunked_or_close_delimited_bodies_are_returned() {
+    for (answer, body) in [
+        (
+            &b"HTTP/1.1 401 Unauthorized\r\ntransfer-encoding: chunked\r\nx-upstream: chunked\r\n\r\n4\r\nno, \r\nb\r\nnot you\n;-)\r\n0\r\n\r\n"[..],
+            &b"no, not you\n;-)"[..],
+        ),
+        (
+            &b"HTTP/1.1 403 Forbidden\r\nconnection: close\r\nx-upstream: eof\r\n\r\nclosed body"[..],
+            &b"closed body"[..],
+        ),
+    ] {
+        let up = raw_upstream(answer).await;
+        let h = start_with(|c| c.upstream = up.to_string().parse().unwrap()).await;
+        let auth = format!("Bearer {}", h.token);
+        match ws_connect(h.addr, "/ws", &[("authorization", &auth)]).await {
+            Err(WsError::Http(resp)) => {
+                assert!(
+                    resp.status() == 401 || resp.status() == 403,
+                    "{:?} {:?}",
+                    resp.status(),
+                    resp.body()
+                );
+                assert!(resp.headers().contains_key("x-upstream"));
+                assert_eq!(resp.body().as_deref(), Some(body));
+            }
+            other => panic!("expected the upstream's refusal, got {other:?}"),
+        }
+    }
+}
