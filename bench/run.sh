@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 SECS=${1:-3}
 IDLE=${IDLE_CONNS:-9000}
 WORKERS=${WORKERS:-1 2}
-TARGETS=${TARGETS:-direct nginx-stock nginx-tuned gatewarden}
+TARGETS=${TARGETS:-direct nginx-stock nginx-tuned gatewarden gatewarden-splice}
 MODES=${MODES:-handshake rtt bulk reject first_message idle}
 want() { [[ " $TARGETS " == *" $1 "* ]]; }   # the machine's hard fd limit is 20000; a proxy needs 2 fds per connection
 W=/tmp/gwbench
@@ -42,6 +42,8 @@ run_modes() {
   local name=$1 workers=$2 addr=$3 pids=$4
   for mode in $MODES; do
     [ "$name" = direct ] && [ "$mode" = reject ] && continue
+    # splice(2) only changes how tunnel payloads move: measured where that shows.
+    [ "$name" = gatewarden-splice ] && [[ " rtt bulk " != *" $mode "* ]] && continue
     local conns=16
     case $mode in rtt) conns=32;; bulk) conns=4;; idle) conns=$IDLE;; esac
     local p0 e0 t0 line p1 e1 t1
@@ -103,9 +105,11 @@ for workers in $WORKERS; do
     run_modes "nginx-$flavour" $workers $PROXY "$(pgrep -d, -f "nginx: (master|worker)")"
     kill "$(cat $W/nginx.pid)"; while pgrep -f "nginx: master" >/dev/null; do sleep 0.1; done; rm -f $W/nginx.pid
   done
-  want gatewarden || continue
-  echo "== gatewarden, workers $workers"
-  cat > "$W/gatewarden.toml" <<TOML
+  for variant in gatewarden gatewarden-splice; do
+    want $variant || continue
+    zero_copy=false; [ $variant = gatewarden-splice ] && zero_copy=true
+    echo "== $variant, workers $workers"
+    cat > "$W/gatewarden.toml" <<TOML
 listen = "$PROXY"
 upstream = "$ECHO"
 workers = $workers
@@ -117,13 +121,16 @@ max_failures = 0     # the reject mode is one IP failing on purpose
 [limits]
 max_connections = 0         # nginx has no connection caps either; idle opens thousands
 max_connections_per_ip = 0  # from one IP
+[splice]
+zero_copy = $zero_copy
 [[credentials]]
 path = "$W/cred/token"
 TOML
-  $GW -c "$W/gatewarden.toml" 2> "$W/gatewarden.log" &
-  GW_PID=$!
-  wait_port $PROXY
-  run_modes gatewarden $workers $PROXY "$GW_PID"
-  kill $GW_PID; wait $GW_PID || true
+    $GW -c "$W/gatewarden.toml" 2> "$W/$variant.log" &
+    GW_PID=$!
+    wait_port $PROXY
+    run_modes $variant $workers $PROXY "$GW_PID"
+    kill $GW_PID; wait $GW_PID || true
+  done
 done
 python3 bench/report.py "$OUT"

@@ -118,6 +118,10 @@ pub struct SpliceConfig {
     pub idle_timeout: Secs,
     /// End every tunnel after this long (close 1001), so clients re-authenticate; 0 = off.
     pub max_lifetime: Secs,
+    /// Move large WebSocket payloads socket → pipe → socket with splice(2) (Linux, plain
+    /// TCP both sides), never through user space; frame headers are still read to track
+    /// frames. Off: every byte is copied through a pooled buffer (portable).
+    pub zero_copy: bool,
 }
 
 impl SpliceConfig {

@@ -490,6 +490,7 @@ impl Proxy {
             };
             self.metrics.connections_active.inc();
             let controls = splice::Controls {
+                zero_copy: self.splice.zero_copy,
                 revocation,
                 shutdown: Some(self.hard_stop.clone()),
                 idle_timeout: self.splice.idle_timeout(),

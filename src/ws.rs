@@ -295,6 +295,26 @@ impl FrameTracker {
         self.close.as_ref()
     }
 
+    /// Payload bytes of the current frame that may pass without being looked at: a data
+    /// frame's (a close frame's payload is captured for the log).
+    pub fn skippable(&self) -> u64 {
+        if self.capture.is_some() {
+            0
+        } else {
+            self.remaining
+        }
+    }
+
+    /// Accounts for `n` (at most [`skippable`](Self::skippable)) payload bytes that passed
+    /// unseen.
+    pub fn skip(&mut self, n: u64) {
+        debug_assert!(n <= self.skippable());
+        self.remaining -= n;
+        if self.remaining == 0 && n > 0 {
+            self.finish_frame();
+        }
+    }
+
     /// True between frames: a frame of our own could be inserted here.
     pub fn at_boundary(&self) -> bool {
         self.hdr_len == 0 && self.remaining == 0

@@ -174,9 +174,10 @@ fn after_head(bytes: &[u8]) -> (&[u8], &[u8]) {
     bytes.split_at(end)
 }
 
-/// Opens a WebSocket at `addr` (offering permessage-deflate), writes `frames`, and reads
+/// Opens a WebSocket at `addr` (offering permessage-deflate) and writes `script.frames`;
+/// once `script.replies` server frames have arrived, sends `script.close` (if any); reads
 /// until the server closes the connection.
-async fn run_session(addr: SocketAddr, tap: &Tap, token: &str, frames: &[Vec<u8>]) -> Run {
+async fn run_session(addr: SocketAddr, tap: &Tap, token: &str, script: &Script) -> Run {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut r, mut w) = stream.into_split();
     let head = format!(
@@ -195,18 +196,39 @@ async fn run_session(addr: SocketAddr, tap: &Tap, token: &str, frames: &[Vec<u8>
         assert!(n > 0, "closed during the handshake");
         got.extend_from_slice(&chunk[..n]);
     }
-    let frames = frames.to_vec();
+    let frames = script.frames.clone();
+    let close = script.close.clone();
+    let (replied, answered) = tokio::sync::oneshot::channel::<()>();
     let writer = tokio::spawn(async move {
         for f in frames {
             // The upstream may close (and reset) before reading everything.
             if w.write_all(&f).await.is_err() {
-                break;
+                return w;
             }
+        }
+        // Closing only after the replies: a server answers a close at once, and its reply
+        // could overtake echoes it is still producing.
+        if let (Some(close), Ok(())) = (close, answered.await) {
+            let _ = w.write_all(&close).await;
         }
         w
     });
-    // Reading until the upstream closes; a reset after its close frame is fine.
-    timeout(r.read_to_end(&mut got)).await.unwrap_or_default();
+    let head_len = got.len() - after_head(&got).1.len();
+    let mut replied = Some(replied);
+    timeout(async {
+        loop {
+            if replied.is_some() && count_frames(&got[head_len..]) >= script.replies {
+                let _ = replied.take().unwrap().send(());
+            }
+            // Read until the upstream closes; a reset after its close frame is fine.
+            match r.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    drop(replied);
     let _w = writer.await.unwrap();
     let (head, body) = after_head(&got);
     let head = String::from_utf8_lossy(head).to_ascii_lowercase();
@@ -222,6 +244,36 @@ async fn run_session(addr: SocketAddr, tap: &Tap, token: &str, frames: &[Vec<u8>
         client_got: body.to_vec(),
         upstream_got: upstream_got.to_vec(),
     }
+}
+
+/// What a scripted client sends.
+struct Script {
+    frames: Vec<Vec<u8>>,
+    /// Server frames to wait for before sending `close`.
+    replies: usize,
+    close: Option<Vec<u8>>,
+}
+
+/// Complete frames in server bytes.
+fn count_frames(mut bytes: &[u8]) -> usize {
+    let mut n = 0;
+    while bytes.len() >= 2 {
+        let (hl, len) = match bytes[1] & 0x7f {
+            126 if bytes.len() >= 4 => (4, u16::from_be_bytes([bytes[2], bytes[3]]) as usize),
+            127 if bytes.len() >= 10 => (
+                10,
+                u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
+            ),
+            126 | 127 => return n,
+            len => (2, len as usize),
+        };
+        if bytes.len() < hl + len {
+            return n;
+        }
+        bytes = &bytes[hl + len..];
+        n += 1;
+    }
+    n
 }
 
 /// The first close frame's code in server bytes.
@@ -251,10 +303,18 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(false).await
+}
+
+async fn setup_with(zero_copy: bool) -> Setup {
     let py = py_server().await;
     let tap = Tap::start(py.addr).await;
     let upstream = tap.addr;
-    let proxy = start_with(|c| c.upstream = upstream.to_string().parse().unwrap()).await;
+    let proxy = start_with(|c| {
+        c.upstream = upstream.to_string().parse().unwrap();
+        c.splice.zero_copy = zero_copy;
+    })
+    .await;
     Setup {
         _py: py,
         tap,
@@ -263,9 +323,9 @@ async fn setup() -> Setup {
 }
 
 /// Runs `frames` directly and through gatewarden; both ends must see the same bytes.
-async fn differential(s: &Setup, frames: &[Vec<u8>]) -> Run {
-    let direct = run_session(s.tap.addr, &s.tap, &s.proxy.token, frames).await;
-    let proxied = run_session(s.proxy.addr, &s.tap, &s.proxy.token, frames).await;
+async fn differential(s: &Setup, script: &Script) -> Run {
+    let direct = run_session(s.tap.addr, &s.tap, &s.proxy.token, script).await;
+    let proxied = run_session(s.proxy.addr, &s.tap, &s.proxy.token, script).await;
     assert_eq!(
         direct.extensions, proxied.extensions,
         "negotiated extensions differ"
@@ -278,9 +338,10 @@ async fn differential(s: &Setup, frames: &[Vec<u8>]) -> Run {
     );
     assert!(
         direct.client_got == proxied.client_got,
-        "the client received different bytes: {} direct, {} through gatewarden",
+        "the client received different bytes: {} direct, {} through gatewarden (direct ends {:?})",
         direct.client_got.len(),
-        proxied.client_got.len()
+        proxied.client_got.len(),
+        &direct.client_got[direct.client_got.len().saturating_sub(24)..]
     );
     proxied
 }
@@ -298,7 +359,16 @@ fn close(code: u16, reason: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn fragments_control_frames_empty_and_16mib_frames_pass_byte_for_byte() {
-    let s = setup().await;
+    mixed_session(setup().await).await;
+}
+
+/// The same with `splice.zero_copy`: large payloads move through a pipe with splice(2).
+#[tokio::test]
+async fn zero_copy_splice_is_just_as_transparent() {
+    mixed_session(setup_with(true).await).await;
+}
+
+async fn mixed_session(s: Setup) {
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let big: Vec<u8> = (0..16 << 20)
         .map(|_| {
@@ -318,9 +388,14 @@ async fn fragments_control_frames_empty_and_16mib_frames_pass_byte_for_byte() {
         frame(true, TEXT, b"", true),
         frame(true, BINARY, &big, true),
         frame(true, TEXT, "ünïcödé ✓".as_bytes(), true),
-        close(1000, "done"),
     ];
-    let run = differential(&s, &frames).await;
+    let script = Script {
+        frames,
+        // The pong, then five echoes.
+        replies: 6,
+        close: Some(close(1000, "done")),
+    };
+    let run = differential(&s, &script).await;
     // The upstream negotiated compression and gatewarden passed the extension through.
     let ext = run.extensions.expect("permessage-deflate negotiated");
     assert!(ext.starts_with("permessage-deflate"), "{ext}");
@@ -345,8 +420,12 @@ async fn invalid_frames_reach_the_upstream_which_answers_them() {
             1007,
         ),
     ] {
-        let frames = vec![frame(true, TEXT, b"before", true), bad.clone()];
-        let run = differential(&s, &frames).await;
+        let script = Script {
+            frames: vec![frame(true, TEXT, b"before", true), bad.clone()],
+            replies: 0,
+            close: None,
+        };
+        let run = differential(&s, &script).await;
         assert!(
             run.upstream_got.ends_with(&bad),
             "{name}: the upstream did not get the frame"
