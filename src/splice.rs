@@ -252,10 +252,8 @@ impl Half {
                 // Zero-copy reads frame headers with a short read and splices the payload
                 // behind them; a full-size read would copy the payload too.
                 let limit = if self.zero_copy { ZC_READ } else { buf.len() };
-                let mut rb = ReadBuf::new(&mut buf[..limit]);
-                match Pin::new(&mut *r).poll_read(cx, &mut rb) {
-                    Poll::Ready(Ok(())) => {
-                        let n = rb.filled().len();
+                match poll_read_some(r, cx, &mut buf[..limit]) {
+                    Poll::Ready(Ok(n)) => {
                         if n == 0 {
                             self.read_done = true;
                         } else {
@@ -295,6 +293,45 @@ impl Half {
                 ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
                 return Poll::Ready(Ok(()));
             }
+        }
+    }
+}
+
+/// Reads what is there. On a plain socket a short read is taken to mean "drained", as nginx
+/// does: the socket's readiness is cleared right away, so the next read waits for the next
+/// epoll event instead of costing an extra `read` that only says EAGAIN (one syscall per
+/// message and direction). Safe against lost wake-ups: tokio clears readiness only if no
+/// event arrived since its snapshot, taken before the read, and the kernel signals every
+/// arrival after it.
+fn poll_read_some(r: &mut Stream, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    let Stream::Tcp(tcp) = r else {
+        let mut rb = ReadBuf::new(buf);
+        ready!(Pin::new(r).poll_read(cx, &mut rb))?;
+        return Poll::Ready(Ok(rb.filled().len()));
+    };
+    loop {
+        ready!(tcp.poll_read_ready(cx))?;
+        let mut got = 0;
+        let res = tcp.try_io(tokio::io::Interest::READABLE, || {
+            got = rustix::io::read(&*tcp, &mut *buf)?;
+            if got > 0 && got < buf.len() {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(got)
+            }
+        });
+        match res {
+            Ok(n) => return Poll::Ready(Ok(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => {
+                return Poll::Ready(Ok(got))
+            }
+            // Really nothing there (readiness is now cleared), or a signal: look again.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Poll::Ready(Err(e)),
         }
     }
 }
