@@ -257,14 +257,7 @@ impl Server {
                     tasks.spawn(async move {
                         let _ = stream.set_nodelay(true);
                         let (stream, cert) = match tls {
-                            None => {
-                                match speaks_http1(stream, remote, settings.header_read_timeout)
-                                    .await
-                                {
-                                    Some(s) => (Stream::Tcp(s), None),
-                                    None => return,
-                                }
-                            }
+                            None => (Stream::Tcp(stream), None),
                             Some(tls) => match accept_tls(stream, remote, &tls).await {
                                 Some(pair) => pair,
                                 None => return,
@@ -390,60 +383,18 @@ fn load_credentials(
     Ok((reloader, prepared))
 }
 
-/// The HTTP/2 connection preface (RFC 9113 §3.4).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Waits for the client's first bytes on the plain port. An HTTP/2 prior-knowledge client
-/// gets an HTTP/2 answer it understands (GOAWAY HTTP_1_1_REQUIRED) instead of hyper's bare
-/// close; a client that sends nothing is cut at the header timeout. `None`: we are done.
-async fn speaks_http1(
-    stream: TcpStream,
-    remote: SocketAddr,
-    header_timeout: Duration,
-) -> Option<TcpStream> {
-    let mut first = [0u8; 24];
-    let n = match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
-        Ok(Ok(n)) if n > 0 => n,
-        Ok(_) => return None,
-        Err(_) => {
-            info!(remote = %remote, reason = %"header_timeout", "[http] request refused");
-            return None;
-        }
-    };
-    // The whole preface can arrive split; its first line alone is unmistakable.
-    if n < 14 || first[..n] != H2_PREFACE[..n] {
-        return Some(stream);
-    }
-    info!(remote = %remote, reason = %"http2_not_supported", "[http] request refused");
-    refuse_http2(stream).await;
-    None
-}
-
-/// Server SETTINGS (empty) then GOAWAY(last stream 0, HTTP_1_1_REQUIRED) with a hint.
-async fn refuse_http2(mut stream: TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// Answers an HTTP/2 prior-knowledge client (hyper saw the preface and gave up) in a way
+/// it understands: an empty SETTINGS frame, then GOAWAY(last stream 0, HTTP_1_1_REQUIRED)
+/// with a hint. Best effort: the socket is fresh, the 50 bytes fit its send buffer.
+fn refuse_http2(fd: std::os::fd::BorrowedFd<'_>) {
     const HINT: &[u8] = b"gatewarden speaks HTTP/1.1 only";
     let len = 8 + HINT.len();
     let mut out = vec![0, 0, 0, 0x4, 0, 0, 0, 0, 0];
     out.extend_from_slice(&[0, (len >> 8) as u8, len as u8, 0x7, 0, 0, 0, 0, 0]);
     out.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x0d]);
     out.extend_from_slice(HINT);
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        stream.write_all(&out).await?;
-        stream.shutdown().await?;
-        // Read what the client sends until it closes, so our close does not reset the
-        // connection before it has read the GOAWAY.
-        let mut sink = [0u8; 4096];
-        let mut total = 0;
-        while total < 64 * 1024 {
-            match stream.read(&mut sink).await? {
-                0 => break,
-                n => total += n,
-            }
-        }
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
+    let _ = rustix::net::send(fd, &out, rustix::net::SendFlags::NOSIGNAL);
+    let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Write);
 }
 
 /// Starts TLS on an accepted connection within the handshake timeout. A client that speaks
@@ -533,6 +484,12 @@ async fn serve_connection(
         max_headers,
         max_header_bytes,
     } = settings;
+    // For answering HTTP/2 prior knowledge after hyper has taken the stream (no peek per
+    // connection: that would cost every client a syscall for a rare mistake).
+    let raw_fd = match &stream {
+        Stream::Tcp(t) => Some(std::os::fd::AsRawFd::as_raw_fd(t)),
+        _ => None,
+    };
     // The slot travels with each request so an upgraded tunnel keeps holding it after hyper
     // has let go of the connection.
     let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
@@ -561,6 +518,15 @@ async fn serve_connection(
         }
     };
     if let Err(e) = result {
+        if e.is_parse_version_h2() {
+            if let Some(fd) = raw_fd {
+                // SAFETY: `conn` owns the socket and is still alive here (it is dropped at
+                // the end of this function), so the descriptor is open and still ours.
+                refuse_http2(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
+            }
+            info!(remote = %remote, reason = %"http2_not_supported", "[http] request refused");
+            return;
+        }
         // hyper has already answered 431 / 400 / 414 where an answer is possible.
         let reason = if e.is_parse_too_large() {
             Some("header_too_large")

@@ -192,6 +192,9 @@ struct Half {
     /// A frame of our own to send at the next frame boundary, after which this direction ends.
     inject: Option<Vec<u8>>,
     zero_copy: bool,
+    /// Both directions carried a close frame: at EOF the sockets are about to be closed, so
+    /// half-closing the other side first would be a wasted syscall.
+    closing_handshake_done: bool,
     /// Payload bytes in flight through a pipe (zero-copy), borrowed like the buffer.
     pipe: Option<pipe::Pipe>,
 }
@@ -218,6 +221,7 @@ impl Half {
             tracker,
             inject: None,
             zero_copy: false,
+            closing_handshake_done: false,
             pipe: None,
         }
     }
@@ -290,7 +294,9 @@ impl Half {
                 if let Some(buf) = self.buf.take() {
                     give_buf(buf);
                 }
-                ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
+                if !self.closing_handshake_done {
+                    ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
+                }
                 return Poll::Ready(Ok(()));
             }
         }
@@ -606,6 +612,9 @@ pub async fn relay(
             }
             return Poll::Pending;
         }
+        let handshake_done = up.tracker.close().is_some() && down.tracker.close().is_some();
+        up.closing_handshake_done = handshake_done;
+        down.closing_handshake_done = handshake_done;
         if !up.done {
             if let Poll::Ready(r) = up.poll_copy(cx, &mut client, &mut upstream) {
                 r?;
