@@ -1,81 +1,76 @@
 #!/usr/bin/env bash
 # gatewarden benchmark: every mode against the echo upstream directly, through nginx (stock
 # and tuned) and through gatewarden, with 1 and then 2 workers, in one run; loopback only.
-# usage: bench/run.sh [SECONDS_PER_MODE]      (writes bench/results.jsonl, prints a table)
-#   env: WORKERS="1 2" (worker counts), TARGETS="direct nginx-stock nginx-tuned gatewarden",
-#        MODES="handshake rtt bulk reject first_message idle", IDLE_CONNS=9000
+#
+# All targets of a worker count run side by side (idle ones cost nothing), and each mode
+# goes round-robin over them ROUNDS times; the table shows medians. This VM's neighbours
+# move absolute numbers by ±15 % within a minute, so only interleaved ratios are fair.
+#
+# usage: bench/run.sh [SECONDS_PER_RUN]    (writes bench/results.jsonl, prints the table)
+#   env: WORKERS="1 2", ROUNDS=3, MODES="handshake rtt bulk reject first_message idle",
+#        TARGETS="direct nginx-stock nginx-tuned gatewarden gatewarden-splice", IDLE_CONNS=9000
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECS=${1:-3}
-IDLE=${IDLE_CONNS:-9000}
+SECS=${1:-1.5}
+ROUNDS=${ROUNDS:-3}
+IDLE=${IDLE_CONNS:-9000}   # the machine's hard fd limit is 20000; a proxy needs 2 fds per connection
 WORKERS=${WORKERS:-1 2}
-TARGETS=${TARGETS:-direct nginx-stock nginx-tuned gatewarden gatewarden-splice}
 MODES=${MODES:-handshake rtt bulk reject first_message idle}
-want() { [[ " $TARGETS " == *" $1 "* ]]; }   # the machine's hard fd limit is 20000; a proxy needs 2 fds per connection
+TARGETS=${TARGETS:-direct nginx-stock nginx-tuned gatewarden gatewarden-splice}
+want() { [[ " $TARGETS " == *" $1 "* ]]; }
 W=/tmp/gwbench
-rm -rf "$W"; mkdir -p "$W"
+L=$W/logs
+rm -rf "$W"; mkdir -p "$W/cred" "$L"
 ulimit -n "$(ulimit -Hn)"
 
 command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; }
+command -v bc >/dev/null || { apt-get update -qq && apt-get install -y -qq bc >/dev/null; }
 cargo build --release -q
 cargo build --release -q --manifest-path bench/Cargo.toml
 GW=target/release/gatewarden
 LOAD=bench/target/release/bench-load
 ECHO_BIN=bench/target/release/bench-echo
 
-ECHO=127.0.0.1:28790 PROXY=127.0.0.1:28789
+ECHO=127.0.0.1:28790
+declare -A ADDR=([direct]=$ECHO [nginx-stock]=127.0.0.1:28791 [nginx-tuned]=127.0.0.1:28792
+                 [gatewarden]=127.0.0.1:28789 [gatewarden-splice]=127.0.0.1:28793)
+declare -A PIDS
 TOKEN=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
-# In a directory of its own: gatewarden watches the credential's directory, and the log
-# files written during the run must not wake its watcher.
-mkdir -p "$W/cred"; echo "$TOKEN" > "$W/cred/token"
+# Away from the logs: gatewarden watches the credential's directory and its parent (to see
+# the directory itself replaced), and log writes there would wake its watcher thread.
+echo "$TOKEN" > "$W/cred/token"
 OUT=bench/results.jsonl; : > "$OUT"
 
-$ECHO_BIN $ECHO 1 > /dev/null &
-ECHO_PID=$!
-trap 'kill $ECHO_PID 2>/dev/null; [ -f $W/nginx.pid ] && kill $(cat $W/nginx.pid) 2>/dev/null; pkill -f "gatewarden -c $W" 2>/dev/null; true' EXIT
-sleep 0.3
+cleanup() {
+  for f in "$W"/nginx-*.pid; do [ -f "$f" ] && { kill "$(cat "$f")" 2>/dev/null || true; }; done
+  for p in "${PIDS[@]}"; do kill "${p%%,*}" 2>/dev/null || true; done
+}
+trap cleanup EXIT
 
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/${1%:*}/${1#*:}) 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on $1" >&2; exit 1; }
 ticks() { local t=0; for p in ${1//,/ }; do [ -r /proc/$p/stat ] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
 
-# run TARGET_NAME WORKERS ADDR PIDS
-run_modes() {
-  local name=$1 workers=$2 addr=$3 pids=$4
-  for mode in $MODES; do
-    [ "$name" = direct ] && [ "$mode" = reject ] && continue
-    # splice(2) only changes how tunnel payloads move: measured where that shows.
-    [ "$name" = gatewarden-splice ] && [[ " rtt bulk " != *" $mode "* ]] && continue
-    local conns=16
-    case $mode in rtt) conns=32;; bulk) conns=4;; idle) conns=$IDLE;; esac
-    local p0 e0 t0 line p1 e1 t1
-    p0=$(ticks "$pids"); e0=$(ticks $ECHO_PID); t0=$(date +%s.%N)
-    line=$($LOAD $mode $addr --token "$TOKEN" --conns $conns --secs "$SECS" --pids "$pids")
-    p1=$(ticks "$pids"); e1=$(ticks $ECHO_PID); t1=$(date +%s.%N)
-    local el; el=$(echo "$t1 - $t0" | bc -l)
-    local pcpu; pcpu=$(echo "($p1 - $p0) / 100 / $el * 100" | bc -l)
-    local ecpu; ecpu=$(echo "($e1 - $e0) / 100 / $el * 100" | bc -l)
-    [ "$name" = direct ] && pcpu=0
-    echo "${line%\}},\"target\":\"$name\",\"workers\":$workers,\"proxy_cpu_pct\":$(printf %.0f "$pcpu"),\"echo_cpu_pct\":$(printf %.0f "$ecpu")}" | tee -a "$OUT"
-    sleep 0.5   # let TIME_WAIT sockets and closing tunnels settle between modes
-  done
-}
+$ECHO_BIN $ECHO 1 > /dev/null &
+PIDS[direct]=$!
+wait_port $ECHO
 
-nginx_conf() {  # workers tuned
-  local tuned=""
-  [ "$2" = tuned ] && tuned="proxy_buffer_size 64k; proxy_buffers 4 64k; proxy_busy_buffers_size 128k;"
-  cat > "$W/nginx.conf" <<NGINX
-worker_processes $1;
+start_nginx() {  # flavour workers
+  local flavour=$1 workers=$2 tuned="" addr=${ADDR[nginx-$1]}
+  [ "$flavour" = tuned ] && tuned="proxy_buffer_size 64k; proxy_buffers 4 64k; proxy_busy_buffers_size 128k;"
+  cat > "$W/nginx-$flavour.conf" <<NGINX
+worker_processes $workers;
 worker_rlimit_nofile 20000;
-pid $W/nginx.pid;
-error_log $W/nginx-error.log warn;
+pid $W/nginx-$flavour.pid;
+error_log $L/nginx-$flavour-error.log warn;
 events { worker_connections 19000; }
 http {
-  access_log $W/nginx-access.log;
+  access_log $L/nginx-$flavour-access.log;
   map \$http_authorization \$auth_header { default 0; "Bearer $TOKEN" 1; }
   map \$arg_token \$auth_query { default 0; "$TOKEN" 1; }
   map "\$auth_header\$auth_query" \$authorized { default 0; ~1 1; }
   map \$http_upgrade \$connection_upgrade { default upgrade; "" close; }
   server {
-    listen $PROXY;
+    listen $addr;
     proxy_http_version 1.1;
     proxy_set_header Upgrade \$http_upgrade;
     proxy_set_header Connection \$connection_upgrade;
@@ -90,27 +85,17 @@ http {
   }
 }
 NGINX
+  nginx -c "$W/nginx-$flavour.conf"
+  wait_port "$addr"
+  local master; master=$(cat "$W/nginx-$flavour.pid")
+  PIDS[nginx-$flavour]="$master,$(pgrep -d, -P "$master")"
 }
 
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/${1%:*}/${1#*:}) 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on $1" >&2; exit 1; }
-
-if want direct; then echo "== direct"; run_modes direct 0 $ECHO "$ECHO_PID"; fi
-for workers in $WORKERS; do
-  for flavour in stock tuned; do
-    want nginx-$flavour || continue
-    echo "== nginx $flavour, worker_processes $workers"
-    nginx_conf $workers $flavour
-    nginx -c "$W/nginx.conf"
-    wait_port $PROXY
-    run_modes "nginx-$flavour" $workers $PROXY "$(pgrep -d, -f "nginx: (master|worker)")"
-    kill "$(cat $W/nginx.pid)"; while pgrep -f "nginx: master" >/dev/null; do sleep 0.1; done; rm -f $W/nginx.pid
-  done
-  for variant in gatewarden gatewarden-splice; do
-    want $variant || continue
-    zero_copy=false; [ $variant = gatewarden-splice ] && zero_copy=true
-    echo "== $variant, workers $workers"
-    cat > "$W/gatewarden.toml" <<TOML
-listen = "$PROXY"
+start_gatewarden() {  # variant workers
+  local variant=$1 workers=$2 zero_copy=false addr=${ADDR[$1]}
+  [ "$variant" = gatewarden-splice ] && zero_copy=true
+  cat > "$W/$variant.toml" <<TOML
+listen = "$addr"
 upstream = "$ECHO"
 workers = $workers
 [admin]
@@ -126,11 +111,58 @@ zero_copy = $zero_copy
 [[credentials]]
 path = "$W/cred/token"
 TOML
-    $GW -c "$W/gatewarden.toml" 2> "$W/$variant.log" &
-    GW_PID=$!
-    wait_port $PROXY
-    run_modes $variant $workers $PROXY "$GW_PID"
-    kill $GW_PID; wait $GW_PID || true
+  $GW -c "$W/$variant.toml" 2> "$L/$variant.log" &
+  PIDS[$variant]=$!
+  wait_port "$addr"
+}
+
+stop_proxies() {
+  for f in "$W"/nginx-*.pid; do
+    [ -f "$f" ] || continue
+    local m; m=$(cat "$f"); kill "$m"; while kill -0 "$m" 2>/dev/null; do sleep 0.1; done; rm -f "$f"
   done
+  for v in gatewarden gatewarden-splice; do
+    [ -n "${PIDS[$v]:-}" ] && { kill "${PIDS[$v]}"; wait "${PIDS[$v]}" || true; unset "PIDS[$v]"; }
+  done
+}
+
+run_one() {  # target workers mode round
+  local name=$1 workers=$2 mode=$3 round=$4 conns=16
+  case $mode in rtt) conns=32;; bulk) conns=4;; idle) conns=$IDLE;; esac
+  local pids=${PIDS[$name]} p0 e0 t0 line p1 e1 t1
+  p0=$(ticks "$pids"); e0=$(ticks "${PIDS[direct]}"); t0=$(date +%s.%N)
+  line=$($LOAD "$mode" "${ADDR[$name]}" --token "$TOKEN" --conns $conns --secs "$SECS" --pids "$pids")
+  p1=$(ticks "$pids"); e1=$(ticks "${PIDS[direct]}"); t1=$(date +%s.%N)
+  local el pcpu ecpu
+  el=$(echo "$t1 - $t0" | bc -l)
+  pcpu=$(echo "($p1 - $p0) / 100 / $el * 100" | bc -l)
+  ecpu=$(echo "($e1 - $e0) / 100 / $el * 100" | bc -l)
+  [ "$name" = direct ] && pcpu=0
+  echo "${line%\}},\"target\":\"$name\",\"workers\":$workers,\"round\":$round,\"proxy_cpu_pct\":$(printf %.0f "$pcpu"),\"echo_cpu_pct\":$(printf %.0f "$ecpu")}" | tee -a "$OUT"
+  # Let closing tunnels and TIME_WAIT sockets settle.
+  if [ "$mode" = idle ]; then sleep 2; else sleep 0.3; fi
+}
+
+first=1
+for workers in $WORKERS; do
+  echo "== workers $workers"
+  for t in nginx-stock nginx-tuned; do want "$t" && start_nginx "${t#nginx-}" "$workers"; done
+  for t in gatewarden gatewarden-splice; do want "$t" && start_gatewarden "$t" "$workers"; done
+  for mode in $MODES; do
+    rounds=$ROUNDS; [ "$mode" = idle ] && rounds=1   # memory, not speed: no noise to average
+    for round in $(seq "$rounds"); do
+      for t in $TARGETS; do
+        case "$t/$mode" in
+          direct/reject) continue;;                  # nothing to reject without a proxy
+          gatewarden-splice/rtt|gatewarden-splice/bulk) ;;
+          gatewarden-splice/*) continue;;            # splice(2) only changes tunnel payloads
+        esac
+        [ "$t" = direct ] && [ $first = 0 ] && continue   # direct does not depend on workers
+        run_one "$t" "$workers" "$mode" "$round"
+      done
+    done
+  done
+  stop_proxies
+  first=0
 done
 python3 bench/report.py "$OUT"

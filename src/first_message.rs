@@ -113,7 +113,8 @@ pub async fn run(
     }
     let deadline = Instant::now() + check.timeout;
     let mut buf: Vec<u8> = from_client.to_vec();
-    let mut relay_buf = vec![0u8; 8 * 1024];
+    // Gateway→client bytes pass through a pooled buffer: no zeroed allocation per client.
+    let mut relay_buf = splice::PooledBuf::take();
     let (frame_len, mut doc) = loop {
         match parse(&buf, check.max_bytes) {
             Parsed::Incomplete => {}
