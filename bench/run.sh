@@ -11,7 +11,7 @@
 #        TARGETS="direct nginx-stock nginx-tuned gatewarden gatewarden-splice", IDLE_CONNS=9000
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECS=${1:-1.5}
+SECS=${1:-1.25}
 ROUNDS=${ROUNDS:-3}
 IDLE=${IDLE_CONNS:-9000}   # the machine's hard fd limit is 20000; a proxy needs 2 fds per connection
 WORKERS=${WORKERS:-1 2}
