@@ -222,9 +222,10 @@ struct Half {
     /// A frame of our own to send at the next frame boundary, after which this direction ends.
     inject: Option<Vec<u8>>,
     zero_copy: bool,
-    /// Both directions carried a close frame: at EOF the sockets are about to be closed, so
-    /// half-closing the other side first would be a wasted syscall.
-    closing_handshake_done: bool,
+    /// The other direction has carried a close frame. With one seen here too, the closing
+    /// handshake is complete: at EOF the sockets are about to be closed, and half-closing
+    /// the other side first would be a wasted syscall.
+    peer_closed: bool,
     /// Payload bytes in flight through a pipe (zero-copy), borrowed like the buffer.
     pipe: Option<pipe::Pipe>,
 }
@@ -251,7 +252,7 @@ impl Half {
             tracker,
             inject: None,
             zero_copy: false,
-            closing_handshake_done: false,
+            peer_closed: false,
             pipe: None,
         }
     }
@@ -324,7 +325,7 @@ impl Half {
                 if let Some(buf) = self.buf.take() {
                     give_buf(buf);
                 }
-                if !self.closing_handshake_done {
+                if !(self.peer_closed && self.tracker.close().is_some()) {
                     ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
                 }
                 return Poll::Ready(Ok(()));
@@ -642,9 +643,8 @@ pub async fn relay(
             }
             return Poll::Pending;
         }
-        let handshake_done = up.tracker.close().is_some() && down.tracker.close().is_some();
-        up.closing_handshake_done = handshake_done;
-        down.closing_handshake_done = handshake_done;
+        up.peer_closed = down.tracker.close().is_some();
+        down.peer_closed = up.tracker.close().is_some();
         if !up.done {
             if let Poll::Ready(r) = up.poll_copy(cx, &mut client, &mut upstream) {
                 r?;
