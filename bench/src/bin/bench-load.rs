@@ -102,18 +102,7 @@ async fn read_until(s: &mut TcpStream, buf: &mut Vec<u8>, frames: usize) -> std:
             if status != 101 {
                 return Ok(status);
             }
-            let mut pos = end;
-            let mut got = 0;
-            while got < frames {
-                match parse_header(&buf[pos..]) {
-                    Some((_, _, len, hl)) if buf.len() >= pos + hl + len as usize => {
-                        pos += hl + len as usize;
-                        got += 1;
-                    }
-                    _ => break,
-                }
-            }
-            if got == frames {
+            if let Some(pos) = frames_end(buf, end, frames) {
                 buf.drain(..pos);
                 return Ok(status);
             }
@@ -237,6 +226,19 @@ async fn sessions(o: &Opts) -> String {
     )
 }
 
+/// Where `frames` complete frames starting at `pos` end, if they are all in `buf`.
+fn frames_end(buf: &[u8], mut pos: usize, frames: usize) -> Option<usize> {
+    for _ in 0..frames {
+        let (_, _, len, hl) = parse_header(&buf[pos..])?;
+        let end = pos + hl + len as usize;
+        if buf.len() < end {
+            return None;
+        }
+        pos = end;
+    }
+    Some(pos)
+}
+
 /// Reads until `frames` complete frames are at the start of `buf` (no HTTP head), and drops them.
 async fn read_until_frames(
     s: &mut TcpStream,
@@ -245,18 +247,7 @@ async fn read_until_frames(
 ) -> std::io::Result<()> {
     let mut chunk = [0u8; 8192];
     loop {
-        let mut pos = 0;
-        let mut got = 0;
-        while got < frames {
-            match parse_header(&buf[pos..]) {
-                Some((_, _, len, hl)) if buf.len() >= pos + hl + len as usize => {
-                    pos += hl + len as usize;
-                    got += 1;
-                }
-                _ => break,
-            }
-        }
-        if got == frames {
+        if let Some(pos) = frames_end(buf, 0, frames) {
             buf.drain(..pos);
             return Ok(());
         }
