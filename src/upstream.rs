@@ -53,6 +53,8 @@ pub struct Answer {
 }
 
 const MAX_RESPONSE_HEADERS: usize = 100;
+/// How long the gateway gets to answer an upgrade request (head, and a refusal's body).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// A refusal's body is passed back to the client whole; a gateway sending more is broken.
 const MAX_REFUSAL_BODY: usize = 1024 * 1024;
@@ -323,6 +325,33 @@ impl UpstreamClient {
         head.extend_from_slice(b"\r\n");
         stream.write_all(&head).await.map_err(io_err)?;
 
+        let answer = tokio::time::timeout(ANSWER_TIMEOUT, self.read_answer(&mut stream))
+            .await
+            .map_err(|_| bad("no complete answer within 30 s"))??;
+        let (status, headers, rest, body) = answer;
+        Ok(Answer {
+            status,
+            headers,
+            rest,
+            body,
+            stream,
+        })
+    }
+
+    /// Reads the answer's head and, unless it is a 101, its body. Returns the bytes behind
+    /// a 101's head, which belong to the tunnel (a gateway may speak first).
+    async fn read_answer(
+        &self,
+        stream: &mut Stream,
+    ) -> Result<(StatusCode, HeaderMap, Bytes, Bytes), UpstreamError> {
+        let bad = |what: &str| UpstreamError::Protocol {
+            addr: self.authority.clone(),
+            what: what.to_string(),
+        };
+        let io_err = |source| UpstreamError::Io {
+            addr: self.authority.clone(),
+            source,
+        };
         let mut buf = BytesMut::with_capacity(4096);
         let (status, headers, len) = loop {
             if stream.read_buf(&mut buf).await.map_err(io_err)? == 0 {
@@ -349,28 +378,28 @@ impl UpstreamClient {
                 Err(e) => return Err(bad(&format!("malformed response head: {e}"))),
             }
         };
-        let rest = buf.split_off(len).freeze();
-        let body = if status == StatusCode::SWITCHING_PROTOCOLS {
-            Bytes::new()
-        } else {
-            read_body(&mut stream, &headers, rest.clone().into())
-                .await
-                .map_err(|e| match e {
-                    BodyError::Io(source) => io_err(source),
-                    BodyError::Bad(what) => bad(what),
-                })?
-        };
-        Ok(Answer {
-            status,
-            headers,
-            // The bytes behind a 101 belong to the tunnel (a gateway may speak first).
-            rest: if status == StatusCode::SWITCHING_PROTOCOLS {
-                rest
-            } else {
-                Bytes::new()
-            },
-            body,
-            stream,
-        })
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            // Copied: a slice would keep the whole read buffer alive with the tunnel.
+            return Ok((
+                status,
+                headers,
+                Bytes::copy_from_slice(&buf[len..]),
+                Bytes::new(),
+            ));
+        }
+        // RFC 9112 §6.3: these never have a body, whatever the headers say.
+        if status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Ok((status, headers, Bytes::new(), Bytes::new()));
+        }
+        let body = read_body(stream, &headers, buf.split_off(len))
+            .await
+            .map_err(|e| match e {
+                BodyError::Io(source) => io_err(source),
+                BodyError::Bad(what) => bad(what),
+            })?;
+        Ok((status, headers, Bytes::new(), body))
     }
 }

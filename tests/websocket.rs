@@ -426,8 +426,9 @@ async fn any_token_of_several_files_is_valid() {
     assert!(line.contains(&format!("presented=fp:{fp}")), "{line}");
 }
 
-/// A one-shot raw upstream answering every connection with `answer` and closing.
-async fn raw_upstream(answer: &'static [u8]) -> std::net::SocketAddr {
+/// A raw upstream answering every connection with `answer`, then closing (or, with `hold`,
+/// keeping the connection open until the peer closes it).
+async fn raw_upstream(answer: &'static [u8], hold: bool) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -444,6 +445,7 @@ async fn raw_upstream(answer: &'static [u8]) -> std::net::SocketAddr {
                     }
                 }
                 let _ = s.write_all(answer).await;
+                while hold && matches!(s.read(&mut b).await, Ok(1..)) {}
             });
         }
     });
@@ -461,14 +463,19 @@ async fn upstream_refusals_with_chunked_or_close_delimited_bodies_are_returned()
             &b"HTTP/1.1 403 Forbidden\r\nconnection: close\r\nx-upstream: eof\r\n\r\nclosed body"[..],
             &b"closed body"[..],
         ),
+        // No body by definition, and the connection stays open: must not wait for an EOF.
+        (
+            &b"HTTP/1.1 304 Not Modified\r\nx-upstream: none\r\n\r\n"[..],
+            &b""[..],
+        ),
     ] {
-        let up = raw_upstream(answer).await;
+        let up = raw_upstream(answer, answer.starts_with(b"HTTP/1.1 304")).await;
         let h = start_with(|c| c.upstream = up.to_string().parse().unwrap()).await;
         let auth = format!("Bearer {}", h.token);
         match ws_connect(h.addr, "/ws", &[("authorization", &auth)]).await {
             Err(WsError::Http(resp)) => {
                 assert!(
-                    resp.status() == 401 || resp.status() == 403,
+                    [401, 403, 304].contains(&resp.status().as_u16()),
                     "{:?} {:?}",
                     resp.status(),
                     resp.body()
