@@ -113,8 +113,9 @@ pub async fn run(
     }
     let deadline = Instant::now() + check.timeout;
     let mut buf: Vec<u8> = from_client.to_vec();
-    // Gateway→client bytes pass through a pooled buffer: no zeroed allocation per client.
-    let mut relay_buf = splice::PooledBuf::take();
+    // Small: it lives as long as the client takes to send its first frame (up to
+    // auth.first_message_timeout), and the gateway says little before that.
+    let mut relay_buf = vec![0u8; 8 * 1024];
     let (frame_len, mut doc) = loop {
         match parse(&buf, check.max_bytes) {
             Parsed::Incomplete => {}

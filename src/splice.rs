@@ -38,36 +38,6 @@ fn take_buf() -> Box<[u8]> {
         .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
 }
 
-/// A relay buffer borrowed from the pool for a scope (the first-message phase).
-pub struct PooledBuf(Option<Box<[u8]>>);
-
-impl PooledBuf {
-    pub fn take() -> PooledBuf {
-        PooledBuf(Some(take_buf()))
-    }
-}
-
-impl std::ops::Deref for PooledBuf {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        self.0.as_deref().expect("present until dropped")
-    }
-}
-
-impl std::ops::DerefMut for PooledBuf {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        self.0.as_deref_mut().expect("present until dropped")
-    }
-}
-
-impl Drop for PooledBuf {
-    fn drop(&mut self) {
-        if let Some(buf) = self.0.take() {
-            give_buf(buf);
-        }
-    }
-}
-
 fn give_buf(buf: Box<[u8]>) {
     if buf.len() != BUF_SIZE {
         return;
