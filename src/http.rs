@@ -296,7 +296,7 @@ impl Proxy {
             }
             Err(e) => {
                 self.metrics.upstream_connect_errors.inc();
-                warn!(conn = %conn, remote = %remote, cause = %e, "[ws] upstream unavailable");
+                warn!(conn = %conn, remote = %remote, reason = %e.reason(), cause = %e, "[ws] upstream unavailable");
                 return text(
                     StatusCode::BAD_GATEWAY,
                     "bad gateway: upstream unavailable\n",
@@ -879,7 +879,7 @@ impl Proxy {
             Ok(resp) => passthrough(resp),
             Err(e) => {
                 self.metrics.upstream_connect_errors.inc();
-                warn!(remote = %remote, path = %path, cause = %e, "[http] upstream unavailable");
+                warn!(remote = %remote, path = %path, reason = %e.reason(), cause = %e, "[http] upstream unavailable");
                 text(
                     StatusCode::BAD_GATEWAY,
                     "bad gateway: upstream unavailable\n",

@@ -40,6 +40,22 @@ pub enum UpstreamError {
     },
 }
 
+impl UpstreamError {
+    /// The log's `reason=` for a 502.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UpstreamError::ConnectTimeout { .. } => "upstream_connect_timeout",
+            UpstreamError::Connect { .. } => "upstream_connect_failed",
+            UpstreamError::Tls { .. } => "upstream_tls_failed",
+            UpstreamError::Io { .. } | UpstreamError::Protocol { .. } => "upstream_bad_answer",
+            UpstreamError::Pooled { source, .. } if source.is_connect() => {
+                "upstream_connect_failed"
+            }
+            UpstreamError::Pooled { .. } => "upstream_bad_answer",
+        }
+    }
+}
+
 /// The gateway's answer to an upgrade request.
 pub struct Answer {
     pub status: StatusCode,

@@ -182,7 +182,12 @@ async fn upstream_down_gives_502_and_logs_the_cause() {
         body_bytes(resp).await,
         "bad gateway: upstream unavailable\n"
     );
-    let line = wait_log(&["[http] upstream unavailable", &dead.to_string()]).await;
+    let line = wait_log(&[
+        "[http] upstream unavailable",
+        "reason=upstream_connect_failed",
+        &dead.to_string(),
+    ])
+    .await;
     assert!(
         line.to_lowercase().contains("refused"),
         "cause in the log: {line}"

@@ -426,7 +426,12 @@ async fn upstream_over_tls_with_a_private_ca() {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 502),
         other => panic!("expected 502, got {other:?}"),
     }
-    wait_log(&["[ws] upstream unavailable", "TLS handshake"]).await;
+    wait_log(&[
+        "[ws] upstream unavailable",
+        "reason=upstream_tls_failed",
+        "TLS handshake",
+    ])
+    .await;
 
     // insecure: works, with a loud warning at start-up.
     let mut config = config_for(upstream.addr, &tf);

@@ -336,7 +336,12 @@ async fn upstream_down_gives_502() {
         Err(WsError::Http(resp)) => assert_eq!(resp.status(), 502),
         other => panic!("expected 502, got {other:?}"),
     }
-    wait_log(&["[ws] upstream unavailable", &dead.to_string()]).await;
+    wait_log(&[
+        "[ws] upstream unavailable",
+        "reason=upstream_connect_failed",
+        &dead.to_string(),
+    ])
+    .await;
 }
 
 #[tokio::test]
