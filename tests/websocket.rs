@@ -492,3 +492,39 @@ async fn upstream_refusals_with_chunked_or_close_delimited_bodies_are_returned()
         }
     }
 }
+
+#[tokio::test]
+async fn upstream_connect_timeout_gives_502_with_its_reason() {
+    use gatewarden::config::Secs;
+    use std::time::Duration;
+    // A listener whose accept queue is full and never drained: the kernel drops further
+    // SYNs, so a connect to it hangs until the connect timeout.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = sock.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..3 {
+        let c = tokio::net::TcpStream::connect(addr);
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(300), c).await {
+            fillers.push(s);
+        }
+    }
+    let h = start_with(|c| {
+        c.upstream = addr.to_string().parse().unwrap();
+        c.timeouts.upstream_connect = Secs(Duration::from_millis(300));
+    })
+    .await;
+    let auth = format!("Bearer {}", h.token);
+    match ws_connect(h.addr, "/ws", &[("authorization", &auth)]).await {
+        Err(WsError::Http(resp)) => assert_eq!(resp.status(), 502),
+        other => panic!("expected 502, got {other:?}"),
+    }
+    wait_log(&[
+        "[ws] upstream unavailable",
+        "reason=upstream_connect_timeout",
+        &addr.to_string(),
+    ])
+    .await;
+    drop(listener);
+}
