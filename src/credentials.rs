@@ -34,10 +34,14 @@ impl Fingerprint {
 
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
+        // Written on every connection's log line: one write, no per-byte formatting.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 8];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = HEX[(b >> 4) as usize];
+            out[2 * i + 1] = HEX[(b & 0xf) as usize];
         }
-        Ok(())
+        f.write_str(std::str::from_utf8(&out).expect("hex digits are ASCII"))
     }
 }
 
