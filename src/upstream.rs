@@ -307,6 +307,20 @@ impl UpstreamClient {
         Ok(stream)
     }
 
+    fn bad_answer(&self, what: &str) -> UpstreamError {
+        UpstreamError::Protocol {
+            addr: self.authority.clone(),
+            what: what.to_string(),
+        }
+    }
+
+    fn io_error(&self, source: io::Error) -> UpstreamError {
+        UpstreamError::Io {
+            addr: self.authority.clone(),
+            source,
+        }
+    }
+
     /// Sends an upgrade request on a fresh connection and reads the gateway's answer.
     ///
     /// Written and parsed here rather than through hyper's client: an upgrade is one request
@@ -314,14 +328,8 @@ impl UpstreamClient {
     /// cost more than the exchange itself on every WebSocket handshake.
     pub async fn upgrade(&self, req: Request<Empty<Bytes>>) -> Result<Answer, UpstreamError> {
         let mut stream = self.connect().await?;
-        let bad = |what: &str| UpstreamError::Protocol {
-            addr: self.authority.clone(),
-            what: what.to_string(),
-        };
-        let io_err = |source| UpstreamError::Io {
-            addr: self.authority.clone(),
-            source,
-        };
+        let bad = |what: &str| self.bad_answer(what);
+        let io_err = |source| self.io_error(source);
         let mut head = Vec::with_capacity(512);
         head.extend_from_slice(req.method().as_str().as_bytes());
         head.push(b' ');
@@ -360,14 +368,8 @@ impl UpstreamClient {
         &self,
         stream: &mut Stream,
     ) -> Result<(StatusCode, HeaderMap, Bytes, Bytes), UpstreamError> {
-        let bad = |what: &str| UpstreamError::Protocol {
-            addr: self.authority.clone(),
-            what: what.to_string(),
-        };
-        let io_err = |source| UpstreamError::Io {
-            addr: self.authority.clone(),
-            source,
-        };
+        let bad = |what: &str| self.bad_answer(what);
+        let io_err = |source| self.io_error(source);
         let mut buf = BytesMut::with_capacity(4096);
         let (status, headers, len) = loop {
             if stream.read_buf(&mut buf).await.map_err(io_err)? == 0 {
