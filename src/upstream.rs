@@ -7,7 +7,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
-use http_body_util::Empty;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_rustls::HttpsConnector;
@@ -326,28 +325,11 @@ impl UpstreamClient {
     /// Written and parsed here rather than through hyper's client: an upgrade is one request
     /// on a connection of its own, and hyper's dispatch task, channels and upgrade hand-over
     /// cost more than the exchange itself on every WebSocket handshake.
-    pub async fn upgrade(&self, req: Request<Empty<Bytes>>) -> Result<Answer, UpstreamError> {
+    pub async fn upgrade(&self, head: &[u8]) -> Result<Answer, UpstreamError> {
         let mut stream = self.connect().await?;
         let bad = |what: &str| self.bad_answer(what);
         let io_err = |source| self.io_error(source);
-        let mut head = Vec::with_capacity(512);
-        head.extend_from_slice(req.method().as_str().as_bytes());
-        head.push(b' ');
-        head.extend_from_slice(
-            req.uri()
-                .path_and_query()
-                .map_or("/", |pq| pq.as_str())
-                .as_bytes(),
-        );
-        head.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in req.headers() {
-            head.extend_from_slice(name.as_str().as_bytes());
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(value.as_bytes());
-            head.extend_from_slice(b"\r\n");
-        }
-        head.extend_from_slice(b"\r\n");
-        stream.write_all(&head).await.map_err(io_err)?;
+        stream.write_all(head).await.map_err(io_err)?;
 
         let answer = tokio::time::timeout(ANSWER_TIMEOUT, self.read_answer(&mut stream))
             .await

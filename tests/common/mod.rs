@@ -74,6 +74,8 @@ pub fn capture_logs() {
             .with_env_filter("gatewarden=debug")
             .with_ansi(false)
             .with_target(false)
+            // The binary's own line format, so every test reads what production prints.
+            .event_format(gatewarden::logging::TextFormat)
             .with_writer(|| CaptureWriter)
             .try_init();
     });
