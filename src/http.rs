@@ -69,7 +69,34 @@ struct Fp(Option<Fingerprint>);
 impl std::fmt::Display for Fp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
-            Some(fp) => write!(f, "fp:{fp}"),
+            Some(fp) => {
+                f.write_str("fp:")?;
+                fp.fmt(f)
+            }
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// A path as `Path::display` shows it, without the lossy-UTF-8 scan for the usual UTF-8 path.
+struct PathText<'a>(&'a std::path::Path);
+
+impl std::fmt::Display for PathText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.to_str() {
+            Some(s) => f.write_str(s),
+            None => self.0.display().fmt(f),
+        }
+    }
+}
+
+/// A value's `Display`, or `-` (no allocation for the common "nothing" case).
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
             None => f.write_str("-"),
         }
     }
@@ -116,7 +143,7 @@ fn log_connected(
         source = %source,
         presented = %presented,
         client = %credential.who(),
-        credential = %credential.source.display(),
+        credential = %PathText(&credential.source),
         "[ws] connected"
     );
 }
@@ -126,6 +153,26 @@ struct SourceName(Option<TokenSource>);
 impl std::fmt::Display for SourceName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.0.map_or("-", TokenSource::as_str))
+    }
+}
+
+/// A tunnel's future, for the client connection's own task to run once hyper has handed
+/// over the upgraded socket: one task per connection instead of a second one per tunnel (a
+/// spawn is an aligned allocation and a few copies of the whole future, on every handshake).
+pub type TunnelFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Where [`Proxy::handle`] leaves an upgraded connection's tunnel.
+#[derive(Default)]
+pub struct Handoff(std::sync::Mutex<Option<TunnelFuture>>);
+
+impl Handoff {
+    fn put(&self, tunnel: TunnelFuture) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(tunnel);
+    }
+
+    /// The tunnel, when the connection's request was an accepted upgrade.
+    pub fn take(&self) -> Option<TunnelFuture> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
@@ -147,12 +194,15 @@ struct Tunnel {
 }
 
 impl Proxy {
-    /// `cert` is the client's verified certificate when the connection is mTLS.
+    /// `cert` is the client's verified certificate when the connection is mTLS. An accepted
+    /// upgrade's tunnel is left in `handoff` for the connection's task to run (spawned as a
+    /// task of its own without one).
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         remote: SocketAddr,
         cert: Option<Arc<ClientCert>>,
+        handoff: Option<Arc<Handoff>>,
     ) -> Result<Response<Body>, Infallible> {
         let head = head_size(&req);
         if head > self.max_header_bytes {
@@ -172,7 +222,7 @@ impl Proxy {
                 info!(remote = %remote, reason = %"bad_upgrade", detail = %bad, "[ws] request refused");
                 return Ok(bad_upgrade(bad));
             }
-            Ok(self.websocket(req, remote, cert.as_deref()).await)
+            Ok(self.websocket(req, remote, cert.as_deref(), handoff).await)
         } else {
             Ok(self.plain(req, remote, cert.as_deref()).await)
         }
@@ -183,6 +233,7 @@ impl Proxy {
         mut req: Request<Incoming>,
         remote: SocketAddr,
         cert: Option<&ClientCert>,
+        handoff: Option<Arc<Handoff>>,
     ) -> Response<Body> {
         let started = Instant::now();
         let conn = Uuid::new_v4();
@@ -345,7 +396,13 @@ impl Proxy {
             .handshake_seconds
             .observe(started.elapsed().as_secs_f64());
         let tasks = self.tasks.clone();
-        tasks.spawn(self.tunnel(on_client, on_upstream, tunnel));
+        let run = Box::pin(self.tunnel(on_client, on_upstream, tunnel));
+        match handoff {
+            Some(handoff) => handoff.put(run),
+            None => {
+                tasks.spawn(run);
+            }
+        }
         client_resp
     }
 
@@ -1063,7 +1120,7 @@ fn log_closed(conn: Uuid, remote: SocketAddr, started: Instant, o: &splice::Outc
         duration_ms = started.elapsed().as_millis() as u64,
         bytes_in = o.bytes_in,
         bytes_out = o.bytes_out,
-        error = %o.error.as_ref().map_or_else(|| "-".to_string(), |e| e.to_string()),
+        error = %OrDash(o.error.as_ref()),
         "[ws] closed"
     );
 }

@@ -33,7 +33,7 @@ pub use listener::{Server, StartError};
 /// Binds and serves until `shutdown` resolves — what the binary runs.
 pub async fn run(
     config: Config,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     Server::bind(config).await?.run(shutdown).await;
     Ok(())

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use crate::admin::Admin;
 use crate::config::{Config, CredentialFormat};
 use crate::credentials::{self, CredentialError, CredentialStore, Reloader};
-use crate::http::Proxy;
+use crate::http::{Handoff, Proxy};
 use crate::limits::ConnSlot;
 use crate::metrics::Metrics;
 use crate::splice::Stream;
@@ -221,7 +221,18 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then drains: no new connections, open ones get up to
     /// `shutdown.drain` to finish, whatever is left is cut.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        // The shutdown future (signal handlers) waits in a task of its own: in the accept
+        // loop's select it would be polled again on every accepted connection.
+        let stop = CancellationToken::new();
+        let _stopper = AbortOnDrop({
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stop.cancel();
+            })
+        });
+        let shutdown = stop.cancelled();
         let graceful = CancellationToken::new();
         let admin_stop = CancellationToken::new();
         let admin = self.admin.take().map(|(l, admin)| {
@@ -470,6 +481,15 @@ async fn plain_http_on_tls_port(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
+/// Ends a helper task with the function that started it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn serve_connection(
     stream: Stream,
     remote: SocketAddr,
@@ -492,10 +512,16 @@ async fn serve_connection(
     };
     // The slot travels with each request so an upgraded tunnel keeps holding it after hyper
     // has let go of the connection.
-    let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(slot.clone());
-        proxy.clone().handle(req, remote, cert.clone())
-    });
+    let handoff = Arc::new(Handoff::default());
+    let svc = {
+        let handoff = handoff.clone();
+        service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(slot.clone());
+            proxy
+                .clone()
+                .handle(req, remote, cert.clone(), Some(handoff.clone()))
+        })
+    };
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -506,24 +532,39 @@ async fn serve_connection(
     if max_headers != 100 {
         builder.max_headers(max_headers);
     }
-    let conn = builder
-        .serve_connection(TokioIo::new(stream), svc)
-        .with_upgrades();
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = graceful.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        if e.is_parse_version_h2() {
-            if let Some(fd) = raw_fd {
+    // In a block: hyper's connection state is gone before a tunnel starts.
+    let result = {
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades();
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = graceful.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let (Err(e), Some(fd)) = (&result, raw_fd) {
+            if e.is_parse_version_h2() {
                 // SAFETY: `conn` owns the socket and is still alive here (it is dropped at
-                // the end of this function), so the descriptor is open and still ours.
+                // the end of this block), so the descriptor is open and still ours.
                 refuse_http2(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
             }
+        }
+        result
+    };
+    // An upgraded connection goes on here, in the same task. Also after an error: the
+    // tunnel then learns that the client's side of the upgrade failed, and says so.
+    if let Some(tunnel) = handoff.take() {
+        if let Err(e) = &result {
+            debug!(remote = %remote, cause = %e, "[http] connection ended with an error");
+        }
+        tunnel.await;
+        return;
+    }
+    if let Err(e) = result {
+        if e.is_parse_version_h2() {
             info!(remote = %remote, reason = %"http2_not_supported", "[http] request refused");
             return;
         }
