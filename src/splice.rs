@@ -8,7 +8,9 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -289,7 +291,8 @@ impl Half {
                 }
                 self.pos += n;
                 self.amt += n as u64;
-                self.need_flush = true;
+                // A socket has nothing to flush; a TLS stream may hold a record back.
+                self.need_flush = !matches!(w, Stream::Tcp(_));
             }
             if self.read_done {
                 if let Some(buf) = self.buf.take() {
@@ -549,10 +552,22 @@ pub async fn relay(
     if start_revoked {
         begin_close(REVOKED, &mut down, &mut closing, &mut revoke_deadline);
     }
+    // The controls (revocation, shutdown, lifetime and idle timers) wake the task through
+    // `controls`, which remembers that they fired: they are polled only then, not again on
+    // every message relayed (that was ~6 % of a relayed message's instructions).
+    let controls = Arc::new(ControlWake {
+        fired: AtomicBool::new(true),
+        task: Mutex::new(None),
+    });
+    let control_waker = Waker::from(controls.clone());
     let result = poll_fn(|cx| {
-        if closing.is_none() {
+        controls.register(cx.waker());
+        let fired = controls.fired.swap(false, Ordering::AcqRel);
+        let mut ccx = Context::from_waker(&control_waker);
+        let ccx = &mut ccx;
+        if closing.is_none() && fired {
             while let Some(fut) = changes.as_mut() {
-                match fut.poll(cx) {
+                match fut.poll(ccx) {
                     Poll::Ready(Some(rx)) => {
                         fut.set(wait_change(rx));
                         if still_valid.as_ref().is_some_and(|ok| !ok()) {
@@ -566,31 +581,31 @@ pub async fn relay(
                 }
             }
         }
-        if closing.is_none() {
+        if closing.is_none() && fired {
             if let Some(stop) = stopping.as_mut() {
-                if stop.as_mut().poll(cx).is_ready() {
+                if stop.as_mut().poll(ccx).is_ready() {
                     stopping = None;
                     begin_close(SHUTDOWN, &mut down, &mut closing, &mut revoke_deadline);
                 }
             }
         }
-        if closing.is_none() {
+        if closing.is_none() && fired {
             if let Some(l) = lifetime.as_mut() {
-                if l.as_mut().poll(cx).is_ready() {
+                if l.as_mut().poll(ccx).is_ready() {
                     begin_close(LIFETIME, &mut down, &mut closing, &mut revoke_deadline);
                 }
             }
         }
-        if closing.is_none() {
+        if closing.is_none() && fired {
             let mut expired = false;
             if let Some((d, timer)) = idle.as_mut() {
                 // Looked at only when the timer fires, not per chunk relayed: traffic since
                 // the last firing re-arms it, silence ends the tunnel (after 1–2 × the timeout).
-                if timer.as_mut().poll(cx).is_ready() {
+                if timer.as_mut().poll(ccx).is_ready() {
                     if (up.amt, down.amt) != moved {
                         moved = (up.amt, down.amt);
                         timer.as_mut().reset(tokio::time::Instant::now() + *d);
-                        let _ = timer.as_mut().poll(cx);
+                        let _ = timer.as_mut().poll(ccx);
                     } else {
                         expired = true;
                     }
@@ -663,6 +678,34 @@ pub async fn relay(
         close,
         error: result.err(),
         ended_by: closing.map(|(_, _, why)| why),
+    }
+}
+
+/// The waker the relay's controls get: notes that one of them fired, then wakes the task.
+struct ControlWake {
+    fired: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl ControlWake {
+    fn register(&self, waker: &Waker) {
+        let mut task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        if !task.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *task = Some(waker.clone());
+        }
+    }
+}
+
+impl Wake for ControlWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        if let Some(w) = self.task.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            w.wake_by_ref();
+        }
     }
 }
 
