@@ -278,6 +278,16 @@ impl FrameTracker {
                 }
                 continue;
             }
+            // A whole header in `data` (the usual case) is read in place.
+            if self.hdr_len == 0 && data.len() >= 2 {
+                let need = FrameHeader::len_hint(data);
+                if data.len() >= need {
+                    let h = FrameHeader::parse(&data[..need]).expect("header complete");
+                    data = &data[need..];
+                    self.start_frame(h);
+                    continue;
+                }
+            }
             // Accumulate a header; its length is known after the first two bytes.
             let need = self.header_len();
             let take = (need - self.hdr_len).min(data.len());
@@ -285,7 +295,8 @@ impl FrameTracker {
             self.hdr_len += take;
             data = &data[take..];
             if self.hdr_len == self.header_len() {
-                self.start_frame();
+                let h = FrameHeader::parse(&self.hdr[..self.hdr_len]).expect("header complete");
+                self.start_frame(h);
             }
         }
     }
@@ -328,8 +339,7 @@ impl FrameTracker {
         FrameHeader::len_hint(&self.hdr[..self.hdr_len])
     }
 
-    fn start_frame(&mut self) {
-        let h = FrameHeader::parse(&self.hdr[..self.hdr_len]).expect("header complete");
+    fn start_frame(&mut self, h: FrameHeader) {
         if h.opcode == OP_CLOSE && self.close.is_none() && h.payload_len <= 125 {
             self.capture = Some(Capture {
                 mask: h.mask,
@@ -409,6 +419,24 @@ mod tests {
             let c = t.close().unwrap();
             assert_eq!(c.code, Some(4001));
             assert_eq!(c.reason, "gateway auth changed");
+        }
+    }
+
+    /// Headers read in place and headers gathered across reads give the same result,
+    /// wherever a read ends.
+    #[test]
+    fn tracks_frames_split_anywhere() {
+        let mut stream = masked(0x1, b"hi", [1, 2, 3, 4]);
+        stream.extend(masked(0x2, &[5u8; 200], [4, 3, 2, 1]));
+        stream.extend(masked(0xA, b"", [0, 0, 0, 0]));
+        stream.extend(masked(0x8, &1000u16.to_be_bytes(), [7, 7, 7, 7]));
+        for cut in 0..=stream.len() {
+            let mut t = FrameTracker::default();
+            t.observe(&stream[..cut]);
+            t.observe(&stream[cut..]);
+            assert_eq!(t.frames(), 4, "cut at {cut}");
+            assert!(t.at_boundary(), "cut at {cut}");
+            assert_eq!(t.close().unwrap().code, Some(1000), "cut at {cut}");
         }
     }
 
