@@ -641,8 +641,25 @@ impl Proxy {
                             .eq_ignore_ascii_case(name.as_str().as_bytes())
                     })
         };
+        let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let pq = if replaced == Some(TokenSource::Query) {
+            let query =
+                auth::query_without(parts.uri.query().unwrap_or(""), &self.auth.query_param);
+            let path = parts.uri.path();
+            std::borrow::Cow::Owned(if query.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{query}")
+            })
+        } else {
+            std::borrow::Cow::Borrowed(pq)
+        };
+        // One buffer, one write: the request line, then the headers.
         let size: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
-        let mut head = Vec::with_capacity(256 + size);
+        let mut head = Vec::with_capacity(256 + pq.len() + size);
+        head.extend_from_slice(b"GET ");
+        head.extend_from_slice(pq.as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\n");
         let mut put = |name: &[u8], value: &[u8]| {
             head.extend_from_slice(name);
             head.extend_from_slice(b": ");
@@ -719,27 +736,8 @@ impl Proxy {
                 put(name.as_str().as_bytes(), value.as_bytes());
             }
         }
-        let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let pq = if replaced == Some(TokenSource::Query) {
-            let query =
-                auth::query_without(parts.uri.query().unwrap_or(""), &self.auth.query_param);
-            let path = parts.uri.path();
-            std::borrow::Cow::Owned(if query.is_empty() {
-                path.to_string()
-            } else {
-                format!("{path}?{query}")
-            })
-        } else {
-            std::borrow::Cow::Borrowed(pq)
-        };
-        // The request line goes in front of the headers: one buffer, one write.
-        let mut out = Vec::with_capacity(head.len() + pq.len() + 20);
-        out.extend_from_slice(b"GET ");
-        out.extend_from_slice(pq.as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        out.extend_from_slice(&head);
-        out.extend_from_slice(b"\r\n");
-        out
+        head.extend_from_slice(b"\r\n");
+        head
     }
 
     /// `upstream_auth.inject = "header"`: remove the client's own credential from wherever

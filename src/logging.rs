@@ -342,18 +342,22 @@ impl Visit for Fields<'_, '_> {
     }
 }
 
-fn write_u64(w: &mut impl fmt::Write, mut v: u64) -> fmt::Result {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+/// `v` in decimal, written at the end of `buf`.
+fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
     loop {
         i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
+        buf[i] = b'0' + (v % 10) as u8;
         v /= 10;
         if v == 0 {
             break;
         }
     }
-    w.write_str(std::str::from_utf8(&digits[i..]).unwrap_or("?"))
+    std::str::from_utf8(&buf[i..]).expect("decimal digits are ASCII")
+}
+
+fn write_u64(w: &mut impl fmt::Write, v: u64) -> fmt::Result {
+    w.write_str(decimal(v, &mut [0; 20]))
 }
 
 /// Escapes the characters a terminal would act on (ESC, BEL, BS, FF, DEL and C1 controls),
@@ -396,29 +400,20 @@ impl fmt::Display for Peer {
         let std::net::SocketAddr::V4(v4) = self.0 else {
             return self.0.fmt(f);
         };
-        fn push(buf: &mut [u8; 21], n: &mut usize, mut v: u32) {
-            let mut digits = [0u8; 5];
-            let mut i = digits.len();
-            loop {
-                i -= 1;
-                digits[i] = b'0' + (v % 10) as u8;
-                v /= 10;
-                if v == 0 {
-                    break;
-                }
-            }
-            let len = digits.len() - i;
-            buf[*n..*n + len].copy_from_slice(&digits[i..]);
-            *n += len;
+        fn push(buf: &mut [u8; 21], n: &mut usize, v: u64) {
+            let mut tmp = [0; 20];
+            let digits = decimal(v, &mut tmp).as_bytes();
+            buf[*n..*n + digits.len()].copy_from_slice(digits);
+            *n += digits.len();
         }
         let mut buf = [0u8; 21];
         let mut n = 0;
         for (k, octet) in v4.ip().octets().into_iter().enumerate() {
-            push(&mut buf, &mut n, u32::from(octet));
+            push(&mut buf, &mut n, u64::from(octet));
             buf[n] = if k < 3 { b'.' } else { b':' };
             n += 1;
         }
-        push(&mut buf, &mut n, u32::from(v4.port()));
+        push(&mut buf, &mut n, u64::from(v4.port()));
         f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| fmt::Error)?)
     }
 }

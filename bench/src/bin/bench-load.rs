@@ -130,6 +130,27 @@ fn percentiles(mut us: Vec<u32>) -> String {
 }
 
 /// handshake / reject / first_message: whole short sessions, `conns` at a time.
+/// Gathers the latencies (µs, one per operation) of every client task into the JSON line.
+async fn report(
+    mode: &str,
+    unit: &str,
+    started: Instant,
+    tasks: Vec<tokio::task::JoinHandle<Vec<u32>>>,
+    errors: u64,
+) -> String {
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    format!(
+        r#"{{"mode":"{mode}","rate":{:.1},"unit":"{unit}","count":{},"errors":{errors},{}}}"#,
+        lat.len() as f64 / secs,
+        lat.len(),
+        percentiles(lat)
+    )
+}
+
 async fn sessions(o: &Opts) -> String {
     let deadline = Instant::now() + Duration::from_secs_f64(o.secs);
     let mode = o.mode.clone();
@@ -211,19 +232,14 @@ async fn sessions(o: &Opts) -> String {
             lat
         }));
     }
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.unwrap());
-    }
-    let secs = started.elapsed().as_secs_f64();
-    format!(
-        r#"{{"mode":"{}","rate":{:.1},"unit":"/s","count":{},"errors":{},{}}}"#,
-        o.mode,
-        lat.len() as f64 / secs,
-        lat.len(),
+    report(
+        &o.mode,
+        "/s",
+        started,
+        tasks,
         errors.load(Ordering::Relaxed),
-        percentiles(lat)
     )
+    .await
 }
 
 /// Where `frames` complete frames starting at `pos` end, if they are all in `buf`.
@@ -299,17 +315,7 @@ async fn rtt(o: &Opts) -> String {
             lat
         }));
     }
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.unwrap());
-    }
-    let secs = started.elapsed().as_secs_f64();
-    format!(
-        r#"{{"mode":"rtt","rate":{:.1},"unit":"msg/s","count":{},"errors":0,{}}}"#,
-        lat.len() as f64 / secs,
-        lat.len(),
-        percentiles(lat)
-    )
+    report("rtt", "msg/s", started, tasks, 0).await
 }
 
 /// 64 KiB messages streamed both ways; MB/s of echo received.
