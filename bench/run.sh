@@ -50,7 +50,12 @@ trap cleanup EXIT
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/${1%:*}/${1#*:}) 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on $1" >&2; exit 1; }
 ticks() { local t=0; for p in ${1//,/ }; do [ -r /proc/$p/stat ] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
 
-$ECHO_BIN $ECHO 1 > /dev/null &
+# Every server runs in a session of its own, as nginx does once it daemonizes: with the
+# kernel's autogroup scheduling (sched_autogroup_enabled=1, the default here) CPU is shared
+# fairly between sessions first, so a proxy left in this script's session would share one
+# slice with the load generator while nginx had a slice to itself. (Before 2026-11-28
+# gatewarden ran that way: 12x nginx's involuntary context switches, 0.75-0.95x handshakes.)
+setsid $ECHO_BIN $ECHO 1 > /dev/null &
 PIDS[direct]=$!
 wait_port $ECHO
 
@@ -111,7 +116,7 @@ zero_copy = $zero_copy
 [[credentials]]
 path = "$W/cred/token"
 TOML
-  $GW -c "$W/$variant.toml" 2> "$L/$variant.log" &
+  setsid $GW -c "$W/$variant.toml" 2> "$L/$variant.log" &
   PIDS[$variant]=$!
   wait_port "$addr"
 }

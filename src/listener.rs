@@ -54,6 +54,8 @@ struct TlsSide {
 }
 
 pub struct Server {
+    /// Accepted sockets come with `TCP_NODELAY` already set (one syscall less per client).
+    nodelay_inherited: bool,
     limits: Arc<crate::limits::ConnLimits>,
     /// (max header lines, max head bytes)
     conn_settings: ConnSettings,
@@ -72,7 +74,7 @@ impl Server {
         let reloader = Arc::new(reloader);
         let creds = reloader.store();
         let addr = config.listen.0;
-        let listener = TcpListener::bind(addr)
+        let (listener, nodelay_inherited) = listen(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
         let server_tls = match (&config.tls.cert, &config.tls.key) {
@@ -164,6 +166,7 @@ impl Server {
             ));
         }
         let server = Server {
+            nodelay_inherited,
             conn_settings: ConnSettings {
                 header_read_timeout: config.timeouts.header_read.0,
                 max_headers: config.limits.max_headers,
@@ -265,8 +268,11 @@ impl Server {
                     let graceful = graceful.clone();
                     let settings = self.conn_settings;
                     let tls = self.tls.clone();
+                    let nodelay_inherited = self.nodelay_inherited;
                     tasks.spawn(async move {
-                        let _ = stream.set_nodelay(true);
+                        if !nodelay_inherited {
+                            let _ = stream.set_nodelay(true);
+                        }
                         let (stream, cert) = match tls {
                             None => (Stream::Tcp(stream), None),
                             Some(tls) => match accept_tls(stream, remote, &tls).await {
@@ -314,6 +320,16 @@ impl Server {
         }
         admin_stop.cancel();
     }
+}
+
+/// Binds the client listener. On Linux an accepted socket inherits `TCP_NODELAY` from its
+/// listener, so it is set once here instead of once per connection; the flag says whether
+/// that worked (elsewhere each accepted socket gets it itself).
+async fn listen(addr: SocketAddr) -> io::Result<(TcpListener, bool)> {
+    let listener = TcpListener::bind(addr).await?;
+    let inherited =
+        cfg!(target_os = "linux") && rustix::net::sockopt::set_tcp_nodelay(&listener, true).is_ok();
+    Ok((listener, inherited))
 }
 
 /// Errors that concern one incoming connection, not the listener.
@@ -583,6 +599,29 @@ async fn serve_connection(
                 info!(remote = %remote, reason = %reason, cause = %e, "[http] request refused")
             }
             None => debug!(remote = %remote, cause = %e, "[http] connection ended with an error"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every client socket must have Nagle off (a WebSocket message would otherwise wait for
+    /// the previous one's ACK); with `listen` that comes from the listener.
+    #[tokio::test]
+    async fn accepted_sockets_have_nodelay() {
+        let (listener, inherited) = listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        if inherited {
+            assert!(accepted.nodelay().unwrap(), "TCP_NODELAY not inherited");
+        } else {
+            assert!(
+                !cfg!(target_os = "linux"),
+                "setting TCP_NODELAY on the listener failed"
+            );
         }
     }
 }
