@@ -156,23 +156,77 @@ impl std::fmt::Display for SourceName {
     }
 }
 
-/// A tunnel's future, for the client connection's own task to run once hyper has handed
-/// over the upgraded socket: one task per connection instead of a second one per tunnel (a
-/// spawn is an aligned allocation and a few copies of the whole future, on every handshake).
-pub type TunnelFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-/// Where [`Proxy::handle`] leaves an upgraded connection's tunnel.
+/// Where [`Proxy::handle`] leaves what an upgrade still has to do once the client's side
+/// has switched protocols, for the connection's own task to run: one task per connection
+/// instead of a second one per tunnel (a spawn is an aligned allocation and a few copies of
+/// the whole future, on every handshake).
 #[derive(Default)]
-pub struct Handoff(std::sync::Mutex<Option<TunnelFuture>>);
+pub struct Handoff(std::sync::Mutex<Option<Pending>>);
 
 impl Handoff {
-    fn put(&self, tunnel: TunnelFuture) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(tunnel);
+    fn put(&self, pending: Pending) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(pending);
     }
 
-    /// The tunnel, when the connection's request was an accepted upgrade.
-    pub fn take(&self) -> Option<TunnelFuture> {
+    /// The upgrade's remaining work, when the request was answered with a 101.
+    pub fn take(&self) -> Option<Pending> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// An answered upgrade's second half.
+pub struct Pending {
+    proxy: Arc<Proxy>,
+    /// hyper's side of the client connection; `None` when the listener read the request
+    /// itself and holds the socket.
+    on_client: Option<OnUpgrade>,
+    then: Then,
+}
+
+#[allow(clippy::large_enum_variant)] // one per handshake, never moved around: no box
+enum Then {
+    /// Relay to the upstream, after the first-message phase where configured.
+    Tunnel {
+        upstream: Stream,
+        from_upstream: Bytes,
+        tunnel: Tunnel,
+    },
+    /// `auth.reject = "close"`: a close frame with the refusal's code and reason.
+    Close(Reason),
+}
+
+impl Pending {
+    /// Runs over the client's socket: hyper's upgraded connection, or `direct` — the socket
+    /// and the bytes the client sent behind its request head — when there is none.
+    pub async fn run(self, direct: Option<(Stream, Bytes)>) {
+        let (mut client, from_client) = match (self.on_client, direct) {
+            (Some(up), _) => match up.await {
+                Ok(up) => Stream::from_upgraded(up),
+                Err(e) => {
+                    if let Then::Tunnel { tunnel, .. } = &self.then {
+                        warn!(conn = %tunnel.conn, cause = %e, "[ws] upgrade failed after 101");
+                    }
+                    return;
+                }
+            },
+            (None, Some(direct)) => direct,
+            (None, None) => return,
+        };
+        match self.then {
+            Then::Tunnel {
+                upstream,
+                from_upstream,
+                tunnel,
+            } => {
+                self.proxy
+                    .tunnel((client, from_client), (upstream, from_upstream), tunnel)
+                    .await
+            }
+            Then::Close(reason) => {
+                let frame = ws::close_frame(reason.close_code(), reason.close_text());
+                ws::close_gracefully(&mut client, &frame).await;
+            }
+        }
     }
 }
 
@@ -194,60 +248,92 @@ struct Tunnel {
 }
 
 impl Proxy {
-    /// `cert` is the client's verified certificate when the connection is mTLS. An accepted
-    /// upgrade's tunnel is left in `handoff` for the connection's task to run (spawned as a
-    /// task of its own without one).
+    /// `cert` is the client's verified certificate when the connection is mTLS. What an
+    /// answered upgrade still has to do is left in `handoff` for the connection's task.
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         remote: SocketAddr,
         cert: Option<Arc<ClientCert>>,
-        handoff: Option<Arc<Handoff>>,
+        handoff: Arc<Handoff>,
     ) -> Result<Response<Body>, Infallible> {
-        let head = head_size(&req);
-        if head > self.max_header_bytes {
-            info!(remote = %remote, reason = %"header_too_large", bytes = head, "[http] request refused");
-            return Ok(text(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "request header fields too large\n",
-            ));
-        }
-        let line = request_line_len(&req);
-        if line > self.max_request_line {
-            info!(remote = %remote, reason = %"request_line_too_long", bytes = line, "[http] request refused");
-            return Ok(text(StatusCode::URI_TOO_LONG, "request line too long\n"));
+        if let Some(refused) = self.check_head(&req, remote) {
+            return Ok(refused);
         }
         if ws::header_has_token(req.headers(), UPGRADE, "websocket") {
             if let Err(bad) = ws::check_upgrade_request(&req) {
                 info!(remote = %remote, reason = %"bad_upgrade", detail = %bad, "[ws] request refused");
                 return Ok(bad_upgrade(bad));
             }
-            Ok(self.websocket(req, remote, cert.as_deref(), handoff).await)
+            let on_client = hyper::upgrade::on(&mut req);
+            let (parts, _body) = req.into_parts();
+            Ok(self
+                .websocket(parts, Some(on_client), remote, cert.as_deref(), &handoff)
+                .await)
         } else {
             Ok(self.plain(req, remote, cert.as_deref()).await)
         }
     }
 
-    async fn websocket(
+    /// A WebSocket upgrade request the listener read itself (see `head`): the same checks
+    /// and answer as through [`Proxy::handle`]; the caller writes the answer and, after a
+    /// 101, runs what is left in `handoff` over the socket it holds.
+    pub async fn handle_upgrade(
         self: Arc<Self>,
-        mut req: Request<Incoming>,
+        req: Request<()>,
         remote: SocketAddr,
         cert: Option<&ClientCert>,
-        handoff: Option<Arc<Handoff>>,
+        handoff: &Handoff,
+    ) -> Response<Body> {
+        if let Some(refused) = self.check_head(&req, remote) {
+            return refused;
+        }
+        if let Err(bad) = ws::check_upgrade_request(&req) {
+            info!(remote = %remote, reason = %"bad_upgrade", detail = %bad, "[ws] request refused");
+            return bad_upgrade(bad);
+        }
+        let (parts, ()) = req.into_parts();
+        self.websocket(parts, None, remote, cert, handoff).await
+    }
+
+    /// The size limits on a request head, answered 431 / 414.
+    fn check_head<B>(&self, req: &Request<B>, remote: SocketAddr) -> Option<Response<Body>> {
+        let head = head_size(req);
+        if head > self.max_header_bytes {
+            info!(remote = %remote, reason = %"header_too_large", bytes = head, "[http] request refused");
+            return Some(text(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request header fields too large\n",
+            ));
+        }
+        let line = request_line_len(req);
+        if line > self.max_request_line {
+            info!(remote = %remote, reason = %"request_line_too_long", bytes = line, "[http] request refused");
+            return Some(text(StatusCode::URI_TOO_LONG, "request line too long\n"));
+        }
+        None
+    }
+
+    /// `on_client` is hyper's side of the client connection (`None`: the listener's).
+    async fn websocket(
+        self: Arc<Self>,
+        parts: ::http::request::Parts,
+        on_client: Option<OnUpgrade>,
+        remote: SocketAddr,
+        cert: Option<&ClientCert>,
+        handoff: &Handoff,
     ) -> Response<Body> {
         let started = Instant::now();
         let conn = Uuid::new_v4();
-        let key = req
-            .headers()
+        let key = parts
+            .headers
             .get(SEC_WEBSOCKET_KEY)
             .cloned()
             .expect("checked by ws::check_upgrade_request");
-        let on_client = hyper::upgrade::on(&mut req);
-        let slot = req
-            .extensions()
+        let slot = parts
+            .extensions
             .get::<Arc<crate::limits::ConnSlot>>()
             .cloned();
-        let (parts, _body) = req.into_parts();
         // Cheap refusals first: a throttled IP, then a foreign Origin.
         let ip = self.client_ip(remote, &parts.headers);
         if let Some(left) = self.throttle.blocked(ip) {
@@ -258,6 +344,7 @@ impl Proxy {
                 Reason::RateLimited,
                 Some(left),
                 on_client,
+                handoff,
                 &key,
                 &parts.headers,
             );
@@ -277,6 +364,7 @@ impl Proxy {
                 Reason::OriginNotAllowed,
                 None,
                 on_client,
+                handoff,
                 &key,
                 &parts.headers,
             );
@@ -307,7 +395,7 @@ impl Proxy {
                     self.metrics
                         .auth_failure(reason.as_str(), source.map_or("none", TokenSource::as_str));
                     self.note_failure(ip);
-                    return self.refuse(reason, None, on_client, &key, &parts.headers);
+                    return self.refuse(reason, None, on_client, handoff, &key, &parts.headers);
                 }
                 Decision::Allow {
                     source,
@@ -378,7 +466,6 @@ impl Proxy {
                 "bad gateway: upstream switched to another protocol\n",
             );
         }
-        let on_upstream = (answer.stream, answer.rest);
         let mut client_resp = Response::new(empty());
         *client_resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         *client_resp.headers_mut() = answer.headers;
@@ -395,33 +482,26 @@ impl Proxy {
         self.metrics
             .handshake_seconds
             .observe(started.elapsed().as_secs_f64());
-        let tasks = self.tasks.clone();
-        let run = Box::pin(self.tunnel(on_client, on_upstream, tunnel));
-        match handoff {
-            Some(handoff) => handoff.put(run),
-            None => {
-                tasks.spawn(run);
-            }
-        }
+        handoff.put(Pending {
+            proxy: self,
+            on_client,
+            then: Then::Tunnel {
+                upstream: answer.stream,
+                from_upstream: answer.rest,
+                tunnel,
+            },
+        });
         client_resp
     }
 
     /// Runs one upgraded connection: the in-band phase when needed, then the relay.
     async fn tunnel(
         self: Arc<Self>,
-        on_client: OnUpgrade,
+        (mut client, from_client): (Stream, Bytes),
         (mut upstream, from_upstream): (Stream, Bytes),
         mut t: Tunnel,
     ) {
         let slot = t.slot.take();
-        let client = match on_client.await {
-            Ok(client) => client,
-            Err(e) => {
-                warn!(conn = %t.conn, cause = %e, "[ws] upgrade failed after 101");
-                return;
-            }
-        };
-        let (mut client, from_client) = Stream::from_upgraded(client);
         let hard_stop = self.hard_stop.clone();
         let conn = t.conn;
         let started = t.started;
@@ -829,16 +909,24 @@ impl Proxy {
     /// Refuses an upgrade the way `auth.reject` says: an HTTP status, or our own 101 and a
     /// close frame. A throttled client is told when to come back.
     fn refuse(
-        &self,
+        self: &Arc<Self>,
         reason: Reason,
         retry_after: Option<std::time::Duration>,
-        on_client: OnUpgrade,
+        on_client: Option<OnUpgrade>,
+        handoff: &Handoff,
         key: &HeaderValue,
         headers: &HeaderMap,
     ) -> Response<Body> {
         let mut resp = match self.auth.reject {
             RejectMode::Http => unauthorized(reason),
-            RejectMode::Close => self.reject_with_close(on_client, key, headers, reason),
+            RejectMode::Close => {
+                handoff.put(Pending {
+                    proxy: self.clone(),
+                    on_client,
+                    then: Then::Close(reason),
+                });
+                self.reject_with_close(key, headers)
+            }
         };
         if let Some(left) = retry_after {
             let secs = left.as_secs().max(1).to_string();
@@ -887,13 +975,7 @@ impl Proxy {
 
     /// Completes the handshake ourselves and closes with 1008 and the gateway's own reason
     /// text: a browser's WebSocket API exposes close codes and reasons, never HTTP statuses.
-    fn reject_with_close(
-        &self,
-        on_client: OnUpgrade,
-        key: &HeaderValue,
-        headers: &HeaderMap,
-        reason: Reason,
-    ) -> Response<Body> {
+    fn reject_with_close(&self, key: &HeaderValue, headers: &HeaderMap) -> Response<Body> {
         let mut resp = Response::new(empty());
         *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let h = resp.headers_mut();
@@ -910,12 +992,6 @@ impl Proxy {
                 h.insert(SEC_WEBSOCKET_PROTOCOL, v);
             }
         }
-        self.tasks.spawn(async move {
-            let Ok(up) = on_client.await else { return };
-            let (mut stream, _) = Stream::from_upgraded(up);
-            let frame = ws::close_frame(reason.close_code(), reason.close_text());
-            ws::close_gracefully(&mut stream, &frame).await;
-        });
         resp
     }
 

@@ -1,7 +1,8 @@
 //! gatewarden: an authentication sidecar for WebSocket gateways.
 //!
 //! A connection flows through the modules in this order:
-//! [`listener`] (accept, [`tls`], HTTP/1.1) → [`http`] (route, upgrade) → [`auth`] (token, decision)
+//! [`listener`] (accept, [`tls`]) → [`head`] (a first request that is a WebSocket upgrade) or
+//! hyper (HTTP/1.1) → [`http`] (route, upgrade) → [`auth`] (token, decision)
 //! → [`upstream`] (the gateway) → [`first_message`] (in-band token in the first frame) →
 //! [`splice`] (byte relay, with [`ws`] tracking frames).
 //! [`config`], [`credentials`] (with its [`watcher`]), [`metrics`] and [`admin`] (health,
@@ -14,6 +15,7 @@ pub mod config;
 pub mod credentials;
 pub mod doctor;
 pub mod first_message;
+pub mod head;
 pub mod http;
 pub mod limits;
 pub mod listener;

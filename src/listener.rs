@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use crate::admin::Admin;
 use crate::config::{Config, CredentialFormat};
 use crate::credentials::{self, CredentialError, CredentialStore, Reloader};
+use crate::head::{self, First, Prefixed};
 use crate::http::{Handoff, Proxy};
 use crate::limits::ConnSlot;
 use crate::metrics::Metrics;
@@ -269,7 +270,10 @@ impl Server {
                     let settings = self.conn_settings;
                     let tls = self.tls.clone();
                     let nodelay_inherited = self.nodelay_inherited;
-                    tasks.spawn(async move {
+                    // Boxed: the connection's future holds every stage of a handshake and
+                    // then the tunnel (a few KB); the runtime would otherwise copy all of it
+                    // several times between spawning it and finishing it.
+                    tasks.spawn(Box::pin(async move {
                         if !nodelay_inherited {
                             let _ = stream.set_nodelay(true);
                         }
@@ -282,7 +286,7 @@ impl Server {
                         };
                         serve_connection(stream, remote, cert, slot, proxy, settings, graceful)
                             .await
-                    });
+                    }));
                 }
                 Err(e) if is_per_connection(&e) => debug!(cause = %e, "[listen] accept"),
                 Err(e) => {
@@ -526,22 +530,65 @@ async fn serve_connection(
         Stream::Tcp(t) => Some(std::os::fd::AsRawFd::as_raw_fd(t)),
         _ => None,
     };
+    let handoff = Arc::new(Handoff::default());
+    let (io, spent) =
+        match head::read_first(stream, remote, header_read_timeout, max_headers, &graceful).await {
+            First::Done => return,
+            First::Hyper { io, spent } => (io, spent),
+            First::Upgrade {
+                mut req,
+                mut stream,
+                rest,
+                close,
+            } => {
+                req.extensions_mut().insert(slot.clone());
+                let resp = proxy
+                    .clone()
+                    .handle_upgrade(req, remote, cert.as_deref(), &handoff)
+                    .await;
+                let switched = resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
+                let written = head::write_response(&mut stream, resp).await;
+                let pending = handoff.take();
+                if let Err(e) = written {
+                    debug!(remote = %remote, cause = %e, "[http] connection ended with an error");
+                    return;
+                }
+                if switched {
+                    if let Some(pending) = pending {
+                        pending.run(Some((stream, rest))).await;
+                    }
+                    return;
+                }
+                if close {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = stream.shutdown().await;
+                    return;
+                }
+                // Refused without closing: further requests on the connection go to hyper.
+                (Prefixed::new(stream, rest), Duration::ZERO)
+            }
+        };
     // The slot travels with each request so an upgraded tunnel keeps holding it after hyper
     // has let go of the connection.
-    let handoff = Arc::new(Handoff::default());
     let svc = {
         let handoff = handoff.clone();
         service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(slot.clone());
             proxy
                 .clone()
-                .handle(req, remote, cert.clone(), Some(handoff.clone()))
+                .handle(req, remote, cert.clone(), handoff.clone())
         })
     };
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        // What the listener's first read left of the header timeout (hyper wants more than
+        // nothing).
+        .header_read_timeout(
+            header_read_timeout
+                .saturating_sub(spent)
+                .max(Duration::from_millis(1)),
+        )
         .max_buf_size(max_header_bytes);
     // hyper keeps up to 100 headers on the stack; a different limit costs a heap allocation
     // per request, so it is only set when configured.
@@ -551,7 +598,7 @@ async fn serve_connection(
     // In a block: hyper's connection state is gone before a tunnel starts.
     let result = {
         let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
+            .serve_connection(TokioIo::new(io), svc)
             .with_upgrades();
         tokio::pin!(conn);
         let result = tokio::select! {
@@ -572,11 +619,11 @@ async fn serve_connection(
     };
     // An upgraded connection goes on here, in the same task. Also after an error: the
     // tunnel then learns that the client's side of the upgrade failed, and says so.
-    if let Some(tunnel) = handoff.take() {
+    if let Some(pending) = handoff.take() {
         if let Err(e) = &result {
             debug!(remote = %remote, cause = %e, "[http] connection ended with an error");
         }
-        tunnel.await;
+        pending.run(None).await;
         return;
     }
     if let Err(e) = result {
@@ -615,13 +662,12 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let _client = TcpStream::connect(addr).await.unwrap();
         let (accepted, _) = listener.accept().await.unwrap();
+        assert!(
+            inherited || cfg!(not(target_os = "linux")),
+            "setting TCP_NODELAY on the listener failed"
+        );
         if inherited {
             assert!(accepted.nodelay().unwrap(), "TCP_NODELAY not inherited");
-        } else {
-            assert!(
-                !cfg!(target_os = "linux"),
-                "setting TCP_NODELAY on the listener failed"
-            );
         }
     }
 }

@@ -68,13 +68,15 @@ impl Stream {
     /// Returns the stream and any bytes hyper had already read past the HTTP head (for
     /// example a WebSocket frame the peer sent right behind its handshake).
     pub fn from_upgraded(up: Upgraded) -> (Stream, Bytes) {
-        match up.downcast::<TokioIo<Stream>>() {
+        match up.downcast::<TokioIo<crate::head::Prefixed>>() {
             // A slice of hyper's read buffer would keep all of it alive for the tunnel's
             // lifetime; the few bytes are copied out instead.
-            Ok(parts) => (
-                parts.io.into_inner(),
-                Bytes::copy_from_slice(&parts.read_buf),
-            ),
+            Ok(parts) => {
+                let (io, unread) = parts.io.into_inner().into_parts();
+                let mut rest = parts.read_buf.to_vec();
+                rest.extend_from_slice(&unread);
+                (io, Bytes::from(rest))
+            }
             Err(up) => (Stream::Upgraded(TokioIo::new(up)), Bytes::new()),
         }
     }

@@ -344,46 +344,134 @@ async fn upstream_down_gives_502() {
     .await;
 }
 
+/// An opening handshake on a raw socket, with `padding` bytes of an extra header.
+fn raw_upgrade(token: &str, padding: usize) -> Vec<u8> {
+    format!(
+        "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         X-Padding: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
+        "p".repeat(padding)
+    )
+    .into_bytes()
+}
+
+/// A masked text frame.
+fn masked_text(text: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut f = vec![0x81, 0x80 | text.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(text.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Reads one HTTP answer (head and `content-length` body) off a raw socket; returns the
+/// head and whatever came after the body.
+async fn read_answer(s: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end + 4]).to_string();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |n| n.trim().parse().unwrap());
+            if got.len() >= end + 4 + len {
+                return (head, got[end + 4 + len..].to_vec());
+            }
+        }
+        let n = timeout(s.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Reads until `want` bytes arrived behind what `read_answer` left.
+async fn read_more(s: &mut tokio::net::TcpStream, mut got: Vec<u8>, want: usize) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    while got.len() < want {
+        let n = timeout(s.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
 #[tokio::test]
 async fn frame_sent_with_the_handshake_is_not_lost() {
     // A client that writes its first frame right behind the request head, before the 101:
-    // hyper reads it as part of the head's buffer; the splice must still deliver it.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // it arrives in the same read as the head; the splice must still deliver it. Small
+    // heads are read and answered by the listener itself; a head longer than its first read
+    // (8 KiB) is finished by hyper, with the bytes already read put back in front.
+    use tokio::io::AsyncWriteExt;
+    let h = start().await;
+    for padding in [0, 9 * 1024] {
+        let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        let mut bytes = raw_upgrade(&h.token, padding);
+        bytes.extend(masked_text(b"early"));
+        s.write_all(&bytes).await.unwrap();
+        let (head, rest) = read_answer(&mut s).await;
+        assert!(
+            head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\ndate: "), "{head}");
+        let rest = read_more(&mut s, rest, 7).await;
+        assert_eq!(&rest[..7], &[0x81, 5, b'e', b'a', b'r', b'l', b'y']);
+    }
+}
+
+#[tokio::test]
+async fn a_refused_upgrade_keeps_the_connection_for_the_next_request() {
+    // HTTP keep-alive after a 401: the same socket then upgrades with the right token (the
+    // listener answered the first request, hyper serves the rest of the connection).
+    use tokio::io::AsyncWriteExt;
+    let h = start_with(|c| c.auth.reject = RejectMode::Http).await;
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(&raw_upgrade("wrong", 0)).await.unwrap();
+    let (head, rest) = read_answer(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{head}");
+    assert!(head.contains("\r\ncontent-length: 29\r\n"), "{head}");
+    assert!(rest.is_empty());
+    let mut bytes = raw_upgrade(&h.token, 0);
+    bytes.extend(masked_text(b"again"));
+    s.write_all(&bytes).await.unwrap();
+    let (head, rest) = read_answer(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let rest = read_more(&mut s, rest, 7).await;
+    assert_eq!(&rest[..7], &[0x81, 5, b'a', b'g', b'a', b'i', b'n']);
+    assert_eq!(h.upstream.count(), 1);
+}
+
+#[tokio::test]
+async fn an_upgrade_after_a_plain_request_on_the_same_connection_works() {
+    use tokio::io::AsyncWriteExt;
     let h = start().await;
     let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    let head = format!(
-        "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Authorization: Bearer {}\r\n\r\n",
-        h.token
+    s.write_all(
+        format!(
+            "GET /plain HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+            h.token
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let (head, _) = read_answer(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 "), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
     );
-    let mut bytes = head.into_bytes();
-    // masked text frame "early"
-    let mask = [1u8, 2, 3, 4];
-    bytes.extend_from_slice(&[0x81, 0x80 | 5]);
-    bytes.extend_from_slice(&mask);
-    bytes.extend(b"early".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let mut bytes = raw_upgrade(&h.token, 0);
+    bytes.extend(masked_text(b"later"));
     s.write_all(&bytes).await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    // Read until the echoed unmasked frame "early" arrives after the 101 head.
-    loop {
-        let n = timeout(s.read(&mut buf)).await.unwrap();
-        assert!(
-            n > 0,
-            "connection closed early: {}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(&buf[..n]);
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = &got[end + 4..];
-            if rest.len() >= 7 {
-                assert!(got.starts_with(b"HTTP/1.1 101"));
-                assert_eq!(&rest[..7], &[0x81, 5, b'e', b'a', b'r', b'l', b'y']);
-                break;
-            }
-        }
-    }
+    let (head, rest) = read_answer(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let rest = read_more(&mut s, rest, 7).await;
+    assert_eq!(&rest[..7], &[0x81, 5, b'l', b'a', b't', b'e', b'r']);
 }
 
 #[tokio::test]

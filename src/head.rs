@@ -1,0 +1,352 @@
+//! A connection's first request head, read by the listener before hyper sees the
+//! connection: when it is a complete WebSocket upgrade request — what nearly every client of
+//! a WebSocket gateway sends, once per connection — the handshake is answered here, and
+//! hyper (kept for everything else: plain HTTP, keep-alive, malformed or partial heads) is
+//! never started. hyper's connection machinery (dispatcher, response encoder, the upgrade
+//! hand-over with its channel and boxed IO, its timers and buffers) was the largest share of
+//! a proxied handshake's user-space instructions after logging (callgrind).
+//!
+//! Anything unusual falls through to hyper with the bytes already read in front of the
+//! socket ([`Prefixed`]), so hyper's answers to bad input (400, 408, 431, HTTP/2 preface)
+//! stay exactly what they were.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
+};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::http::Body;
+use crate::splice::Stream;
+use crate::ws;
+
+/// The first read's buffer: hyper's initial read size, enough for any browser's or SDK's
+/// upgrade request. A head that does not fit goes to hyper, which enforces the real limit.
+const FIRST_READ: usize = 8 * 1024;
+
+/// Headers the fast path takes on the stack; a request with more goes to hyper.
+const MAX_FAST_HEADERS: usize = 64;
+
+/// What the first read found. (Returned once per connection and moved once: not worth a
+/// box for the size difference.)
+#[allow(clippy::large_enum_variant)]
+pub enum First {
+    /// A complete WebSocket upgrade request.
+    Upgrade {
+        req: Request<()>,
+        stream: Stream,
+        /// Bytes the client sent behind the head (a pipelined frame, say).
+        rest: Bytes,
+        /// The request asked for the connection to close after a non-101 answer.
+        close: bool,
+    },
+    /// Anything else, for hyper; `spent` is the part of the header timeout already used.
+    Hyper { io: Prefixed, spent: Duration },
+    /// Nothing left to do: the client left, sent nothing in time, or we are shutting down.
+    Done,
+}
+
+/// Reads what the client sent first, within the header timeout.
+pub async fn read_first(
+    mut stream: Stream,
+    remote: SocketAddr,
+    header_timeout: Duration,
+    max_headers: usize,
+    graceful: &CancellationToken,
+) -> First {
+    let started = tokio::time::Instant::now();
+    let mut buf = BytesMut::with_capacity(FIRST_READ);
+    let read = tokio::select! {
+        r = tokio::time::timeout(header_timeout, stream.read_buf(&mut buf)) => r,
+        // As hyper does with a connection that has no request in flight: close it.
+        _ = graceful.cancelled() => return First::Done,
+    };
+    match read {
+        Ok(Ok(0)) => return First::Done,
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            debug!(remote = %remote, cause = %e, "[http] connection ended with an error");
+            return First::Done;
+        }
+        Err(_) => {
+            // The line hyper's own header timeout leads to (listener::serve_connection).
+            info!(remote = %remote, reason = %"header_timeout", cause = %"read header from client timeout", "[http] request refused");
+            return First::Done;
+        }
+    }
+    let buf = buf.freeze();
+    match parse_upgrade(&buf, max_headers) {
+        Some((req, len, close)) => First::Upgrade {
+            req,
+            stream,
+            // Copied out: a slice would keep the whole read buffer alive with the tunnel.
+            rest: Bytes::copy_from_slice(&buf[len..]),
+            close,
+        },
+        None => First::Hyper {
+            io: Prefixed {
+                pre: buf,
+                io: stream,
+            },
+            spent: started.elapsed(),
+        },
+    }
+}
+
+/// A complete `GET` HTTP/1.1 request head with `Upgrade: websocket` and no body, as a
+/// request plus the head's length. Everything else (partial, malformed, with a body, more
+/// than `max_headers` headers) is `None`, for hyper to deal with.
+fn parse_upgrade(buf: &Bytes, max_headers: usize) -> Option<(Request<()>, usize, bool)> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_FAST_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers[..max_headers.min(MAX_FAST_HEADERS)]);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        _ => return None,
+    };
+    if parsed.method != Some("GET") || parsed.version != Some(1) {
+        return None;
+    }
+    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        let bodyless = match name {
+            CONTENT_LENGTH => h.value.trim_ascii() == b"0",
+            TRANSFER_ENCODING | EXPECT => false,
+            _ => true,
+        };
+        if !bodyless {
+            return None;
+        }
+        // Values share the read buffer, as in hyper; httparse has checked their bytes.
+        let value = HeaderValue::from_maybe_shared(buf.slice_ref(h.value)).ok()?;
+        map.append(name, value);
+    }
+    if !ws::header_has_token(&map, UPGRADE, "websocket") {
+        return None;
+    }
+    let close = ws::header_has_token(&map, CONNECTION, "close");
+    let uri = Uri::from_maybe_shared(buf.slice_ref(parsed.path?.as_bytes())).ok()?;
+    let mut req = Request::new(());
+    *req.method_mut() = Method::GET;
+    *req.version_mut() = Version::HTTP_11;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = map;
+    Some((req, len, close))
+}
+
+/// Writes an answer the way hyper would: status line with the canonical reason, the
+/// headers in order, `content-length` where the status allows a body, `date` last.
+pub async fn write_response(stream: &mut Stream, resp: Response<Body>) -> io::Result<()> {
+    let (parts, body) = resp.into_parts();
+    let status = parts.status;
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Err(io::Error::other(e)),
+    };
+    let mut out = Vec::with_capacity(192 + body.len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == CONTENT_LENGTH {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let has_body = !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED);
+    if has_body {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"date: ");
+    http_date(&mut out);
+    out.extend_from_slice(b"\r\n\r\n");
+    if has_body {
+        out.extend_from_slice(&body);
+    }
+    stream.write_all(&out).await?;
+    stream.flush().await
+}
+
+/// The `date` header's value, formatted once per second per thread (as hyper does).
+fn http_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static CACHED: std::cell::RefCell<(u64, [u8; 29])> = const { std::cell::RefCell::new((u64::MAX, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == 29 {
+                c.1.copy_from_slice(text.as_bytes());
+                c.0 = secs;
+            } else {
+                out.extend_from_slice(text.as_bytes());
+                return;
+            }
+        }
+        out.extend_from_slice(&c.1);
+    });
+}
+
+/// A client connection with the bytes already read from it in front, for hyper.
+pub struct Prefixed {
+    pre: Bytes,
+    io: Stream,
+}
+
+impl Prefixed {
+    /// The socket and whatever of the prefix hyper has not read.
+    pub fn into_parts(self) -> (Stream, Bytes) {
+        (self.io, self.pre)
+    }
+
+    /// A connection with nothing read ahead.
+    pub fn new(io: Stream, pre: Bytes) -> Prefixed {
+        Prefixed { pre, io }
+    }
+
+    pub fn stream(&self) -> &Stream {
+        &self.io
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.pre.is_empty() {
+            let n = this.pre.len().min(buf.remaining());
+            buf.put_slice(&this.pre[..n]);
+            this.pre.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(extra: &str) -> Bytes {
+        Bytes::from(format!(
+            "GET /ws?x=1 HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\nFRAME"
+        ))
+    }
+
+    #[test]
+    fn an_upgrade_request_is_parsed_whole() {
+        let buf = head("X-Custom: a\r\nX-Custom: b\r\n");
+        let (req, len, close) = parse_upgrade(&buf, 100).expect("fast path");
+        assert_eq!(&buf[len..], b"FRAME");
+        assert!(!close);
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(req.uri().path(), "/ws");
+        assert_eq!(req.uri().query(), Some("x=1"));
+        assert_eq!(req.headers()["host"], "gw");
+        let custom: Vec<_> = req.headers().get_all("x-custom").iter().collect();
+        assert_eq!(custom, ["a", "b"]);
+    }
+
+    #[test]
+    fn anything_unusual_is_left_to_hyper() {
+        let cases = [
+            // partial
+            Bytes::from_static(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n"),
+            // not an upgrade
+            Bytes::from_static(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            // other method, other version
+            Bytes::from_static(b"POST / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"),
+            Bytes::from_static(b"GET / HTTP/1.0\r\nUpgrade: websocket\r\n\r\n"),
+            // a body, or the promise of one
+            head("Content-Length: 5\r\n"),
+            head("Transfer-Encoding: chunked\r\n"),
+            head("Expect: 100-continue\r\n"),
+            // malformed header line, HTTP/2 preface
+            Bytes::from_static(b"GET / HTTP/1.1\r\nUpgrade : websocket\r\n\r\n"),
+            Bytes::from_static(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        ];
+        for buf in cases {
+            assert!(parse_upgrade(&buf, 100).is_none(), "{buf:?}");
+        }
+        // More headers than allowed: hyper answers 431.
+        assert!(parse_upgrade(&head("A: 1\r\nB: 2\r\n"), 6).is_none());
+        assert!(parse_upgrade(&head("A: 1\r\nB: 2\r\n"), 8).is_some());
+        assert!(parse_upgrade(&head("Content-Length: 0\r\n"), 100).is_some());
+        let (_, _, close) = parse_upgrade(
+            &Bytes::from_static(
+                b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\n\r\n",
+            ),
+            100,
+        )
+        .unwrap();
+        assert!(close);
+    }
+
+    #[test]
+    fn the_date_is_an_http_date() {
+        let mut out = Vec::new();
+        http_date(&mut out);
+        http_date(&mut out);
+        assert_eq!(out.len(), 58);
+        let text = std::str::from_utf8(&out[..29]).unwrap();
+        assert!(httpdate::parse_http_date(text).is_ok(), "{text}");
+    }
+}
