@@ -175,14 +175,30 @@ where
                 w.write_char(' ')?;
             }
         }
-        let mut v = Fields {
-            w: &mut w,
-            first: true,
-            result: Ok(()),
-        };
-        event.record(&mut v);
-        v.result?;
-        w.write_char('\n')
+        // The fields go into a plain `String` first and reach the writer in one piece: its
+        // `dyn Write` would cost a virtual call for every separator and name.
+        thread_local! {
+            static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        let mut own = String::new();
+        LINE.with(|line| {
+            // A field's Display that logs would find the buffer taken: it gets its own.
+            let mut cached = line.try_borrow_mut();
+            let buf = match &mut cached {
+                Ok(b) => &mut **b,
+                Err(_) => &mut own,
+            };
+            buf.clear();
+            let mut v = Fields {
+                w: buf,
+                first: true,
+                result: Ok(()),
+            };
+            event.record(&mut v);
+            v.result?;
+            buf.push('\n');
+            w.write_str(buf)
+        })
     }
 }
 
@@ -236,13 +252,13 @@ impl tracing_subscriber::fmt::time::FormatTime for Timestamp {
 
 /// `message` first as is, then ` name=value` with values as their `Debug` (so `%` fields
 /// print their `Display` and bare strings are quoted), like tracing-subscriber's visitor.
-struct Fields<'a, 'w> {
-    w: &'a mut Writer<'w>,
+struct Fields<'a> {
+    w: &'a mut String,
     first: bool,
     result: fmt::Result,
 }
 
-impl Fields<'_, '_> {
+impl Fields<'_> {
     /// Writes the separator and `name=`; `false` for the message and for `log.*` metadata
     /// of `log` records (already shown as the level).
     fn start(&mut self, field: &Field) -> Option<bool> {
@@ -251,16 +267,16 @@ impl Fields<'_, '_> {
         }
         let r = (|| {
             if !std::mem::take(&mut self.first) {
-                self.w.write_char(' ')?;
+                self.w.push(' ');
             }
             match field.name() {
                 "message" => return Ok(false),
                 name => {
-                    self.w.write_str(name.strip_prefix("r#").unwrap_or(name))?;
-                    self.w.write_char('=')?;
+                    self.w.push_str(name.strip_prefix("r#").unwrap_or(name));
+                    self.w.push('=');
                 }
             }
-            Ok(true)
+            Ok::<_, fmt::Error>(true)
         })();
         match r {
             Ok(named) => Some(named),
@@ -272,7 +288,7 @@ impl Fields<'_, '_> {
     }
 }
 
-impl Visit for Fields<'_, '_> {
+impl Visit for Fields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         match self.start(field) {
             Some(true) => self.result = write!(self.w, "{value:?}"),
@@ -343,21 +359,8 @@ impl Visit for Fields<'_, '_> {
 }
 
 /// `v` in decimal, written at the end of `buf`.
-fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).expect("decimal digits are ASCII")
-}
-
 fn write_u64(w: &mut impl fmt::Write, v: u64) -> fmt::Result {
-    w.write_str(decimal(v, &mut [0; 20]))
+    w.write_str(itoa::Buffer::new().format(v))
 }
 
 /// Escapes the characters a terminal would act on (ESC, BEL, BS, FF, DEL and C1 controls),
@@ -401,8 +404,8 @@ impl fmt::Display for Peer {
             return self.0.fmt(f);
         };
         fn push(buf: &mut [u8; 21], n: &mut usize, v: u64) {
-            let mut tmp = [0; 20];
-            let digits = decimal(v, &mut tmp).as_bytes();
+            let mut tmp = itoa::Buffer::new();
+            let digits = tmp.format(v).as_bytes();
             buf[*n..*n + digits.len()].copy_from_slice(digits);
             *n += digits.len();
         }
