@@ -127,7 +127,7 @@ stop_proxies() {
     local m; m=$(cat "$f"); kill "$m"; while kill -0 "$m" 2>/dev/null; do sleep 0.1; done; rm -f "$f"
   done
   for v in gatewarden gatewarden-splice; do
-    [ -n "${PIDS[$v]:-}" ] && { kill "${PIDS[$v]}"; wait "${PIDS[$v]}" || true; unset "PIDS[$v]"; }
+    if [ -n "${PIDS[$v]:-}" ]; then kill "${PIDS[$v]}"; wait "${PIDS[$v]}" || true; unset "PIDS[$v]"; fi
   done
 }
 
