@@ -223,13 +223,9 @@ impl Prefixed {
         (self.io, self.pre)
     }
 
-    /// A connection with nothing read ahead.
+    /// A connection whose next bytes are `pre`, then the socket's.
     pub fn new(io: Stream, pre: Bytes) -> Prefixed {
         Prefixed { pre, io }
-    }
-
-    pub fn stream(&self) -> &Stream {
-        &self.io
     }
 }
 
