@@ -229,17 +229,12 @@ fn run(args: &CommonArgs) -> ExitCode {
         Err(code) => return code,
     };
     crate::logging::init(&config.log);
-    let mut builder = match config.workers {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        n => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            if n > 1 {
-                b.worker_threads(n);
-            }
-            b
-        }
-    };
-    let runtime = match builder.enable_all().build() {
+    // Single-threaded: with one worker it serves everything; with more, the workers run on
+    // threads of their own (`Server::run`) and this one keeps signals, watcher and admin.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gatewarden: cannot start the async runtime: {e}");

@@ -51,8 +51,10 @@ pub struct Config {
     /// Peers (CIDRs) allowed to send `X-Forwarded-For`/`X-Real-IP`/`Forwarded`; from anyone
     /// else those headers are removed (the OpenClaw gateway answers 403 to them otherwise).
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Runtime worker threads; 0 = one per CPU. 1 runs a single-threaded runtime (no work
-    /// stealing, no cross-thread wake-ups), the cheapest for a sidecar given one core.
+    /// Worker threads; 0 = one per CPU. Each worker is a thread with a single-threaded
+    /// runtime and a listening socket of its own (`SO_REUSEPORT`), like nginx's worker
+    /// processes: no work stealing, no cross-thread wake-ups. 1 serves everything on the
+    /// main thread, the cheapest for a sidecar given one core.
     pub workers: usize,
 }
 

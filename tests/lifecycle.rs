@@ -9,9 +9,21 @@ use futures_util::SinkExt;
 use gatewarden::config::Secs;
 use tokio_tungstenite::tungstenite::Message;
 
+// Each shutdown test runs with one worker (accept loop on the caller's runtime) and with two
+// (worker threads with runtimes and listeners of their own): the default depends on the CPUs.
+
 #[tokio::test]
-async fn drain_keeps_open_tunnels_and_refuses_new_connections() {
-    let mut h = start().await;
+async fn drain_keeps_open_tunnels_and_refuses_new_connections_one_worker() {
+    drain_keeps_open_tunnels_and_refuses_new_connections(1).await
+}
+
+#[tokio::test]
+async fn drain_keeps_open_tunnels_and_refuses_new_connections_two_workers() {
+    drain_keeps_open_tunnels_and_refuses_new_connections(2).await
+}
+
+async fn drain_keeps_open_tunnels_and_refuses_new_connections(workers: usize) {
+    let mut h = start_with(|c| c.workers = workers).await;
     let auth = format!("Bearer {}", h.token);
     let (mut ws, _) = ws_connect(h.addr, "/ws", &[("authorization", &auth)])
         .await
@@ -34,8 +46,21 @@ async fn drain_keeps_open_tunnels_and_refuses_new_connections() {
 }
 
 #[tokio::test]
-async fn drain_time_over_cuts_remaining_tunnels() {
-    let mut h = start_with(|c| c.shutdown.drain = Secs(Duration::from_millis(300))).await;
+async fn drain_time_over_cuts_remaining_tunnels_one_worker() {
+    drain_time_over_cuts_remaining_tunnels(1).await
+}
+
+#[tokio::test]
+async fn drain_time_over_cuts_remaining_tunnels_two_workers() {
+    drain_time_over_cuts_remaining_tunnels(2).await
+}
+
+async fn drain_time_over_cuts_remaining_tunnels(workers: usize) {
+    let mut h = start_with(|c| {
+        c.shutdown.drain = Secs(Duration::from_millis(300));
+        c.workers = workers;
+    })
+    .await;
     let auth = format!("Bearer {}", h.token);
     let (mut ws, _) = ws_connect(h.addr, "/ws", &[("authorization", &auth)])
         .await
@@ -83,4 +108,27 @@ async fn slow_request_head_is_cut_at_the_header_timeout() {
         next_msg(&mut ws).await,
         Some(Message::text("still serving"))
     );
+}
+
+/// A server whose `run` is dropped unfinished (a test's runtime ending, a caller's abort)
+/// must not leave worker threads serving its port.
+#[tokio::test]
+async fn dropping_the_server_ends_its_worker_threads() {
+    let mut h = start_with(|c| c.workers = 3).await;
+    let auth = format!("Bearer {}", h.token);
+    for _ in 0..8 {
+        let (mut ws, _) = ws_connect(h.addr, "/ws", &[("authorization", &auth)])
+            .await
+            .unwrap();
+        ws.send(Message::text("hi")).await.unwrap();
+        assert_eq!(next_msg(&mut ws).await, Some(Message::text("hi")));
+    }
+    h.done.take().unwrap().abort();
+    tokio::time::timeout(WAIT, async {
+        while tokio::net::TcpStream::connect(h.addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the port closes once the server is dropped");
 }
