@@ -115,7 +115,7 @@ pub async fn run(
     let mut buf: Vec<u8> = from_client.to_vec();
     // Small: it lives as long as the client takes to send its first frame (up to
     // auth.first_message_timeout), and the gateway says little before that.
-    let mut relay_buf = vec![0u8; 8 * 1024];
+    let mut relay_buf = Vec::with_capacity(8 * 1024);
     let (frame_len, mut doc) = loop {
         match parse(&buf, check.max_bytes) {
             Parsed::Incomplete => {}
@@ -145,14 +145,16 @@ pub async fn run(
                 Ok(0) | Err(_) => return Outcome::Gone { side: Side::Client, bytes_out },
                 Ok(_) => {}
             },
-            r = upstream.read(&mut relay_buf) => match r {
+            // read_buf: into spare capacity, nothing to zero first.
+            r = upstream.read_buf(&mut relay_buf) => match r {
                 Ok(0) | Err(_) => return Outcome::Gone { side: Side::Upstream, bytes_out },
                 Ok(n) => {
-                    down.observe(&relay_buf[..n]);
-                    if client.write_all(&relay_buf[..n]).await.is_err() {
+                    down.observe(&relay_buf);
+                    if client.write_all(&relay_buf).await.is_err() {
                         return Outcome::Gone { side: Side::Client, bytes_out };
                     }
                     bytes_out += n as u64;
+                    relay_buf.clear();
                 }
             },
             _ = tokio::time::sleep_until(deadline) => {

@@ -17,6 +17,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -178,7 +179,7 @@ impl Handoff {
 pub struct Pending {
     proxy: Arc<Proxy>,
     /// hyper's side of the client connection; `None` when the listener read the request
-    /// itself and holds the socket.
+    /// itself and holds the socket (or once [`Pending::upgraded`] took it).
     on_client: Option<OnUpgrade>,
     then: Then,
 }
@@ -196,41 +197,56 @@ enum Then {
 }
 
 impl Pending {
-    /// Runs over the client's socket: hyper's upgraded connection, or `direct` — the socket
-    /// and the bytes the client sent behind its request head — when there is none.
-    pub async fn run(self, direct: Option<(Stream, Bytes)>) {
-        let (mut client, from_client) = match (self.on_client, direct) {
-            (Some(up), _) => match up.await {
-                Ok(up) => Stream::from_upgraded(up),
-                Err(e) => {
-                    if let Then::Tunnel { tunnel, .. } = &self.then {
-                        warn!(conn = %tunnel.conn, cause = %e, "[ws] upgrade failed after 101");
-                    }
-                    return;
+    /// hyper's upgraded client connection, once hyper has let go of it; `None` (logged) when
+    /// the upgrade failed on the client's side after the 101.
+    pub async fn upgraded(&mut self) -> Option<(Stream, Bytes)> {
+        match self.on_client.take()?.await {
+            Ok(up) => Some(Stream::from_upgraded(up)),
+            Err(e) => {
+                if let Then::Tunnel { tunnel, .. } = &self.then {
+                    warn!(conn = %tunnel.conn, cause = %e, "[ws] upgrade failed after 101");
                 }
-            },
-            (None, Some(direct)) => direct,
-            (None, None) => return,
-        };
+                None
+            }
+        }
+    }
+
+    /// The tunnel, or the close frame, over the client's socket (and the bytes the client
+    /// sent behind its request head). A plain fn: an async one would keep this `Pending`
+    /// beside the tunnel future it moves into, for the tunnel's whole life.
+    pub fn run(
+        self,
+        (mut client, from_client): (Stream, Bytes),
+    ) -> impl std::future::Future<Output = ()> {
         match self.then {
             Then::Tunnel {
                 upstream,
                 from_upstream,
                 tunnel,
-            } => {
-                self.proxy
-                    .tunnel((client, from_client), (upstream, from_upstream), tunnel)
-                    .await
-            }
-            Then::Close(reason) => {
+            } => Either::Left(self.proxy.tunnel(
+                (client, from_client),
+                (upstream, from_upstream),
+                tunnel,
+            )),
+            Then::Close(reason) => Either::Right(async move {
                 let frame = ws::close_frame(reason.close_code(), reason.close_text());
                 ws::close_gracefully(&mut client, &frame).await;
-            }
+            }),
         }
     }
 }
 
-/// How a tunnel starts once both upgrades completed.
+/// What a tunnel's relay starts from once the first-message phase (if any) is over.
+struct Opened {
+    /// The client's bytes so far (its first frame, rewritten where configured).
+    to_upstream: Vec<u8>,
+    /// The gateway's bytes not yet relayed.
+    from_upstream: Bytes,
+    down: ws::FrameTracker,
+    /// Bytes already relayed to the client.
+    prior_out: u64,
+}
+
 struct Tunnel {
     conn: Uuid,
     started: Instant,
@@ -502,176 +518,193 @@ impl Proxy {
         mut t: Tunnel,
     ) {
         let slot = t.slot.take();
-        let hard_stop = self.hard_stop.clone();
         let conn = t.conn;
         let started = t.started;
         let mut authenticated = t.authenticated.clone();
-        let work = async move {
-            let mut prior_out = 0;
-            let (to_upstream, from_upstream, down) = if t.in_band || t.inject.is_some() {
-                let check = first_message::Check {
-                    authenticate: t.in_band,
-                    inject: t.inject.as_ref(),
-                    pointer: &self.auth.first_message_pointer,
-                    max_bytes: self.auth.first_message_max_bytes,
-                    timeout: self.auth.first_message_timeout.0,
-                };
-                let creds = self.creds.load();
-                // The drain's end cuts a tunnel still waiting for its first frame. Boxed: the
-                // phase is short, and its state would otherwise weigh on every idle tunnel.
-                let phase = Box::pin(first_message::run(
-                    &mut client,
-                    &mut upstream,
-                    from_client,
-                    from_upstream,
-                    &creds,
-                    &check,
-                ));
-                let outcome = tokio::select! {
-                    o = phase => o,
-                    _ = hard_stop.cancelled() => {
-                        info!(
-                            conn = %conn,
-                            code = 1006,
-                            reason = ?"gatewarden shut down after drain",
-                            duration_ms = started.elapsed().as_millis() as u64,
-                            "[ws] closed"
-                        );
-                        return;
-                    }
-                };
-                match outcome {
-                    first_message::Outcome::Proceed(p) => {
-                        if let (Some(c), Some(presented)) = (p.credential, p.presented) {
-                            log_connected(
-                                &self.metrics,
-                                conn,
-                                t.remote,
-                                TokenSource::FirstMessage,
-                                &c,
-                                p.grace,
-                            );
-                            self.throttle.success(t.ip);
-                            authenticated = Some((presented, c));
-                        }
-                        if p.rewritten {
-                            debug!(conn = %conn, "[ws] gateway token injected into the first frame");
-                        }
-                        prior_out = p.bytes_out;
-                        (p.to_upstream, Bytes::new(), p.down)
-                    }
-                    first_message::Outcome::Reject(r) => {
-                        warn!(
-                            conn = %conn,
-                            remote = %t.remote,
-                            reason = %r.reason,
-                            presented = %Fp(r.presented),
-                            generation = %Gen(r.generation),
-                            source = %TokenSource::FirstMessage,
-                            detail = %r.detail,
-                            "[ws] unauthorized"
-                        );
-                        self.metrics
-                            .auth_failure(r.reason.as_str(), TokenSource::FirstMessage.as_str());
-                        self.note_failure(t.ip);
-                        Box::pin(first_message::reject(&mut client, &mut upstream, &r)).await;
-                        return;
-                    }
-                    first_message::Outcome::ClientClosed {
-                        frame,
-                        down,
-                        bytes_out,
-                    } => {
-                        let outcome = Box::pin(first_message::pass_close(
-                            &mut client,
-                            &mut upstream,
-                            &frame,
-                            down,
-                            bytes_out,
-                        ))
-                        .await;
-                        log_closed(conn, t.remote, started, &outcome);
-                        return;
-                    }
-                    first_message::Outcome::Gone { side, bytes_out } => {
-                        info!(
-                            conn = %conn,
-                            code = 1006,
-                            reason = ?"went away before its first message",
-                            by = %side.as_str(),
-                            duration_ms = started.elapsed().as_millis() as u64,
-                            bytes_in = 0,
-                            bytes_out = bytes_out,
-                            "[ws] closed"
-                        );
-                        return;
-                    }
-                }
-            } else {
-                (
-                    from_client.to_vec(),
-                    from_upstream,
-                    ws::FrameTracker::default(),
-                )
-            };
-            let revocation = match (&authenticated, self.auth.on_revoke) {
-                (Some((presented, _)), OnRevoke::Close) => {
-                    let store = self.creds.clone();
-                    let presented = presented.clone();
-                    Some(splice::Revocation {
-                        changed: store.subscribe(),
-                        still_valid: Box::new(move || auth::still_valid(&presented, &store.load())),
-                    })
-                }
-                _ => None,
-            };
-            self.metrics.connections_active.inc();
-            let controls = splice::Controls {
-                zero_copy: self.splice.zero_copy,
-                revocation,
-                shutdown: Some(self.hard_stop.clone()),
-                idle_timeout: self.splice.idle_timeout(),
-                max_lifetime: self.splice.max_lifetime(),
-            };
-            let mut outcome = splice::relay(
-                client,
-                upstream,
-                &to_upstream,
-                &from_upstream,
-                down,
-                controls,
-            )
-            .await;
-            outcome.bytes_out += prior_out;
-            if let Some(why @ ("idle_timeout" | "max_lifetime")) = outcome.ended_by {
-                info!(conn = %conn, remote = %t.remote, reason = %why, "[ws] closing");
+        // Boxed: the phase is short, and its state (the frame being read, the outcome)
+        // would otherwise weigh on every idle tunnel for its whole life.
+        let opened = if t.in_band || t.inject.is_some() {
+            Box::pin(self.first_message_phase(
+                &mut client,
+                &mut upstream,
+                (from_client, from_upstream),
+                &t,
+                &mut authenticated,
+            ))
+            .await
+        } else {
+            Some(Opened {
+                to_upstream: from_client.to_vec(),
+                from_upstream,
+                down: ws::FrameTracker::default(),
+                prior_out: 0,
+            })
+        };
+        let Some(Opened {
+            to_upstream,
+            from_upstream,
+            down,
+            prior_out,
+        }) = opened
+        else {
+            return;
+        };
+        let revocation = match (&authenticated, self.auth.on_revoke) {
+            (Some((presented, _)), OnRevoke::Close) => {
+                let store = self.creds.clone();
+                let presented = presented.clone();
+                Some(splice::Revocation {
+                    changed: store.subscribe(),
+                    still_valid: Box::new(move || auth::still_valid(&presented, &store.load())),
+                })
             }
-            if outcome.ended_by == Some("token_revoked") {
-                let (presented, credential) =
-                    authenticated.as_ref().expect("revocation needs a token");
+            _ => None,
+        };
+        self.metrics.connections_active.inc();
+        let controls = splice::Controls {
+            zero_copy: self.splice.zero_copy,
+            revocation,
+            shutdown: Some(self.hard_stop.clone()),
+            idle_timeout: self.splice.idle_timeout(),
+            max_lifetime: self.splice.max_lifetime(),
+        };
+        let mut outcome = splice::relay(
+            client,
+            upstream,
+            &to_upstream,
+            &from_upstream,
+            down,
+            controls,
+        )
+        .await;
+        outcome.bytes_out += prior_out;
+        if let Some(why @ ("idle_timeout" | "max_lifetime")) = outcome.ended_by {
+            info!(conn = %conn, remote = %t.remote, reason = %why, "[ws] closing");
+        }
+        if outcome.ended_by == Some("token_revoked") {
+            let (presented, credential) = authenticated.as_ref().expect("revocation needs a token");
+            warn!(
+                conn = %conn,
+                reason = %Reason::TokenRevoked,
+                client = %credential.who(),
+                presented = %Fp(Some(presented.fingerprint)),
+                "[ws] revoked"
+            );
+        }
+        self.metrics.connections_active.dec();
+        // Released before the log line, so "[ws] closed" means the slot is free again.
+        drop(slot);
+        self.metrics.spliced(outcome.bytes_in, outcome.bytes_out);
+        self.metrics
+            .closed(match (outcome.ended_by, &outcome.close) {
+                (Some("token_revoked"), _) => "revoked",
+                (Some("shutdown"), _) => "drained",
+                (Some(why), _) => why,
+                (None, Some(_)) => "normal",
+                (None, None) => "abnormal",
+            });
+        log_closed(conn, t.remote, started, &outcome);
+    }
+
+    /// The in-band part of a tunnel's start: the client's first frame is read (the gateway's
+    /// bytes relayed meanwhile) and judged, the gateway's token put in where configured.
+    /// `None` when the tunnel ended here (refused, closed, gone; all logged).
+    async fn first_message_phase(
+        &self,
+        client: &mut Stream,
+        upstream: &mut Stream,
+        (from_client, from_upstream): (Bytes, Bytes),
+        t: &Tunnel,
+        authenticated: &mut Option<(credentials::Presented, Credential)>,
+    ) -> Option<Opened> {
+        let (conn, started) = (t.conn, t.started);
+        let check = first_message::Check {
+            authenticate: t.in_band,
+            inject: t.inject.as_ref(),
+            pointer: &self.auth.first_message_pointer,
+            max_bytes: self.auth.first_message_max_bytes,
+            timeout: self.auth.first_message_timeout.0,
+        };
+        let creds = self.creds.load();
+        // The drain's end cuts a tunnel still waiting for its first frame.
+        let outcome = tokio::select! {
+            o = first_message::run(client, upstream, from_client, from_upstream, &creds, &check) => o,
+            _ = self.hard_stop.cancelled() => {
+                info!(
+                    conn = %conn,
+                    code = 1006,
+                    reason = ?"gatewarden shut down after drain",
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "[ws] closed"
+                );
+                return None;
+            }
+        };
+        match outcome {
+            first_message::Outcome::Proceed(p) => {
+                if let (Some(c), Some(presented)) = (p.credential, p.presented) {
+                    log_connected(
+                        &self.metrics,
+                        conn,
+                        t.remote,
+                        TokenSource::FirstMessage,
+                        &c,
+                        p.grace,
+                    );
+                    self.throttle.success(t.ip);
+                    *authenticated = Some((presented, c));
+                }
+                if p.rewritten {
+                    debug!(conn = %conn, "[ws] gateway token injected into the first frame");
+                }
+                Some(Opened {
+                    to_upstream: p.to_upstream,
+                    from_upstream: Bytes::new(),
+                    down: p.down,
+                    prior_out: p.bytes_out,
+                })
+            }
+            first_message::Outcome::Reject(r) => {
                 warn!(
                     conn = %conn,
-                    reason = %Reason::TokenRevoked,
-                    client = %credential.who(),
-                    presented = %Fp(Some(presented.fingerprint)),
-                    "[ws] revoked"
+                    remote = %t.remote,
+                    reason = %r.reason,
+                    presented = %Fp(r.presented),
+                    generation = %Gen(r.generation),
+                    source = %TokenSource::FirstMessage,
+                    detail = %r.detail,
+                    "[ws] unauthorized"
                 );
+                self.metrics
+                    .auth_failure(r.reason.as_str(), TokenSource::FirstMessage.as_str());
+                self.note_failure(t.ip);
+                first_message::reject(client, upstream, &r).await;
+                None
             }
-            self.metrics.connections_active.dec();
-            // Released before the log line, so "[ws] closed" means the slot is free again.
-            drop(slot);
-            self.metrics.spliced(outcome.bytes_in, outcome.bytes_out);
-            self.metrics
-                .closed(match (outcome.ended_by, &outcome.close) {
-                    (Some("token_revoked"), _) => "revoked",
-                    (Some("shutdown"), _) => "drained",
-                    (Some(why), _) => why,
-                    (None, Some(_)) => "normal",
-                    (None, None) => "abnormal",
-                });
-            log_closed(conn, t.remote, started, &outcome);
-        };
-        work.await;
+            first_message::Outcome::ClientClosed {
+                frame,
+                down,
+                bytes_out,
+            } => {
+                let outcome =
+                    first_message::pass_close(client, upstream, &frame, down, bytes_out).await;
+                log_closed(conn, t.remote, started, &outcome);
+                None
+            }
+            first_message::Outcome::Gone { side, bytes_out } => {
+                info!(
+                    conn = %conn,
+                    code = 1006,
+                    reason = ?"went away before its first message",
+                    by = %side.as_str(),
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    bytes_in = 0,
+                    bytes_out = bytes_out,
+                    "[ws] closed"
+                );
+                None
+            }
+        }
     }
 
     /// The token gatewarden presents upstream, when `upstream_auth` asks for one.

@@ -32,7 +32,12 @@ async fn drain_keeps_open_tunnels_and_refuses_new_connections(workers: usize) {
     assert_eq!(next_msg(&mut ws).await, Some(Message::text("before")));
 
     h.shutdown();
-    wait_log(&["[shutdown] stopped accepting"]).await;
+    // This server's line: tests run side by side and share the log.
+    wait_log(&[
+        "[shutdown] stopped accepting",
+        &format!("addr={} active=", h.addr),
+    ])
+    .await;
     // The listener is gone: new clients are refused at the TCP level.
     assert!(tokio::net::TcpStream::connect(h.addr).await.is_err());
     // The tunnel opened before the signal keeps working during the drain.

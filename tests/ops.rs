@@ -156,7 +156,11 @@ async fn readiness_fails_while_draining() {
     ws.send(Message::text("x")).await.unwrap();
     let _ = next_msg(&mut ws).await;
     stop.send(()).unwrap();
-    wait_log(&["[shutdown] stopped accepting"]).await;
+    wait_log(&[
+        "[shutdown] stopped accepting",
+        &format!("addr={addr} active="),
+    ])
+    .await;
     let (status, body) = admin_get(admin, "/readyz").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("draining"), "{body}");
