@@ -52,9 +52,9 @@ pub struct Config {
     /// else those headers are removed (the OpenClaw gateway answers 403 to them otherwise).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Worker threads; 0 = one per CPU. Each worker is a thread with a single-threaded
-    /// runtime and a listening socket of its own (`SO_REUSEPORT`), like nginx's worker
-    /// processes: no work stealing, no cross-thread wake-ups. 1 serves everything on the
-    /// main thread, the cheapest for a sidecar given one core.
+    /// runtime accepting from the shared listening socket, like nginx's worker processes: no
+    /// work stealing, no cross-thread wake-ups. 1 serves everything on the main thread, the
+    /// cheapest for a sidecar given one core.
     pub workers: usize,
 }
 
