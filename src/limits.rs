@@ -59,14 +59,17 @@ impl ConnLimits {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(LimitHit::Total);
         }
-        let mut by_ip = self.by_ip.lock().unwrap();
-        let n = by_ip.entry(ip).or_insert(0);
-        if *n >= self.max_per_ip {
-            drop(by_ip);
-            self.total.fetch_sub(1, Ordering::AcqRel);
-            return Err(LimitHit::PerIp);
+        // Unlimited per IP: no count to keep (a lock and three hashes per connection less).
+        if self.max_per_ip != usize::MAX {
+            let mut by_ip = self.by_ip.lock().unwrap();
+            let n = by_ip.entry(ip).or_insert(0);
+            if *n >= self.max_per_ip {
+                drop(by_ip);
+                self.total.fetch_sub(1, Ordering::AcqRel);
+                return Err(LimitHit::PerIp);
+            }
+            *n += 1;
         }
-        *n += 1;
         Ok(Arc::new(ConnSlot {
             limits: self.clone(),
             ip,
@@ -80,14 +83,15 @@ impl ConnLimits {
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        let mut by_ip = self.limits.by_ip.lock().unwrap();
-        if let Some(n) = by_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                by_ip.remove(&self.ip);
+        if self.limits.max_per_ip != usize::MAX {
+            let mut by_ip = self.limits.by_ip.lock().unwrap();
+            if let Some(n) = by_ip.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    by_ip.remove(&self.ip);
+                }
             }
         }
-        drop(by_ip);
         self.limits.total.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -109,5 +113,18 @@ mod tests {
         drop(a1);
         assert_eq!(l.open(), 2);
         assert!(l.acquire(b).is_ok());
+    }
+
+    #[test]
+    fn unlimited_per_ip_keeps_no_per_ip_count() {
+        let l = ConnLimits::new(2, 0);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let a1 = l.acquire(a).unwrap();
+        let _a2 = l.acquire(a).unwrap();
+        assert_eq!(l.acquire(a).err(), Some(LimitHit::Total));
+        assert!(l.by_ip.lock().unwrap().is_empty());
+        drop(a1);
+        assert_eq!(l.open(), 1);
+        assert!(l.acquire(a).is_ok());
     }
 }
