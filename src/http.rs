@@ -247,6 +247,7 @@ struct Opened {
     prior_out: u64,
 }
 
+/// How a tunnel starts once both upgrades completed.
 struct Tunnel {
     conn: Uuid,
     started: Instant,

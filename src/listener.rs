@@ -62,8 +62,9 @@ pub struct Server {
     conn_settings: ConnSettings,
     admin: Option<(TcpListener, Arc<Admin>)>,
     tls: Option<TlsSide>,
-    /// One per worker. With one, it is served on the caller's runtime; with more, each gets
-    /// a thread with a single-threaded runtime of its own (see [`Server::run`]).
+    /// The listening socket, a descriptor of it per worker. With one worker it is served on
+    /// the caller's runtime; with more, each gets a thread with a single-threaded runtime of
+    /// its own (see [`Server::run`]).
     listeners: Vec<std::net::TcpListener>,
     proxy: Arc<Proxy>,
     reloader: Arc<Reloader>,
@@ -327,8 +328,8 @@ impl Server {
     }
 }
 
-/// One worker thread: its own runtime, its own listener, and the connections it accepted,
-/// until `end` (after the drain).
+/// One worker thread: its own runtime, its descriptor of the listening socket, and the
+/// connections it accepted, until `end` (after the drain).
 fn worker(
     i: usize,
     listener: std::net::TcpListener,
@@ -436,7 +437,9 @@ fn resolve_workers(workers: usize) -> usize {
 /// it in its own epoll and whichever is free accepts; with `SO_REUSEPORT` (a socket per worker,
 /// the kernel hashing connections onto them) a connection could wait for a busy worker while
 /// another idled: 5-7 % fewer handshakes/s with 2 workers here, and any process of the same
-/// user could join the group. On Linux an accepted socket inherits `TCP_NODELAY` from its
+/// user could join the group. The price: a new connection wakes every idle worker (one
+/// accepts, the others find the queue empty), which only happens when there is CPU to
+/// spare. On Linux an accepted socket inherits `TCP_NODELAY` from its
 /// listener, so it is set once here instead of once per connection; the flag says whether
 /// that worked (elsewhere each accepted socket gets it itself).
 fn listen(addr: SocketAddr, workers: usize) -> io::Result<(Vec<std::net::TcpListener>, bool)> {
