@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use rustix::net::RecvFlags;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -99,7 +100,25 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        each!(self, s => Pin::new(s).poll_read(cx, buf))
+        match self.get_mut() {
+            Stream::Tcp(tcp) => {
+                // SAFETY: recv(2) only writes bytes into the buffer; exactly the `n` it
+                // reports are then marked initialized.
+                let unfilled = unsafe { buf.unfilled_mut() };
+                let len = unfilled.len();
+                let n = ready!(poll_recv(tcp, cx, len, || {
+                    let ((filled, _), _) =
+                        rustix::net::recv(&*tcp, &mut *unfilled, RecvFlags::empty())?;
+                    Ok(filled.len())
+                }))?;
+                unsafe { buf.assume_init(n) };
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Stream::ServerTls(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::ClientTls(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Upgraded(s) => Pin::new(s).poll_read(cx, buf),
+        }
     }
 }
 
@@ -321,12 +340,28 @@ fn poll_read_some(r: &mut Stream, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<
         ready!(Pin::new(r).poll_read(cx, &mut rb))?;
         return Poll::Ready(Ok(rb.filled().len()));
     };
+    let len = buf.len();
+    poll_recv(tcp, cx, len, || {
+        Ok(rustix::net::recv(&*tcp, &mut *buf, RecvFlags::empty())?.0)
+    })
+}
+
+/// Reads a plain socket with `recv` (a closure over the buffer, which may be uninitialized)
+/// once it is readable. recv(2), not read(2): read(2) goes through the VFS layer first, and
+/// that cost 0.7 µs per call here (rtt CPU per round trip 15.3 → 13.9 µs with it gone;
+/// nginx reads with recv too). A short read clears readiness: see [`poll_read_some`].
+fn poll_recv(
+    tcp: &TcpStream,
+    cx: &mut Context<'_>,
+    len: usize,
+    mut recv: impl FnMut() -> io::Result<usize>,
+) -> Poll<io::Result<usize>> {
     loop {
         ready!(tcp.poll_read_ready(cx))?;
         let mut got = 0;
         let res = tcp.try_io(tokio::io::Interest::READABLE, || {
-            got = rustix::io::read(&*tcp, &mut *buf)?;
-            if got > 0 && got < buf.len() {
+            got = recv()?;
+            if got > 0 && got < len {
                 Err(io::ErrorKind::WouldBlock.into())
             } else {
                 Ok(got)
