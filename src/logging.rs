@@ -375,7 +375,8 @@ impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
                 '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}'
             )
         };
-        if !s.contains(risky) {
+        // Printable ASCII (nearly every value) is checked a byte at a time, no decoding.
+        if s.bytes().all(|b| (0x20..0x7f).contains(&b)) || !s.contains(risky) {
             return self.0.write_str(s);
         }
         for c in s.chars() {
