@@ -32,16 +32,24 @@ impl Fingerprint {
     }
 }
 
+impl Fingerprint {
+    /// `fp:` and the 8 hex digits, as connection log lines show it; on the stack.
+    pub fn tagged(&self) -> [u8; 11] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = *b"fp:00000000";
+        for (i, b) in self.0.iter().enumerate() {
+            out[3 + 2 * i] = HEX[(b >> 4) as usize];
+            out[3 + 2 * i + 1] = HEX[(b & 0xf) as usize];
+        }
+        out
+    }
+}
+
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Written on every connection's log line: one write, no per-byte formatting.
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = [0u8; 8];
-        for (i, b) in self.0.iter().enumerate() {
-            out[2 * i] = HEX[(b >> 4) as usize];
-            out[2 * i + 1] = HEX[(b & 0xf) as usize];
-        }
-        f.write_str(std::str::from_utf8(&out).expect("hex digits are ASCII"))
+        let tagged = self.tagged();
+        f.write_str(std::str::from_utf8(&tagged[3..]).expect("hex digits are ASCII"))
     }
 }
 

@@ -138,15 +138,35 @@ fn log_connected(
             "[ws] accepted stale token"
         );
     }
-    info!(
-        conn = %conn,
-        remote = %crate::logging::Peer(remote),
-        source = %source,
-        presented = %presented,
-        client = %credential.who(),
-        credential = %PathText(&credential.source),
-        "[ws] connected"
-    );
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
+    let direct = crate::logging::line(tracing::Level::INFO, "[ws] connected", |l| {
+        l.text(
+            "conn",
+            conn.hyphenated().encode_lower(&mut Uuid::encode_buffer()),
+        );
+        l.peer("remote", remote);
+        l.text("source", source.as_str());
+        let fp = credential.fingerprint.tagged();
+        l.text("presented", std::str::from_utf8(&fp).unwrap_or("-"));
+        l.text("client", credential.who());
+        match credential.source.to_str() {
+            Some(path) => l.text("credential", path),
+            None => l.display("credential", &credential.source.display()),
+        }
+    });
+    if !direct {
+        info!(
+            conn = %conn,
+            remote = %crate::logging::Peer(remote),
+            source = %source,
+            presented = %presented,
+            client = %credential.who(),
+            credential = %PathText(&credential.source),
+            "[ws] connected"
+        );
+    }
 }
 
 struct SourceName(Option<TokenSource>);
@@ -1219,18 +1239,41 @@ fn log_closed(conn: Uuid, remote: SocketAddr, started: Instant, o: &splice::Outc
         // No close frame crossed: the client sees an abnormal closure.
         None => (1006, "", "-"),
     };
-    info!(
-        conn = %conn,
-        remote = %crate::logging::Peer(remote),
-        code = code,
-        reason = ?reason,
-        by = %by,
-        duration_ms = started.elapsed().as_millis() as u64,
-        bytes_in = o.bytes_in,
-        bytes_out = o.bytes_out,
-        error = %OrDash(o.error.as_ref()),
-        "[ws] closed"
-    );
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let direct = crate::logging::line(tracing::Level::INFO, "[ws] closed", |l| {
+        l.text(
+            "conn",
+            conn.hyphenated().encode_lower(&mut Uuid::encode_buffer()),
+        );
+        l.peer("remote", remote);
+        l.u64("code", code.into());
+        l.quoted("reason", reason);
+        l.text("by", by);
+        l.u64("duration_ms", duration_ms);
+        l.u64("bytes_in", o.bytes_in);
+        l.u64("bytes_out", o.bytes_out);
+        match &o.error {
+            Some(e) => l.display("error", e),
+            None => l.text("error", "-"),
+        }
+    });
+    if !direct {
+        info!(
+            conn = %conn,
+            remote = %crate::logging::Peer(remote),
+            code = code,
+            reason = ?reason,
+            by = %by,
+            duration_ms,
+            bytes_in = o.bytes_in,
+            bytes_out = o.bytes_out,
+            error = %OrDash(o.error.as_ref()),
+            "[ws] closed"
+        );
+    }
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it names,

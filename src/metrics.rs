@@ -8,6 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
@@ -58,6 +59,23 @@ pub struct Metrics {
     pub credentials_generation: Gauge,
     pub seconds_since_reload: Gauge,
     pub tls_not_after: Gauge,
+    /// Handles to the series every connection counts, resolved on first use (so the
+    /// exposition still lists only series that happened): `Family::get_or_create` takes a
+    /// read lock shared by every worker thread and hashes the labels on each call.
+    hot: Hot,
+    /// Tells registries apart in per-thread caches (an address could be reused).
+    id: u64,
+}
+
+/// A resolved `auth_success` handle: registry id, source, client.
+type Seen = (u64, &'static str, Box<str>, Counter);
+
+#[derive(Default)]
+struct Hot {
+    bytes_in: OnceLock<Counter>,
+    bytes_out: OnceLock<Counter>,
+    normal: OnceLock<Counter>,
+    abnormal: OnceLock<Counter>,
 }
 
 impl Default for Metrics {
@@ -86,6 +104,11 @@ impl Metrics {
             seconds_since_reload: Gauge::default(),
             tls_not_after: Gauge::default(),
             registry: Registry::default(),
+            hot: Hot::default(),
+            id: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         };
         r.register(
             "connections_accepted",
@@ -174,31 +197,77 @@ impl Metrics {
     }
 
     pub fn auth_success(&self, source: &'static str, client: &str) {
+        // Resolved handles per thread, keyed by this registry, the source and the client:
+        // no lock, no label hashing, no `String` per accepted client.
+        thread_local! {
+            static SEEN: std::cell::RefCell<Vec<Seen>> =
+                const { std::cell::RefCell::new(Vec::new()) };
+        }
+        /// Client names are the operator's (bounded); past this many, start over.
+        const MAX_SEEN: usize = 256;
+        let me = self.id;
+        SEEN.with(|seen| {
+            let Ok(mut seen) = seen.try_borrow_mut() else {
+                self.auth_success_slow(source, client).inc();
+                return;
+            };
+            let hit = seen
+                .iter()
+                .find(|(m, s, c, _)| *m == me && std::ptr::eq(*s, source) && &**c == client);
+            if let Some((_, _, _, counter)) = hit {
+                counter.inc();
+                return;
+            }
+            let counter = self.auth_success_slow(source, client);
+            counter.inc();
+            if seen.len() >= MAX_SEEN {
+                seen.clear();
+            }
+            seen.push((me, source, client.into(), counter));
+        });
+    }
+
+    fn auth_success_slow(&self, source: &'static str, client: &str) -> Counter {
         self.auth_success
             .get_or_create(&SuccessLabels {
                 source,
                 client: client.to_string(),
             })
-            .inc();
+            .clone()
     }
 
     pub fn closed(&self, outcome: &'static str) {
-        self.connections_closed
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
+        let hot = match outcome {
+            "normal" => &self.hot.normal,
+            "abnormal" => &self.hot.abnormal,
+            _ => {
+                self.connections_closed
+                    .get_or_create(&OutcomeLabels { outcome })
+                    .inc();
+                return;
+            }
+        };
+        hot.get_or_init(|| {
+            self.connections_closed
+                .get_or_create(&OutcomeLabels { outcome })
+                .clone()
+        })
+        .inc();
     }
 
     pub fn spliced(&self, bytes_in: u64, bytes_out: u64) {
-        self.bytes
-            .get_or_create(&DirectionLabels {
-                direction: "client_to_upstream",
-            })
+        self.direction(&self.hot.bytes_in, "client_to_upstream")
             .inc_by(bytes_in);
-        self.bytes
-            .get_or_create(&DirectionLabels {
-                direction: "upstream_to_client",
-            })
+        self.direction(&self.hot.bytes_out, "upstream_to_client")
             .inc_by(bytes_out);
+    }
+
+    fn direction<'a>(&self, cell: &'a OnceLock<Counter>, direction: &'static str) -> &'a Counter {
+        cell.get_or_init(|| {
+            self.bytes
+                .get_or_create(&DirectionLabels { direction })
+                .clone()
+        })
     }
 
     pub fn reload(&self, result: &'static str) {
@@ -211,5 +280,72 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(series))
+    }
+
+    /// The per-thread handles count into their own registry, also for a registry made
+    /// after another was dropped (same labels, maybe the same address).
+    #[test]
+    fn cached_handles_count_in_their_own_registry() {
+        for _ in 0..3 {
+            let m = Metrics::new();
+            let other = Metrics::new();
+            for _ in 0..3 {
+                m.auth_success("header", "alice");
+            }
+            m.auth_success("query", "alice");
+            other.auth_success("header", "alice");
+            m.closed("normal");
+            m.closed("normal");
+            m.closed("revoked");
+            m.spliced(10, 20);
+            m.spliced(1, 2);
+            let text = m.encode();
+            assert_eq!(
+                line(
+                    &text,
+                    "gatewarden_auth_success_total{source=\"header\",client=\"alice\"}"
+                ),
+                Some("gatewarden_auth_success_total{source=\"header\",client=\"alice\"} 3"),
+                "{text}"
+            );
+            assert!(
+                text.contains("{source=\"query\",client=\"alice\"} 1"),
+                "{text}"
+            );
+            assert!(
+                text.contains("gatewarden_connections_closed_total{outcome=\"normal\"} 2"),
+                "{text}"
+            );
+            assert!(
+                text.contains("gatewarden_connections_closed_total{outcome=\"revoked\"} 1"),
+                "{text}"
+            );
+            assert!(
+                !text.contains("outcome=\"abnormal\""),
+                "unused series stay out: {text}"
+            );
+            assert!(
+                text.contains("{direction=\"client_to_upstream\"} 11"),
+                "{text}"
+            );
+            assert!(
+                text.contains("{direction=\"upstream_to_client\"} 22"),
+                "{text}"
+            );
+            let text = other.encode();
+            assert!(
+                text.contains("{source=\"header\",client=\"alice\"} 1"),
+                "{text}"
+            );
+        }
     }
 }

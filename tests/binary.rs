@@ -191,7 +191,8 @@ async fn binary_with_flags_proxies_and_exits_0_on_sigterm() {
 async fn json_log_format_has_stable_fields() {
     let upstream = start_upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    let tf = write_file(dir.path(), "token", &random_token());
+    let token = random_token();
+    let tf = write_file(dir.path(), "token", &token);
     let mut p = Proc::spawn(
         &[
             "--listen",
@@ -216,6 +217,30 @@ async fn json_log_format_has_stable_fields() {
     assert_eq!(v["reason"], "token_mismatch");
     assert!(v["presented"].as_str().unwrap().starts_with("fp:"));
     assert!(v["conn"].is_string() && v["remote"].is_string());
+
+    // The per-connection lines (written by hand in the text format) keep their fields.
+    let (mut ws, _) = ws_connect(
+        addr,
+        "/ws",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+    .unwrap();
+    ws.close(None).await.unwrap();
+    while next_msg(&mut ws).await.is_some() {}
+    let line = tokio::task::block_in_place(|| p.wait_line("[ws] connected"));
+    let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object per line");
+    assert_eq!(v["source"], "header", "{line}");
+    assert!(
+        v["presented"].as_str().unwrap().starts_with("fp:"),
+        "{line}"
+    );
+    assert_eq!(v["credential"], tf.to_str().unwrap(), "{line}");
+    let line = tokio::task::block_in_place(|| p.wait_line("[ws] closed"));
+    let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object per line");
+    assert_eq!(v["code"], 1005, "{line}");
+    assert_eq!(v["by"], "client", "{line}");
+    assert!(v["bytes_in"].as_u64().unwrap() > 0, "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,6 +78,10 @@ pub fn capture_logs() {
             .event_format(gatewarden::logging::TextFormat)
             .with_writer(|| CaptureWriter)
             .try_init();
+        // The per-connection lines gatewarden writes by hand go to the same buffer.
+        gatewarden::logging::capture_direct(|line| {
+            let _ = std::io::Write::write(&mut CaptureWriter, line);
+        });
     });
 }
 
