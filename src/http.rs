@@ -39,7 +39,10 @@ use crate::ws;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
-/// Everything a request needs, shared by all connections.
+/// Everything a request needs. Each worker thread has its own copy (shared parts behind
+/// `Arc`s), so the reference counts and cancellation tokens a connection touches stay in
+/// its own core's cache.
+#[derive(Clone)]
 pub struct Proxy {
     pub auth: AuthConfig,
     pub upstream_auth: UpstreamAuthConfig,
@@ -53,7 +56,7 @@ pub struct Proxy {
     /// Cancelled when the drain time is over: tunnels still open are closed.
     pub hard_stop: CancellationToken,
     pub metrics: Arc<Metrics>,
-    pub throttle: Throttle,
+    pub throttle: Arc<Throttle>,
     pub splice: crate::config::SpliceConfig,
     pub forwarded_headers: bool,
     pub upstream_origin: UpstreamOrigin,

@@ -126,11 +126,11 @@ impl Server {
             None => None,
         };
         let proxy = Arc::new(Proxy {
-            throttle: crate::throttle::Throttle::new(
+            throttle: Arc::new(crate::throttle::Throttle::new(
                 config.auth.max_failures,
                 config.auth.failure_window.0,
                 config.auth.max_backoff.0,
-            ),
+            )),
             upstream_origin: config.upstream_origin,
             splice: config.splice.clone(),
             forwarded_headers: config.forwarded_headers,
@@ -273,14 +273,14 @@ impl Server {
         if listeners.len() == 1 {
             let listener = listeners.into_iter().next().expect("one listener");
             match TcpListener::from_std(listener) {
-                Ok(l) => acceptor.serve(l, stop.clone()).await,
+                Ok(l) => Arc::new(acceptor).serve(l, stop.clone()).await,
                 Err(e) => warn!(cause = %e, "[listen] cannot register the listener"),
             }
         } else {
             let mut closed = Vec::new();
             for (i, listener) in listeners.into_iter().enumerate() {
                 let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-                let acceptor = acceptor.clone();
+                let acceptor = acceptor.for_worker();
                 let (stop, end) = (stop.clone(), workers_end.clone());
                 let spawned = std::thread::Builder::new()
                     .name(format!("gatewarden-worker-{i}"))
@@ -348,6 +348,7 @@ fn worker(
             return;
         }
     };
+    let acceptor = Arc::new(acceptor);
     runtime.block_on(async move {
         tokio::spawn(near_timer());
         match TcpListener::from_std(listener) {
@@ -392,8 +393,24 @@ struct Acceptor {
 }
 
 impl Acceptor {
+    /// A worker thread's copy: its own `Proxy` and child cancellation tokens (cancelled with
+    /// their parents). Every connection takes a reference to the proxy and waits on both
+    /// tokens (a lock on the token's waiter list, twice); shared by all workers, those
+    /// cache lines moved between cores on every handshake.
+    fn for_worker(&self) -> Acceptor {
+        let proxy = Proxy {
+            hard_stop: self.proxy.hard_stop.child_token(),
+            ..Proxy::clone(&self.proxy)
+        };
+        Acceptor {
+            proxy: Arc::new(proxy),
+            graceful: self.graceful.child_token(),
+            ..self.clone()
+        }
+    }
+
     /// Accepts until `stop`, then drops the listener (no new connections).
-    async fn serve(&self, listener: TcpListener, stop: CancellationToken) {
+    async fn serve(self: &Arc<Self>, listener: TcpListener, stop: CancellationToken) {
         let tasks = &self.proxy.tasks;
         let mut backoff = Duration::ZERO;
         let shutdown = stop.cancelled();
@@ -671,7 +688,7 @@ async fn serve_connection(
     stream: TcpStream,
     remote: SocketAddr,
     slot: Arc<ConnSlot>,
-    conn: Acceptor,
+    conn: Arc<Acceptor>,
 ) {
     // Boxed and gone before the tunnel starts: a tunnel can stay open for hours, and its
     // task should hold the tunnel's state only, not room for the handshake's (the task was
@@ -698,7 +715,7 @@ async fn serve_requests(
     stream: TcpStream,
     remote: SocketAddr,
     slot: Arc<ConnSlot>,
-    conn: Acceptor,
+    conn: Arc<Acceptor>,
 ) -> Option<(crate::http::Pending, (Stream, bytes::Bytes))> {
     if !conn.nodelay_inherited {
         let _ = stream.set_nodelay(true);
@@ -717,7 +734,9 @@ async fn serve_requests(
             },
         graceful,
         ..
-    } = conn;
+    } = &*conn;
+    let (header_read_timeout, max_headers, max_header_bytes) =
+        (*header_read_timeout, *max_headers, *max_header_bytes);
     // For answering HTTP/2 prior knowledge after hyper has taken the stream (no peek per
     // connection: that would cost every client a syscall for a rare mistake).
     let raw_fd = match &stream {
@@ -726,7 +745,7 @@ async fn serve_requests(
     };
     let handoff = Arc::new(Handoff::default());
     let (io, spent) =
-        match head::read_first(stream, remote, header_read_timeout, max_headers, &graceful).await {
+        match head::read_first(stream, remote, header_read_timeout, max_headers, graceful).await {
             First::Done => return None,
             First::Hyper { io, spent } => (io, spent),
             First::Upgrade {
@@ -763,6 +782,7 @@ async fn serve_requests(
     // has let go of the connection.
     let svc = {
         let handoff = handoff.clone();
+        let proxy = proxy.clone();
         service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(slot.clone());
             proxy
@@ -887,7 +907,7 @@ mod tests {
         accepted.set_nonblocking(true).unwrap();
         let stream = TcpStream::from_std(accepted).unwrap();
         let slot = server.limits.acquire(remote.ip()).unwrap();
-        let task = serve_connection(stream, remote, slot, server.acceptor());
+        let task = serve_connection(stream, remote, slot, Arc::new(server.acceptor()));
         let size = std::mem::size_of_val(&task);
         assert!(
             size <= 3 * 1024,
