@@ -3,15 +3,16 @@
 # and tuned) and through gatewarden, with 1 and then 2 workers, in one run; loopback only.
 #
 # All targets of a worker count run side by side (idle ones cost nothing), and each mode
-# goes round-robin over them ROUNDS times; the table shows medians. This VM's neighbours
-# move absolute numbers by ±15 % within a minute, so only interleaved ratios are fair.
+# goes round-robin over them ROUNDS times, each round starting one target later; the table
+# shows medians. This VM's neighbours move absolute numbers by ±15 % within a minute, so
+# only interleaved ratios are fair.
 #
 # usage: bench/run.sh [SECONDS_PER_RUN]    (writes bench/results.jsonl, prints the table)
 #   env: WORKERS="1 2", ROUNDS=3, MODES="handshake rtt bulk reject first_message idle",
 #        TARGETS="direct nginx-stock nginx-tuned gatewarden gatewarden-splice", IDLE_CONNS=9000
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECS=${1:-1.25}
+SECS=${1:-1}
 ROUNDS=${ROUNDS:-3}
 IDLE=${IDLE_CONNS:-9000}   # the machine's hard fd limit is 20000; a proxy needs 2 fds per connection
 WORKERS=${WORKERS:-1 2}
@@ -155,15 +156,22 @@ for workers in $WORKERS; do
   for t in gatewarden gatewarden-splice; do want "$t" && start_gatewarden "$t" "$workers"; done
   for mode in $MODES; do
     rounds=$ROUNDS; [ "$mode" = idle ] && rounds=1   # memory, not speed: no noise to average
+    targets=()
+    for t in $TARGETS; do
+      case "$t/$mode" in
+        direct/reject) continue;;                  # nothing to reject without a proxy
+        gatewarden-splice/rtt|gatewarden-splice/bulk) ;;
+        gatewarden-splice/*) continue;;            # splice(2) only changes tunnel payloads
+      esac
+      [ "$t" = direct ] && [ $first = 0 ] && continue   # direct does not depend on workers
+      targets+=("$t")
+    done
+    # Each round starts one target later: no target always runs right after the same
+    # others (their TIME_WAIT sockets, their cache footprint) or always first.
     for round in $(seq "$rounds"); do
-      for t in $TARGETS; do
-        case "$t/$mode" in
-          direct/reject) continue;;                  # nothing to reject without a proxy
-          gatewarden-splice/rtt|gatewarden-splice/bulk) ;;
-          gatewarden-splice/*) continue;;            # splice(2) only changes tunnel payloads
-        esac
-        [ "$t" = direct ] && [ $first = 0 ] && continue   # direct does not depend on workers
-        run_one "$t" "$workers" "$mode" "$round"
+      n=${#targets[@]}
+      for k in $(seq 0 $((n - 1))); do
+        run_one "${targets[$(( (k + round - 1) % n ))]}" "$workers" "$mode" "$round"
       done
     done
   done
