@@ -34,6 +34,8 @@ pub struct Admin {
     pub reloader: Arc<Reloader>,
     pub upstream: Arc<UpstreamClient>,
     pub tls: Option<Arc<ServerTls>>,
+    /// Per-worker connection counts, with 2 or more workers.
+    pub balance: Option<Arc<crate::listener::Balance>>,
     /// Set once shutdown starts: readiness fails so load balancers stop sending.
     pub draining: AtomicBool,
     probe: Mutex<Option<(Instant, Result<(), String>)>>,
@@ -45,12 +47,14 @@ impl Admin {
         reloader: Arc<Reloader>,
         upstream: Arc<UpstreamClient>,
         tls: Option<Arc<ServerTls>>,
+        balance: Option<Arc<crate::listener::Balance>>,
     ) -> Admin {
         Admin {
             metrics,
             reloader,
             upstream,
             tls,
+            balance,
             draining: AtomicBool::new(false),
             probe: Mutex::new(None),
         }
@@ -149,6 +153,15 @@ impl Admin {
                 .map_or(0, |d| d.as_secs() as i64)
         });
         m.tls_not_after.set(not_after);
+        if let Some(balance) = &self.balance {
+            for (worker, open) in balance.open().enumerate() {
+                m.worker_connections
+                    .get_or_create(&crate::metrics::WorkerLabels {
+                        worker: worker as u64,
+                    })
+                    .set(open as i64);
+            }
+        }
         m.encode()
     }
 

@@ -53,8 +53,9 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Worker threads; 0 = one per CPU. Each worker is a thread with a single-threaded
     /// runtime accepting from the shared listening socket, like nginx's worker processes: no
-    /// work stealing, no cross-thread wake-ups. 1 serves everything on the main thread, the
-    /// cheapest for a sidecar given one core.
+    /// work stealing, no cross-thread wake-ups; a connection accepted by a worker with 2 or
+    /// more open connections than another is handed to that one. 1 serves everything on the
+    /// main thread, the cheapest for a sidecar given one core.
     pub workers: usize,
 }
 

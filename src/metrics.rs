@@ -38,6 +38,11 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    pub worker: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
 }
@@ -45,6 +50,10 @@ pub struct BuildLabels {
 pub struct Metrics {
     registry: Registry,
     pub connections_accepted: Counter,
+    /// Accepted by one worker thread and handed to a less loaded one.
+    pub connections_rebalanced: Counter,
+    /// Open client connections per worker thread (set at scrape time; with workers >= 2).
+    pub worker_connections: Family<WorkerLabels, Gauge>,
     /// Open WebSocket tunnels.
     pub connections_active: Gauge,
     pub connections_closed: Family<OutcomeLabels, Counter>,
@@ -89,6 +98,8 @@ impl Metrics {
         let mut r = Registry::with_prefix("gatewarden");
         let m = Metrics {
             connections_accepted: Counter::default(),
+            connections_rebalanced: Counter::default(),
+            worker_connections: Family::default(),
             connections_active: Gauge::default(),
             connections_closed: Family::default(),
             auth_failures: Family::default(),
@@ -114,6 +125,16 @@ impl Metrics {
             "connections_accepted",
             "TCP connections accepted",
             m.connections_accepted.clone(),
+        );
+        r.register(
+            "connections_rebalanced",
+            "TCP connections one worker thread accepted and handed to a less loaded one",
+            m.connections_rebalanced.clone(),
+        );
+        r.register(
+            "worker_connections",
+            "Client connections open on each worker thread (with 2 or more workers)",
+            m.worker_connections.clone(),
         );
         r.register(
             "connections_active",
