@@ -8,12 +8,13 @@
 # only interleaved ratios are fair.
 #
 # usage: bench/run.sh [SECONDS_PER_RUN]    (writes bench/results.jsonl, prints the table)
-#   env: WORKERS="1 2", ROUNDS=3, MODES="handshake rtt bulk reject first_message idle",
+#   env: WORKERS="1 2", ROUNDS=3, EXTRA_ROUNDS=2, MODES="handshake rtt bulk reject first_message idle",
 #        TARGETS="direct nginx-stock nginx-tuned gatewarden gatewarden-splice", IDLE_CONNS=9000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-1}
 ROUNDS=${ROUNDS:-3}
+EXTRA=${EXTRA_ROUNDS:-2}   # handshake and rtt: ROUNDS + EXTRA rounds
 IDLE=${IDLE_CONNS:-9000}   # the machine's hard fd limit is 20000; a proxy needs 2 fds per connection
 WORKERS=${WORKERS:-1 2}
 MODES=${MODES:-handshake rtt bulk reject first_message idle}
@@ -155,7 +156,11 @@ for workers in $WORKERS; do
   for t in nginx-stock nginx-tuned; do want "$t" && start_nginx "${t#nginx-}" "$workers"; done
   for t in gatewarden gatewarden-splice; do want "$t" && start_gatewarden "$t" "$workers"; done
   for mode in $MODES; do
-    rounds=$ROUNDS; [ "$mode" = idle ] && rounds=1   # memory, not speed: no noise to average
+    rounds=$ROUNDS
+    case $mode in
+      idle) rounds=1;;                                  # memory, not speed: no noise to average
+      handshake|rtt) rounds=$((ROUNDS + EXTRA));;       # the closest ratios: more rounds
+    esac
     targets=()
     for t in $TARGETS; do
       case "$t/$mode" in
