@@ -145,7 +145,13 @@ run_one() {  # target workers mode round
   pcpu=$(echo "($p1 - $p0) / 100 / $el * 100" | bc -l)
   ecpu=$(echo "($e1 - $e0) / 100 / $el * 100" | bc -l)
   [ "$name" = direct ] && pcpu=0
-  echo "${line%\}},\"target\":\"$name\",\"workers\":$workers,\"round\":$round,\"proxy_cpu_pct\":$(printf %.0f "$pcpu"),\"echo_cpu_pct\":$(printf %.0f "$ecpu")}" | tee -a "$OUT"
+  # The proxy's CPU time (user + system, from /proc) per operation (see report.py).
+  local count per_op
+  count=$(sed -E 's/.*"count":([0-9]+).*/\1/' <<< "$line")
+  [ "$mode" = bulk ] && count=$((count / 65536))   # bytes echoed -> 64 KiB messages
+  per_op=$(echo "($p1 - $p0) * 10000 / ($count + (${count} == 0))" | bc -l)
+  [ "$name" = direct ] && per_op=0
+  echo "${line%\}},\"target\":\"$name\",\"workers\":$workers,\"round\":$round,\"proxy_cpu_pct\":$(printf %.0f "$pcpu"),\"echo_cpu_pct\":$(printf %.0f "$ecpu"),\"proxy_cpu_us_per_op\":$(printf %.2f "$per_op")}" | tee -a "$OUT"
   # Let closing tunnels and TIME_WAIT sockets settle.
   if [ "$mode" = idle ]; then sleep 2; else sleep 0.3; fi
 }
