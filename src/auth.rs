@@ -237,7 +237,11 @@ pub fn decide(found: Option<&Found>, creds: &Credentials) -> Decision {
 
 /// Judges one presented token against a snapshot: current, within grace, stale or unknown.
 pub fn judge(token: &[u8], source: TokenSource, creds: &Credentials) -> Decision {
-    let presented = Presented::new(token);
+    judge_presented(Presented::new(token), source, creds)
+}
+
+/// [`judge`] for a token already hashed (the first-message path hashes it for its log).
+pub fn judge_presented(presented: Presented, source: TokenSource, creds: &Credentials) -> Decision {
     let deny = |reason, generation| Decision::Deny {
         reason,
         source: Some(source),
