@@ -242,6 +242,8 @@ fn run(args: &CommonArgs) -> ExitCode {
         }
     };
     let code = runtime.block_on(async move {
+        // Before binding: once "listening" is logged, a signal must find its handler.
+        let shutdown = crate::signals::shutdown();
         let server = match crate::Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
@@ -249,7 +251,7 @@ fn run(args: &CommonArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        server.run(crate::signals::shutdown()).await;
+        server.run(shutdown).await;
         ExitCode::SUCCESS
     });
     crate::logging::flush();

@@ -2,34 +2,47 @@
 
 use tracing::{info, warn};
 
-/// Resolves on the first SIGINT or SIGTERM; arms an immediate exit on the second.
-pub async fn shutdown() {
-    let name = wait_for_signal().await;
+/// Resolves on the first SIGINT or SIGTERM; arms an immediate exit on the second. The
+/// handlers are installed on the call (before the server says it listens), not when the
+/// future is first polled: a signal in between would meet the default action and end the
+/// process without a drain.
+pub fn shutdown() -> impl std::future::Future<Output = ()> {
+    let first = wait_for_signal();
+    async move { announce(first.await) }
+}
+
+fn announce(name: &'static str) {
     info!(
         signal = %name,
         "[shutdown] signal received; send it again to exit at once"
     );
-    tokio::spawn(async {
-        let name = wait_for_signal().await;
+    let second = wait_for_signal();
+    tokio::spawn(async move {
+        let name = second.await;
         warn!(signal = %name, "[shutdown] second signal; exiting now");
         crate::logging::flush();
         std::process::exit(130);
     });
 }
 
+/// Installs the handlers now; the future resolves on the next SIGTERM or SIGINT.
 #[cfg(unix)]
-async fn wait_for_signal() -> &'static str {
+fn wait_for_signal() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() -> &'static str {
-    let _ = tokio::signal::ctrl_c().await;
-    "ctrl-c"
+fn wait_for_signal() -> impl std::future::Future<Output = &'static str> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        "ctrl-c"
+    }
 }

@@ -114,12 +114,25 @@ pub fn prepare(paths: &[PathBuf], watch: bool, poll: Duration) -> Prepared {
     }
 }
 
-/// Runs until `stop` is cancelled.
-pub async fn run<R: Reloadable + ?Sized>(
+/// Runs until `stop` is cancelled. The SIGHUP handler is installed on the call, not at the
+/// task's first poll: a SIGHUP sent right after "listening" must not meet the default
+/// action (the process ends).
+pub fn run<R: Reloadable + ?Sized>(
     reloader: Arc<R>,
     prepared: Prepared,
     poll: Duration,
     stop: CancellationToken,
+) -> impl std::future::Future<Output = ()> {
+    let hup = sighup();
+    run_with(reloader, prepared, poll, stop, hup)
+}
+
+async fn run_with<R: Reloadable + ?Sized>(
+    reloader: Arc<R>,
+    prepared: Prepared,
+    poll: Duration,
+    stop: CancellationToken,
+    mut hup: Hup,
 ) {
     let paths = reloader.paths();
     let Prepared {
@@ -132,7 +145,6 @@ pub async fn run<R: Reloadable + ?Sized>(
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         i
     });
-    let mut hup = sighup();
     let mut grace_seen = std::time::Instant::now();
     loop {
         // Relative to the last grace end handled, not to now: a deadline that passed while
