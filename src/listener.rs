@@ -477,9 +477,7 @@ impl Acceptor {
             }
         }
     }
-}
 
-impl Acceptor {
     fn start(self: &Arc<Self>, stream: TcpStream, remote: SocketAddr, slot: Arc<ConnSlot>) {
         // Boxed: the connection's future (a tunnel's state, 2.5 KB) would otherwise be
         // copied several times between spawning and finishing.
@@ -566,9 +564,7 @@ impl Balance {
     fn place(&self, me: usize) -> usize {
         let mine = self.open[me].0.load(Ordering::Relaxed);
         let (least, n) = self
-            .open
-            .iter()
-            .map(|o| o.0.load(Ordering::Relaxed))
+            .open()
             .enumerate()
             .min_by_key(|&(_, n)| n)
             .expect("at least one worker");

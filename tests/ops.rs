@@ -2,33 +2,9 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use common::*;
 use futures_util::SinkExt;
-use gatewarden::config::Config;
 use tokio_tungstenite::tungstenite::Message;
-
-async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
-    let resp = http_request(admin, get(admin, path)).await;
-    let status = resp.status().as_u16();
-    (
-        status,
-        String::from_utf8(body_bytes(resp).await.to_vec()).unwrap(),
-    )
-}
-
-async fn running(
-    tweak: impl FnOnce(&mut Config),
-) -> (Running, TestUpstream, String, tempfile::TempDir) {
-    let upstream = start_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let token = random_token();
-    let tf = write_file(dir.path(), "token", &token);
-    let mut config = config_for(upstream.addr, &tf);
-    tweak(&mut config);
-    (serve(config).await, upstream, token, dir)
-}
 
 #[tokio::test]
 async fn health_and_readiness() {

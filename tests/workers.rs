@@ -9,11 +9,6 @@ use common::*;
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
-async fn metrics(admin: SocketAddr) -> String {
-    let resp = http_request(admin, get(admin, "/metrics")).await;
-    String::from_utf8(body_bytes(resp).await.to_vec()).unwrap()
-}
-
 /// `gatewarden_worker_connections{worker="i"}` for each worker.
 fn per_worker(text: &str, workers: usize) -> Vec<u64> {
     (0..workers)
@@ -33,7 +28,7 @@ fn per_worker(text: &str, workers: usize) -> Vec<u64> {
 async fn counts_adding_up_to(admin: SocketAddr, workers: usize, total: u64) -> Vec<u64> {
     tokio::time::timeout(WAIT, async {
         loop {
-            let counts = per_worker(&metrics(admin).await, workers);
+            let counts = per_worker(&admin_get(admin, "/metrics").await.1, workers);
             if counts.iter().sum::<u64>() == total {
                 return counts;
             }
@@ -50,13 +45,7 @@ async fn counts_adding_up_to(admin: SocketAddr, workers: usize, total: u64) -> V
 /// must carry traffic like the others.
 #[tokio::test]
 async fn bursts_of_long_lived_connections_are_spread_evenly_over_workers() {
-    let upstream = start_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let token = random_token();
-    let tf = write_file(dir.path(), "token", &token);
-    let mut config = config_for(upstream.addr, &tf);
-    config.workers = 2;
-    let p = serve(config).await;
+    let (p, _up, token, _d) = running(|c| c.workers = 2).await;
     let admin = p.admin.expect("admin listener on");
     let auth = format!("Bearer {token}");
     let headers = [("authorization", auth.as_str())];
@@ -80,7 +69,7 @@ async fn bursts_of_long_lived_connections_are_spread_evenly_over_workers() {
             "burst {burst}: connections per worker {counts:?}"
         );
     }
-    let text = metrics(admin).await;
+    let (_, text) = admin_get(admin, "/metrics").await;
     assert!(
         text.contains("gatewarden_connections_accepted_total 96"),
         "{text}"
@@ -95,13 +84,8 @@ async fn bursts_of_long_lived_connections_are_spread_evenly_over_workers() {
 
 #[tokio::test]
 async fn one_worker_has_no_per_worker_counts() {
-    let upstream = start_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let tf = write_file(dir.path(), "token", &random_token());
-    let mut config = config_for(upstream.addr, &tf);
-    config.workers = 1;
-    let p = serve(config).await;
-    let text = metrics(p.admin.unwrap()).await;
+    let (p, _up, _t, _d) = running(|c| c.workers = 1).await;
+    let (_, text) = admin_get(p.admin.unwrap(), "/metrics").await;
     assert!(!text.contains("gatewarden_worker_connections{"), "{text}");
     assert!(
         text.contains("gatewarden_connections_rebalanced_total 0"),

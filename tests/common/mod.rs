@@ -420,6 +420,29 @@ pub async fn serve(mut config: Config) -> Running {
     }
 }
 
+/// GET on the admin listener: status and body.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
+    let resp = http_request(admin, get(admin, path)).await;
+    let status = resp.status().as_u16();
+    (
+        status,
+        String::from_utf8(body_bytes(resp).await.to_vec()).unwrap(),
+    )
+}
+
+/// gatewarden (tweaked `config_for`) in front of a test upstream, with a fresh token file.
+pub async fn running(
+    tweak: impl FnOnce(&mut Config),
+) -> (Running, TestUpstream, String, tempfile::TempDir) {
+    let upstream = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = random_token();
+    let tf = write_file(dir.path(), "token", &token);
+    let mut config = config_for(upstream.addr, &tf);
+    tweak(&mut config);
+    (serve(config).await, upstream, token, dir)
+}
+
 pub async fn start() -> Harness {
     start_with(|_| {}).await
 }
