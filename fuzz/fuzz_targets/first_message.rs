@@ -1,8 +1,9 @@
 //! The first-message parser: any client bytes get "read more" or a verdict, never a panic;
-//! a verdict never claims more bytes than were read; an injected token is found again.
+//! a verdict never claims more bytes than were read; the one-pass scan finds what the whole
+//! document holds and refuses what it refuses; an injected token is found again.
 #![no_main]
 
-use gatewarden::first_message::{self, Parsed};
+use gatewarden::first_message::{self, Facts, Parsed};
 use gatewarden::ws;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -13,21 +14,32 @@ fuzz_target!(|data: &[u8]| {
     // Whole input, and as if it had arrived in two reads.
     let whole = first_message::parse(data, 64 * 1024);
     let _ = first_message::parse(&data[..data.len() / 2], 64 * 1024);
+    // The scan against the document, on the raw input as a payload too (more JSON reaches it).
+    for payload in [data, &data[..data.len() / 2]] {
+        let scanned = Facts::scan(payload, POINTER);
+        match serde_json::from_slice::<Value>(payload) {
+            Ok(doc) => assert_eq!(scanned.ok(), Some(Facts::of(&doc, POINTER))),
+            Err(_) => assert!(scanned.is_err()),
+        }
+    }
     match whole {
         Parsed::Incomplete | Parsed::TooLarge | Parsed::Invalid(_) => {}
         Parsed::Close { len } => assert!(len <= data.len()),
-        Parsed::Message { len, mut doc } => {
+        Parsed::Message { len, payload } => {
             assert!(len <= data.len());
-            let _ = first_message::token_at(&doc, POINTER);
+            let Ok(mut doc) = serde_json::from_slice::<Value>(&payload) else {
+                return;
+            };
             let _ = first_message::is_device_signed(&doc);
             if first_message::set_pointer(&mut doc, POINTER, Value::String("injected".into())) {
                 assert_eq!(first_message::token_at(&doc, POINTER).as_deref(), Some("injected"));
                 let payload = serde_json::to_vec(&doc).unwrap();
                 let frame = ws::encode_frame(ws::OP_TEXT, &payload, Some([1, 2, 3, 4]));
                 match first_message::parse(&frame, usize::MAX) {
-                    Parsed::Message { len, doc } => {
+                    Parsed::Message { len, payload } => {
                         assert_eq!(len, frame.len());
-                        assert_eq!(first_message::token_at(&doc, POINTER).as_deref(), Some("injected"));
+                        let facts = Facts::scan(&payload, POINTER).expect("re-encoded JSON");
+                        assert_eq!(facts.token.as_deref(), Some("injected"));
                     }
                     other => panic!("re-encoded message parsed as {other:?}"),
                 }
