@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use rustix::net::RecvFlags;
+use rustix::net::{RecvFlags, SendFlags};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -128,7 +128,12 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        each!(self, s => Pin::new(s).poll_write(cx, buf))
+        match self.get_mut() {
+            Stream::Tcp(tcp) => poll_send(tcp, cx, buf),
+            Stream::ServerTls(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::ClientTls(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Upgraded(s) => Pin::new(s).poll_write(cx, buf),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -373,6 +378,40 @@ fn poll_recv(
                 return Poll::Ready(Ok(got))
             }
             // Really nothing there (readiness is now cleared), or a signal: look again.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// Writes a plain socket with send(2) issued directly (rustix), as the reads are: libc's
+/// `send`, which tokio's `TcpStream` reaches through mio, is a thread-cancellation point and
+/// brackets every call with two more calls (callgrind, rtt: 201 → 137 instructions per
+/// message and direction for the write, 3.6 % of a relayed round trip's user space). `MSG_NOSIGNAL` as mio's. A short write clears the write readiness, as
+/// tokio does: the send buffer is full, so the next write waits for the next epoll event
+/// rather than costing a `send` that only says EAGAIN.
+fn poll_send(tcp: &TcpStream, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(tcp.poll_write_ready(cx))?;
+        let mut sent = 0;
+        let res = tcp.try_io(tokio::io::Interest::WRITABLE, || {
+            sent = rustix::net::send(tcp, buf, SendFlags::NOSIGNAL)?;
+            if sent > 0 && sent < buf.len() {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(sent)
+            }
+        });
+        match res {
+            Ok(n) => return Poll::Ready(Ok(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && sent > 0 => {
+                return Poll::Ready(Ok(sent))
+            }
+            // The buffer really is full (readiness is now cleared), or a signal: look again.
             Err(e)
                 if matches!(
                     e.kind(),
