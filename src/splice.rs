@@ -17,7 +17,7 @@ use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use rustix::net::{RecvFlags, SendFlags};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
@@ -359,59 +359,56 @@ fn poll_recv(
     tcp: &TcpStream,
     cx: &mut Context<'_>,
     len: usize,
-    mut recv: impl FnMut() -> io::Result<usize>,
+    recv: impl FnMut() -> io::Result<usize>,
 ) -> Poll<io::Result<usize>> {
-    loop {
-        ready!(tcp.poll_read_ready(cx))?;
-        let mut got = 0;
-        let res = tcp.try_io(tokio::io::Interest::READABLE, || {
-            got = recv()?;
-            if got > 0 && got < len {
-                Err(io::ErrorKind::WouldBlock.into())
-            } else {
-                Ok(got)
-            }
-        });
-        match res {
-            Ok(n) => return Poll::Ready(Ok(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => {
-                return Poll::Ready(Ok(got))
-            }
-            // Really nothing there (readiness is now cleared), or a signal: look again.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => return Poll::Ready(Err(e)),
-        }
-    }
+    poll_syscall(tcp, cx, Interest::READABLE, len, recv)
 }
 
 /// Writes a plain socket with send(2) issued directly (rustix), as the reads are: libc's
 /// `send`, which tokio's `TcpStream` reaches through mio, is a thread-cancellation point and
 /// brackets every call with two more calls (callgrind, rtt: 201 → 137 instructions per
-/// message and direction for the write, 3.6 % of a relayed round trip's user space). `MSG_NOSIGNAL` as mio's. A short write clears the write readiness, as
-/// tokio does: the send buffer is full, so the next write waits for the next epoll event
-/// rather than costing a `send` that only says EAGAIN.
+/// message and direction for the write, 3.6 % of a relayed round trip's user space).
+/// `MSG_NOSIGNAL` as mio's. A short write clears the write readiness, as tokio does: the
+/// send buffer is full, so the next write waits for the next epoll event rather than
+/// costing a `send` that only says EAGAIN.
 fn poll_send(tcp: &TcpStream, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    poll_syscall(tcp, cx, Interest::WRITABLE, buf.len(), || {
+        Ok(rustix::net::send(tcp, buf, SendFlags::NOSIGNAL)?)
+    })
+}
+
+/// Runs `op` (a recv or send of up to `len` bytes) once the socket is ready for `interest`.
+/// A partial transfer clears that readiness (the socket is drained, or its send buffer
+/// full) but still returns what moved. Safe against lost wake-ups: tokio clears readiness
+/// only if no event arrived since its snapshot, taken before the call.
+fn poll_syscall(
+    tcp: &TcpStream,
+    cx: &mut Context<'_>,
+    interest: Interest,
+    len: usize,
+    mut op: impl FnMut() -> io::Result<usize>,
+) -> Poll<io::Result<usize>> {
     loop {
-        ready!(tcp.poll_write_ready(cx))?;
-        let mut sent = 0;
-        let res = tcp.try_io(tokio::io::Interest::WRITABLE, || {
-            sent = rustix::net::send(tcp, buf, SendFlags::NOSIGNAL)?;
-            if sent > 0 && sent < buf.len() {
+        if interest.is_readable() {
+            ready!(tcp.poll_read_ready(cx))?;
+        } else {
+            ready!(tcp.poll_write_ready(cx))?;
+        }
+        let mut moved = 0;
+        let res = tcp.try_io(interest, || {
+            moved = op()?;
+            if moved > 0 && moved < len {
                 Err(io::ErrorKind::WouldBlock.into())
             } else {
-                Ok(sent)
+                Ok(moved)
             }
         });
         match res {
             Ok(n) => return Poll::Ready(Ok(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && sent > 0 => {
-                return Poll::Ready(Ok(sent))
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && moved > 0 => {
+                return Poll::Ready(Ok(moved))
             }
-            // The buffer really is full (readiness is now cleared), or a signal: look again.
+            // Really not ready (readiness is now cleared), or a signal: look again.
             Err(e)
                 if matches!(
                     e.kind(),
