@@ -384,12 +384,7 @@ impl<'p> Walk<'p> {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
-        let token = if raw.contains('~') {
-            std::borrow::Cow::Owned(raw.replace("~1", "/").replace("~0", "~"))
-        } else {
-            std::borrow::Cow::Borrowed(raw)
-        };
-        Some((token, below))
+        Some((unescape(raw), below))
     }
 
     fn off_path() -> Walk<'static> {
@@ -503,6 +498,16 @@ impl<'de> serde::de::Visitor<'de> for Walk<'_> {
     }
 }
 
+/// A pointer's reference token unescaped as `Value::pointer` does (`~1` is `/`, `~0` is
+/// `~`); allocates only when there is an escape.
+fn unescape(raw: &str) -> std::borrow::Cow<'_, str> {
+    if raw.contains('~') {
+        std::borrow::Cow::Owned(raw.replace("~1", "/").replace("~0", "~"))
+    } else {
+        std::borrow::Cow::Borrowed(raw)
+    }
+}
+
 /// An array index as `Value::pointer` reads one: digits, no sign, no leading zero.
 fn array_index(token: &str) -> Option<usize> {
     if token.starts_with('+') || (token.starts_with('0') && token.len() != 1) {
@@ -571,7 +576,7 @@ pub fn set_pointer(doc: &mut Value, pointer: &str, value: Value) -> bool {
     let tokens: Vec<String> = pointer
         .split('/')
         .skip(1)
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .map(|t| unescape(t).into_owned())
         .collect();
     let mut cur = doc;
     for (i, key) in tokens.iter().enumerate() {
