@@ -272,7 +272,6 @@ pub async fn run(
 }
 
 /// What the client's bytes so far amount to, as a first message.
-#[derive(Debug)]
 pub enum Parsed {
     /// Not a whole frame yet: read more.
     Incomplete,
@@ -285,6 +284,23 @@ pub enum Parsed {
     /// A masked, unfragmented text frame of `len` bytes; its payload, unmasked, is yet to be
     /// read as JSON ([`Facts::scan`], or a whole `Value` when the token is to be rewritten).
     Message { len: usize, payload: Vec<u8> },
+}
+
+/// The payload's length only: it holds the token.
+impl std::fmt::Debug for Parsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Parsed::Incomplete => f.write_str("Incomplete"),
+            Parsed::TooLarge => f.write_str("TooLarge"),
+            Parsed::Invalid(why) => f.debug_tuple("Invalid").field(why).finish(),
+            Parsed::Close { len } => f.debug_struct("Close").field("len", len).finish(),
+            Parsed::Message { len, payload } => f
+                .debug_struct("Message")
+                .field("len", len)
+                .field("payload_len", &payload.len())
+                .finish(),
+        }
+    }
 }
 
 /// Judges the start of the client→gateway byte stream. Pure, so it can be fuzzed: every
@@ -330,12 +346,25 @@ pub fn token_at(doc: &Value, pointer: &str) -> Option<String> {
 
 /// What judging a first message needs from it: the request's `id` (echoed in a refusal) and
 /// the token at the pointer.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Default, PartialEq)]
 pub struct Facts {
     /// The top-level `id`, of whatever JSON type.
     pub id: Option<Value>,
     /// The non-empty string at the pointer.
     pub token: Option<String>,
+}
+
+/// Shows the token's fingerprint only, so it cannot leak through a log or a failed assertion.
+impl std::fmt::Debug for Facts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Facts")
+            .field("id", &self.id)
+            .field(
+                "token",
+                &self.token.as_deref().map(|t| Fingerprint::of(t.as_bytes())),
+            )
+            .finish()
+    }
 }
 
 impl Facts {
@@ -861,5 +890,24 @@ mod tests {
         .unwrap();
         assert_eq!(f.id, Some(Value::String("r1".into())));
         assert_eq!(f.token.as_deref(), Some("T"));
+        // What a log or a failed assertion would show holds no token.
+        let secret = "s3cr3t-first-message-token";
+        let frame = ws::encode_frame(
+            ws::OP_TEXT,
+            format!(r#"{{"params":{{"auth":{{"token":"{secret}"}}}}}}"#).as_bytes(),
+            Some([1, 2, 3, 4]),
+        );
+        let parsed = parse(&frame, 1 << 16);
+        let len = frame.len();
+        assert_eq!(
+            format!("{parsed:?}"),
+            format!("Message {{ len: {len}, payload_len: {} }}", len - 6)
+        );
+        let Parsed::Message { payload, .. } = parsed else {
+            panic!("not a message: {parsed:?}");
+        };
+        let facts = Facts::scan(&payload, "/params/auth/token").unwrap();
+        assert_eq!(facts.token.as_deref(), Some(secret));
+        assert!(!format!("{facts:?}").contains(secret));
     }
 }
