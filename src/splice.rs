@@ -403,11 +403,13 @@ fn poll_syscall(
                 Ok(moved)
             }
         });
+        // `moved` first: asking an io::Error its kind is not free, and this is every
+        // message's path.
+        if moved > 0 {
+            return Poll::Ready(Ok(moved));
+        }
         match res {
             Ok(n) => return Poll::Ready(Ok(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && moved > 0 => {
-                return Poll::Ready(Ok(moved))
-            }
             // Really not ready (readiness is now cleared), or a signal: look again.
             Err(e)
                 if matches!(
