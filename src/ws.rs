@@ -483,6 +483,57 @@ mod tests {
         }
     }
 
+    /// Generated streams (every opcode, 7-, 16- and 64-bit lengths, masked or not, sometimes
+    /// two close frames) fed in random chunks track exactly what a byte-at-a-time feed,
+    /// which never takes the whole-frame fast path, tracks.
+    #[test]
+    fn random_chunks_track_like_single_bytes() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..300 {
+            let mut stream = Vec::new();
+            for _ in 0..1 + next() % 12 {
+                let opcode = [0x0, 0x1, 0x2, 0x8, 0x9, 0xA][(next() % 6) as usize];
+                let len = match next() % 4 {
+                    0 => 0,
+                    1 => next() % 126,
+                    2 => 126 + next() % 1000,
+                    _ => 65_536 + next() % 5,
+                } as usize;
+                let mut payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                if opcode == 0x8 && len >= 2 {
+                    payload.truncate(125);
+                }
+                let mask = (next() % 2 == 0).then(|| (next() as u32).to_be_bytes());
+                stream.extend(encode_frame(opcode, &payload, mask));
+            }
+            let mut one = FrameTracker::default();
+            for b in &stream {
+                one.observe(std::slice::from_ref(b));
+            }
+            let mut chunked = FrameTracker::default();
+            let mut rest = &stream[..];
+            while !rest.is_empty() {
+                let n = match next() % 3 {
+                    0 => 1 + next() % 8,
+                    1 => 1 + next() % 300,
+                    _ => 1 + next() % 100_000,
+                } as usize;
+                let (chunk, tail) = rest.split_at(n.min(rest.len()));
+                chunked.observe(chunk);
+                rest = tail;
+            }
+            assert_eq!(chunked.frames(), one.frames());
+            assert_eq!(chunked.close(), one.close());
+            assert!(chunked.at_boundary() && one.at_boundary());
+        }
+    }
+
     #[test]
     fn unmasked_close_frame_round_trips() {
         let f = close_frame(1008, "unauthorized: gateway token mismatch");
