@@ -272,7 +272,7 @@ impl FrameTracker {
             if self.remaining == 0 && self.hdr_len == 0 && data.len() >= 2 {
                 let len7 = data[1] & 0x7f;
                 if len7 < 126 && data[0] & 0x0f != OP_CLOSE {
-                    let end = 2 + (data[1] >> 7) as usize * 4 + len7 as usize;
+                    let end = FrameHeader::len_hint(data) + len7 as usize;
                     if data.len() >= end {
                         self.frames += 1;
                         data = &data[end..];
@@ -292,7 +292,7 @@ impl FrameTracker {
                 }
                 continue;
             }
-            // A whole header in `data` (the usual case) is read in place.
+            // A whole header in `data` (a longer or a close frame) is read in place.
             if self.hdr_len == 0 && data.len() >= 2 {
                 let need = FrameHeader::len_hint(data);
                 if data.len() >= need {
