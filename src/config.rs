@@ -114,7 +114,7 @@ impl Default for TlsConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpliceConfig {
     /// End a tunnel after this long without a byte either way (close 1001); 0 = off.
@@ -125,6 +125,21 @@ pub struct SpliceConfig {
     /// TCP both sides), never through user space; frame headers are still read to track
     /// frames. Off: every byte is copied through a pooled buffer (portable).
     pub zero_copy: bool,
+    /// Relay tunnels between two plain sockets in each worker thread's own epoll loop
+    /// (Linux), one wake-up per batch of socket events, instead of a task wake-up per
+    /// message. Off: every tunnel's own task moves its bytes (as TLS tunnels always are).
+    pub worker_loop: bool,
+}
+
+impl Default for SpliceConfig {
+    fn default() -> Self {
+        SpliceConfig {
+            idle_timeout: Secs::default(),
+            max_lifetime: Secs::default(),
+            zero_copy: false,
+            worker_loop: true,
+        }
+    }
 }
 
 impl SpliceConfig {

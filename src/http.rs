@@ -587,6 +587,7 @@ impl Proxy {
         self.metrics.connections_active.inc();
         let controls = splice::Controls {
             zero_copy: self.splice.zero_copy,
+            worker_loop: self.splice.worker_loop,
             revocation,
             shutdown: Some(self.hard_stop.clone()),
             idle_timeout: self.splice.idle_timeout(),

@@ -278,6 +278,10 @@ impl Server {
         // Worker threads end when this is cancelled — also when `run` is dropped unfinished.
         let workers_end = CancellationToken::new();
         let _workers_end = workers_end.clone().drop_guard();
+        // One worker: it is this runtime, whose thread then also runs the relay loop.
+        let _relay_loop = (listeners.len() == 1)
+            .then(crate::splice::worker_loop::install)
+            .flatten();
         if listeners.len() == 1 {
             let listener = listeners.into_iter().next().expect("one listener");
             match TcpListener::from_std(listener) {
@@ -364,6 +368,7 @@ fn worker(
     };
     let acceptor = Arc::new(acceptor);
     runtime.block_on(async move {
+        let _relay_loop = crate::splice::worker_loop::install();
         tokio::spawn(near_timer());
         tokio::spawn(acceptor.clone().adopt(inbox));
         match TcpListener::from_std(listener) {

@@ -20,9 +20,12 @@ use rustix::net::{RecvFlags, SendFlags};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_util::either::Either;
 use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 
 use crate::ws::{close_frame, Close, FrameTracker};
+
+pub mod worker_loop;
 
 /// Per-direction buffer: large, so bulk transfers need few syscalls (256 KiB moved 15% more
 /// than 64 KiB in bench/run.sh bulk); borrowed from a
@@ -63,6 +66,8 @@ pub enum Stream {
     /// Our TLS connection to an `https://` upstream.
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     Upgraded(TokioIo<Upgraded>),
+    /// A plain socket of a tunnel relayed by the worker's epoll loop, out of tokio's reactor.
+    Raw(worker_loop::RawTcp),
 }
 
 impl Stream {
@@ -90,6 +95,7 @@ macro_rules! each {
             Stream::ServerTls($s) => $e,
             Stream::ClientTls($s) => $e,
             Stream::Upgraded($s) => $e,
+            Stream::Raw($s) => $e,
         }
     };
 }
@@ -118,6 +124,15 @@ impl AsyncRead for Stream {
             Stream::ServerTls(s) => Pin::new(s).poll_read(cx, buf),
             Stream::ClientTls(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Upgraded(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Raw(s) => {
+                // SAFETY: recv(2) only writes bytes into the buffer; exactly the `n` it
+                // reports are then marked initialized.
+                let unfilled = unsafe { buf.unfilled_mut() };
+                let n = ready!(s.poll_recv_uninit(unfilled))?;
+                unsafe { buf.assume_init(n) };
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
         }
     }
 }
@@ -133,6 +148,7 @@ impl AsyncWrite for Stream {
             Stream::ServerTls(s) => Pin::new(s).poll_write(cx, buf),
             Stream::ClientTls(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Upgraded(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Raw(s) => s.poll_send(buf),
         }
     }
 
@@ -204,6 +220,8 @@ pub struct Controls {
     pub max_lifetime: Option<Duration>,
     /// Large payloads go through a pipe with splice(2) (`splice.zero_copy`).
     pub zero_copy: bool,
+    /// Two plain sockets are relayed by the worker thread's epoll loop (`splice.worker_loop`).
+    pub worker_loop: bool,
 }
 
 /// One direction of the relay.
@@ -318,7 +336,7 @@ impl Half {
                 self.pos += n;
                 self.amt += n as u64;
                 // A socket has nothing to flush; a TLS stream may hold a record back.
-                self.need_flush = !matches!(w, Stream::Tcp(_));
+                self.need_flush = !matches!(w, Stream::Tcp(_) | Stream::Raw(_));
             }
             if self.read_done {
                 if let Some(buf) = self.buf.take() {
@@ -340,6 +358,9 @@ impl Half {
 /// event arrived since its snapshot, taken before the read, and the kernel signals every
 /// arrival after it.
 fn poll_read_some(r: &mut Stream, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    if let Stream::Raw(s) = r {
+        return s.poll_recv(buf);
+    }
     let Stream::Tcp(tcp) = r else {
         let mut rb = ReadBuf::new(buf);
         ready!(Pin::new(r).poll_read(cx, &mut rb))?;
@@ -561,72 +582,258 @@ mod pipe {
     }
 }
 
+/// The two sockets of a tunnel and both directions between them: everything that moves
+/// bytes. Stepped by the tunnel's own task (TLS, zero-copy, no worker loop) or, for two
+/// plain sockets, by the worker's epoll loop ([`worker_loop`]).
+pub(crate) struct Tunnel {
+    client: Stream,
+    upstream: Stream,
+    up: Half,
+    down: Half,
+    /// gatewarden is closing the tunnel: only its close frame still goes to the client.
+    closing: bool,
+    first_close: Option<Side>,
+}
+
+impl Tunnel {
+    fn note_close(&mut self) {
+        if self.first_close.is_none() {
+            if self.down.tracker.close().is_some() {
+                self.first_close = Some(Side::Upstream);
+            } else if self.up.tracker.close().is_some() {
+                self.first_close = Some(Side::Client);
+            }
+        }
+    }
+
+    /// Moves what can move now; ready once the relay is over. `ucx`/`dcx` are the
+    /// directions' contexts and `up_fired`/`down_fired` whether each may have work.
+    fn step(
+        &mut self,
+        ucx: &mut Context<'_>,
+        dcx: &mut Context<'_>,
+        up_fired: bool,
+        down_fired: bool,
+    ) -> Poll<io::Result<()>> {
+        if self.closing {
+            // Nothing more goes upstream.
+            return self
+                .down
+                .poll_copy(dcx, &mut self.upstream, &mut self.client);
+        }
+        self.up.peer_closed = self.down.tracker.close().is_some();
+        self.down.peer_closed = self.up.tracker.close().is_some();
+        if !self.up.done && up_fired {
+            if let Poll::Ready(r) = self.up.poll_copy(ucx, &mut self.client, &mut self.upstream) {
+                r?;
+                self.up.done = true;
+            }
+        }
+        if !self.down.done && down_fired {
+            if let Poll::Ready(r) = self
+                .down
+                .poll_copy(dcx, &mut self.upstream, &mut self.client)
+            {
+                r?;
+                self.down.done = true;
+            }
+        }
+        self.note_close();
+        // Once the close handshake is complete (a close frame each way) nothing more may be
+        // sent, so one side's EOF ends the relay: a client that keeps its socket open after
+        // the handshake must not pin the tunnel.
+        let (up, down) = (&self.up, &self.down);
+        let handshake_done = up.tracker.close().is_some() && down.tracker.close().is_some();
+        if (up.done && down.done) || (handshake_done && (up.done || down.done)) {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// What, besides the two peers, may end a relay, in motion: timers, the revocation and
+/// shutdown signals, and gatewarden's own close once one of them fired.
+struct Watch {
+    /// Why gatewarden itself is closing the tunnel: (code, close reason, log reason).
+    closing: Option<(u16, &'static str, &'static str)>,
+    lifetime: Option<Pin<Box<tokio::time::Sleep>>>,
+    idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    /// Bytes moved each way when the idle timer last fired.
+    moved: (u64, u64),
+    stopping: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
+    revoke_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    changes: Option<ReusableBoxFuture<'static, Option<watch::Receiver<u64>>>>,
+    still_valid: Option<Box<dyn Fn() -> bool + Send + Sync>>,
+}
+
+impl Watch {
+    fn new(
+        revocation: Option<Revocation>,
+        shutdown: Option<CancellationToken>,
+        idle_timeout: Option<Duration>,
+        max_lifetime: Option<Duration>,
+    ) -> Watch {
+        let (changes, still_valid) = match revocation {
+            Some(r) => (
+                Some(ReusableBoxFuture::new(wait_change(r.changed))),
+                Some(r.still_valid),
+            ),
+            None => (None, None),
+        };
+        Watch {
+            closing: None,
+            lifetime: max_lifetime.map(|d| Box::pin(tokio::time::sleep(d))),
+            idle: idle_timeout.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
+            moved: (0, 0),
+            stopping: shutdown.map(|t| Box::pin(t.cancelled_owned())),
+            revoke_deadline: None,
+            changes,
+            still_valid,
+        }
+    }
+
+    fn begin_close(
+        &mut self,
+        (code, reason, why): (u16, &'static str, &'static str),
+        t: &mut Tunnel,
+    ) {
+        self.closing = Some((code, reason, why));
+        t.closing = true;
+        t.down.inject = Some(close_frame(code, reason));
+        self.revoke_deadline = Some(Box::pin(tokio::time::sleep(REVOKE_BOUNDARY_WAIT)));
+    }
+
+    /// A reload between the handshake and the relay would otherwise go unnoticed.
+    fn check_start(&mut self, t: &mut Tunnel) {
+        if self.still_valid.as_ref().is_some_and(|ok| !ok()) {
+            self.begin_close(REVOKED, t);
+        }
+    }
+
+    /// Polls what fired (`fired`: anything may have) and begins gatewarden's close when one
+    /// says so. Ready when that close has waited long enough for a frame boundary.
+    fn poll(&mut self, cx: &mut Context<'_>, fired: bool, t: &mut Tunnel) -> Poll<()> {
+        if self.closing.is_none() && fired {
+            while let Some(fut) = self.changes.as_mut() {
+                match fut.poll(cx) {
+                    Poll::Ready(Some(rx)) => {
+                        fut.set(wait_change(rx));
+                        if self.still_valid.as_ref().is_some_and(|ok| !ok()) {
+                            self.begin_close(REVOKED, t);
+                            break;
+                        }
+                    }
+                    // The store is gone (shutting down): stop watching.
+                    Poll::Ready(None) => self.changes = None,
+                    Poll::Pending => break,
+                }
+            }
+        }
+        if self.closing.is_none() && fired {
+            if let Some(stop) = self.stopping.as_mut() {
+                if stop.as_mut().poll(cx).is_ready() {
+                    self.stopping = None;
+                    self.begin_close(SHUTDOWN, t);
+                }
+            }
+        }
+        if self.closing.is_none() && fired {
+            if let Some(l) = self.lifetime.as_mut() {
+                if l.as_mut().poll(cx).is_ready() {
+                    self.begin_close(LIFETIME, t);
+                }
+            }
+        }
+        if self.closing.is_none() && fired {
+            let mut expired = false;
+            if let Some((d, timer)) = self.idle.as_mut() {
+                // Looked at only when the timer fires, not per chunk relayed: traffic since
+                // the last firing re-arms it, silence ends the tunnel (after 1–2 × the timeout).
+                if timer.as_mut().poll(cx).is_ready() {
+                    if (t.up.amt, t.down.amt) != self.moved {
+                        self.moved = (t.up.amt, t.down.amt);
+                        timer.as_mut().reset(tokio::time::Instant::now() + *d);
+                        let _ = timer.as_mut().poll(cx);
+                    } else {
+                        expired = true;
+                    }
+                }
+            }
+            if expired {
+                self.idle = None;
+                self.begin_close(IDLE, t);
+            }
+        }
+        match self.revoke_deadline.as_mut() {
+            Some(d) if self.closing.is_some() => d.as_mut().poll(cx),
+            _ => Poll::Pending,
+        }
+    }
+}
+
 /// Relays until both directions have ended or one fails.
 ///
 /// `from_client` / `from_upstream` are bytes already read from each side (hyper's read-ahead)
 /// that must be delivered first. `down` carries the upstream→client frame state when that
 /// direction already flowed before the relay (first-message authentication).
-pub async fn relay(
-    mut client: Stream,
-    mut upstream: Stream,
+///
+/// Not an `async fn`: that would keep its arguments in its future beside the tunnel they
+/// are moved into, for the tunnel's whole life (1 KB more per connection).
+pub fn relay(
+    client: Stream,
+    upstream: Stream,
     from_client: &[u8],
     from_upstream: &[u8],
     down: FrameTracker,
     controls: Controls,
-) -> Outcome {
+) -> impl Future<Output = Outcome> + Send {
     let Controls {
         revocation,
         shutdown,
         idle_timeout,
         max_lifetime,
         zero_copy,
+        worker_loop,
     } = controls;
     let mut up = Half::new(from_client, FrameTracker::default());
     let mut down = Half::new(from_upstream, down);
+    let plain = matches!((&client, &upstream), (Stream::Tcp(_), Stream::Tcp(_)));
     // Only between two plain sockets: a TLS stream's bytes must pass through rustls.
-    let zero_copy = zero_copy
-        && cfg!(target_os = "linux")
-        && matches!((&client, &upstream), (Stream::Tcp(_), Stream::Tcp(_)));
+    let zero_copy = zero_copy && cfg!(target_os = "linux") && plain;
     up.zero_copy = zero_copy;
     down.zero_copy = zero_copy;
-    let mut first_close: Option<Side> = None;
-    let note_close = |first: &mut Option<Side>, up: &Half, down: &Half| {
-        if first.is_none() {
-            if down.tracker.close().is_some() {
-                *first = Some(Side::Upstream);
-            } else if up.tracker.close().is_some() {
-                *first = Some(Side::Client);
+    let mut t = Tunnel {
+        client,
+        upstream,
+        up,
+        down,
+        closing: false,
+        first_close: None,
+    };
+    t.note_close();
+    let mut watch = Watch::new(revocation, shutdown, idle_timeout, max_lifetime);
+    watch.check_start(&mut t);
+    let lp = (worker_loop && plain && !zero_copy)
+        .then(worker_loop::current)
+        .flatten();
+    if let Some(lp) = lp {
+        return Either::Left(async move {
+            match worker_loop::Registration::new(&lp, t) {
+                Ok(reg) => relay_in_loop(reg, watch).await,
+                Err(e) => Outcome {
+                    error: Some(e),
+                    ..Outcome::default()
+                },
             }
-        }
-    };
-    note_close(&mut first_close, &up, &down);
-    // Why gatewarden itself is closing the tunnel: (code, close reason, log reason).
-    let mut closing: Option<(u16, &'static str, &'static str)> = None;
-    let mut lifetime = max_lifetime.map(|d| Box::pin(tokio::time::sleep(d)));
-    let mut idle = idle_timeout.map(|d| (d, Box::pin(tokio::time::sleep(d))));
-    let mut moved = (0u64, 0u64);
-    let mut stopping = shutdown.map(|t| Box::pin(t.cancelled_owned()));
-    let mut revoke_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    let (mut changes, still_valid) = match revocation {
-        Some(r) => {
-            let fut = ReusableBoxFuture::new(wait_change(r.changed));
-            (Some(fut), Some(r.still_valid))
-        }
-        None => (None, None),
-    };
-    // A reload between the handshake and now would otherwise go unnoticed.
-    let start_revoked = still_valid.as_ref().is_some_and(|ok| !ok());
-    let begin_close = |(code, reason, why): (u16, &'static str, &'static str),
-                       down: &mut Half,
-                       closing: &mut Option<(u16, &'static str, &'static str)>,
-                       deadline: &mut Option<Pin<Box<tokio::time::Sleep>>>| {
-        *closing = Some((code, reason, why));
-        down.inject = Some(close_frame(code, reason));
-        *deadline = Some(Box::pin(tokio::time::sleep(REVOKE_BOUNDARY_WAIT)));
-    };
-    if start_revoked {
-        begin_close(REVOKED, &mut down, &mut closing, &mut revoke_deadline);
+        });
     }
+    // Boxed: a tunnel in the loop then holds no room for this larger future.
+    Either::Right(Box::pin(relay_in_task(t, watch)))
+}
+
+/// The relay driven by its own task: woken per socket event.
+async fn relay_in_task(mut t: Tunnel, mut watch: Watch) -> Outcome {
     // Each party that can wake the relay (the controls: revocation, shutdown, lifetime and
     // idle timers; each direction's pair of sockets) gets a waker of its own that notes it
     // fired: only those are polled on a wake-up. Polling everything per message, the idle
@@ -642,99 +849,46 @@ pub async fn relay(
         wakeups.register(cx.waker());
         let [fired, up_fired, down_fired] = [CONTROLS, UP, DOWN].map(|w| wakeups.fired(w));
         let mut ccx = Context::from_waker(&wakers[CONTROLS]);
-        let ccx = &mut ccx;
-        if closing.is_none() && fired {
-            while let Some(fut) = changes.as_mut() {
-                match fut.poll(ccx) {
-                    Poll::Ready(Some(rx)) => {
-                        fut.set(wait_change(rx));
-                        if still_valid.as_ref().is_some_and(|ok| !ok()) {
-                            begin_close(REVOKED, &mut down, &mut closing, &mut revoke_deadline);
-                            break;
-                        }
-                    }
-                    // The store is gone (shutting down): stop watching.
-                    Poll::Ready(None) => changes = None,
-                    Poll::Pending => break,
-                }
-            }
+        if watch.poll(&mut ccx, fired, &mut t).is_ready() {
+            return Poll::Ready(Ok(()));
         }
-        if closing.is_none() && fired {
-            if let Some(stop) = stopping.as_mut() {
-                if stop.as_mut().poll(ccx).is_ready() {
-                    stopping = None;
-                    begin_close(SHUTDOWN, &mut down, &mut closing, &mut revoke_deadline);
-                }
-            }
-        }
-        if closing.is_none() && fired {
-            if let Some(l) = lifetime.as_mut() {
-                if l.as_mut().poll(ccx).is_ready() {
-                    begin_close(LIFETIME, &mut down, &mut closing, &mut revoke_deadline);
-                }
-            }
-        }
-        if closing.is_none() && fired {
-            let mut expired = false;
-            if let Some((d, timer)) = idle.as_mut() {
-                // Looked at only when the timer fires, not per chunk relayed: traffic since
-                // the last firing re-arms it, silence ends the tunnel (after 1–2 × the timeout).
-                if timer.as_mut().poll(ccx).is_ready() {
-                    if (up.amt, down.amt) != moved {
-                        moved = (up.amt, down.amt);
-                        timer.as_mut().reset(tokio::time::Instant::now() + *d);
-                        let _ = timer.as_mut().poll(ccx);
-                    } else {
-                        expired = true;
-                    }
-                }
-            }
-            if expired {
-                idle = None;
-                begin_close(IDLE, &mut down, &mut closing, &mut revoke_deadline);
-            }
-        }
-        if closing.is_some() {
-            // Only the close frame still goes to the client; nothing more goes upstream.
-            if let Some(d) = revoke_deadline.as_mut() {
-                if d.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Ok(()));
-                }
-            }
-            if let Poll::Ready(r) = down.poll_copy(cx, &mut upstream, &mut client) {
-                return Poll::Ready(r);
-            }
-            return Poll::Pending;
-        }
-        up.peer_closed = down.tracker.close().is_some();
-        down.peer_closed = up.tracker.close().is_some();
-        if !up.done && up_fired {
-            let mut ucx = Context::from_waker(&wakers[UP]);
-            if let Poll::Ready(r) = up.poll_copy(&mut ucx, &mut client, &mut upstream) {
-                r?;
-                up.done = true;
-            }
-        }
-        if !down.done && down_fired {
-            let mut dcx = Context::from_waker(&wakers[DOWN]);
-            if let Poll::Ready(r) = down.poll_copy(&mut dcx, &mut upstream, &mut client) {
-                r?;
-                down.done = true;
-            }
-        }
-        note_close(&mut first_close, &up, &down);
-        // Once the close handshake is complete (a close frame each way) nothing more may be
-        // sent, so one side's EOF ends the relay: a client that keeps its socket open after
-        // the handshake must not pin the tunnel.
-        let handshake_done = up.tracker.close().is_some() && down.tracker.close().is_some();
-        if (up.done && down.done) || (handshake_done && (up.done || down.done)) {
-            Poll::Ready(Ok(()))
-        } else {
-            Poll::Pending
-        }
+        let mut ucx = Context::from_waker(&wakers[UP]);
+        let mut dcx = Context::from_waker(&wakers[DOWN]);
+        t.step(&mut ucx, &mut dcx, up_fired, down_fired)
     })
     .await;
-    let close = if let Some((code, reason, _)) = closing {
+    outcome(&mut t, &watch, result)
+}
+
+/// The relay's task while the worker loop moves the bytes: woken only by the controls and
+/// by the loop when the tunnel is over.
+async fn relay_in_loop(reg: worker_loop::Registration, mut watch: Watch) -> Outcome {
+    let result = poll_fn(|cx| {
+        let mut cell = reg.lock();
+        let cell = &mut *cell;
+        if cell.finished.is_none() {
+            if watch.poll(cx, true, &mut cell.tunnel).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            // Bytes from before the relay, a close frame just begun: what needs no socket
+            // event moves now.
+            cell.step();
+        }
+        if let Some(r) = cell.finished.take() {
+            return Poll::Ready(r);
+        }
+        if !cell.owner.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            cell.owner = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    })
+    .await;
+    let mut cell = reg.lock();
+    outcome(&mut cell.tunnel, &watch, result)
+}
+
+fn outcome(t: &mut Tunnel, watch: &Watch, result: io::Result<()>) -> Outcome {
+    let close = if let Some((code, reason, _)) = watch.closing {
         Some((
             Side::Proxy,
             Close {
@@ -743,21 +897,21 @@ pub async fn relay(
             },
         ))
     } else {
-        note_close(&mut first_close, &up, &down);
-        first_close.and_then(|side| {
-            let t = match side {
-                Side::Client => &up.tracker,
-                _ => &down.tracker,
+        t.note_close();
+        t.first_close.and_then(|side| {
+            let tr = match side {
+                Side::Client => &t.up.tracker,
+                _ => &t.down.tracker,
             };
-            t.close().cloned().map(|c| (side, c))
+            tr.close().cloned().map(|c| (side, c))
         })
     };
     Outcome {
-        bytes_in: up.amt,
-        bytes_out: down.amt,
+        bytes_in: t.up.amt,
+        bytes_out: t.down.amt,
         close,
         error: result.err(),
-        ended_by: closing.map(|(_, _, why)| why),
+        ended_by: watch.closing.map(|(_, _, why)| why),
     }
 }
 
