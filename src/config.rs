@@ -129,6 +129,10 @@ pub struct SpliceConfig {
     /// (Linux), one wake-up per batch of socket events, instead of a task wake-up per
     /// message. Off: every tunnel's own task moves its bytes (as TLS tunnels always are).
     pub worker_loop: bool,
+    /// Frames (both ways) a tunnel carries in its own task before it moves to the worker
+    /// loop: a short tunnel would spend more system calls on the move than it saves. 0: at
+    /// once.
+    pub worker_loop_after: u64,
 }
 
 impl Default for SpliceConfig {
@@ -138,6 +142,7 @@ impl Default for SpliceConfig {
             max_lifetime: Secs::default(),
             zero_copy: false,
             worker_loop: true,
+            worker_loop_after: 16,
         }
     }
 }

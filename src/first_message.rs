@@ -672,6 +672,7 @@ pub async fn pass_close(
         close: tracker.close().cloned().map(|c| (first, c)),
         error,
         ended_by: None,
+        in_loop: false,
     }
 }
 

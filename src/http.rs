@@ -587,7 +587,10 @@ impl Proxy {
         self.metrics.connections_active.inc();
         let controls = splice::Controls {
             zero_copy: self.splice.zero_copy,
-            worker_loop: self.splice.worker_loop,
+            worker_loop: self
+                .splice
+                .worker_loop
+                .then_some(self.splice.worker_loop_after),
             revocation,
             shutdown: Some(self.hard_stop.clone()),
             idle_timeout: self.splice.idle_timeout(),
@@ -620,6 +623,9 @@ impl Proxy {
         // Released before the log line, so "[ws] closed" means the slot is free again.
         drop(slot);
         self.metrics.spliced(outcome.bytes_in, outcome.bytes_out);
+        if outcome.in_loop {
+            self.metrics.worker_loop_tunnels.inc();
+        }
         self.metrics
             .closed(match (outcome.ended_by, &outcome.close) {
                 (Some("token_revoked"), _) => "revoked",

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub connections_accepted: Counter,
     /// Accepted by one worker thread and handed to a less loaded one.
     pub connections_rebalanced: Counter,
+    /// Tunnels that moved to a worker thread's epoll loop (`splice.worker_loop`).
+    pub worker_loop_tunnels: Counter,
     /// Open client connections per worker thread (set at scrape time; with workers >= 2).
     pub worker_connections: Family<WorkerLabels, Gauge>,
     /// Open WebSocket tunnels.
@@ -99,6 +101,7 @@ impl Metrics {
         let m = Metrics {
             connections_accepted: Counter::default(),
             connections_rebalanced: Counter::default(),
+            worker_loop_tunnels: Counter::default(),
             worker_connections: Family::default(),
             connections_active: Gauge::default(),
             connections_closed: Family::default(),
@@ -130,6 +133,11 @@ impl Metrics {
             "connections_rebalanced",
             "TCP connections one worker thread accepted and handed to a less loaded one",
             m.connections_rebalanced.clone(),
+        );
+        r.register(
+            "worker_loop_tunnels",
+            "WebSocket tunnels that moved to a worker thread's own epoll loop (splice.worker_loop)",
+            m.worker_loop_tunnels.clone(),
         );
         r.register(
             "worker_connections",

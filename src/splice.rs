@@ -206,6 +206,8 @@ pub struct Outcome {
     /// Why gatewarden itself ended the tunnel, when it did: `token_revoked`, `shutdown`,
     /// `idle_timeout` or `max_lifetime`.
     pub ended_by: Option<&'static str>,
+    /// The tunnel moved to the worker's epoll loop.
+    pub in_loop: bool,
 }
 
 /// What, besides the two peers, may end a relay.
@@ -220,8 +222,10 @@ pub struct Controls {
     pub max_lifetime: Option<Duration>,
     /// Large payloads go through a pipe with splice(2) (`splice.zero_copy`).
     pub zero_copy: bool,
-    /// Two plain sockets are relayed by the worker thread's epoll loop (`splice.worker_loop`).
-    pub worker_loop: bool,
+    /// Two plain sockets are relayed by the worker thread's epoll loop once the tunnel has
+    /// carried this many frames (`splice.worker_loop_after`); `None`: never
+    /// (`splice.worker_loop = false`).
+    pub worker_loop: Option<u64>,
 }
 
 /// One direction of the relay.
@@ -596,6 +600,16 @@ pub(crate) struct Tunnel {
 }
 
 impl Tunnel {
+    /// Whether the tunnel has carried `after` frames and is between transfers: no bytes
+    /// held, nothing ended, gatewarden not closing it.
+    fn may_move(&self, after: u64) -> bool {
+        let quiet = |h: &Half| h.pos == h.cap && !h.read_done && !h.done && h.inject.is_none();
+        !self.closing
+            && quiet(&self.up)
+            && quiet(&self.down)
+            && self.up.tracker.frames() + self.down.tracker.frames() >= after
+    }
+
     fn note_close(&mut self) {
         if self.first_close.is_none() {
             if self.down.tracker.close().is_some() {
@@ -814,26 +828,24 @@ pub fn relay(
     t.note_close();
     let mut watch = Watch::new(revocation, shutdown, idle_timeout, max_lifetime);
     watch.check_start(&mut t);
-    let lp = (worker_loop && plain && !zero_copy)
-        .then(worker_loop::current)
-        .flatten();
-    if let Some(lp) = lp {
-        return Either::Left(async move {
-            match worker_loop::Registration::new(&lp, t) {
-                Ok(reg) => relay_in_loop(reg, watch).await,
-                Err(e) => Outcome {
-                    error: Some(e),
-                    ..Outcome::default()
-                },
-            }
-        });
+    let lp = worker_loop
+        .filter(|_| plain && !zero_copy)
+        .and_then(|after| worker_loop::current().map(|lp| (lp, after)));
+    match lp {
+        Some((lp, 0)) => Either::Left(relay_in_loop(lp, t, watch)),
+        lp => Either::Right(relay_in_task(t, watch, lp)),
     }
-    // Boxed: a tunnel in the loop then holds no room for this larger future.
-    Either::Right(Box::pin(relay_in_task(t, watch)))
 }
 
-/// The relay driven by its own task: woken per socket event.
-async fn relay_in_task(mut t: Tunnel, mut watch: Watch) -> Outcome {
+/// The relay driven by its own task: woken per socket event. With a worker loop and
+/// `after` frames carried, the tunnel moves there at its next quiet moment: most tunnels
+/// are short (a handshake, a few messages), and for those the move would cost more system
+/// calls than it saves.
+async fn relay_in_task(
+    mut t: Tunnel,
+    mut watch: Watch,
+    mut lp: Option<(Arc<worker_loop::Loop>, u64)>,
+) -> Outcome {
     // Each party that can wake the relay (the controls: revocation, shutdown, lifetime and
     // idle timers; each direction's pair of sockets) gets a waker of its own that notes it
     // fired: only those are polled on a wake-up. Polling everything per message, the idle
@@ -850,19 +862,41 @@ async fn relay_in_task(mut t: Tunnel, mut watch: Watch) -> Outcome {
         let [fired, up_fired, down_fired] = [CONTROLS, UP, DOWN].map(|w| wakeups.fired(w));
         let mut ccx = Context::from_waker(&wakers[CONTROLS]);
         if watch.poll(&mut ccx, fired, &mut t).is_ready() {
-            return Poll::Ready(Ok(()));
+            return Poll::Ready(Some(Ok(())));
         }
         let mut ucx = Context::from_waker(&wakers[UP]);
         let mut dcx = Context::from_waker(&wakers[DOWN]);
-        t.step(&mut ucx, &mut dcx, up_fired, down_fired)
+        match t.step(&mut ucx, &mut dcx, up_fired, down_fired) {
+            Poll::Ready(r) => Poll::Ready(Some(r)),
+            Poll::Pending if lp.as_ref().is_some_and(|(_, after)| t.may_move(*after)) => {
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
     })
     .await;
-    outcome(&mut t, &watch, result)
+    match result {
+        Some(result) => outcome(&mut t, &watch, result),
+        None => {
+            let (lp, _) = lp.take().expect("moves only with a loop");
+            drop((wakers, wakeups));
+            Box::pin(relay_in_loop(lp, t, watch)).await
+        }
+    }
 }
 
 /// The relay's task while the worker loop moves the bytes: woken only by the controls and
 /// by the loop when the tunnel is over.
-async fn relay_in_loop(reg: worker_loop::Registration, mut watch: Watch) -> Outcome {
+async fn relay_in_loop(lp: Arc<worker_loop::Loop>, t: Tunnel, mut watch: Watch) -> Outcome {
+    let reg = match worker_loop::Registration::new(&lp, t) {
+        Ok(reg) => reg,
+        Err(e) => {
+            return Outcome {
+                error: Some(e),
+                ..Outcome::default()
+            }
+        }
+    };
     let result = poll_fn(|cx| {
         let mut cell = reg.lock();
         let cell = &mut *cell;
@@ -884,7 +918,10 @@ async fn relay_in_loop(reg: worker_loop::Registration, mut watch: Watch) -> Outc
     })
     .await;
     let mut cell = reg.lock();
-    outcome(&mut cell.tunnel, &watch, result)
+    Outcome {
+        in_loop: true,
+        ..outcome(&mut cell.tunnel, &watch, result)
+    }
 }
 
 fn outcome(t: &mut Tunnel, watch: &Watch, result: io::Result<()>) -> Outcome {
@@ -912,6 +949,7 @@ fn outcome(t: &mut Tunnel, watch: &Watch, result: io::Result<()>) -> Outcome {
         close,
         error: result.err(),
         ended_by: watch.closing.map(|(_, _, why)| why),
+        in_loop: false,
     }
 }
 

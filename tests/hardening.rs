@@ -313,9 +313,20 @@ async fn expect_going_away(ws: &mut WsClient, reason: &str) {
 
 #[tokio::test]
 async fn idle_tunnels_are_closed() {
+    idle_tunnels_are_closed_with(true).await
+}
+
+/// The same with the tunnel relayed by its own task instead of the worker loop.
+#[tokio::test]
+async fn idle_tunnels_are_closed_by_their_own_task() {
+    idle_tunnels_are_closed_with(false).await
+}
+
+async fn idle_tunnels_are_closed_with(worker_loop: bool) {
     let h = start_with(|c| {
         upgrade_time(c);
         c.splice.idle_timeout = gatewarden::config::Secs(std::time::Duration::from_millis(300));
+        c.splice.worker_loop = worker_loop;
     })
     .await;
     let (mut ws, _) = ws_connect(

@@ -435,11 +435,22 @@ async fn named_client_tokens_plain_and_hashed() {
 
 #[tokio::test]
 async fn revocation_closes_only_the_revoked_clients_connections() {
+    revocation_closes_only_the_revoked(true).await
+}
+
+/// The same with the tunnels relayed by their own tasks instead of the worker loop.
+#[tokio::test]
+async fn revocation_closes_tunnels_relayed_by_their_own_task() {
+    revocation_closes_only_the_revoked(false).await
+}
+
+async fn revocation_closes_only_the_revoked(worker_loop: bool) {
     let (alice, bob) = (random_token(), random_token());
     let s = setup(None, |c, f| {
         lines_source(c, f);
         c.auth.on_revoke = OnRevoke::Close;
         c.auth.grace = Secs(Duration::ZERO);
+        c.splice.worker_loop = worker_loop;
     })
     .await;
     std::fs::write(&s.file, format!("alice {alice}\nbob {bob}\n")).unwrap();

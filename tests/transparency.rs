@@ -303,16 +303,16 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    setup_with(false).await
+    setup_with(|_| {}).await
 }
 
-async fn setup_with(zero_copy: bool) -> Setup {
+async fn setup_with(tweak: impl FnOnce(&mut gatewarden::config::SpliceConfig)) -> Setup {
     let py = py_server().await;
     let tap = Tap::start(py.addr).await;
     let upstream = tap.addr;
     let proxy = start_with(|c| {
         c.upstream = upstream.to_string().parse().unwrap();
-        c.splice.zero_copy = zero_copy;
+        tweak(&mut c.splice);
     })
     .await;
     Setup {
@@ -365,7 +365,20 @@ async fn fragments_control_frames_empty_and_16mib_frames_pass_byte_for_byte() {
 /// The same with `splice.zero_copy`: large payloads move through a pipe with splice(2).
 #[tokio::test]
 async fn zero_copy_splice_is_just_as_transparent() {
-    mixed_session(setup_with(true).await).await;
+    mixed_session(setup_with(|s| s.zero_copy = true).await).await;
+}
+
+/// The same relayed by the tunnel's own task (`splice.worker_loop = false`) instead of the
+/// worker's epoll loop (which the other sessions here use from the start).
+#[tokio::test]
+async fn task_relay_is_just_as_transparent() {
+    mixed_session(setup_with(|s| s.worker_loop = false).await).await;
+}
+
+/// The same with the move from the tunnel's task to the worker loop in mid-session.
+#[tokio::test]
+async fn moving_to_the_worker_loop_mid_session_is_just_as_transparent() {
+    mixed_session(setup_with(|s| s.worker_loop_after = 5).await).await;
 }
 
 async fn mixed_session(s: Setup) {

@@ -616,3 +616,80 @@ async fn upstream_connect_timeout_gives_502_with_its_reason() {
     .await;
     drop(listener);
 }
+
+/// `splice.worker_loop_after`: a tunnel that carries that many frames moves from its own
+/// task to its worker's epoll loop mid-session, every byte intact and the close code still
+/// seen; a short tunnel never moves. The counter says which happened.
+#[tokio::test]
+async fn busy_tunnels_move_to_the_worker_loop_short_ones_stay() {
+    let upstream = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = random_token();
+    let tf = write_file(dir.path(), "token", &token);
+    let mut config = config_for(upstream.addr, &tf);
+    config.splice.worker_loop_after = 16;
+    let p = serve(config).await;
+    let admin = p.admin.unwrap();
+    let auth = format!("Bearer {token}");
+    let metric_after = |closed: u32| async move {
+        let needle = format!(r#"gatewarden_connections_closed_total{{outcome="normal"}} {closed}"#);
+        loop {
+            let (_, text) = admin_get(admin, "/metrics").await;
+            if text.contains(&needle) {
+                return text;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+
+    let (mut ws, _) = ws_connect(p.addr, "/ws", &[("authorization", &auth)])
+        .await
+        .unwrap();
+    for i in 0..3 {
+        assert_echo(&mut ws, &format!("short {i}")).await;
+    }
+    ws.close(None).await.unwrap();
+    while next_msg(&mut ws).await.is_some() {}
+    let text = timeout(metric_after(1)).await;
+    assert!(
+        text.contains("gatewarden_worker_loop_tunnels_total 0"),
+        "{text}"
+    );
+
+    let (mut ws, _) = ws_connect(p.addr, "/ws", &[("authorization", &auth)])
+        .await
+        .unwrap();
+    for i in 0..60usize {
+        // Small and large (several reads, a full send buffer) messages, text and binary.
+        let len = [5, 100, 70_000, 1 << 20][i % 4];
+        let mut data = vec![0u8; len];
+        rand::thread_rng().fill_bytes(&mut data);
+        let msg = if i % 2 == 0 {
+            Message::binary(data)
+        } else {
+            Message::text(format!("{i}:{}", "x".repeat(len)))
+        };
+        ws.send(msg.clone()).await.unwrap();
+        assert!(
+            next_msg(&mut ws).await == Some(msg),
+            "message {i} came back changed"
+        );
+    }
+    ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: CloseCode::Library(4321),
+        reason: "done".into(),
+    }))
+    .await
+    .unwrap();
+    match next_msg(&mut ws).await {
+        Some(Message::Close(Some(f))) => assert_eq!(u16::from(f.code), 4321),
+        other => panic!("expected the echoed close 4321, got {other:?}"),
+    }
+    while next_msg(&mut ws).await.is_some() {}
+    let text = timeout(metric_after(2)).await;
+    assert!(
+        text.contains("gatewarden_worker_loop_tunnels_total 1"),
+        "{text}"
+    );
+    wait_log(&["[ws] closed", "code=4321", "by=client"]).await;
+}

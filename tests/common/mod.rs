@@ -348,6 +348,10 @@ pub fn config_for(upstream: SocketAddr, token_file: &Path) -> Config {
     // Many servers run at once: no fixed admin port.
     c.admin.listen = "127.0.0.1:0".into();
     c.shutdown.drain = Secs(Duration::from_secs(20));
+    // Tunnels move to the worker loop at once, not after 16 frames: the tests' tunnels are
+    // short, and the loop is the path busy tunnels take. Tests of the tunnel's own task set
+    // `worker_loop = false` (TLS tunnels and zero-copy take it always).
+    c.splice.worker_loop_after = 0;
     c
 }
 
