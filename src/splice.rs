@@ -124,15 +124,7 @@ impl AsyncRead for Stream {
             Stream::ServerTls(s) => Pin::new(s).poll_read(cx, buf),
             Stream::ClientTls(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Upgraded(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Raw(s) => {
-                // SAFETY: recv(2) only writes bytes into the buffer; exactly the `n` it
-                // reports are then marked initialized.
-                let unfilled = unsafe { buf.unfilled_mut() };
-                let n = ready!(s.poll_recv_uninit(unfilled))?;
-                unsafe { buf.assume_init(n) };
-                buf.advance(n);
-                Poll::Ready(Ok(()))
-            }
+            Stream::Raw(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -148,7 +140,7 @@ impl AsyncWrite for Stream {
             Stream::ServerTls(s) => Pin::new(s).poll_write(cx, buf),
             Stream::ClientTls(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Upgraded(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Raw(s) => s.poll_send(buf),
+            Stream::Raw(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 

@@ -67,55 +67,51 @@ impl RawTcp {
         self.poll_recv_uninit(uninit)
     }
 
-    pub(super) fn poll_recv_uninit(
-        &mut self,
-        buf: &mut [MaybeUninit<u8>],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_recv_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> Poll<io::Result<usize>> {
         let len = buf.len();
-        while self.readable {
-            match rustix::net::recv(&self.sock, &mut *buf, RecvFlags::empty()) {
-                Ok(((filled, _), _)) => {
-                    let n = filled.len();
-                    if n > 0 && n < len {
-                        self.readable = self.read_closed;
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                Err(Errno::AGAIN) => {
-                    self.readable = false;
-                    return Poll::Pending;
-                }
-                Err(Errno::INTR) => {}
-                Err(e) => return Poll::Ready(Err(e.into())),
-            }
-        }
-        Poll::Pending
+        transfer(&mut self.readable, self.read_closed, len, || {
+            Ok(
+                rustix::net::recv(&self.sock, &mut *buf, RecvFlags::empty())?
+                    .0
+                     .0
+                    .len(),
+            )
+        })
     }
 
-    pub(super) fn poll_send(&mut self, buf: &[u8]) -> Poll<io::Result<usize>> {
-        while self.writable {
-            match rustix::net::send(&self.sock, buf, SendFlags::NOSIGNAL) {
-                Ok(n) => {
-                    if n < buf.len() {
-                        self.writable = self.write_closed;
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                Err(Errno::AGAIN) => {
-                    self.writable = false;
-                    return Poll::Pending;
-                }
-                Err(Errno::INTR) => {}
-                Err(e) => return Poll::Ready(Err(e.into())),
-            }
-        }
-        Poll::Pending
+    fn poll_send(&mut self, buf: &[u8]) -> Poll<io::Result<usize>> {
+        transfer(&mut self.writable, self.write_closed, buf.len(), || {
+            rustix::net::send(&self.sock, buf, SendFlags::NOSIGNAL)
+        })
     }
 }
 
-/// For the generic paths (`Stream`'s flush and shutdown); the relay itself calls the
-/// methods above. A `Pending` registers no waker: the loop steps the tunnel again on the
-/// socket's next epoll event.
+/// Runs `op`, a recv or send of up to `len` bytes, if the socket is `ready` for it. A
+/// short transfer leaves it ready only once `closed`; EAGAIN makes it not ready.
+fn transfer(
+    ready: &mut bool,
+    closed: bool,
+    len: usize,
+    mut op: impl FnMut() -> Result<usize, Errno>,
+) -> Poll<io::Result<usize>> {
+    while *ready {
+        match op() {
+            Ok(n) => {
+                if n > 0 && n < len {
+                    *ready = closed;
+                }
+                return Poll::Ready(Ok(n));
+            }
+            Err(Errno::AGAIN) => *ready = false,
+            Err(Errno::INTR) => {}
+            Err(e) => return Poll::Ready(Err(e.into())),
+        }
+    }
+    Poll::Pending
+}
+
+/// A `Pending` registers no waker: the loop steps the tunnel again on the socket's next
+/// epoll event.
 impl AsyncRead for RawTcp {
     fn poll_read(
         self: Pin<&mut Self>,
