@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Turns bench/results.jsonl into the results table (markdown): medians over rounds."""
 import json
+import random
 import statistics
 import sys
 
@@ -17,6 +18,27 @@ def runs(target, workers, mode):
 def median_run(target, workers, mode):
     rs = sorted(runs(target, workers, mode), key=lambda r: r["rate"])
     return rs[len(rs) // 2] if rs else None
+
+
+def ratio_ci(g, n, reps=4000):
+    """90 % bootstrap interval of median(g) / median(n), rounds resampled with replacement
+    (fixed seed: the same results file always prints the same interval). With a single
+    round's spread of ±15-30 % on this VM, an interval that contains 1.0 means the run cannot
+    tell the two apart, whatever the point ratio says."""
+    rng = random.Random(1)
+    rs = sorted(statistics.median(rng.choices(g, k=len(g)))
+                / statistics.median(rng.choices(n, k=len(n))) for _ in range(reps))
+    return rs[int(0.05 * reps)], rs[int(0.95 * reps) - 1]
+
+
+def verdict(lo, hi, want_above=True):
+    """✓ when the whole interval is on the wanted side of 1.0, ✗ when all of it is on the
+    other, ≈ when the run cannot tell."""
+    if (lo >= 1.0) if want_above else (hi <= 1.0):
+        return "✓"
+    if (hi < 1.0) if want_above else (lo > 1.0):
+        return "✗"
+    return "≈"
 
 
 def fmt(v):
@@ -58,11 +80,21 @@ for workers in sorted({r["workers"] for r in rows if r["target"] != "direct"}):
         g = [r["rate"] for r in runs("gatewarden", workers, mode)]
         n = [r["rate"] for t in ("nginx-stock", "nginx-tuned") for r in runs(t, workers, mode)]
         if g and n:
+            lo, hi = ratio_ci(g, n)
             pooled.append(f"{mode} {statistics.median(g) / statistics.median(n):.2f}× "
-                          f"({len(g)} vs {len(n)} runs)")
+                          f"[{lo:.2f}–{hi:.2f}] {verdict(lo, hi)} ({len(g)} vs {len(n)} runs)")
+    # bulk: the buffers do matter, so against each nginx configuration on its own.
+    for flavour in ("stock", "tuned"):
+        g = [r["rate"] for r in runs("gatewarden", workers, "bulk")]
+        n = [r["rate"] for r in runs(f"nginx-{flavour}", workers, "bulk")]
+        if g and n:
+            lo, hi = ratio_ci(g, n)
+            pooled.append(f"bulk vs {flavour} {statistics.median(g) / statistics.median(n):.2f}× "
+                          f"[{lo:.2f}–{hi:.2f}] {verdict(lo, hi)}")
     if pooled:
         out.append("\ngatewarden against both nginx pooled (the same configuration for these "
-                   "modes), median over median: " + ", ".join(pooled))
+                   "modes), median over median, [90 % bootstrap interval] and whether the run "
+                   "shows ≥ 1.0× (✓ yes, ✗ no, ≈ cannot tell): " + ", ".join(pooled))
     # p99 of every round, pooled: with 2 workers four busy threads (2 workers, the echo server,
     # the load generator) share 2 cores, and a round's rtt p99 is either ~1 ms or a scheduler
     # time slice (~4.3 ms), for nginx as for gatewarden; the median run's figure is a coin
@@ -73,11 +105,13 @@ for workers in sorted({r["workers"] for r in rows if r["target"] != "direct"}):
                           if r.get("p99_us") is not None]
         g, n = p99(["gatewarden"]), p99(["nginx-stock", "nginx-tuned"])
         if g and n:
+            lo, hi = ratio_ci(g, n)
+            ci = f" (ratio [{lo:.2f}–{hi:.2f}] {verdict(lo, hi, want_above=False)})"
             slow = lambda xs: sum(x >= 3000 for x in xs)
             stalls = (f" (rounds with p99 ≥ 3 ms: {slow(g)}/{len(g)} vs {slow(n)}/{len(n)})"
                       if mode == "rtt" else "")
             tails.append(f"{mode} {statistics.median(g):,.0f} vs {statistics.median(n):,.0f} µs"
-                         + stalls)
+                         + ci + stalls)
     if tails:
         out.append("\np99 over all rounds (median), gatewarden vs both nginx pooled: "
                    + ", ".join(tails))

@@ -407,7 +407,7 @@ pub fn line(level: Level, message: &str, fields: impl FnOnce(&mut Line)) -> bool
     true
 }
 
-fn render_line(
+pub(crate) fn render_line(
     level: Level,
     message: &str,
     fields: impl FnOnce(&mut Line),
