@@ -31,6 +31,12 @@ def ratio_ci(g, n, reps=4000):
     return rs[int(0.05 * reps)], rs[int(0.95 * reps) - 1]
 
 
+def interval(lo, hi):
+    """The interval, with a third decimal when two would print it as one number."""
+    d = 3 if hi - lo < 0.02 else 2
+    return f"[{lo:.{d}f}–{hi:.{d}f}]"
+
+
 def verdict(lo, hi, want_above=True):
     """✓ when the whole interval is on the wanted side of 1.0, ✗ when all of it is on the
     other, ≈ when the run cannot tell."""
@@ -82,7 +88,7 @@ for workers in sorted({r["workers"] for r in rows if r["target"] != "direct"}):
         if g and n:
             lo, hi = ratio_ci(g, n)
             pooled.append(f"{mode} {statistics.median(g) / statistics.median(n):.2f}× "
-                          f"[{lo:.2f}–{hi:.2f}] {verdict(lo, hi)} ({len(g)} vs {len(n)} runs)")
+                          f"{interval(lo, hi)} {verdict(lo, hi)} ({len(g)} vs {len(n)} runs)")
     # bulk: the buffers do matter, so against each nginx configuration on its own.
     for flavour in ("stock", "tuned"):
         g = [r["rate"] for r in runs("gatewarden", workers, "bulk")]
@@ -90,7 +96,7 @@ for workers in sorted({r["workers"] for r in rows if r["target"] != "direct"}):
         if g and n:
             lo, hi = ratio_ci(g, n)
             pooled.append(f"bulk vs {flavour} {statistics.median(g) / statistics.median(n):.2f}× "
-                          f"[{lo:.2f}–{hi:.2f}] {verdict(lo, hi)}")
+                          f"{interval(lo, hi)} {verdict(lo, hi)}")
     if pooled:
         out.append("\ngatewarden against both nginx pooled (the same configuration for these "
                    "modes), median over median, [90 % bootstrap interval] and whether the run "
@@ -106,7 +112,7 @@ for workers in sorted({r["workers"] for r in rows if r["target"] != "direct"}):
         g, n = p99(["gatewarden"]), p99(["nginx-stock", "nginx-tuned"])
         if g and n:
             lo, hi = ratio_ci(g, n)
-            ci = f" (ratio [{lo:.2f}–{hi:.2f}] {verdict(lo, hi, want_above=False)})"
+            ci = f" (ratio {interval(lo, hi)} {verdict(lo, hi, want_above=False)})"
             slow = lambda xs: sum(x >= 3000 for x in xs)
             stalls = (f" (rounds with p99 ≥ 3 ms: {slow(g)}/{len(g)} vs {slow(n)}/{len(n)})"
                       if mode == "rtt" else "")
