@@ -1423,17 +1423,6 @@ mod tests {
     /// Differential: the hand-built `[ws] unauthorized` line is the line tracing prints.
     #[test]
     fn refused_line_matches_the_event() {
-        #[derive(Clone, Default)]
-        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(data);
-                Ok(data.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let fp = Fingerprint::of(b"wrong-token");
         for (remote, presented, generation, source, path) in [
             (
@@ -1461,16 +1450,7 @@ mod tests {
                 source,
                 path,
             };
-            let buf = Buf::default();
-            let out = buf.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_writer(move || out.clone())
-                .with_ansi(false)
-                .with_target(false)
-                .event_format(crate::logging::TextFormat)
-                .finish();
-            tracing::subscriber::with_default(subscriber, || line.event());
-            let theirs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+            let theirs = crate::logging::tests::printed(|| line.event());
             let mut ours = String::new();
             crate::logging::render_line(
                 tracing::Level::WARN,

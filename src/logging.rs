@@ -642,12 +642,28 @@ pub fn flush() {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Default)]
     struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    /// What the text format prints for the events `f` emits (differential tests of lines
+    /// written by hand).
+    pub(crate) fn printed(f: impl FnOnce()) -> String {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .with_target(false)
+            .event_format(TextFormat)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = buf.0.lock().unwrap().clone();
+        String::from_utf8(text).unwrap()
+    }
 
     impl Write for Buf {
         fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
@@ -767,15 +783,7 @@ mod tests {
             (v6, "bye \"now\"\n\u{1b}", Some(&err)),
             (v4, "plain reason", Some(&err)),
         ] {
-            let buf = Buf::default();
-            let out = buf.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_writer(move || out.clone())
-                .with_ansi(false)
-                .with_target(false)
-                .event_format(TextFormat)
-                .finish();
-            tracing::subscriber::with_default(subscriber, || {
+            let theirs = printed(|| {
                 tracing::info!(
                     conn = %"5f0c1a2b-0000-4000-8000-00000000beef",
                     remote = %Peer(remote),
@@ -789,7 +797,6 @@ mod tests {
                     "[ws] closed"
                 );
             });
-            let theirs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
             let mut ours = String::new();
             render_line(
                 Level::INFO,
