@@ -183,7 +183,9 @@ struct Refused<'a> {
     presented: Option<Fingerprint>,
     generation: Option<u64>,
     source: Option<TokenSource>,
-    path: &'a str,
+    uri: &'a ::http::Uri,
+    /// The token's query parameter, shown as `REDACTED` in the logged path.
+    query_param: &'a str,
 }
 
 impl Refused<'_> {
@@ -191,14 +193,20 @@ impl Refused<'_> {
         if !tracing::enabled!(tracing::Level::WARN) {
             return;
         }
+        // Only now: the redacted path is a new string, wasted when the line is filtered out.
+        let path = self.path();
         if !crate::logging::line(tracing::Level::WARN, "[ws] unauthorized", |l| {
-            self.fields(l)
+            self.fields(l, &path)
         }) {
-            self.event();
+            self.event(&path);
         }
     }
 
-    fn fields(&self, l: &mut crate::logging::Line) {
+    fn path(&self) -> String {
+        auth::redact_uri(self.uri, self.query_param)
+    }
+
+    fn fields(&self, l: &mut crate::logging::Line, path: &str) {
         l.text(
             "conn",
             self.conn
@@ -218,11 +226,11 @@ impl Refused<'_> {
             None => l.text("generation", "-"),
         }
         l.text("source", self.source.map_or("-", TokenSource::as_str));
-        l.text("path", self.path);
+        l.text("path", path);
     }
 
     /// The same line through tracing (JSON logs, or no direct writer installed).
-    fn event(&self) {
+    fn event(&self, path: &str) {
         warn!(
             conn = %self.conn,
             remote = %crate::logging::Peer(self.remote),
@@ -230,7 +238,7 @@ impl Refused<'_> {
             presented = %Fp(self.presented),
             generation = %Gen(self.generation),
             source = %SourceName(self.source),
-            path = %self.path,
+            path = %path,
             "[ws] unauthorized"
         );
     }
@@ -493,7 +501,8 @@ impl Proxy {
                         presented,
                         generation,
                         source,
-                        path: &auth::redact_uri(&parts.uri, &self.auth.query_param),
+                        uri: &parts.uri,
+                        query_param: &self.auth.query_param,
                     }
                     .log();
                     self.metrics
@@ -1441,6 +1450,7 @@ mod tests {
                 "/ws?a=1&token=REDACTED",
             ),
         ] {
+            let uri: ::http::Uri = path.parse().unwrap();
             let line = Refused {
                 conn: Uuid::from_u128(0x5f0c1a2b_0000_4000_8000_00000000beef),
                 remote: remote.parse().unwrap(),
@@ -1448,14 +1458,16 @@ mod tests {
                 presented,
                 generation,
                 source,
-                path,
+                uri: &uri,
+                query_param: "token",
             };
-            let theirs = crate::logging::tests::printed(|| line.event());
+            let path = line.path();
+            let theirs = crate::logging::tests::printed(|| line.event(&path));
             let mut ours = String::new();
             crate::logging::render_line(
                 tracing::Level::WARN,
                 "[ws] unauthorized",
-                |l| line.fields(l),
+                |l| line.fields(l, &path),
                 |text| ours.push_str(std::str::from_utf8(text).unwrap()),
             );
             // Past the timestamp (27 bytes), which the two took at different moments.
