@@ -125,9 +125,9 @@ pub struct SpliceConfig {
     /// TCP both sides), never through user space; frame headers are still read to track
     /// frames. Off: every byte is copied through a pooled buffer (portable).
     pub zero_copy: bool,
-    /// Relay tunnels between two plain sockets in each worker thread's own epoll loop
-    /// (Linux), one wake-up per batch of socket events, instead of a task wake-up per
-    /// message. Off: every tunnel's own task moves its bytes (as TLS tunnels always are).
+    /// Relay tunnels between two plain sockets in each worker thread's own loop: one task
+    /// wake-up per batch of socket events, instead of a task wake-up per message. Off:
+    /// every tunnel's own task moves its bytes (as TLS tunnels always are).
     pub worker_loop: bool,
     /// Frames (both ways) a tunnel carries in its own task before it moves to the worker
     /// loop: a short tunnel would spend more system calls on the move than it saves. 0: at

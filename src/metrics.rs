@@ -52,7 +52,7 @@ pub struct Metrics {
     pub connections_accepted: Counter,
     /// Accepted by one worker thread and handed to a less loaded one.
     pub connections_rebalanced: Counter,
-    /// Tunnels that moved to a worker thread's epoll loop (`splice.worker_loop`).
+    /// Tunnels that moved to a worker thread's loop (`splice.worker_loop`).
     pub worker_loop_tunnels: Counter,
     /// Open client connections per worker thread (set at scrape time; with workers >= 2).
     pub worker_connections: Family<WorkerLabels, Gauge>,
@@ -136,7 +136,7 @@ impl Metrics {
         );
         r.register(
             "worker_loop_tunnels",
-            "WebSocket tunnels that moved to a worker thread's own epoll loop (splice.worker_loop)",
+            "WebSocket tunnels that moved to a worker thread's own relay loop (splice.worker_loop)",
             m.worker_loop_tunnels.clone(),
         );
         r.register(

@@ -66,8 +66,6 @@ pub enum Stream {
     /// Our TLS connection to an `https://` upstream.
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     Upgraded(TokioIo<Upgraded>),
-    /// A plain socket of a tunnel relayed by the worker's epoll loop, out of tokio's reactor.
-    Raw(worker_loop::RawTcp),
 }
 
 impl Stream {
@@ -95,7 +93,6 @@ macro_rules! each {
             Stream::ServerTls($s) => $e,
             Stream::ClientTls($s) => $e,
             Stream::Upgraded($s) => $e,
-            Stream::Raw($s) => $e,
         }
     };
 }
@@ -124,7 +121,6 @@ impl AsyncRead for Stream {
             Stream::ServerTls(s) => Pin::new(s).poll_read(cx, buf),
             Stream::ClientTls(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Upgraded(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Raw(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -140,7 +136,6 @@ impl AsyncWrite for Stream {
             Stream::ServerTls(s) => Pin::new(s).poll_write(cx, buf),
             Stream::ClientTls(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Upgraded(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Raw(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -198,7 +193,7 @@ pub struct Outcome {
     /// Why gatewarden itself ended the tunnel, when it did: `token_revoked`, `shutdown`,
     /// `idle_timeout` or `max_lifetime`.
     pub ended_by: Option<&'static str>,
-    /// The tunnel moved to the worker's epoll loop.
+    /// The tunnel moved to the worker's loop.
     pub in_loop: bool,
 }
 
@@ -214,7 +209,7 @@ pub struct Controls {
     pub max_lifetime: Option<Duration>,
     /// Large payloads go through a pipe with splice(2) (`splice.zero_copy`).
     pub zero_copy: bool,
-    /// Two plain sockets are relayed by the worker thread's epoll loop once the tunnel has
+    /// Two plain sockets are relayed by the worker thread's loop once the tunnel has
     /// carried this many frames (`splice.worker_loop_after`); `None`: never
     /// (`splice.worker_loop = false`).
     pub worker_loop: Option<u64>,
@@ -332,7 +327,7 @@ impl Half {
                 self.pos += n;
                 self.amt += n as u64;
                 // A socket has nothing to flush; a TLS stream may hold a record back.
-                self.need_flush = !matches!(w, Stream::Tcp(_) | Stream::Raw(_));
+                self.need_flush = !matches!(w, Stream::Tcp(_));
             }
             if self.read_done {
                 if let Some(buf) = self.buf.take() {
@@ -354,9 +349,6 @@ impl Half {
 /// event arrived since its snapshot, taken before the read, and the kernel signals every
 /// arrival after it.
 fn poll_read_some(r: &mut Stream, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-    if let Stream::Raw(s) = r {
-        return s.poll_recv(buf);
-    }
     let Stream::Tcp(tcp) = r else {
         let mut rb = ReadBuf::new(buf);
         ready!(Pin::new(r).poll_read(cx, &mut rb))?;
@@ -580,7 +572,7 @@ mod pipe {
 
 /// The two sockets of a tunnel and both directions between them: everything that moves
 /// bytes. Stepped by the tunnel's own task (TLS, zero-copy, no worker loop) or, for two
-/// plain sockets, by the worker's epoll loop ([`worker_loop`]).
+/// plain sockets, by the worker's loop ([`worker_loop`]).
 pub(crate) struct Tunnel {
     client: Stream,
     upstream: Stream,
@@ -831,8 +823,8 @@ pub fn relay(
 
 /// The relay driven by its own task: woken per socket event. With a worker loop and
 /// `after` frames carried, the tunnel moves there at its next quiet moment: most tunnels
-/// are short (a handshake, a few messages), and for those the move would cost more system
-/// calls than it saves.
+/// are short (a handshake, a few messages), and for those the move (three allocations and
+/// a hand-over between tasks) costs more than it saves.
 async fn relay_in_task(
     mut t: Tunnel,
     mut watch: Watch,
@@ -898,7 +890,7 @@ async fn relay_in_loop(lp: Arc<worker_loop::Loop>, t: Tunnel, mut watch: Watch) 
             }
             // Bytes from before the relay, a close frame just begun: what needs no socket
             // event moves now.
-            cell.step();
+            cell.step(true, true);
         }
         if let Some(r) = cell.finished.take() {
             return Poll::Ready(r);

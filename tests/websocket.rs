@@ -618,7 +618,7 @@ async fn upstream_connect_timeout_gives_502_with_its_reason() {
 }
 
 /// `splice.worker_loop_after`: a tunnel that carries that many frames moves from its own
-/// task to its worker's epoll loop mid-session, every byte intact and the close code still
+/// task to its worker's loop mid-session, every byte intact and the close code still
 /// seen; a short tunnel never moves. The counter says which happened.
 #[tokio::test]
 async fn busy_tunnels_move_to_the_worker_loop_short_ones_stay() {

@@ -1,149 +1,39 @@
-//! A worker thread's own epoll loop for tunnels between two plain sockets.
+//! A worker thread's own loop for busy tunnels between two plain sockets.
 //!
-//! Through tokio every relayed message costs a reactor dispatch (the socket's readiness set,
-//! its waker called), a task schedule and a task poll: about as many instructions as the
-//! whole relay of a message by nginx (callgrind, bench/RESULTS.md, seventh round). Here a
-//! tunnel's two sockets leave tokio's reactor and join one epoll set per worker thread,
-//! registered in tokio as a single descriptor: one task wake-up then serves every socket
-//! event of the batch, and each is relayed inline, with no per-tunnel task wake-up. The
-//! tunnel's own task only watches the controls (timers, revocation, shutdown) and is woken
-//! once more, when the tunnel is over.
+//! Through a tunnel's own task every relayed message costs a task schedule and a task poll
+//! on top of tokio's reactor dispatch: about as many instructions as the whole relay of a
+//! message by nginx (callgrind, bench/RESULTS.md, seventh round). Here the sockets stay in
+//! tokio's reactor, but their wakers do not wake the tunnel's task: each queues its tunnel
+//! and direction on the worker's loop, one task that then relays every queued direction
+//! inline. A batch of socket events costs one task wake-up, and no extra system call: an
+//! epoll set of the loop's own, nested in tokio's, cost an `epoll_wait` per batch and the
+//! kernel's nested wake-up per event (2 % of the relay's throughput with the proxy alone on
+//! a core, bench/RESULTS.md, eleventh round). The tunnel's own task only watches the
+//! controls (timers, revocation, shutdown) and is woken once more, when the tunnel is over.
 //!
 //! Everything here runs on the worker's thread (a current-thread runtime: the loop is only
-//! installed there), so the mutexes below are never contended; they make the sharing
-//! between the loop and a tunnel's task safe, not concurrent.
+//! installed there, and its reactor wakes from there), so the mutexes below are never
+//! contended; they make the sharing between the loop, the wakers and a tunnel's task safe,
+//! not concurrent.
 
 use std::cell::RefCell;
+use std::future::poll_fn;
 use std::io;
-use std::mem::MaybeUninit;
-use std::net::Shutdown;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Wake, Waker};
 
-use rustix::event::epoll;
-use rustix::io::Errno;
-use rustix::net::{RecvFlags, SendFlags};
-use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::{Stream, Tunnel};
 
-/// Events taken per `epoll_wait`; a full batch goes round again without waiting.
+/// Directions stepped per poll of the loop's task before it yields to the worker's other
+/// tasks (new connections, timers).
 const BATCH: usize = 256;
 
-/// A plain socket out of tokio's reactor. Readiness is remembered here: set by the loop on
-/// an epoll event, cleared when a transfer comes back short or with EAGAIN. The set is
-/// edge-triggered, and the kernel reports every arrival (and every freed send-buffer
-/// space) after that, so a short read means "drained" as on tokio's path, at no syscall.
-/// Except once the peer's FIN (or an error) was reported: that is reported once, so from
-/// then on the socket stays readable (writable) until a read (write) says so itself —
-/// tokio keeps its "closed" readiness for the same reason.
-pub struct RawTcp {
-    sock: std::net::TcpStream,
-    readable: bool,
-    writable: bool,
-    read_closed: bool,
-    write_closed: bool,
-}
-
-impl RawTcp {
-    fn new(sock: std::net::TcpStream) -> RawTcp {
-        // Both assumed until a syscall says otherwise: the tunnel's first step tries.
-        RawTcp {
-            sock,
-            readable: true,
-            writable: true,
-            read_closed: false,
-            write_closed: false,
-        }
-    }
-
-    pub(super) fn poll_recv(&mut self, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        // SAFETY: an initialized buffer is a valid uninitialized one; recv(2) only writes.
-        let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
-        self.poll_recv_uninit(uninit)
-    }
-
-    fn poll_recv_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> Poll<io::Result<usize>> {
-        let len = buf.len();
-        transfer(&mut self.readable, self.read_closed, len, || {
-            Ok(
-                rustix::net::recv(&self.sock, &mut *buf, RecvFlags::empty())?
-                    .0
-                     .0
-                    .len(),
-            )
-        })
-    }
-
-    fn poll_send(&mut self, buf: &[u8]) -> Poll<io::Result<usize>> {
-        transfer(&mut self.writable, self.write_closed, buf.len(), || {
-            rustix::net::send(&self.sock, buf, SendFlags::NOSIGNAL)
-        })
-    }
-}
-
-/// Runs `op`, a recv or send of up to `len` bytes, if the socket is `ready` for it. A
-/// short transfer leaves it ready only once `closed`; EAGAIN makes it not ready.
-fn transfer(
-    ready: &mut bool,
-    closed: bool,
-    len: usize,
-    mut op: impl FnMut() -> Result<usize, Errno>,
-) -> Poll<io::Result<usize>> {
-    while *ready {
-        match op() {
-            Ok(n) => {
-                if n > 0 && n < len {
-                    *ready = closed;
-                }
-                return Poll::Ready(Ok(n));
-            }
-            Err(Errno::AGAIN) => *ready = false,
-            Err(Errno::INTR) => {}
-            Err(e) => return Poll::Ready(Err(e.into())),
-        }
-    }
-    Poll::Pending
-}
-
-/// A `Pending` registers no waker: the loop steps the tunnel again on the socket's next
-/// epoll event.
-impl AsyncRead for RawTcp {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        // SAFETY: recv(2) only writes bytes; exactly the `n` it reports are marked initialized.
-        let n = std::task::ready!(this.poll_recv_uninit(unsafe { buf.unfilled_mut() }))?;
-        unsafe { buf.assume_init(n) };
-        buf.advance(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for RawTcp {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_send(buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.sock.shutdown(Shutdown::Write))
-    }
-}
+/// Which direction of a tunnel: client → upstream, upstream → client.
+const UP: usize = 0;
+const DOWN: usize = 1;
 
 /// A tunnel as the loop and the tunnel's task share it.
 pub(crate) struct Cell {
@@ -152,14 +42,20 @@ pub(crate) struct Cell {
     pub(super) finished: Option<io::Result<()>>,
     /// The tunnel's task, woken when `finished` is set.
     pub(super) owner: Option<Waker>,
+    /// Each direction's waker, registered with both of its sockets (reading one, writing
+    /// the other), and its "already queued" flag.
+    wakers: [Waker; 2],
+    queued: [Arc<Queue>; 2],
 }
 
 impl Cell {
-    /// Moves what can move; notes the end and wakes the task when the relay is over.
-    pub(super) fn step(&mut self) {
-        let mut cx = Context::from_waker(Waker::noop());
-        let cx2 = &mut Context::from_waker(Waker::noop());
-        if let Poll::Ready(r) = self.tunnel.step(&mut cx, cx2, true, true) {
+    /// Moves what can move in the given directions; notes the end and wakes the task when
+    /// the relay is over.
+    pub(super) fn step(&mut self, up: bool, down: bool) {
+        let [uw, dw] = &self.wakers;
+        let mut ucx = Context::from_waker(uw);
+        let mut dcx = Context::from_waker(dw);
+        if let Poll::Ready(r) = self.tunnel.step(&mut ucx, &mut dcx, up, down) {
             self.finished = Some(r);
             if let Some(w) = self.owner.take() {
                 w.wake();
@@ -168,10 +64,45 @@ impl Cell {
     }
 }
 
-/// One worker's loop: its epoll set and the tunnels registered in it.
+/// One direction's waker: puts it on the loop's queue (once until the loop takes it), and
+/// wakes the loop's task when the queue was empty.
+struct Queue {
+    lp: Weak<Loop>,
+    key: u64,
+    queued: AtomicBool,
+}
+
+impl Wake for Queue {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(lp) = self.lp.upgrade() else {
+            return;
+        };
+        let first = {
+            let mut ready = lp.ready.lock().unwrap_or_else(|e| e.into_inner());
+            ready.push(self.key);
+            ready.len() == 1
+        };
+        if first {
+            if let Some(w) = lp.task.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                w.wake_by_ref();
+            }
+        }
+    }
+}
+
+/// One worker's loop: the tunnels in it and the directions waiting to be stepped.
 pub struct Loop {
-    epoll: OwnedFd,
     slots: Mutex<Slots>,
+    ready: Mutex<Vec<u64>>,
+    /// The loop's task, woken when `ready` gets its first entry.
+    task: Mutex<Option<Waker>>,
 }
 
 #[derive(Default)]
@@ -181,15 +112,15 @@ struct Slots {
 }
 
 struct Slot {
-    /// Bumped when the slot is freed: an event still queued for the old tunnel then
-    /// matches nothing.
+    /// Bumped when the slot is freed: a wake-up still queued (or a waker still held by a
+    /// socket) for the old tunnel then matches nothing.
     generation: u32,
     cell: Option<Arc<Mutex<Cell>>>,
 }
 
-/// The epoll key of one socket: generation, slot, and which side.
-fn key(generation: u32, index: u32, upstream: bool) -> u64 {
-    (u64::from(generation) << 32) | (u64::from(index) << 1) | u64::from(upstream)
+/// A queue entry: generation, slot, and which direction.
+fn key(generation: u32, index: u32, direction: usize) -> u64 {
+    (u64::from(generation) << 32) | (u64::from(index) << 1) | direction as u64
 }
 
 impl Loop {
@@ -197,10 +128,9 @@ impl Loop {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Relays what one event allows.
-    fn on_event(&self, ev: &epoll::Event) {
-        let k = ev.data.u64();
-        let (generation, index, upstream) = ((k >> 32) as u32, (k as u32) >> 1, k & 1 == 1);
+    /// Relays what one queued direction allows.
+    fn on_ready(&self, k: u64) {
+        let (generation, index, direction) = ((k >> 32) as u32, (k as u32) >> 1, (k & 1) as usize);
         let slots = self.lock();
         let Some(cell) = slots
             .entries
@@ -211,34 +141,19 @@ impl Loop {
             return;
         };
         let mut cell = cell.lock().unwrap_or_else(|e| e.into_inner());
+        // Taken off the queue before the step: a wake-up during or after it queues again.
+        cell.queued[direction]
+            .queued
+            .store(false, Ordering::Release);
         if cell.finished.is_some() {
             return;
         }
-        let t = &mut cell.tunnel;
-        let flags = ev.flags;
-        let side = if upstream {
-            &mut t.upstream
-        } else {
-            &mut t.client
-        };
-        if let Stream::Raw(s) = side {
-            use epoll::EventFlags as F;
-            // Errors and hang-ups are left for the next syscall to report.
-            if flags.intersects(F::ERR | F::HUP | F::RDHUP) {
-                s.read_closed = true;
-            }
-            if flags.intersects(F::ERR | F::HUP) {
-                s.write_closed = true;
-            }
-            s.readable |= s.read_closed || flags.contains(F::IN);
-            s.writable |= s.write_closed || flags.contains(F::OUT);
-        }
-        cell.step();
+        cell.step(direction == UP, direction == DOWN);
     }
 }
 
-/// A tunnel's place in its worker's loop. Dropping it takes the tunnel out; its sockets
-/// close with the last reference, which also takes them out of the epoll set.
+/// A tunnel's place in its worker's loop. Dropping it takes the tunnel out (its sockets
+/// close with the last reference).
 pub(crate) struct Registration {
     lp: Arc<Loop>,
     index: u32,
@@ -246,80 +161,49 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
-    /// Takes the tunnel's sockets out of tokio's reactor into the loop's epoll set. Two
-    /// plain sockets only (the caller checks). On failure the sockets are closed: the
-    /// relay ends with the error.
+    /// Hands the tunnel's relay to the loop. Two plain sockets only: a TLS stream's bytes
+    /// must pass through rustls, which has buffers of its own to flush.
     pub(crate) fn new(lp: &Arc<Loop>, tunnel: Tunnel) -> io::Result<Registration> {
-        let Tunnel {
-            client: Stream::Tcp(client),
-            upstream: Stream::Tcp(upstream),
-            up,
-            down,
-            closing,
-            first_close,
-        } = tunnel
-        else {
+        if !matches!(
+            (&tunnel.client, &tunnel.upstream),
+            (Stream::Tcp(_), Stream::Tcp(_))
+        ) {
             return Err(io::Error::other(
                 "only two plain sockets go to the worker loop",
             ));
+        }
+        let mut slots = lp.lock();
+        let index = match slots.free.pop() {
+            Some(i) => i,
+            None => {
+                slots.entries.push(Slot {
+                    generation: 0,
+                    cell: None,
+                });
+                (slots.entries.len() - 1) as u32
+            }
         };
-        // Out of tokio's reactor: an event there per message is what this loop saves.
-        let raw = |tcp: tokio::net::TcpStream| tcp.into_std().map(|s| Stream::Raw(RawTcp::new(s)));
-        let tunnel = match (raw(client), raw(upstream)) {
-            (Ok(client), Ok(upstream)) => Tunnel {
-                client,
-                upstream,
-                up,
-                down,
-                closing,
-                first_close,
-            },
-            (Err(e), _) | (_, Err(e)) => return Err(e),
-        };
-        let fds = [&tunnel.client, &tunnel.upstream].map(|s| match s {
-            Stream::Raw(r) => r.sock.as_raw_fd(),
-            _ => unreachable!("converted above"),
+        let slot = &mut slots.entries[index as usize];
+        let queued = [UP, DOWN].map(|direction| {
+            Arc::new(Queue {
+                lp: Arc::downgrade(lp),
+                key: key(slot.generation, index, direction),
+                queued: AtomicBool::new(false),
+            })
         });
         let cell = Arc::new(Mutex::new(Cell {
             tunnel,
             finished: None,
             owner: None,
+            wakers: [&queued[UP], &queued[DOWN]].map(|q| Waker::from(q.clone())),
+            queued,
         }));
-        let (index, generation) = {
-            let mut slots = lp.lock();
-            let index = match slots.free.pop() {
-                Some(i) => i,
-                None => {
-                    slots.entries.push(Slot {
-                        generation: 0,
-                        cell: None,
-                    });
-                    (slots.entries.len() - 1) as u32
-                }
-            };
-            let slot = &mut slots.entries[index as usize];
-            slot.cell = Some(cell.clone());
-            (index, slot.generation)
-        };
-        let reg = Registration {
+        slot.cell = Some(cell.clone());
+        Ok(Registration {
             lp: lp.clone(),
             index,
             cell,
-        };
-        for (fd, upstream) in fds.into_iter().zip([false, true]) {
-            // SAFETY: the descriptor belongs to the tunnel in `reg`, alive for this call.
-            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-            let flags = epoll::EventFlags::IN
-                | epoll::EventFlags::OUT
-                | epoll::EventFlags::RDHUP
-                | epoll::EventFlags::ET;
-            let data = epoll::EventData::new_u64(key(generation, index, upstream));
-            if let Err(e) = epoll::add(&lp.epoll, fd, data, flags) {
-                // Dropping `reg` closes both sockets.
-                return Err(e.into());
-            }
-        }
-        Ok(reg)
+        })
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Cell> {
@@ -329,13 +213,18 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut slots = self.lp.lock();
-        let slots = &mut *slots;
-        if let Some(slot) = slots.entries.get_mut(self.index as usize) {
-            slot.cell = None;
-            slot.generation = slot.generation.wrapping_add(1);
-            slots.free.push(self.index);
-        }
+        let cell = {
+            let mut slots = self.lp.lock();
+            let slots = &mut *slots;
+            slots.entries.get_mut(self.index as usize).and_then(|slot| {
+                slot.generation = slot.generation.wrapping_add(1);
+                slots.free.push(self.index);
+                slot.cell.take()
+            })
+        };
+        // Released outside the loop's lock; the sockets close with the last reference (this
+        // registration's own), which drops the wakers they held.
+        drop(cell);
     }
 }
 
@@ -359,86 +248,62 @@ impl Drop for Installed {
 }
 
 /// Starts the current thread's loop, as a task of its runtime. Only on a current-thread
-/// runtime: there a tunnel's task and the loop always run on this thread. `None` (tunnels
-/// are relayed by their own tasks) elsewhere, or if epoll cannot be set up.
+/// runtime: there a tunnel's task, the loop and the reactor that wakes it always run on
+/// this thread. `None` (tunnels are relayed by their own tasks) elsewhere.
 pub fn install() -> Option<Installed> {
     let handle = Handle::try_current().ok()?;
     if handle.runtime_flavor() != RuntimeFlavor::CurrentThread {
         return None;
     }
-    let started = epoll::create(epoll::CreateFlags::CLOEXEC)
-        .map_err(io::Error::from)
-        .and_then(|epoll| {
-            let lp = Arc::new(Loop {
-                epoll,
-                slots: Mutex::new(Slots::default()),
-            });
-            // SAFETY: `LoopFd` holds the loop, which owns the epoll descriptor, for as long
-            // as the `AsyncFd` lives, and always returns that descriptor.
-            let afd =
-                unsafe { AsyncFd::register_with_interest(LoopFd(lp.clone()), Interest::READABLE) }
-                    .map_err(|e| e.into_parts().1)?;
-            Ok((lp, afd))
-        });
-    match started {
-        Ok((lp, afd)) => {
-            handle.spawn(run(afd));
-            CURRENT.with(|c| *c.borrow_mut() = Some(lp));
-            Some(Installed(()))
-        }
-        Err(e) => {
-            tracing::warn!(cause = %e, "[splice] no worker loop; tunnels are relayed by their own tasks");
-            None
-        }
-    }
+    let lp = Arc::new(Loop {
+        slots: Mutex::new(Slots::default()),
+        ready: Mutex::new(Vec::new()),
+        task: Mutex::new(None),
+    });
+    // Outside tokio's cooperative budget: a batch polls many sockets, and a socket whose
+    // poll ran out of budget would wake its direction's waker, queueing it right back.
+    // The loop bounds its own work per poll instead.
+    handle.spawn(tokio::task::unconstrained(run(lp.clone())));
+    CURRENT.with(|c| *c.borrow_mut() = Some(lp));
+    Some(Installed(()))
 }
 
-struct LoopFd(Arc<Loop>);
-
-impl AsRawFd for LoopFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.epoll.as_raw_fd()
-    }
-}
-
-/// Waits for the epoll set to have events (tokio sees the set as one readable
-/// descriptor), then relays each.
-async fn run(afd: AsyncFd<LoopFd>) {
-    let lp = afd.get_ref().0.clone();
-    loop {
-        let mut guard = match afd.readable().await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::warn!(cause = %e, "[splice] worker loop stopped");
-                return;
-            }
-        };
-        match lp.drain() {
-            // A full batch may have left events: look again before waiting. Otherwise the
-            // set is drained; an event arriving since is queued on tokio's epoll, not lost.
-            Ok(n) if n == BATCH => {}
-            Ok(_) => guard.clear_ready(),
-            Err(Errno::INTR) => {}
-            Err(e) => {
-                tracing::warn!(cause = %e, "[splice] worker loop stopped");
-                return;
+/// Steps the queued directions as they come; never ends (the runtime drops it).
+async fn run(lp: Arc<Loop>) {
+    let mut batch = Vec::new();
+    poll_fn(|cx| {
+        {
+            let mut task = lp.task.lock().unwrap_or_else(|e| e.into_inner());
+            if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
             }
         }
-    }
-}
-
-impl Loop {
-    /// Takes what events there are (without waiting) and relays each; returns how many.
-    fn drain(&self) -> Result<usize, Errno> {
-        let mut buf = [const { MaybeUninit::<epoll::Event>::uninit() }; BATCH];
-        let zero = rustix::time::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        let (events, _) = epoll::wait(self.epoll.as_fd(), &mut buf[..], Some(&zero))?;
-        for ev in events.iter() {
-            self.on_event(ev);
+        let mut stepped = 0;
+        loop {
+            std::mem::swap(
+                &mut *lp.ready.lock().unwrap_or_else(|e| e.into_inner()),
+                &mut batch,
+            );
+            if batch.is_empty() {
+                return Poll::<()>::Pending;
+            }
+            stepped += batch.len();
+            for k in batch.drain(..) {
+                lp.on_ready(k);
+            }
+            if stepped >= BATCH {
+                // Queued since: the next poll takes them, after the worker's other tasks.
+                if !lp
+                    .ready
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_empty()
+                {
+                    cx.waker().wake_by_ref();
+                }
+                return Poll::Pending;
+            }
         }
-        Ok(events.len())
-    }
+    })
+    .await
 }
