@@ -10,13 +10,19 @@ MODES = ["handshake", "rtt", "bulk", "reject", "first_message", "idle"]
 TARGETS = ["direct", "nginx-stock", "nginx-tuned", "gatewarden", "gatewarden-splice"]
 
 
-def runs(target, workers, mode):
+def config(r):
+    """A pass of the run: its worker count, and whether the proxies were pinned to a core."""
+    return r["workers"], r.get("pinned", False)
+
+
+def runs(target, cfg, mode):
+    """Direct runs belong to every unpinned pass (they do not depend on the proxy's workers)."""
     return [r for r in rows if r["target"] == target and r["mode"] == mode
-            and (target == "direct" or r["workers"] == workers)]
+            and (config(r) == cfg or (target == "direct" and not cfg[1]))]
 
 
-def median_run(target, workers, mode):
-    rs = sorted(runs(target, workers, mode), key=lambda r: r["rate"])
+def median_run(target, cfg, mode):
+    rs = sorted(runs(target, cfg, mode), key=lambda r: r["rate"])
     return rs[len(rs) // 2] if rs else None
 
 
@@ -52,14 +58,18 @@ def fmt(v):
 
 
 out = []
-for workers in sorted({r["workers"] for r in rows if r["target"] != "direct"}):
+for cfg in sorted({config(r) for r in rows if r["target"] != "direct"}):
+    workers, pinned = cfg
     out.append(f"\n### {workers} worker{'s' if workers > 1 else ''} "
-               f"(nginx `worker_processes {workers}`, gatewarden `workers = {workers}`)\n")
+               f"(nginx `worker_processes {workers}`, gatewarden `workers = {workers}`)"
+               + (", pinned: each proxy alone on CPU 1, the load generator and the echo "
+                  "server on CPU 0 (no direct runs: their placement differs)" if pinned else "")
+               + "\n")
     out.append("| mode | unit | direct | nginx stock | nginx tuned | gatewarden | gatewarden splice(2) "
                "| gatewarden / better nginx | gatewarden / direct | CPU % gatewarden / nginx / echo |")
     out.append("|---|---|---|---|---|---|---|---|---|---|")
     for mode in MODES:
-        m = {t: median_run(t, workers, mode) for t in TARGETS}
+        m = {t: median_run(t, cfg, mode) for t in TARGETS}
         g = m["gatewarden"]
         if g is None:
             continue
@@ -83,16 +93,16 @@ for workers in sorted({r["workers"] for r in rows if r["target"] != "direct"}):
     # for large messages), so "better nginx" is the larger of two draws of the same thing.
     pooled = []
     for mode in ("handshake", "rtt", "reject"):
-        g = [r["rate"] for r in runs("gatewarden", workers, mode)]
-        n = [r["rate"] for t in ("nginx-stock", "nginx-tuned") for r in runs(t, workers, mode)]
+        g = [r["rate"] for r in runs("gatewarden", cfg, mode)]
+        n = [r["rate"] for t in ("nginx-stock", "nginx-tuned") for r in runs(t, cfg, mode)]
         if g and n:
             lo, hi = ratio_ci(g, n)
             pooled.append(f"{mode} {statistics.median(g) / statistics.median(n):.2f}× "
                           f"{interval(lo, hi)} {verdict(lo, hi)} ({len(g)} vs {len(n)} runs)")
     # bulk: the buffers do matter, so against each nginx configuration on its own.
     for flavour in ("stock", "tuned"):
-        g = [r["rate"] for r in runs("gatewarden", workers, "bulk")]
-        n = [r["rate"] for r in runs(f"nginx-{flavour}", workers, "bulk")]
+        g = [r["rate"] for r in runs("gatewarden", cfg, "bulk")]
+        n = [r["rate"] for r in runs(f"nginx-{flavour}", cfg, "bulk")]
         if g and n:
             lo, hi = ratio_ci(g, n)
             pooled.append(f"bulk vs {flavour} {statistics.median(g) / statistics.median(n):.2f}× "
@@ -107,7 +117,7 @@ for workers in sorted({r["workers"] for r in rows if r["target"] != "direct"}):
     # flip, the median over all rounds and the count of such rounds are not.
     tails = []
     for mode in ("handshake", "rtt", "first_message"):
-        p99 = lambda ts: [r["p99_us"] for t in ts for r in runs(t, workers, mode)
+        p99 = lambda ts: [r["p99_us"] for t in ts for r in runs(t, cfg, mode)
                           if r.get("p99_us") is not None]
         g, n = p99(["gatewarden"]), p99(["nginx-stock", "nginx-tuned"])
         if g and n:
@@ -127,7 +137,7 @@ for workers in sorted({r["workers"] for r in rows if r["target"] != "direct"}):
     # bulk: per 64 KiB message echoed.
     per_op = []
     for mode in ("handshake", "rtt", "bulk", "reject", "first_message"):
-        cost = lambda t: [r["proxy_cpu_us_per_op"] for r in runs(t, workers, mode)
+        cost = lambda t: [r["proxy_cpu_us_per_op"] for r in runs(t, cfg, mode)
                           if r.get("proxy_cpu_us_per_op")]
         g, n = cost("gatewarden"), cost("nginx-stock") + cost("nginx-tuned")
         if g and n:
@@ -137,7 +147,7 @@ for workers in sorted({r["workers"] for r in rows if r["target"] != "direct"}):
         out.append("\nproxy CPU per operation (user + system, medians), gatewarden vs nginx "
                    "(both runs; > 1× = gatewarden spends less): " + ", ".join(per_op))
     errs = [f"{r['target']} {r['mode']}: {r['errors']}" for r in rows
-            if r.get("errors") and (r["target"] == "direct" or r["workers"] == workers)]
+            if r.get("errors") and r in [x for t in TARGETS for m in MODES for x in runs(t, cfg, m)]]
     if errs:
         out.append("\nerrors (failed sessions or connections): " + ", ".join(sorted(set(errs))))
 print("\n".join(out))

@@ -7,9 +7,15 @@
 # shows medians. This VM's neighbours move absolute numbers by ±15 % within a minute, so
 # only interleaved ratios are fair.
 #
+# Then, with 1 worker, the closest modes once more with each proxy pinned alone on CPU 1 and
+# the load generator and echo server on CPU 0: the proxy is then the bottleneck, so the
+# ratio measures the proxies themselves, and a round's spread drops from ±15-30 % (which
+# process the scheduler puts beside which) to about ±2 %.
+#
 # usage: bench/run.sh [SECONDS_PER_RUN]    (writes bench/results.jsonl, prints the table)
 #   env: WORKERS="1 2", ROUNDS=3, EXTRA_ROUNDS=2, MODES="handshake rtt bulk reject first_message idle",
-#        TARGETS="direct nginx-stock nginx-tuned gatewarden gatewarden-splice", IDLE_CONNS=9000
+#        TARGETS="direct nginx-stock nginx-tuned gatewarden gatewarden-splice", IDLE_CONNS=9000,
+#        PINNED="handshake rtt" (modes of the pinned pass; "" skips it), PINNED_ROUNDS=3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-1}
@@ -19,6 +25,10 @@ IDLE=${IDLE_CONNS:-9000}   # the machine's hard fd limit is 20000; a proxy needs
 WORKERS=${WORKERS:-1 2}
 MODES=${MODES:-handshake rtt bulk reject first_message idle}
 TARGETS=${TARGETS:-direct nginx-stock nginx-tuned gatewarden gatewarden-splice}
+PINNED=${PINNED-handshake rtt}   # first_message too: 15 s more
+PINNED_ROUNDS=${PINNED_ROUNDS:-3}
+[ "$(nproc)" -ge 2 ] || PINNED=""
+PIN=""   # taskset prefix of the proxies in the pinned pass
 want() { [[ " $TARGETS " == *" $1 "* ]]; }
 W=/tmp/gwbench
 L=$W/logs
@@ -92,7 +102,7 @@ http {
   }
 }
 NGINX
-  nginx -c "$W/nginx-$flavour.conf"
+  $PIN nginx -c "$W/nginx-$flavour.conf"
   wait_port "$addr"
   local master; master=$(cat "$W/nginx-$flavour.pid")
   PIDS[nginx-$flavour]="$master,$(pgrep -d, -P "$master")"
@@ -118,7 +128,7 @@ zero_copy = $zero_copy
 [[credentials]]
 path = "$W/cred/token"
 TOML
-  setsid $GW -c "$W/$variant.toml" 2> "$L/$variant.log" &
+  $PIN setsid $GW -c "$W/$variant.toml" 2> "$L/$variant.log" &
   PIDS[$variant]=$!
   wait_port "$addr"
 }
@@ -133,12 +143,13 @@ stop_proxies() {
   done
 }
 
-run_one() {  # target workers mode round
-  local name=$1 workers=$2 mode=$3 round=$4 conns=16
+run_one() {  # target workers mode round [pinned]
+  local name=$1 workers=$2 mode=$3 round=$4 pinned=${5:-false} conns=16 load=$LOAD
+  [ "$pinned" = true ] && load="taskset -c 0 $LOAD"
   case $mode in rtt) conns=32;; bulk) conns=4;; idle) conns=$IDLE;; esac
   local pids=${PIDS[$name]} p0 e0 t0 line p1 e1 t1
   p0=$(ticks "$pids"); e0=$(ticks "${PIDS[direct]}"); t0=$(date +%s.%N)
-  line=$($LOAD "$mode" "${ADDR[$name]}" --token "$TOKEN" --conns $conns --secs "$SECS" --pids "$pids")
+  line=$($load "$mode" "${ADDR[$name]}" --token "$TOKEN" --conns $conns --secs "$SECS" --pids "$pids")
   p1=$(ticks "$pids"); e1=$(ticks "${PIDS[direct]}"); t1=$(date +%s.%N)
   local el pcpu ecpu
   el=$(echo "$t1 - $t0" | bc -l)
@@ -151,9 +162,9 @@ run_one() {  # target workers mode round
   [ "$mode" = bulk ] && count=$((count / 65536))   # bytes echoed -> 64 KiB messages
   per_op=$(echo "($p1 - $p0) * 10000 / ($count + (${count} == 0))" | bc -l)
   [ "$name" = direct ] && per_op=0
-  echo "${line%\}},\"target\":\"$name\",\"workers\":$workers,\"round\":$round,\"proxy_cpu_pct\":$(printf %.0f "$pcpu"),\"echo_cpu_pct\":$(printf %.0f "$ecpu"),\"proxy_cpu_us_per_op\":$(printf %.2f "$per_op")}" | tee -a "$OUT"
+  echo "${line%\}},\"target\":\"$name\",\"workers\":$workers,\"round\":$round,\"proxy_cpu_pct\":$(printf %.0f "$pcpu"),\"echo_cpu_pct\":$(printf %.0f "$ecpu"),\"proxy_cpu_us_per_op\":$(printf %.2f "$per_op"),\"pinned\":$pinned}" | tee -a "$OUT"
   # Let closing tunnels and TIME_WAIT sockets settle.
-  if [ "$mode" = idle ]; then sleep 2; else sleep 0.3; fi
+  if [ "$mode" = idle ]; then sleep 1; else sleep 0.2; fi
 }
 
 first=1
@@ -171,8 +182,8 @@ for workers in $WORKERS; do
     for t in $TARGETS; do
       case "$t/$mode" in
         direct/reject) continue;;                  # nothing to reject without a proxy
-        gatewarden-splice/rtt|gatewarden-splice/bulk) ;;
-        gatewarden-splice/*) continue;;            # splice(2) only changes tunnel payloads
+        gatewarden-splice/bulk) ;;
+        gatewarden-splice/*) continue;;            # splice(2) only moves large payloads
       esac
       [ "$t" = direct ] && [ $first = 0 ] && continue   # direct does not depend on workers
       targets+=("$t")
@@ -189,4 +200,23 @@ for workers in $WORKERS; do
   stop_proxies
   first=0
 done
+
+if [ -n "$PINNED" ]; then
+  echo "== 1 worker, pinned: proxies on CPU 1, load generator and echo server on CPU 0"
+  taskset -a -p -c 0 "${PIDS[direct]}" > /dev/null
+  PIN="taskset -c 1"
+  for t in nginx-stock nginx-tuned; do want "$t" && start_nginx "${t#nginx-}" 1; done
+  want gatewarden && start_gatewarden gatewarden 1
+  targets=()
+  for t in nginx-stock nginx-tuned gatewarden; do want "$t" && targets+=("$t"); done
+  for mode in $PINNED; do
+    for round in $(seq "$PINNED_ROUNDS"); do
+      n=${#targets[@]}
+      for k in $(seq 0 $((n - 1))); do
+        run_one "${targets[$(( (k + round - 1) % n ))]}" 1 "$mode" "$round" true
+      done
+    done
+  done
+  stop_proxies
+fi
 python3 bench/report.py "$OUT"
