@@ -15,10 +15,13 @@ def config(r):
     return r["workers"], r.get("pinned", False)
 
 
-def runs(target, cfg, mode):
+def in_pass(r, cfg):
     """Direct runs belong to every unpinned pass (they do not depend on the proxy's workers)."""
-    return [r for r in rows if r["target"] == target and r["mode"] == mode
-            and (config(r) == cfg or (target == "direct" and not cfg[1]))]
+    return config(r) == cfg or (r["target"] == "direct" and not cfg[1])
+
+
+def runs(target, cfg, mode):
+    return [r for r in rows if r["target"] == target and r["mode"] == mode and in_pass(r, cfg)]
 
 
 def median_run(target, cfg, mode):
@@ -147,7 +150,7 @@ for cfg in sorted({config(r) for r in rows if r["target"] != "direct"}):
         out.append("\nproxy CPU per operation (user + system, medians), gatewarden vs nginx "
                    "(both runs; > 1× = gatewarden spends less): " + ", ".join(per_op))
     errs = [f"{r['target']} {r['mode']}: {r['errors']}" for r in rows
-            if r.get("errors") and r in [x for t in TARGETS for m in MODES for x in runs(t, cfg, m)]]
+            if r.get("errors") and in_pass(r, cfg)]
     if errs:
         out.append("\nerrors (failed sessions or connections): " + ", ".join(sorted(set(errs))))
 print("\n".join(out))

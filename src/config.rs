@@ -130,8 +130,8 @@ pub struct SpliceConfig {
     /// every tunnel's own task moves its bytes (as TLS tunnels always are).
     pub worker_loop: bool,
     /// Frames (both ways) a tunnel carries in its own task before it moves to the worker
-    /// loop: a short tunnel would spend more system calls on the move than it saves. 0: at
-    /// once.
+    /// loop: for a short tunnel the move (allocations, a hand-over between tasks) costs more
+    /// than it saves. 0: at once.
     pub worker_loop_after: u64,
 }
 
