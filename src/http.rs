@@ -843,6 +843,8 @@ impl Proxy {
                 .expect("validated at config load")
         });
         let trusted = self.is_trusted(remote.ip().to_canonical());
+        // Looked up once, not once per header.
+        let listed = h.get_all(CONNECTION);
         // RFC 9110 §7.6.1: `Connection` and every header it names, the well-known hop-by-hop
         // ones and any `Proxy-*` header.
         let hop_by_hop = |name: &HeaderName| {
@@ -850,7 +852,7 @@ impl Proxy {
                 name.as_str(),
                 "connection" | "te" | "trailer" | "transfer-encoding" | "upgrade" | "keep-alive"
             ) || name.as_str().starts_with("proxy-")
-                || h.get_all(CONNECTION)
+                || listed
                     .iter()
                     .flat_map(|v| v.as_bytes().split(|&b| b == b','))
                     .any(|t| {

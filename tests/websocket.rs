@@ -424,6 +424,43 @@ async fn frame_sent_with_the_handshake_is_not_lost() {
 }
 
 #[tokio::test]
+async fn headers_named_in_connection_do_not_reach_the_upstream() {
+    // RFC 9110 §7.6.1: `Connection` names more hop-by-hop headers, in any of its values;
+    // both the listener's fast path and hyper's (a head past the first read) drop them.
+    use tokio::io::AsyncWriteExt;
+    let h = start().await;
+    for padding in [0, 9 * 1024] {
+        let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        let head = format!(
+            "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\n\
+             Connection: X-Hop-A , x-hop-b\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-Hop-A: a\r\nX-Hop-B: b\r\n\
+             Keep-Alive: timeout=5\r\nX-Kept: yes\r\nX-Padding: {}\r\n\
+             Authorization: Bearer {}\r\n\r\n",
+            "p".repeat(padding),
+            h.token
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let (answer, _) = read_answer(&mut s).await;
+        assert!(answer.starts_with("HTTP/1.1 101 "), "{answer}");
+        let seen = h.upstream.last().headers;
+        // Names only: the values hold the token.
+        let names: Vec<_> = seen.keys().map(|k| k.as_str()).collect();
+        for gone in ["x-hop-a", "x-hop-b", "keep-alive"] {
+            assert!(
+                seen.get(gone).is_none(),
+                "{gone} reached the upstream: {names:?}"
+            );
+        }
+        assert_eq!(seen["x-kept"], "yes");
+        assert_eq!(seen.get_all("connection").iter().count(), 1, "{names:?}");
+        assert!(seen["connection"]
+            .as_bytes()
+            .eq_ignore_ascii_case(b"upgrade"));
+    }
+}
+
+#[tokio::test]
 async fn a_refused_upgrade_keeps_the_connection_for_the_next_request() {
     // HTTP keep-alive after a 401: the same socket then upgrades with the right token (the
     // listener answered the first request, hyper serves the rest of the connection).
