@@ -5,9 +5,10 @@ mod common;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use gatewarden::config::RejectMode;
+use gatewarden::config::{RejectMode, Secs};
 use gatewarden::credentials::Fingerprint;
 use rand::RngCore;
+use std::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -462,16 +463,22 @@ async fn headers_named_in_connection_do_not_reach_the_upstream() {
 
 #[tokio::test]
 async fn a_refused_upgrade_keeps_the_connection_for_the_next_request() {
-    // HTTP keep-alive after a 401: the same socket then upgrades with the right token (the
-    // listener answered the first request, hyper serves the rest of the connection).
+    // HTTP keep-alive after a 401: the same socket then retries, refused again, then
+    // upgrades with the right token (all read by the listener); then the same with a plain
+    // request and with a retry pipelined behind the refused head (both for hyper).
     use tokio::io::AsyncWriteExt;
     let h = start_with(|c| c.auth.reject = RejectMode::Http).await;
+    let refused = |head: &str| {
+        assert!(head.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{head}");
+        assert!(head.contains("\r\ncontent-length: 29\r\n"), "{head}");
+    };
     let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    s.write_all(&raw_upgrade("wrong", 0)).await.unwrap();
-    let (head, rest) = read_answer(&mut s).await;
-    assert!(head.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{head}");
-    assert!(head.contains("\r\ncontent-length: 29\r\n"), "{head}");
-    assert!(rest.is_empty());
+    for _ in 0..2 {
+        s.write_all(&raw_upgrade("wrong", 0)).await.unwrap();
+        let (head, rest) = read_answer(&mut s).await;
+        refused(&head);
+        assert!(rest.is_empty());
+    }
     let mut bytes = raw_upgrade(&h.token, 0);
     bytes.extend(masked_text(b"again"));
     s.write_all(&bytes).await.unwrap();
@@ -480,6 +487,52 @@ async fn a_refused_upgrade_keeps_the_connection_for_the_next_request() {
     let rest = read_more(&mut s, rest, 7).await;
     assert_eq!(&rest[..7], &[0x81, 5, b'a', b'g', b'a', b'i', b'n']);
     assert_eq!(h.upstream.count(), 1);
+
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(&raw_upgrade("wrong", 0)).await.unwrap();
+    refused(&read_answer(&mut s).await.0);
+    let plain = format!(
+        "GET /plain HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        h.token
+    );
+    s.write_all(plain.as_bytes()).await.unwrap();
+    let (head, _) = read_answer(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(h.upstream.last().uri, "/plain");
+
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let mut bytes = raw_upgrade("wrong", 0);
+    bytes.extend(raw_upgrade(&h.token, 0));
+    s.write_all(&bytes).await.unwrap();
+    let (head, rest) = read_answer(&mut s).await;
+    refused(&head);
+    let rest = read_more(&mut s, rest, 12).await;
+    assert!(
+        rest.starts_with(b"HTTP/1.1 101 "),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert_eq!(h.upstream.count(), 3);
+}
+
+#[tokio::test]
+async fn a_refused_connection_left_idle_ends_at_the_header_timeout() {
+    // Keep-alive after a refusal waits for the next request no longer than a new
+    // connection waits for its first one.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = start_with(|c| {
+        c.auth.reject = RejectMode::Http;
+        c.timeouts.header_read = Secs(Duration::from_millis(300));
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(&raw_upgrade("wrong", 0)).await.unwrap();
+    let (head, rest) = read_answer(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 401 "), "{head}");
+    assert!(rest.is_empty());
+    let mut buf = [0u8; 64];
+    assert_eq!(timeout(s.read(&mut buf)).await.unwrap(), 0, "closed");
+    wait_log(&["[http] request refused", "reason=header_timeout"]).await;
 }
 
 #[tokio::test]
@@ -620,8 +673,6 @@ async fn upstream_refusals_with_chunked_or_close_delimited_bodies_are_returned()
 
 #[tokio::test]
 async fn upstream_connect_timeout_gives_502_with_its_reason() {
-    use gatewarden::config::Secs;
-    use std::time::Duration;
     // A listener whose accept queue is full and never drained: the kernel drops further
     // SYNs, so a connect to it hangs until the connect timeout.
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
