@@ -1,6 +1,6 @@
 //! Load generator for the gatewarden benchmark. One mode per run, on loopback, bounded.
 //!
-//! usage: bench-load MODE TARGET [--token T] [--conns N] [--secs S] [--pids P1,P2]
+//! usage: bench-load MODE TARGET [--token T] [--conns N] [--secs S] [--pids P1,P2] [--sources K]
 //!   handshake      connect, upgrade with the token, 1 small message, close; per second
 //!   rtt            64 B ping-pong on N connections; messages per second and RTT
 //!   bulk           64 KiB messages streamed both ways on N connections; MB/s echoed
@@ -8,15 +8,22 @@
 //!   reject         upgrades with a wrong token; refusals per second
 //!   first_message  OpenClaw handshake: challenge, connect with the token, hello; per second
 //! Prints one JSON line.
+//!
+//! Connections to a loopback target leave from K source addresses in turn (127.0.0.1 to
+//! 127.0.0.K, default 16): a client that closes first leaves its port in TIME_WAIT, which
+//! Linux lets a new connection to the same address reuse only after 1 s
+//! (`tcp_tw_reuse_delay`), and connect() takes even ports only while it can — from one source
+//! address that caps short sessions at ~14.1k/s (28,232 ports / 2 / 1 s) whatever the
+//! server, as every earlier `reject` run did.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gatewarden_bench::{client_frame, head_end, parse_header};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 struct Opts {
     mode: String,
@@ -25,6 +32,7 @@ struct Opts {
     conns: usize,
     secs: f64,
     pids: Vec<u32>,
+    sources: u32,
 }
 
 fn opts() -> Opts {
@@ -38,6 +46,7 @@ fn opts() -> Opts {
         conns: 16,
         secs: 3.0,
         pids: vec![],
+        sources: 16,
     };
     while let Some(k) = a.next() {
         let v = a.next().expect("value");
@@ -45,6 +54,7 @@ fn opts() -> Opts {
             "--token" => o.token = v,
             "--conns" => o.conns = v.parse().unwrap(),
             "--secs" => o.secs = v.parse().unwrap(),
+            "--sources" => o.sources = v.parse::<u32>().unwrap().clamp(1, 250),
             "--pids" => {
                 o.pids = v
                     .split(',')
@@ -75,6 +85,38 @@ fn main() {
         }
     });
     println!("{line}");
+}
+
+/// A connection to `target`; to a loopback IPv4 target from the next of `sources` source
+/// addresses, its port chosen by connect() (IP_BIND_ADDRESS_NO_PORT), not by bind(), so
+/// ports stay shared between destinations as without the bind.
+async fn dial(target: SocketAddr, sources: u32) -> std::io::Result<TcpStream> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let loopback = matches!(target.ip(), IpAddr::V4(ip) if ip.is_loopback());
+    if !loopback || sources <= 1 {
+        return TcpStream::connect(target).await;
+    }
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % sources;
+    let socket = TcpSocket::new_v4()?;
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor and a c_int option value of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    socket.bind(SocketAddr::new(
+        Ipv4Addr::new(127, 0, 0, 1 + n as u8).into(),
+        0,
+    ))?;
+    socket.connect(target).await
 }
 
 fn upgrade_request(o: &Opts, path: &str, token: Option<&str>) -> Vec<u8> {
@@ -178,14 +220,14 @@ async fn sessions(o: &Opts) -> String {
             errors.clone(),
             mode.clone(),
         );
-        let target = o.target;
+        let (target, sources) = (o.target, o.sources);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut buf = Vec::with_capacity(4096);
             while Instant::now() < deadline {
                 let t0 = Instant::now();
                 let r: std::io::Result<()> = async {
-                    let mut s = TcpStream::connect(target).await?;
+                    let mut s = dial(target, sources).await?;
                     s.set_nodelay(true)?;
                     buf.clear();
                     s.write_all(&req).await?;
@@ -276,7 +318,7 @@ async fn read_until_frames(
 }
 
 async fn open(o: &Opts) -> std::io::Result<(TcpStream, Vec<u8>)> {
-    let mut s = TcpStream::connect(o.target).await?;
+    let mut s = dial(o.target, o.sources).await?;
     s.set_nodelay(true)?;
     s.write_all(&upgrade_request(o, "/ws", Some(&o.token)))
         .await?;
@@ -419,6 +461,7 @@ async fn futures_join(n: usize, o: &Opts) -> Vec<std::io::Result<(TcpStream, Vec
             conns: 0,
             secs: 0.0,
             pids: vec![],
+            sources: o.sources,
         };
         set.spawn(async move { open(&o2).await });
     }
