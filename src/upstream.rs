@@ -162,6 +162,8 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 pub struct UpstreamClient {
     target: Upstream,
+    /// The target's address when its host is an IP literal (no resolution needed).
+    literal: Option<std::net::SocketAddr>,
     authority: String,
     /// `http` or `https`, for pooled request URIs.
     scheme: &'static str,
@@ -215,6 +217,11 @@ impl UpstreamClient {
             None => None,
         };
         Ok(UpstreamClient {
+            literal: target
+                .host
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| std::net::SocketAddr::new(ip, target.port)),
             authority: target.authority(),
             scheme: if target.tls { "https" } else { "http" },
             target,
@@ -306,6 +313,72 @@ impl UpstreamClient {
         Ok(stream)
     }
 
+    /// Connects to a plain upstream and sends `head` as soon as the socket takes it, within
+    /// the connect timeout. On loopback (a sidecar's usual upstream) the kernel completes the
+    /// TCP handshake inside connect(2), so the head goes out at once: no wait for a
+    /// writability event (a task wake-up) and no `SO_ERROR` query per upgrade. Elsewhere the
+    /// send finds the handshake unfinished (EAGAIN) and waits for it as `connect` does.
+    async fn connect_sending(
+        &self,
+        addr: std::net::SocketAddr,
+        head: &[u8],
+    ) -> Result<TcpStream, UpstreamError> {
+        use rustix::io::Errno;
+        use rustix::net::{sockopt, AddressFamily, SendFlags, SocketFlags, SocketType};
+        let failed = |e: io::Error| UpstreamError::Connect {
+            addr: self.authority.clone(),
+            source: e,
+        };
+        let family = if addr.is_ipv4() {
+            AddressFamily::INET
+        } else {
+            AddressFamily::INET6
+        };
+        let fd = rustix::net::socket_with(
+            family,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )
+        .map_err(|e| failed(e.into()))?;
+        let _ = sockopt::set_tcp_nodelay(&fd, true);
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) | Err(Errno::INPROGRESS) => {}
+            Err(e) => return Err(failed(e.into())),
+        }
+        let sent = match rustix::net::send(&fd, head, SendFlags::NOSIGNAL) {
+            Ok(n) => n,
+            Err(Errno::AGAIN) => 0,
+            // A refused connection is reported here (ECONNREFUSED), as connect would.
+            Err(e) => return Err(failed(e.into())),
+        };
+        let mut stream = TcpStream::from_std(std::net::TcpStream::from(fd)).map_err(failed)?;
+        if sent == head.len() {
+            return Ok(stream);
+        }
+        if sent == 0 {
+            let connected = async {
+                stream.writable().await?;
+                match stream.take_error()? {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
+            };
+            tokio::time::timeout(self.connect_timeout, connected)
+                .await
+                .map_err(|_| UpstreamError::ConnectTimeout {
+                    addr: self.authority.clone(),
+                    timeout: self.connect_timeout,
+                })?
+                .map_err(failed)?;
+        }
+        stream
+            .write_all(&head[sent..])
+            .await
+            .map_err(|e| self.io_error(e))?;
+        Ok(stream)
+    }
+
     fn bad_answer(&self, what: &str) -> UpstreamError {
         UpstreamError::Protocol {
             addr: self.authority.clone(),
@@ -326,10 +399,16 @@ impl UpstreamClient {
     /// on a connection of its own, and hyper's dispatch task, channels and upgrade hand-over
     /// cost more than the exchange itself on every WebSocket handshake.
     pub async fn upgrade(&self, head: &[u8]) -> Result<Answer, UpstreamError> {
-        let mut stream = self.connect().await?;
         let bad = |what: &str| self.bad_answer(what);
         let io_err = |source| self.io_error(source);
-        stream.write_all(head).await.map_err(io_err)?;
+        let mut stream = match (self.literal, &self.tls) {
+            (Some(addr), None) => Stream::Tcp(self.connect_sending(addr, head).await?),
+            _ => {
+                let mut stream = self.connect().await?;
+                stream.write_all(head).await.map_err(io_err)?;
+                stream
+            }
+        };
 
         let answer = tokio::time::timeout(ANSWER_TIMEOUT, self.read_answer(&mut stream))
             .await

@@ -705,6 +705,71 @@ async fn upstream_connect_timeout_gives_502_with_its_reason() {
     drop(listener);
 }
 
+/// The kernel's count of SYNs dropped because a listener's accept queue was full.
+fn listen_drops() -> u64 {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap();
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "ListenDrops")
+        .unwrap();
+    values.split_whitespace().nth(at).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn an_upstream_that_accepts_late_still_gets_the_upgrade() {
+    // On loopback the upgrade request goes out with the connect; here it cannot: the
+    // upstream's accept queue is full, so gatewarden's SYN is dropped. Once the kernel has
+    // counted a drop the queue is drained, the SYN's retransmission connects, and the
+    // request must go out then, whole.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = sock.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..3 {
+        let c = tokio::net::TcpStream::connect(addr);
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(300), c).await {
+            fillers.push(s);
+        }
+    }
+    let h = start_with(|c| {
+        c.upstream = addr.to_string().parse().unwrap();
+        c.timeouts.upstream_connect = Secs(Duration::from_secs(20));
+    })
+    .await;
+    let drops = listen_drops();
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(&raw_upgrade(&h.token, 0)).await.unwrap();
+    timeout(async {
+        while listen_drops() == drops {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    drop(timeout(listener.accept()).await.unwrap());
+    drop(fillers);
+    let (mut up, _) = timeout(listener.accept()).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = timeout(up.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "the upstream connection closed before a whole head");
+        head.extend_from_slice(&buf[..n]);
+    }
+    assert!(head.starts_with(b"GET /ws HTTP/1.1\r\n"));
+    up.write_all(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (answer, _) = read_answer(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 101 "), "{answer}");
+}
+
 /// `splice.worker_loop_after`: a tunnel that carries that many frames moves from its own
 /// task to its worker's loop mid-session, every byte intact and the close code still
 /// seen; a short tunnel never moves. The counter says which happened.
