@@ -649,21 +649,28 @@ fn listen(addr: SocketAddr, workers: usize) -> io::Result<(Vec<std::net::TcpList
     Ok((listeners, inherited))
 }
 
-/// A non-blocking listening socket, as `TcpListener::bind` makes it (`SO_REUSEADDR`, backlog
-/// 1024).
-fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
+/// A non-blocking, close-on-exec TCP socket of `addr`'s family (for the listener, and for
+/// upstream connections made by hand).
+pub(crate) fn tcp_socket(addr: &SocketAddr) -> io::Result<std::os::fd::OwnedFd> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
     let family = if addr.is_ipv4() {
         AddressFamily::INET
     } else {
         AddressFamily::INET6
     };
-    let fd = rustix::net::socket_with(
+    Ok(rustix::net::socket_with(
         family,
         SocketType::STREAM,
         SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
         None,
-    )?;
+    )?)
+}
+
+/// A non-blocking listening socket, as `TcpListener::bind` makes it (`SO_REUSEADDR`, backlog
+/// 1024).
+fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use rustix::net::sockopt;
+    let fd = tcp_socket(&addr)?;
     sockopt::set_socket_reuseaddr(&fd, true)?;
     rustix::net::bind(&fd, &addr)?;
     rustix::net::listen(&fd, 1024)?;

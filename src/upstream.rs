@@ -324,23 +324,12 @@ impl UpstreamClient {
         head: &[u8],
     ) -> Result<TcpStream, UpstreamError> {
         use rustix::io::Errno;
-        use rustix::net::{sockopt, AddressFamily, SendFlags, SocketFlags, SocketType};
+        use rustix::net::{sockopt, SendFlags};
         let failed = |e: io::Error| UpstreamError::Connect {
             addr: self.authority.clone(),
             source: e,
         };
-        let family = if addr.is_ipv4() {
-            AddressFamily::INET
-        } else {
-            AddressFamily::INET6
-        };
-        let fd = rustix::net::socket_with(
-            family,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-            None,
-        )
-        .map_err(|e| failed(e.into()))?;
+        let fd = crate::listener::tcp_socket(&addr).map_err(failed)?;
         let _ = sockopt::set_tcp_nodelay(&fd, true);
         match rustix::net::connect(&fd, &addr) {
             Ok(()) | Err(Errno::INPROGRESS) => {}

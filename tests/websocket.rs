@@ -671,10 +671,9 @@ async fn upstream_refusals_with_chunked_or_close_delimited_bodies_are_returned()
     }
 }
 
-#[tokio::test]
-async fn upstream_connect_timeout_gives_502_with_its_reason() {
-    // A listener whose accept queue is full and never drained: the kernel drops further
-    // SYNs, so a connect to it hangs until the connect timeout.
+/// A listener whose accept queue is full, and the connections that fill it: the kernel
+/// drops further SYNs while it stays so.
+async fn full_listener() -> (tokio::net::TcpListener, Vec<tokio::net::TcpStream>) {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let listener = sock.listen(0).unwrap();
@@ -686,6 +685,14 @@ async fn upstream_connect_timeout_gives_502_with_its_reason() {
             fillers.push(s);
         }
     }
+    (listener, fillers)
+}
+
+#[tokio::test]
+async fn upstream_connect_timeout_gives_502_with_its_reason() {
+    // Never drained: a connect to it hangs until the connect timeout.
+    let (listener, _fillers) = full_listener().await;
+    let addr = listener.local_addr().unwrap();
     let h = start_with(|c| {
         c.upstream = addr.to_string().parse().unwrap();
         c.timeouts.upstream_connect = Secs(Duration::from_millis(300));
@@ -724,17 +731,8 @@ async fn an_upstream_that_accepts_late_still_gets_the_upgrade() {
     // counted a drop the queue is drained, the SYN's retransmission connects, and the
     // request must go out then, whole.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = sock.listen(0).unwrap();
+    let (listener, fillers) = full_listener().await;
     let addr = listener.local_addr().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..3 {
-        let c = tokio::net::TcpStream::connect(addr);
-        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(300), c).await {
-            fillers.push(s);
-        }
-    }
     let h = start_with(|c| {
         c.upstream = addr.to_string().parse().unwrap();
         c.timeouts.upstream_connect = Secs(Duration::from_secs(20));
