@@ -43,6 +43,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// WebSocket tunnel limits.
     pub splice: SpliceConfig,
+    /// TCP behaviour of the client and upstream sockets.
+    pub tcp: TcpConfig,
     /// How gatewarden verifies an `https://`/`wss://` upstream.
     pub upstream_tls: UpstreamTlsConfig,
     /// Set `X-Forwarded-For`, `X-Real-IP` and `X-Forwarded-Proto` for upstreams that want
@@ -79,6 +81,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             limits: LimitsConfig::default(),
             splice: SpliceConfig::default(),
+            tcp: TcpConfig::default(),
             upstream_tls: UpstreamTlsConfig::default(),
             forwarded_headers: false,
             trusted_proxies: Vec::new(),
@@ -144,6 +147,30 @@ impl Default for SpliceConfig {
             worker_loop: true,
             worker_loop_after: 16,
         }
+    }
+}
+
+/// TCP options gatewarden sets on its sockets (Linux; elsewhere the system's defaults).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// Save the ACKs the kernel would send on its own for what gatewarden answers at once,
+    /// as HAProxy's `tcp-smart-accept` and `tcp-smart-connect` do: `TCP_QUICKACK` off on the
+    /// listener (accepted sockets inherit it, so the ACK of an upgrade request rides on the
+    /// 101 or the 401) and on each upstream socket until the upgrade request is out (the
+    /// handshake's last ACK rides on it). Where the peer has more to send before we answer
+    /// (a head in pieces; the gateway's 101, often followed by a first frame) quick ACKs are
+    /// turned back on, so a peer with Nagle's algorithm on does not wait the kernel's 40 ms
+    /// delayed-ACK time for us during the handshake. A tunnel's ACKs are the kernel's own
+    /// choice either way (which makes a client that writes each message in pieces with
+    /// Nagle on wait 40 ms per message, with or without this option). Off: the kernel's
+    /// own choice throughout.
+    pub delayed_ack: bool,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig { delayed_ack: true }
     }
 }
 

@@ -93,13 +93,21 @@ pub async fn read_first(
             rest: Bytes::copy_from_slice(&buf[len..]),
             close,
         },
-        None => First::Hyper {
-            io: Prefixed {
-                pre: buf,
-                io: stream,
-            },
-            spent: started.elapsed(),
-        },
+        None => {
+            // A head in pieces: the rest may wait for our ACK (`tcp.delayed_ack`).
+            if !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                if let Some(tcp) = stream.tcp() {
+                    crate::listener::quick_acks(tcp);
+                }
+            }
+            First::Hyper {
+                io: Prefixed {
+                    pre: buf,
+                    io: stream,
+                },
+                spent: started.elapsed(),
+            }
+        }
     }
 }
 
@@ -334,6 +342,42 @@ mod tests {
         )
         .unwrap();
         assert!(close);
+    }
+
+    /// With `tcp.delayed_ack` a head that came in pieces turns quick ACKs back on (the rest
+    /// may be waiting for our ACK); a whole upgrade head, answered at once, leaves them off.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_head_in_pieces_gets_quick_acks_back() {
+        use rustix::net::sockopt::{set_tcp_quickack, tcp_quickack};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        set_tcp_quickack(&listener, false).unwrap();
+        let whole = head("");
+        for (sent, pieces) in [(&whole[..], false), (&whole[..30], true)] {
+            let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            client.write_all(sent).await.unwrap();
+            let (accepted, remote) = listener.accept().await.unwrap();
+            assert!(
+                !tcp_quickack(&accepted).unwrap(),
+                "inherited from the listener"
+            );
+            let first = read_first(
+                Stream::Tcp(accepted),
+                remote,
+                Duration::from_secs(20),
+                100,
+                &CancellationToken::new(),
+            )
+            .await;
+            let stream = match first {
+                First::Upgrade { stream, .. } if !pieces => stream,
+                First::Hyper { io, .. } if pieces => io.into_parts().0,
+                _ => panic!("unexpected outcome for pieces = {pieces}"),
+            };
+            assert_eq!(tcp_quickack(stream.tcp().unwrap()).unwrap(), pieces);
+        }
     }
 
     #[test]

@@ -82,8 +82,12 @@ impl Server {
         let reloader = Arc::new(reloader);
         let creds = reloader.store();
         let addr = config.listen.0;
-        let (listeners, nodelay_inherited) = listen(addr, resolve_workers(config.workers))
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let (listeners, nodelay_inherited) = listen(
+            addr,
+            resolve_workers(config.workers),
+            config.tcp.delayed_ack,
+        )
+        .map_err(|source| StartError::Bind { addr, source })?;
         let balance = (listeners.len() > 1).then(|| Balance::new(listeners.len()));
         let server_tls = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => Some(Arc::new(ServerTls::new(
@@ -113,6 +117,7 @@ impl Server {
             config.upstream.clone(),
             config.timeouts.upstream_connect.0,
             upstream_tls,
+            config.tcp.delayed_ack,
         )?);
         let admin = match config.admin.addr() {
             Some(addr) => {
@@ -636,17 +641,41 @@ fn resolve_workers(workers: usize) -> usize {
 /// accepts, the others find the queue empty), which only happens when there is CPU to
 /// spare. On Linux an accepted socket inherits `TCP_NODELAY` from its
 /// listener, so it is set once here instead of once per connection; the flag says whether
-/// that worked (elsewhere each accepted socket gets it itself).
-fn listen(addr: SocketAddr, workers: usize) -> io::Result<(Vec<std::net::TcpListener>, bool)> {
+/// that worked (elsewhere each accepted socket gets it itself). Quick ACKs off
+/// (`tcp.delayed_ack`) are inherited the same way, before the request arrives: set on the
+/// accepted socket it would come too late for the request's ACK.
+fn listen(
+    addr: SocketAddr,
+    workers: usize,
+    delayed_ack: bool,
+) -> io::Result<(Vec<std::net::TcpListener>, bool)> {
     let first = bind_one(addr)?;
     let inherited =
         cfg!(target_os = "linux") && rustix::net::sockopt::set_tcp_nodelay(&first, true).is_ok();
+    #[cfg(target_os = "linux")]
+    if delayed_ack {
+        rustix::net::sockopt::set_tcp_quickack(&first, false)?;
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = delayed_ack;
     let mut listeners = Vec::with_capacity(workers.max(1));
     for _ in 1..workers {
         listeners.push(first.try_clone()?);
     }
     listeners.insert(0, first);
     Ok((listeners, inherited))
+}
+
+/// Quick ACKs on again for a socket whose ACKs `tcp.delayed_ack` holds back: its peer is
+/// sending more before we answer, and may be waiting for our ACK to send it (Nagle's
+/// algorithm holds a small segment until the one before it is acknowledged: 40 ms each
+/// time, measured, for a client writing its head in pieces or a gateway writing its 101
+/// and its first frame apart). An ACK pending is sent at once.
+pub(crate) fn quick_acks(tcp: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    let _ = rustix::net::sockopt::set_tcp_quickack(tcp, true);
+    #[cfg(not(target_os = "linux"))]
+    let _ = tcp;
 }
 
 /// A non-blocking, close-on-exec TCP socket of `addr`'s family (for the listener, and for
@@ -1060,7 +1089,7 @@ mod tests {
     /// the previous one's ACK); with `listen` that comes from the listener.
     #[tokio::test]
     async fn accepted_sockets_have_nodelay() {
-        let (mut listeners, inherited) = listen("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        let (mut listeners, inherited) = listen("127.0.0.1:0".parse().unwrap(), 1, false).unwrap();
         let listener = TcpListener::from_std(listeners.remove(0)).unwrap();
         let addr = listener.local_addr().unwrap();
         let _client = TcpStream::connect(addr).await.unwrap();
@@ -1071,6 +1100,30 @@ mod tests {
         );
         if inherited {
             assert!(accepted.nodelay().unwrap(), "TCP_NODELAY not inherited");
+        }
+        #[cfg(target_os = "linux")]
+        assert!(
+            rustix::net::sockopt::tcp_quickack(&accepted).unwrap(),
+            "tcp.delayed_ack off must leave the kernel's quick ACKs on"
+        );
+    }
+
+    /// `tcp.delayed_ack`: every worker's copy of the listener hands out sockets with quick
+    /// ACKs off from the start, before the request (whose ACK is the one saved) arrives.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn accepted_sockets_delay_their_first_ack() {
+        let (listeners, _) = listen("127.0.0.1:0".parse().unwrap(), 2, true).unwrap();
+        for std_listener in listeners {
+            let listener = TcpListener::from_std(std_listener).unwrap();
+            let _client = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (accepted, _) = listener.accept().await.unwrap();
+            assert!(
+                !rustix::net::sockopt::tcp_quickack(&accepted).unwrap(),
+                "TCP_QUICKACK off not inherited from the listener"
+            );
         }
     }
 
@@ -1109,7 +1162,7 @@ mod tests {
     /// Workers share one listening socket: one queue, served by whichever worker asks.
     #[test]
     fn workers_accept_from_one_queue() {
-        let (listeners, _) = listen("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let (listeners, _) = listen("127.0.0.1:0".parse().unwrap(), 3, true).unwrap();
         assert_eq!(listeners.len(), 3);
         let addr = listeners[0].local_addr().unwrap();
         // Connected is queued: the handshake completes in the kernel before any accept.

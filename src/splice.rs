@@ -69,6 +69,16 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// The TCP socket under the stream (`None` for hyper's upgraded IO).
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Tcp(s) => Some(s),
+            Stream::ServerTls(s) => Some(s.get_ref().0),
+            Stream::ClientTls(s) => Some(s.get_ref().0),
+            Stream::Upgraded(_) => None,
+        }
+    }
+
     /// Returns the stream and any bytes hyper had already read past the HTTP head (for
     /// example a WebSocket frame the peer sent right behind its handshake).
     pub fn from_upgraded(up: Upgraded) -> (Stream, Bytes) {

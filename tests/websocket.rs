@@ -768,6 +768,66 @@ async fn an_upstream_that_accepts_late_still_gets_the_upgrade() {
     assert!(answer.starts_with("HTTP/1.1 101 "), "{answer}");
 }
 
+/// Segments a socket has received, SYN included (the kernel's `tcpi_segs_in`).
+#[cfg(target_os = "linux")]
+fn segments_in(s: &tokio::net::TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info.tcpi_segs_in
+}
+
+/// `tcp.delayed_ack`: the upstream connection's handshake ends with the upgrade request
+/// carrying the last ACK (SYN, then ACK + request: two segments at the upstream), instead of
+/// an ACK of its own (three). Off, the kernel's quick ACK is back.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_upgrade_request_carries_the_handshake_ack() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for (delayed_ack, expected) in [(true, 2), (false, 3)] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let h = start_with(|c| {
+            c.upstream = addr.to_string().parse().unwrap();
+            c.tcp.delayed_ack = delayed_ack;
+        })
+        .await;
+        let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        s.write_all(&raw_upgrade(&h.token, 0)).await.unwrap();
+        let (mut up, _) = timeout(listener.accept()).await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = timeout(up.read(&mut buf)).await.unwrap();
+            assert!(n > 0, "the upstream connection closed before a whole head");
+            head.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(
+            segments_in(&up),
+            expected,
+            "segments before the request was whole, delayed_ack = {delayed_ack}"
+        );
+        up.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let (answer, _) = read_answer(&mut s).await;
+        assert!(answer.starts_with("HTTP/1.1 101 "), "{answer}");
+    }
+}
+
 /// `splice.worker_loop_after`: a tunnel that carries that many frames moves from its own
 /// task to its worker's loop mid-session, every byte intact and the close code still
 /// seen; a short tunnel never moves. The counter says which happened.
