@@ -243,6 +243,9 @@ struct Half {
     /// handshake is complete: at EOF the sockets are about to be closed, and half-closing
     /// the other side first would be a wasted syscall.
     peer_closed: bool,
+    /// The EOF was found right behind the answering close frame ([`Half::look_for_eof`]):
+    /// the relay ends, and the sockets close, as soon as the bytes held are out.
+    fin_next: bool,
     /// Payload bytes in flight through a pipe (zero-copy), borrowed like the buffer.
     pipe: Option<pipe::Pipe>,
 }
@@ -270,7 +273,33 @@ impl Half {
             inject: None,
             zero_copy: false,
             peer_closed: false,
+            fin_next: false,
             pipe: None,
+        }
+    }
+
+    /// Just read the close frame that completes the closing handshake: its sender closes the
+    /// connection next, and on loopback its FIN is usually here already. One `recv` to see
+    /// it lets the close frame and our own FIN leave together (see `poll_copy`); it replaces
+    /// the read that would otherwise find the EOF after another wait.
+    fn look_for_eof(&mut self, r: &Stream) {
+        let (Stream::Tcp(tcp), Some(buf)) = (r, self.buf.as_deref_mut()) else {
+            return;
+        };
+        if self.cap == buf.len() {
+            return;
+        }
+        match rustix::net::recv(tcp, &mut buf[self.cap..], RecvFlags::DONTWAIT) {
+            Ok((0, _)) => {
+                self.read_done = true;
+                self.fin_next = true;
+            }
+            Ok((m, _)) => {
+                self.tracker.observe(&buf[self.cap..self.cap + m]);
+                self.cap += m;
+            }
+            // Not here yet (or an error the next read reports): the usual path.
+            Err(_) => {}
         }
     }
 
@@ -312,6 +341,9 @@ impl Half {
                             self.tracker.observe(&buf[..n]);
                             self.pos = 0;
                             self.cap = n;
+                            if self.peer_closed && self.tracker.close().is_some() {
+                                self.look_for_eof(r);
+                            }
                         }
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -328,9 +360,26 @@ impl Half {
                     }
                 }
             }
+            let last = self.fin_next;
             while self.pos < self.cap {
                 let buf = self.buf.as_deref().expect("bytes pending means a buffer");
-                let n = ready!(Pin::new(&mut *w).poll_write(cx, &buf[self.pos..self.cap]))?;
+                let n = match &*w {
+                    // The relay ends once these bytes are out, and the socket is closed:
+                    // held back (MSG_MORE) for that moment, they leave with its FIN in one
+                    // segment instead of two.
+                    Stream::Tcp(tcp) if last => ready!(poll_syscall(
+                        tcp,
+                        cx,
+                        Interest::WRITABLE,
+                        self.cap - self.pos,
+                        || Ok(rustix::net::send(
+                            tcp,
+                            &buf[self.pos..self.cap],
+                            SendFlags::NOSIGNAL | SendFlags::MORE
+                        )?)
+                    ))?,
+                    _ => ready!(Pin::new(&mut *w).poll_write(cx, &buf[self.pos..self.cap]))?,
+                };
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
@@ -1012,4 +1061,78 @@ const LIFETIME: (u16, &str, &str) = (
 /// Resolves with the receiver on the next change, or `None` once the sender is gone.
 async fn wait_change(mut rx: watch::Receiver<u64>) -> Option<watch::Receiver<u64>> {
     rx.changed().await.ok().map(|_| rx)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use crate::ws;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let near = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (far, _) = listener.accept().await.unwrap();
+        (near, far)
+    }
+
+    /// Segments a socket has received (the kernel's `tcpi_segs_in`).
+    fn segments_in(s: &TcpStream) -> u32 {
+        use std::os::fd::AsRawFd;
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "TCP_INFO: {}", io::Error::last_os_error());
+        info.tcpi_segs_in
+    }
+
+    /// The client closes, the gateway answers with its close frame and FIN together: the
+    /// client then gets the answer and our FIN in one segment (after the kernel's ACK of its
+    /// own close frame: two segments in all, three when the FIN goes alone).
+    #[tokio::test]
+    async fn the_answering_close_frame_leaves_with_the_fin() {
+        let (mut client, proxy_client) = pair().await;
+        let (proxy_upstream, mut upstream) = pair().await;
+        let relay = tokio::spawn(relay(
+            Stream::Tcp(proxy_client),
+            Stream::Tcp(proxy_upstream),
+            &[],
+            &[],
+            FrameTracker::default(),
+            Controls {
+                revocation: None,
+                shutdown: None,
+                idle_timeout: None,
+                max_lifetime: None,
+                zero_copy: false,
+                worker_loop: None,
+            },
+        ));
+        let before = segments_in(&client);
+        let close = ws::close_frame_masked(1000, "", Some([1, 2, 3, 4]));
+        client.write_all(&close).await.unwrap();
+        let mut got = vec![0; close.len()];
+        upstream.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, close);
+        // Held back by MSG_MORE, the answer leaves with the FIN of the shutdown: one segment.
+        let answer = ws::close_frame(1000, "");
+        rustix::net::send(&upstream, &answer, SendFlags::MORE).unwrap();
+        upstream.shutdown().await.unwrap();
+        let mut seen = Vec::new();
+        client.read_to_end(&mut seen).await.unwrap();
+        assert_eq!(seen, answer);
+        let outcome = relay.await.unwrap();
+        assert_eq!(outcome.close.map(|(side, _)| side), Some(Side::Client));
+        assert_eq!(segments_in(&client) - before, 2, "the FIN went alone");
+    }
 }
