@@ -724,13 +724,39 @@ fn listen_drops() -> u64 {
     values.split_whitespace().nth(at).unwrap().parse().unwrap()
 }
 
+/// Reads an upstream request head (and whatever came with it).
+async fn read_head(up: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = timeout(up.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "the upstream connection closed before a whole head");
+        head.extend_from_slice(&buf[..n]);
+    }
+    head
+}
+
+/// The upstream answers 101; the client must see it.
+async fn switch_protocols(up: &mut tokio::net::TcpStream, client: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    up.write_all(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (answer, _) = read_answer(client).await;
+    assert!(answer.starts_with("HTTP/1.1 101 "), "{answer}");
+}
+
 #[tokio::test]
 async fn an_upstream_that_accepts_late_still_gets_the_upgrade() {
     // On loopback the upgrade request goes out with the connect; here it cannot: the
     // upstream's accept queue is full, so gatewarden's SYN is dropped. Once the kernel has
     // counted a drop the queue is drained, the SYN's retransmission connects, and the
     // request must go out then, whole.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let (listener, fillers) = full_listener().await;
     let addr = listener.local_addr().unwrap();
     let h = start_with(|c| {
@@ -750,22 +776,9 @@ async fn an_upstream_that_accepts_late_still_gets_the_upgrade() {
     drop(timeout(listener.accept()).await.unwrap());
     drop(fillers);
     let (mut up, _) = timeout(listener.accept()).await.unwrap();
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = timeout(up.read(&mut buf)).await.unwrap();
-        assert!(n > 0, "the upstream connection closed before a whole head");
-        head.extend_from_slice(&buf[..n]);
-    }
+    let head = read_head(&mut up).await;
     assert!(head.starts_with(b"GET /ws HTTP/1.1\r\n"));
-    up.write_all(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let (answer, _) = read_answer(&mut s).await;
-    assert!(answer.starts_with("HTTP/1.1 101 "), "{answer}");
+    switch_protocols(&mut up, &mut s).await;
 }
 
 /// Segments a socket has received, SYN included (the kernel's `tcpi_segs_in`).
@@ -793,7 +806,7 @@ fn segments_in(s: &tokio::net::TcpStream) -> u32 {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn the_upgrade_request_carries_the_handshake_ack() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     for (delayed_ack, expected) in [(true, 2), (false, 3)] {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -805,27 +818,70 @@ async fn the_upgrade_request_carries_the_handshake_ack() {
         let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
         s.write_all(&raw_upgrade(&h.token, 0)).await.unwrap();
         let (mut up, _) = timeout(listener.accept()).await.unwrap();
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = timeout(up.read(&mut buf)).await.unwrap();
-            assert!(n > 0, "the upstream connection closed before a whole head");
-            head.extend_from_slice(&buf[..n]);
-        }
+        read_head(&mut up).await;
         assert_eq!(
             segments_in(&up),
             expected,
             "segments before the request was whole, delayed_ack = {delayed_ack}"
         );
-        up.write_all(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
-        )
+        switch_protocols(&mut up, &mut s).await;
+    }
+}
+
+/// Both ends of a loopback TCP connection.
+async fn tcp_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let near = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
         .await
         .unwrap();
-        let (answer, _) = read_answer(&mut s).await;
-        assert!(answer.starts_with("HTTP/1.1 101 "), "{answer}");
-    }
+    let (far, _) = listener.accept().await.unwrap();
+    (near, far)
+}
+
+/// The client closes, the gateway answers with its close frame and FIN together: the
+/// client then gets the answer and our FIN in one segment (after the kernel's ACK of its
+/// own close frame: two segments in all, three when the FIN goes alone).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_answering_close_frame_leaves_with_the_fin() {
+    use gatewarden::splice::Stream;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client, proxy_client) = tcp_pair().await;
+    let (proxy_upstream, mut upstream) = tcp_pair().await;
+    let relay = tokio::spawn(gatewarden::splice::relay(
+        Stream::Tcp(proxy_client),
+        Stream::Tcp(proxy_upstream),
+        &[],
+        &[],
+        gatewarden::ws::FrameTracker::default(),
+        gatewarden::splice::Controls {
+            revocation: None,
+            shutdown: None,
+            idle_timeout: None,
+            max_lifetime: None,
+            zero_copy: false,
+            worker_loop: None,
+        },
+    ));
+    let before = segments_in(&client);
+    let close = gatewarden::ws::close_frame_masked(1000, "", Some([1, 2, 3, 4]));
+    client.write_all(&close).await.unwrap();
+    let mut got = vec![0; close.len()];
+    upstream.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, close);
+    // Held back by MSG_MORE, the answer leaves with the FIN of the shutdown: one segment.
+    let answer = gatewarden::ws::close_frame(1000, "");
+    rustix::net::send(&upstream, &answer, rustix::net::SendFlags::MORE).unwrap();
+    upstream.shutdown().await.unwrap();
+    let mut seen = Vec::new();
+    client.read_to_end(&mut seen).await.unwrap();
+    assert_eq!(seen, answer);
+    let outcome = relay.await.unwrap();
+    assert_eq!(
+        outcome.close.map(|(side, _)| side),
+        Some(gatewarden::splice::Side::Client)
+    );
+    assert_eq!(segments_in(&client) - before, 2, "the FIN went alone");
 }
 
 /// `splice.worker_loop_after`: a tunnel that carries that many frames moves from its own
