@@ -40,6 +40,26 @@ def ratio_ci(g, n, reps=4000):
     return rs[int(0.05 * reps)], rs[int(0.95 * reps) - 1]
 
 
+def paired_ci(g, n, reps=4000):
+    """Median over rounds of the per-round ratio gatewarden / nginx, with its 90 % bootstrap
+    interval (rounds resampled). Each round runs every target back to back, so a round's
+    ratio cancels this VM's minute-to-minute drift (±15 %), which the unpaired interval
+    above counts as noise. `g` and `n` map a round to its rates."""
+    ratios = [g[k] / statistics.median(n[k]) for k in sorted(g) if k in n]
+    if len(ratios) < 3:
+        return None
+    rng = random.Random(1)
+    rs = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(reps))
+    return statistics.median(ratios), rs[int(0.05 * reps)], rs[int(0.95 * reps) - 1]
+
+
+def by_round(rs):
+    out = {}
+    for r in rs:
+        out.setdefault(r["round"], []).append(r["rate"])
+    return out
+
+
 def interval(lo, hi):
     """The interval, with a third decimal when two would print it as one number."""
     d = 3 if hi - lo < 0.02 else 2
@@ -94,7 +114,7 @@ for cfg in sorted({config(r) for r in rows if r["target"] != "direct"}):
             out.append(f"| {mode} latency | p50/p99/p999 µs | " + " | ".join(lat(m[t]) for t in TARGETS) + " | | | |")
     # For these modes stock and tuned nginx are one configuration (the buffers only matter
     # for large messages), so "better nginx" is the larger of two draws of the same thing.
-    pooled = []
+    pooled, paired = [], []
     for mode in ("handshake", "rtt", "reject"):
         g = [r["rate"] for r in runs("gatewarden", cfg, mode)]
         n = [r["rate"] for t in ("nginx-stock", "nginx-tuned") for r in runs(t, cfg, mode)]
@@ -102,6 +122,11 @@ for cfg in sorted({config(r) for r in rows if r["target"] != "direct"}):
             lo, hi = ratio_ci(g, n)
             pooled.append(f"{mode} {statistics.median(g) / statistics.median(n):.2f}× "
                           f"{interval(lo, hi)} {verdict(lo, hi)} ({len(g)} vs {len(n)} runs)")
+            pr = paired_ci({k: v[0] for k, v in by_round(runs("gatewarden", cfg, mode)).items()},
+                           by_round([r for t in ("nginx-stock", "nginx-tuned")
+                                     for r in runs(t, cfg, mode)]))
+            if pr:
+                paired.append(f"{mode} {pr[0]:.2f}× {interval(pr[1], pr[2])} {verdict(pr[1], pr[2])}")
     # bulk: the buffers do matter, so against each nginx configuration on its own.
     for flavour in ("stock", "tuned"):
         g = [r["rate"] for r in runs("gatewarden", cfg, "bulk")]
@@ -110,10 +135,25 @@ for cfg in sorted({config(r) for r in rows if r["target"] != "direct"}):
             lo, hi = ratio_ci(g, n)
             pooled.append(f"bulk vs {flavour} {statistics.median(g) / statistics.median(n):.2f}× "
                           f"{interval(lo, hi)} {verdict(lo, hi)}")
+            pr = paired_ci({k: v[0] for k, v in by_round(runs("gatewarden", cfg, "bulk")).items()},
+                           by_round(runs(f"nginx-{flavour}", cfg, "bulk")))
+            if pr:
+                paired.append(f"bulk vs {flavour} {pr[0]:.2f}× {interval(pr[1], pr[2])} "
+                              f"{verdict(pr[1], pr[2])}")
     if pooled:
         out.append("\ngatewarden against both nginx pooled (the same configuration for these "
                    "modes), median over median, [90 % bootstrap interval] and whether the run "
                    "shows ≥ 1.0× (✓ yes, ✗ no, ≈ cannot tell): " + ", ".join(pooled))
+    # bulk against direct, paired only in the pass the direct runs were made in.
+    d = [r for r in runs("direct", cfg, "bulk") if r["workers"] == workers]
+    pr = paired_ci({k: v[0] for k, v in by_round(runs("gatewarden", cfg, "bulk")).items()},
+                   by_round(d)) if d else None
+    if pr:
+        paired.append(f"bulk vs direct {pr[0]:.2f}× {interval(pr[1], pr[2])} (target ≥ 0.8×)")
+    if paired:
+        out.append("\npaired by round (each round runs the targets back to back): median of "
+                   "the rounds' gatewarden / nginx, [90 % bootstrap interval]: "
+                   + ", ".join(paired))
     # p99 of every round, pooled: with 2 workers four busy threads (2 workers, the echo server,
     # the load generator) share 2 cores, and a round's rtt p99 is either ~1 ms or a scheduler
     # time slice (~4.3 ms), for nginx as for gatewarden; the median run's figure is a coin
