@@ -15,7 +15,7 @@
 # usage: bench/run.sh [SECONDS_PER_RUN]    (writes bench/results.jsonl, prints the table)
 #   env: WORKERS="1 2", ROUNDS=3, EXTRA_ROUNDS=2, MODES="handshake rtt bulk reject first_message idle",
 #        TARGETS="direct nginx-stock nginx-tuned gatewarden gatewarden-splice", IDLE_CONNS=9000,
-#        PINNED="handshake rtt reject" (modes of the pinned pass; "" skips it), PINNED_ROUNDS=3
+#        PINNED="handshake rtt reject" (modes of the pinned pass; "" skips it), PINNED_ROUNDS=5
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-1}
@@ -26,7 +26,7 @@ WORKERS=${WORKERS:-1 2}
 MODES=${MODES:-handshake rtt bulk reject first_message idle}
 TARGETS=${TARGETS:-direct nginx-stock nginx-tuned gatewarden gatewarden-splice}
 PINNED=${PINNED-handshake rtt reject}   # first_message too: 15 s more
-PINNED_ROUNDS=${PINNED_ROUNDS:-3}
+PINNED_ROUNDS=${PINNED_ROUNDS:-5}   # a paired interval needs more than 3 rounds
 [ "$(nproc)" -ge 2 ] || PINNED=""
 PIN=""   # taskset prefix of the proxies in the pinned pass
 want() { [[ " $TARGETS " == *" $1 "* ]]; }
