@@ -44,8 +44,9 @@ def paired_ci(g, n, reps=4000):
     """Median over rounds of the per-round ratio gatewarden / nginx, with its 90 % bootstrap
     interval (rounds resampled). Each round runs every target back to back, so a round's
     ratio cancels this VM's minute-to-minute drift (±15 %), which the unpaired interval
-    above counts as noise. `g` and `n` map a round to its rates."""
-    ratios = [g[k] / statistics.median(n[k]) for k in sorted(g) if k in n]
+    above counts as noise. `g` and `n` are runs (gatewarden's, the other side's)."""
+    g, n = by_round(g), by_round(n)
+    ratios = [g[k][0] / statistics.median(n[k]) for k in sorted(g) if k in n]
     if len(ratios) < 3:
         return None
     rng = random.Random(1)
@@ -122,9 +123,8 @@ for cfg in sorted({config(r) for r in rows if r["target"] != "direct"}):
             lo, hi = ratio_ci(g, n)
             pooled.append(f"{mode} {statistics.median(g) / statistics.median(n):.2f}× "
                           f"{interval(lo, hi)} {verdict(lo, hi)} ({len(g)} vs {len(n)} runs)")
-            pr = paired_ci({k: v[0] for k, v in by_round(runs("gatewarden", cfg, mode)).items()},
-                           by_round([r for t in ("nginx-stock", "nginx-tuned")
-                                     for r in runs(t, cfg, mode)]))
+            pr = paired_ci(runs("gatewarden", cfg, mode),
+                           [r for t in ("nginx-stock", "nginx-tuned") for r in runs(t, cfg, mode)])
             if pr:
                 paired.append(f"{mode} {pr[0]:.2f}× {interval(pr[1], pr[2])} {verdict(pr[1], pr[2])}")
     # bulk: the buffers do matter, so against each nginx configuration on its own.
@@ -135,8 +135,7 @@ for cfg in sorted({config(r) for r in rows if r["target"] != "direct"}):
             lo, hi = ratio_ci(g, n)
             pooled.append(f"bulk vs {flavour} {statistics.median(g) / statistics.median(n):.2f}× "
                           f"{interval(lo, hi)} {verdict(lo, hi)}")
-            pr = paired_ci({k: v[0] for k, v in by_round(runs("gatewarden", cfg, "bulk")).items()},
-                           by_round(runs(f"nginx-{flavour}", cfg, "bulk")))
+            pr = paired_ci(runs("gatewarden", cfg, "bulk"), runs(f"nginx-{flavour}", cfg, "bulk"))
             if pr:
                 paired.append(f"bulk vs {flavour} {pr[0]:.2f}× {interval(pr[1], pr[2])} "
                               f"{verdict(pr[1], pr[2])}")
@@ -146,8 +145,7 @@ for cfg in sorted({config(r) for r in rows if r["target"] != "direct"}):
                    "shows ≥ 1.0× (✓ yes, ✗ no, ≈ cannot tell): " + ", ".join(pooled))
     # bulk against direct, paired only in the pass the direct runs were made in.
     d = [r for r in runs("direct", cfg, "bulk") if r["workers"] == workers]
-    pr = paired_ci({k: v[0] for k, v in by_round(runs("gatewarden", cfg, "bulk")).items()},
-                   by_round(d)) if d else None
+    pr = paired_ci(runs("gatewarden", cfg, "bulk"), d) if d else None
     if pr:
         paired.append(f"bulk vs direct {pr[0]:.2f}× {interval(pr[1], pr[2])} (target ≥ 0.8×)")
     if paired:
