@@ -113,7 +113,7 @@ fn main() {
             ..Config::default()
         };
         config.credentials.sources = vec![CredentialSource::plain(&file)];
-        config.auth.sources = vec![TokenSource::Header];
+        config.auth.sources = Some(vec![TokenSource::Header]);
         config.auth.reject = RejectMode::Http;
         config.log.level = "warn".into();
         config.admin.listen = String::new();

@@ -30,6 +30,8 @@ pub enum Reason {
     FirstMessageTimeout,
     /// The first frame exceeded `auth.first_message_max_bytes`.
     FirstMessageTooLarge,
+    /// The first frame broke RFC 6455 itself (reserved bits no extension defines).
+    ProtocolError,
     /// Injection would have to rewrite the token of a device-signed `connect`.
     TokenRewriteRefused,
     /// The token was valid in an earlier generation (rotated away, grace over): the client
@@ -55,6 +57,7 @@ impl Reason {
             Reason::FirstMessageInvalid => "first_message_invalid",
             Reason::FirstMessageTimeout => "first_message_timeout",
             Reason::FirstMessageTooLarge => "first_message_too_large",
+            Reason::ProtocolError => "protocol_error",
             Reason::TokenRewriteRefused => "token_rewrite_refused",
             Reason::TokenStale => "token_stale",
             Reason::TokenRevoked => "token_revoked",
@@ -83,16 +86,19 @@ impl Reason {
             Reason::FirstMessageInvalid => "invalid connect: expected a JSON connect request",
             Reason::FirstMessageTimeout => "connect timeout: no connect request received",
             Reason::FirstMessageTooLarge => "connect request too large",
+            Reason::ProtocolError => "invalid WebSocket frame",
             Reason::TokenRewriteRefused => {
                 "unauthorized: device-signed connect must carry the gateway token (proxy cannot rewrite it)"
             }
         }
     }
 
-    /// WebSocket close code: 1009 for a too-big message, 1008 (policy) otherwise.
+    /// WebSocket close code: 1009 for a too-big message, 1002 for a frame that breaks the
+    /// protocol, 1008 (policy) otherwise.
     pub fn close_code(self) -> u16 {
         match self {
             Reason::FirstMessageTooLarge => 1009,
+            Reason::ProtocolError => 1002,
             _ => 1008,
         }
     }
@@ -109,6 +115,7 @@ impl Reason {
             Reason::FirstMessageInvalid => "INVALID_CONNECT",
             Reason::FirstMessageTimeout => "CONNECT_TIMEOUT",
             Reason::FirstMessageTooLarge => "CONNECT_TOO_LARGE",
+            Reason::ProtocolError => "PROTOCOL_ERROR",
             Reason::TokenRewriteRefused => "AUTH_TOKEN_REWRITE_REFUSED",
         }
     }
@@ -159,16 +166,17 @@ pub enum Decision {
     },
 }
 
-/// Looks for a token in the enabled upgrade-time sources, in configured order.
-/// `websocket` enables the subprotocol source, which only exists on upgrades; `cert` is the
-/// connection's verified client certificate (mTLS), for the `client_cert` source.
+/// Looks for a token in `sources` (the effective ones, in order) that are read at upgrade
+/// time. `websocket` enables the subprotocol source, which only exists on upgrades; `cert`
+/// is the connection's verified client certificate (mTLS), for the `client_cert` source.
 pub fn extract(
     cfg: &AuthConfig,
+    sources: &[TokenSource],
     parts: &Parts,
     websocket: bool,
     cert: Option<&ClientCert>,
 ) -> Option<Found> {
-    cfg.sources.iter().find_map(|&source| {
+    sources.iter().find_map(|&source| {
         if source == TokenSource::ClientCert {
             return cert.map(|c| Found {
                 token: Vec::new(),
@@ -489,9 +497,14 @@ mod tests {
         b.body(()).unwrap().into_parts().0
     }
 
+    /// What no credential makes OpenClaw's: the four upgrade-time sources.
+    fn generic() -> Vec<TokenSource> {
+        AuthConfig::default().effective_sources(&[]).list
+    }
+
     #[test]
     fn sources_in_configured_order() {
-        let mut cfg = AuthConfig::default();
+        let cfg = AuthConfig::default();
         let p = parts(
             "/ws?token=q",
             &[
@@ -499,19 +512,64 @@ mod tests {
                 ("cookie", "a=1; gatewarden_token=c"),
             ],
         );
-        let f = extract(&cfg, &p, true, None).unwrap();
+        let f = extract(&cfg, &generic(), &p, true, None).unwrap();
         assert_eq!(
             (f.token.as_slice(), f.source),
             (&b"h"[..], TokenSource::Header)
         );
-        cfg.sources = vec![TokenSource::Cookie, TokenSource::Query];
-        let f = extract(&cfg, &p, true, None).unwrap();
+        let f = extract(
+            &cfg,
+            &[TokenSource::Cookie, TokenSource::Query],
+            &p,
+            true,
+            None,
+        )
+        .unwrap();
         assert_eq!(
             (f.token.as_slice(), f.source),
             (&b"c"[..], TokenSource::Cookie)
         );
-        cfg.sources = vec![TokenSource::Subprotocol];
-        assert!(extract(&cfg, &p, true, None).is_none());
+        assert!(extract(&cfg, &[TokenSource::Subprotocol], &p, true, None).is_none());
+    }
+
+    /// `first_message` by default only in front of OpenClaw: with any other credential a
+    /// tokenless upgrade would be connected upstream and shown what the upstream says first.
+    #[test]
+    fn first_message_is_a_default_only_for_openclaw_configs() {
+        use crate::config::{CredentialFormat, CredentialSource};
+        let cfg = AuthConfig::default();
+        let plain = CredentialSource::plain("/run/token");
+        let lines = CredentialSource {
+            format: CredentialFormat::Lines,
+            ..CredentialSource::plain("/run/clients")
+        };
+        let openclaw = CredentialSource {
+            format: CredentialFormat::Json5,
+            ..CredentialSource::plain("/home/node/.openclaw/openclaw.json")
+        };
+        let other_json = CredentialSource {
+            format: CredentialFormat::Json5,
+            pointer: Some("/secrets/token".into()),
+            ..CredentialSource::plain("/etc/app.json")
+        };
+        for creds in [
+            vec![],
+            vec![plain.clone()],
+            vec![lines.clone(), other_json.clone()],
+        ] {
+            let e = cfg.effective_sources(&creds);
+            assert!(!e.list.contains(&TokenSource::FirstMessage), "{e:?}");
+            assert!(e.why.contains("first_message is off"), "{e:?}");
+        }
+        let e = cfg.effective_sources(&[plain, openclaw]);
+        assert_eq!(e.list.last(), Some(&TokenSource::FirstMessage));
+        assert!(e.why.contains("openclaw.json"), "{e:?}");
+        // Configured sources are taken as they are.
+        let set = AuthConfig {
+            sources: Some(vec![TokenSource::FirstMessage]),
+            ..AuthConfig::default()
+        };
+        assert_eq!(set.effective_sources(&[]).list, [TokenSource::FirstMessage]);
     }
 
     #[test]
@@ -527,7 +585,7 @@ mod tests {
     #[test]
     fn basic_auth_is_not_a_token() {
         let p = parts("/", &[("authorization", "Basic dXNlcjpwYXNz")]);
-        assert!(extract(&AuthConfig::default(), &p, false, None).is_none());
+        assert!(extract(&AuthConfig::default(), &generic(), &p, false, None).is_none());
     }
 
     #[test]
@@ -537,8 +595,11 @@ mod tests {
             &[("sec-websocket-protocol", "chat, bearer.s3cret,  v2")],
         );
         let cfg = AuthConfig::default();
-        assert_eq!(extract(&cfg, &p, true, None).unwrap().token, b"s3cret");
-        assert!(extract(&cfg, &p, false, None).is_none());
+        assert_eq!(
+            extract(&cfg, &generic(), &p, true, None).unwrap().token,
+            b"s3cret"
+        );
+        assert!(extract(&cfg, &generic(), &p, false, None).is_none());
         assert_eq!(
             strip_token_subprotocols(&p.headers, "bearer.").unwrap(),
             b"chat, v2"

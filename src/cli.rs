@@ -296,6 +296,17 @@ fn check(args: &CommonArgs) -> ExitCode {
             }
         }
     }
+    let effective = config.auth.effective_sources(&sources);
+    println!(
+        "# token sources: {} ({})",
+        effective
+            .list
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        effective.why
+    );
     for src in &sources {
         match credentials::read_source(src, false) {
             Ok(loaded) => {

@@ -246,8 +246,11 @@ pub struct UpstreamTlsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Token sources tried at upgrade time, in this order; the first that yields a token decides.
-    pub sources: Vec<TokenSource>,
+    /// Token sources tried at upgrade time, in this order; the first that yields a token
+    /// decides. Unset: header, query, cookie and subprotocol, plus `first_message` when a
+    /// credential is the OpenClaw gateway's own config (see [`AuthConfig::effective_sources`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<TokenSource>>,
     pub query_param: String,
     pub cookie: String,
     pub subprotocol_prefix: String,
@@ -257,6 +260,10 @@ pub struct AuthConfig {
     pub public_paths: Vec<String>,
     /// Largest first WebSocket frame read for a token (`first_message` source).
     pub first_message_max_bytes: usize,
+    /// With `first_message`: whole frames of the upstream's relayed to a client before it
+    /// has authenticated (1: the OpenClaw gateway's `connect.challenge`). Anything the
+    /// upstream sends after them waits until the client's token is accepted.
+    pub first_message_preauth_frames: u64,
     /// How long a client has, after the 101, to send its first frame.
     pub first_message_timeout: Secs,
     /// RFC 6901 pointer to the token inside the first frame's JSON.
@@ -320,13 +327,7 @@ impl Default for CredentialsConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
-            sources: vec![
-                TokenSource::Header,
-                TokenSource::Query,
-                TokenSource::Cookie,
-                TokenSource::Subprotocol,
-                TokenSource::FirstMessage,
-            ],
+            sources: None,
             query_param: "token".into(),
             cookie: "gatewarden_token".into(),
             subprotocol_prefix: "bearer.".into(),
@@ -334,6 +335,7 @@ impl Default for AuthConfig {
             http: HttpAuthMode::Require,
             public_paths: Vec::new(),
             first_message_max_bytes: 64 * 1024,
+            first_message_preauth_frames: 1,
             first_message_timeout: Secs(Duration::from_secs(10)),
             first_message_pointer: "/params/auth/token".into(),
             grace: Secs(Duration::from_secs(600)),
@@ -343,6 +345,56 @@ impl Default for AuthConfig {
             max_failures: 10,
             failure_window: Secs(Duration::from_secs(60)),
             max_backoff: Secs(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// The token sources in effect, and why: what `gatewarden check` prints and the start-up
+/// log says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectiveSources {
+    pub list: Vec<TokenSource>,
+    pub why: String,
+}
+
+/// The sources every client may use: they are read from the upgrade request itself, so a
+/// client without a token is refused before anything is sent upstream.
+const UPGRADE_TIME_SOURCES: [TokenSource; 4] = [
+    TokenSource::Header,
+    TokenSource::Query,
+    TokenSource::Cookie,
+    TokenSource::Subprotocol,
+];
+
+impl AuthConfig {
+    /// `auth.sources` as configured, else the default for these credentials: the
+    /// `first_message` source means connecting upstream and relaying the gateway's first
+    /// frame before the client has shown anything, which only the OpenClaw protocol needs
+    /// (its clients send the token in the first frame, after the gateway's challenge). So
+    /// it is on by default only when a credential is OpenClaw's own config.
+    pub fn effective_sources(&self, credentials: &[CredentialSource]) -> EffectiveSources {
+        if let Some(list) = &self.sources {
+            return EffectiveSources {
+                list: list.clone(),
+                why: "auth.sources is set".into(),
+            };
+        }
+        let mut list = UPGRADE_TIME_SOURCES.to_vec();
+        match credentials.iter().find(|c| c.is_openclaw_config()) {
+            Some(c) => {
+                list.push(TokenSource::FirstMessage);
+                EffectiveSources {
+                    list,
+                    why: format!(
+                        "default; first_message is on because {} is the OpenClaw gateway's config (json5 at {OPENCLAW_TOKEN_POINTER})",
+                        c.path.display()
+                    ),
+                }
+            }
+            None => EffectiveSources {
+                list,
+                why: "default; first_message is off because no credential is the OpenClaw gateway's config (an upgrade without a token is refused before any upstream connection)".into(),
+            },
         }
     }
 }
@@ -422,6 +474,12 @@ impl CredentialSource {
             format: CredentialFormat::Plain,
             pointer: None,
         }
+    }
+
+    /// Whether this is the OpenClaw gateway's own config: JSON5 with the token at
+    /// `gateway.auth.token`.
+    pub fn is_openclaw_config(&self) -> bool {
+        self.format == CredentialFormat::Json5 && self.json_pointer() == OPENCLAW_TOKEN_POINTER
     }
 
     /// The JSON pointer in effect for a `json5` source.
@@ -865,13 +923,13 @@ fn validate(config: &Config, fig: &Figment) -> Result<(), ConfigError> {
         );
     }
     let mut seen = Vec::new();
-    for s in &auth.sources {
+    for s in auth.sources.iter().flatten() {
         if seen.contains(s) {
             return fail("auth.sources", s, "is listed twice");
         }
         seen.push(*s);
     }
-    if auth.sources.is_empty() {
+    if auth.sources.as_ref().is_some_and(Vec::is_empty) {
         return fail(
             "auth.sources",
             &"[]",
@@ -1027,7 +1085,7 @@ fn validate(config: &Config, fig: &Figment) -> Result<(), ConfigError> {
             "needs tls.cert and tls.key (client certificates are a TLS feature)",
         );
     }
-    if auth.sources.contains(&TokenSource::ClientCert) && tls.client_ca.is_none() {
+    if seen.contains(&TokenSource::ClientCert) && tls.client_ca.is_none() {
         return fail(
             "auth.sources",
             &"client_cert",

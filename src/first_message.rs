@@ -2,9 +2,10 @@
 //!
 //! OpenClaw clients never put the token in the upgrade. They wait for the gateway's
 //! `connect.challenge`, then send one `connect` request carrying `params.auth.token`. So the
-//! upstream upgrade happens first, the gateway's bytes are relayed to the client at once (a
-//! made-up challenge would break device-signed clients), and only the client→gateway
-//! direction is held until its first frame has been read and judged.
+//! upstream upgrade happens first and the gateway's first frame is relayed to the client at
+//! once (a made-up challenge would break device-signed clients). Nothing else crosses before
+//! the client's first frame has been read and judged: the client's bytes wait, and so does
+//! everything the gateway sends after `auth.first_message_preauth_frames` whole frames.
 
 use std::time::Duration;
 
@@ -21,6 +22,9 @@ use crate::ws::{self, FrameHeader, FrameTracker};
 
 /// How long the gateway gets to answer a client's close before the sockets are dropped.
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
+/// Bytes of the gateway's held back before the client is judged; past this the gateway is
+/// not read (TCP flow control holds the rest).
+const HOLD_MAX: usize = 64 * 1024;
 
 /// What the first frame is checked for.
 pub struct Check<'a> {
@@ -31,6 +35,11 @@ pub struct Check<'a> {
     pub pointer: &'a str,
     pub max_bytes: usize,
     pub timeout: Duration,
+    /// Whole upstream frames relayed before the client has authenticated (only while
+    /// `authenticate`; a client authenticated at the upgrade gets everything at once).
+    pub preauth_frames: u64,
+    /// The upstream accepted `permessage-deflate`: RSV1 on a frame means "compressed".
+    pub deflate: bool,
 }
 
 /// The client may proceed: these bytes go upstream first, then the relay takes over.
@@ -38,8 +47,10 @@ pub struct Proceed {
     /// The first frame (original bytes, or re-encoded with the injected token) and every
     /// byte the client sent behind it, in order.
     pub to_upstream: Vec<u8>,
-    /// State of the gateway→client direction, which kept flowing during the phase.
+    /// State of the gateway→client direction, as far as it was relayed during the phase.
     pub down: FrameTracker,
+    /// The gateway's bytes held back during the phase, for the relay to send first.
+    pub held: Vec<u8>,
     pub bytes_out: u64,
     /// The matching credential, when the frame authenticated the client.
     pub credential: Option<Credential>,
@@ -101,23 +112,52 @@ pub async fn run(
             bytes_out,
         })
     };
-    if !from_upstream.is_empty() {
-        down.observe(&from_upstream);
-        if client.write_all(&from_upstream).await.is_err() {
-            return Outcome::Gone {
-                side: Side::Client,
-                bytes_out,
-            };
-        }
-        bytes_out += from_upstream.len() as u64;
-    }
+    // The gateway's bytes pass to the client up to the end of its `limit`th frame; what
+    // follows is held, and the gateway is not read again, until the client is judged.
+    let limit = if check.authenticate {
+        check.preauth_frames
+    } else {
+        u64::MAX
+    };
+    let mut held: Vec<u8> = Vec::new();
+    // Follows the held bytes for one thing: the gateway closing before the client is judged
+    // (the OpenClaw gateway closes a silent socket), whose close frame is passed on.
+    let mut held_frames = FrameTracker::default();
+    let mut upstream_closed = false;
     let deadline = Instant::now() + check.timeout;
     let mut buf: Vec<u8> = from_client.to_vec();
     // Small: it lives as long as the client takes to send its first frame (up to
     // auth.first_message_timeout), and the gateway says little before that.
-    let mut relay_buf = Vec::with_capacity(8 * 1024);
+    let mut relay_buf = from_upstream.to_vec();
+    relay_buf.reserve(8 * 1024);
     let (frame_len, payload) = loop {
-        match parse(&buf, check.max_bytes) {
+        if !relay_buf.is_empty() {
+            let n = down.observe_frames(&relay_buf, limit);
+            let (pass, hold) = relay_buf.split_at(n);
+            held_frames.observe(hold);
+            held.extend_from_slice(hold);
+            if client.write_all(pass).await.is_err() {
+                return Outcome::Gone {
+                    side: Side::Client,
+                    bytes_out,
+                };
+            }
+            bytes_out += n as u64;
+            relay_buf.clear();
+            if let (Some(close), false) = (held_frames.close(), upstream_closed) {
+                upstream_closed = true;
+                let frame = close_frame_of(close);
+                down.observe(&frame);
+                if client.write_all(&frame).await.is_err() {
+                    return Outcome::Gone {
+                        side: Side::Client,
+                        bytes_out,
+                    };
+                }
+                bytes_out += frame.len() as u64;
+            }
+        }
+        match parse(&buf, check.max_bytes, check.deflate) {
             Parsed::Incomplete => {}
             Parsed::TooLarge => {
                 return reject(
@@ -130,6 +170,9 @@ pub async fn run(
             Parsed::Invalid(detail) => {
                 return reject(Reason::FirstMessageInvalid, detail, down, bytes_out)
             }
+            Parsed::ProtocolError(detail) => {
+                return reject(Reason::ProtocolError, detail, down, bytes_out)
+            }
             Parsed::Close { len } => {
                 return Outcome::ClientClosed {
                     frame: buf[..len].to_vec(),
@@ -137,25 +180,26 @@ pub async fn run(
                     bytes_out,
                 }
             }
+            // The gateway has closed: nobody is left to answer this message.
+            Parsed::Message { .. } if upstream_closed => {
+                return Outcome::Gone {
+                    side: Side::Upstream,
+                    bytes_out,
+                }
+            }
             Parsed::Message { len, payload } => break (len, payload),
         }
         buf.reserve(4096);
+        let reading = !upstream_closed && held.len() < HOLD_MAX;
         tokio::select! {
             r = client.read_buf(&mut buf) => match r {
                 Ok(0) | Err(_) => return Outcome::Gone { side: Side::Client, bytes_out },
                 Ok(_) => {}
             },
             // read_buf: into spare capacity, nothing to zero first.
-            r = upstream.read_buf(&mut relay_buf) => match r {
+            r = upstream.read_buf(&mut relay_buf), if reading => match r {
                 Ok(0) | Err(_) => return Outcome::Gone { side: Side::Upstream, bytes_out },
-                Ok(n) => {
-                    down.observe(&relay_buf);
-                    if client.write_all(&relay_buf).await.is_err() {
-                        return Outcome::Gone { side: Side::Client, bytes_out };
-                    }
-                    bytes_out += n as u64;
-                    relay_buf.clear();
-                }
+                Ok(_) => {}
             },
             _ = tokio::time::sleep_until(deadline) => {
                 return reject(Reason::FirstMessageTimeout, "no first frame in time", down, bytes_out);
@@ -263,6 +307,7 @@ pub async fn run(
     Outcome::Proceed(Proceed {
         to_upstream: first,
         down,
+        held,
         bytes_out,
         credential,
         presented,
@@ -279,6 +324,9 @@ pub enum Parsed {
     TooLarge,
     /// A whole frame that cannot be a first message; the text says why (never its content).
     Invalid(&'static str),
+    /// A frame that breaks RFC 6455 itself (reserved bits without an extension that
+    /// defines them): refused with 1002, as the gateway's WebSocket library would.
+    ProtocolError(&'static str),
     /// A close frame of `len` bytes.
     Close { len: usize },
     /// A masked, unfragmented text frame of `len` bytes; its payload, unmasked, is yet to be
@@ -293,6 +341,7 @@ impl std::fmt::Debug for Parsed {
             Parsed::Incomplete => f.write_str("Incomplete"),
             Parsed::TooLarge => f.write_str("TooLarge"),
             Parsed::Invalid(why) => f.debug_tuple("Invalid").field(why).finish(),
+            Parsed::ProtocolError(why) => f.debug_tuple("ProtocolError").field(why).finish(),
             Parsed::Close { len } => f.debug_struct("Close").field("len", len).finish(),
             Parsed::Message { len, payload } => f
                 .debug_struct("Message")
@@ -305,10 +354,16 @@ impl std::fmt::Debug for Parsed {
 
 /// Judges the start of the client→gateway byte stream. Pure, so it can be fuzzed: every
 /// input either asks for more bytes or gets a verdict, and never reads past `buf`.
-pub fn parse(buf: &[u8], max_bytes: usize) -> Parsed {
+/// `deflate`: `permessage-deflate` was negotiated, so RSV1 is defined.
+pub fn parse(buf: &[u8], max_bytes: usize, deflate: bool) -> Parsed {
     let Some(h) = FrameHeader::parse(buf) else {
         return Parsed::Incomplete;
     };
+    // Judged on the header alone, before waiting for a payload that may never come.
+    let allowed = if deflate { 0x40 } else { 0 };
+    if h.rsv & !allowed != 0 {
+        return Parsed::ProtocolError("reserved bits set without an extension defining them");
+    }
     if h.payload_len > max_bytes as u64 {
         return Parsed::TooLarge;
     }
@@ -626,13 +681,15 @@ pub fn set_pointer(doc: &mut Value, pointer: &str, value: Value) -> bool {
 
 /// Completes a closing handshake started before authentication: the client's close frame
 /// (and nothing after it) goes to the gateway, the gateway's answer comes back, then both
-/// sockets close.
+/// sockets close. A client that has not authenticated gets only the gateway's close frame
+/// (its code and reason), none of the data the gateway may send before it.
 pub async fn pass_close(
     client: &mut Stream,
     upstream: &mut Stream,
     frame: &[u8],
     mut down: FrameTracker,
     bytes_out: u64,
+    authenticated: bool,
 ) -> splice::Outcome {
     let mut up = FrameTracker::default();
     up.observe(frame);
@@ -645,18 +702,27 @@ pub async fn pass_close(
     let mut error = upstream.write_all(frame).await.err();
     if error.is_none() {
         let mut buf = [0u8; 4096];
+        let mut unseen = FrameTracker::default();
         let _ = tokio::time::timeout(CLOSE_LINGER, async {
             loop {
-                match upstream.read(&mut buf).await {
+                let n = match upstream.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        down.observe(&buf[..n]);
-                        if client.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                        out += n as u64;
+                    Ok(n) => n,
+                };
+                let pass = if authenticated {
+                    buf[..n].to_vec()
+                } else {
+                    unseen.observe(&buf[..n]);
+                    match unseen.close() {
+                        Some(c) if down.close().is_none() => close_frame_of(c),
+                        _ => continue,
                     }
+                };
+                down.observe(&pass);
+                if client.write_all(&pass).await.is_err() {
+                    break;
                 }
+                out += pass.len() as u64;
             }
         })
         .await;
@@ -673,6 +739,14 @@ pub async fn pass_close(
         error,
         ended_by: None,
         in_loop: false,
+    }
+}
+
+/// A close frame with the code and reason of one seen on the wire (server to client).
+fn close_frame_of(c: &ws::Close) -> Vec<u8> {
+    match c.code {
+        Some(code) => ws::close_frame(code, &c.reason),
+        None => ws::encode_frame(ws::OP_CLOSE, &[], None),
     }
 }
 
@@ -898,7 +972,7 @@ mod tests {
             format!(r#"{{"params":{{"auth":{{"token":"{secret}"}}}}}}"#).as_bytes(),
             Some([1, 2, 3, 4]),
         );
-        let parsed = parse(&frame, 1 << 16);
+        let parsed = parse(&frame, 1 << 16, false);
         let len = frame.len();
         assert_eq!(
             format!("{parsed:?}"),

@@ -45,6 +45,8 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 #[derive(Clone)]
 pub struct Proxy {
     pub auth: AuthConfig,
+    /// The token sources in effect (`auth.sources`, or the default for the credentials).
+    pub sources: Vec<TokenSource>,
     pub upstream_auth: UpstreamAuthConfig,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub creds: Arc<CredentialStore>,
@@ -353,6 +355,8 @@ struct Tunnel {
     slot: Option<Arc<crate::limits::ConnSlot>>,
     /// The client presented no upgrade-time token: its first frame must authenticate it.
     in_band: bool,
+    /// The gateway accepted `permessage-deflate` for this connection.
+    deflate: bool,
     /// Put this (the gateway's) token into the client's first frame.
     inject: Option<Secret>,
     /// The token that authenticated the client at the upgrade, for revocation checks.
@@ -481,10 +485,10 @@ impl Proxy {
                 &parts.headers,
             );
         }
-        let found = auth::extract(&self.auth, &parts, true, cert);
+        let found = auth::extract(&self.auth, &self.sources, &parts, true, cert);
         let creds = self.creds.load();
         // No upgrade-time token: with `first_message` enabled the first frame decides.
-        let in_band = found.is_none() && self.auth.sources.contains(&TokenSource::FirstMessage);
+        let in_band = found.is_none() && self.sources.contains(&TokenSource::FirstMessage);
         let mut authenticated = None;
         if !in_band {
             match auth::decide(found.as_ref(), &creds) {
@@ -579,6 +583,15 @@ impl Proxy {
                 "bad gateway: upstream switched to another protocol\n",
             );
         }
+        let deflate = answer
+            .headers
+            .get_all(::http::header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .any(|v| {
+                v.as_bytes()
+                    .windows(18)
+                    .any(|w| w.eq_ignore_ascii_case(b"permessage-deflate"))
+            });
         let mut client_resp = Response::new(empty());
         *client_resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         *client_resp.headers_mut() = answer.headers;
@@ -589,6 +602,7 @@ impl Proxy {
             ip,
             slot,
             in_band,
+            deflate,
             inject: gateway.filter(|_| self.upstream_auth.inject == Inject::FirstMessage),
             authenticated,
         };
@@ -728,6 +742,8 @@ impl Proxy {
             pointer: &self.auth.first_message_pointer,
             max_bytes: self.auth.first_message_max_bytes,
             timeout: self.auth.first_message_timeout.0,
+            preauth_frames: self.auth.first_message_preauth_frames,
+            deflate: t.deflate,
         };
         let creds = self.creds.load();
         // The drain's end cuts a tunnel still waiting for its first frame.
@@ -763,7 +779,7 @@ impl Proxy {
                 }
                 Some(Opened {
                     to_upstream: p.to_upstream,
-                    from_upstream: Bytes::new(),
+                    from_upstream: Bytes::from(p.held),
                     down: p.down,
                     prior_out: p.bytes_out,
                 })
@@ -790,8 +806,10 @@ impl Proxy {
                 down,
                 bytes_out,
             } => {
-                let outcome =
-                    first_message::pass_close(client, upstream, &frame, down, bytes_out).await;
+                let outcome = first_message::pass_close(
+                    client, upstream, &frame, down, bytes_out, !t.in_band,
+                )
+                .await;
                 log_closed(conn, t.remote, started, &outcome);
                 None
             }
@@ -1154,7 +1172,7 @@ impl Proxy {
                 }
                 return resp;
             }
-            let found = auth::extract(&self.auth, &parts, false, cert);
+            let found = auth::extract(&self.auth, &self.sources, &parts, false, cert);
             let creds = self.creds.load();
             match auth::decide(found.as_ref(), &creds) {
                 Decision::Deny {

@@ -136,7 +136,14 @@ impl Server {
             }
             None => None,
         };
+        let sources = config.auth.effective_sources(reloader.sources());
+        info!(
+            sources = %sources.list.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
+            why = %sources.why,
+            "[auth] token sources"
+        );
         let proxy = Arc::new(Proxy {
+            sources: sources.list,
             throttle: Arc::new(crate::throttle::Throttle::new(
                 config.auth.max_failures,
                 config.auth.failure_window.0,

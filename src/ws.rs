@@ -97,6 +97,8 @@ pub const OP_CLOSE: u8 = 0x8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
     pub fin: bool,
+    /// RSV1-3 (`0x70` of the first byte): zero unless an extension gives them a meaning.
+    pub rsv: u8,
     pub opcode: u8,
     pub mask: Option<[u8; 4]>,
     pub payload_len: u64,
@@ -128,6 +130,7 @@ impl FrameHeader {
         let mask = masked.then(|| buf[2 + ext..6 + ext].try_into().unwrap());
         Some(FrameHeader {
             fin: buf[0] & 0x80 != 0,
+            rsv: buf[0] & 0x70,
             opcode: buf[0] & 0x0f,
             mask,
             payload_len,
@@ -315,6 +318,24 @@ impl FrameTracker {
         }
     }
 
+    /// Like [`observe`](Self::observe), but stops at the end of the frame that brings the
+    /// count of whole frames to `limit`: returns how many bytes of `data` it took. The rest
+    /// of `data` (from a frame boundary on) is left for later. Byte-wise through headers: it
+    /// is for the few frames before authentication, not the relay.
+    pub fn observe_frames(&mut self, data: &[u8], limit: u64) -> usize {
+        let mut used = 0;
+        while used < data.len() && self.frames < limit {
+            let step = if self.remaining > 0 {
+                self.remaining.min((data.len() - used) as u64) as usize
+            } else {
+                1
+            };
+            self.observe(&data[used..used + step]);
+            used += step;
+        }
+        used
+    }
+
     /// The first close frame seen in this direction.
     pub fn close(&self) -> Option<&Close> {
         self.close.as_ref()
@@ -413,6 +434,43 @@ mod tests {
             assert!(h.fin);
             assert!(FrameHeader::parse(&f[..h.header_len - 1]).is_none());
         }
+    }
+
+    #[test]
+    fn observe_frames_stops_at_the_limit_on_a_boundary() {
+        let mut stream = encode_frame(OP_TEXT, b"challenge", None);
+        let first = stream.len();
+        stream.extend(encode_frame(OP_BINARY, &vec![1u8; 300], None));
+        let second = stream.len();
+        stream.extend(encode_frame(OP_TEXT, b"", None));
+        // Whole, and in pieces of every size: always cut right after a frame.
+        for piece in [stream.len(), 1, 2, 7, 130] {
+            for limit in [0u64, 1, 2] {
+                let mut t = FrameTracker::default();
+                let mut taken = 0;
+                for chunk in stream.chunks(piece) {
+                    let n = t.observe_frames(chunk, limit);
+                    taken += n;
+                    if n < chunk.len() {
+                        break;
+                    }
+                }
+                let want = [0, first, second][limit as usize];
+                assert_eq!((taken, t.frames()), (want, limit), "piece {piece}");
+                assert!(t.at_boundary());
+            }
+        }
+        let mut t = FrameTracker::default();
+        assert_eq!(t.observe_frames(&stream, u64::MAX), stream.len());
+        assert_eq!(t.frames(), 3);
+    }
+
+    #[test]
+    fn rsv_bits_are_read() {
+        let mut f = encode_frame(OP_TEXT, b"x", Some([1, 2, 3, 4]));
+        assert_eq!(FrameHeader::parse(&f).unwrap().rsv, 0);
+        f[0] |= 0x40;
+        assert_eq!(FrameHeader::parse(&f).unwrap().rsv, 0x40);
     }
 
     #[test]

@@ -375,6 +375,11 @@ fn check_prints_the_effective_config_with_precedence() {
         "file beats default:\n{out}"
     );
     assert!(out.contains("level = \"debug\""), "{out}");
+    // A plain token file is not OpenClaw's config: no in-band token, and check says why.
+    assert!(
+        out.contains("# token sources: header, query, cookie, subprotocol (default; first_message is off because no credential is the OpenClaw gateway's config"),
+        "{out}"
+    );
     let fp = gatewarden::credentials::Fingerprint::of(token.as_bytes()).to_string();
     assert!(out.contains(&format!("fp:{fp}")), "{out}");
     assert!(!out.contains(&token) && !err.contains(&token));
@@ -472,6 +477,22 @@ async fn openclaw_config_is_discovered_in_openclaws_own_order() {
                 .display()
                 .to_string()
         ),
+        "{out}"
+    );
+    // In front of OpenClaw the token rides in the first frame: first_message is on.
+    assert!(
+        out.contains("# token sources: header, query, cookie, subprotocol, first_message (default; first_message is on because"),
+        "{out}"
+    );
+    let (_, out, _) = run_check(
+        &[],
+        &[
+            ("OPENCLAW_HOME", home.path().to_str().unwrap()),
+            ("GATEWARDEN_AUTH__SOURCES", "[header]"),
+        ],
+    );
+    assert!(
+        out.contains("# token sources: header (auth.sources is set)"),
         "{out}"
     );
     let explicit = write_file(state.path(), "explicit.json", &doc("explicit"));

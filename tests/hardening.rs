@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 fn upgrade_time(c: &mut Config) {
-    c.auth.sources = vec![TokenSource::Header, TokenSource::Query];
+    c.auth.sources = Some(vec![TokenSource::Header, TokenSource::Query]);
 }
 
 async fn expect_close(ws: &mut WsClient, needle: &str) {

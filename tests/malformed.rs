@@ -347,7 +347,17 @@ matrix! {
 }
 
 async fn run(row: Row) {
-    let h = start().await;
+    // In-band rows need the `first_message` source, on by default only in front of OpenClaw.
+    let h = match row.first {
+        Some(_) => {
+            start_with(|c| {
+                use gatewarden::config::TokenSource::*;
+                c.auth.sources = Some(vec![Header, Query, Cookie, Subprotocol, FirstMessage]);
+            })
+            .await
+        }
+        None => start().await,
+    };
     let mut s = TcpStream::connect(h.addr).await.unwrap();
     let port = s.local_addr().unwrap().port();
     // The server may answer and close before reading everything.

@@ -261,7 +261,7 @@ async fn missing_token_is_rejected_by_gatewarden() {
 
 #[tokio::test]
 async fn first_message_source_off_rejects_at_the_upgrade() {
-    let s = setup(|c| c.auth.sources = vec![TokenSource::Header]).await;
+    let s = setup(|c| c.auth.sources = Some(vec![TokenSource::Header])).await;
     let (mut ws, _) = ws_connect(s.proxy.addr, "/", &[]).await.unwrap();
     expect_close(&mut ws, CloseCode::Policy, "token missing").await;
     assert!(

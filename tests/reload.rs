@@ -38,7 +38,7 @@ async fn setup(initial: Option<&str>, tweak: impl FnOnce(&mut Config, &Path)) ->
         std::fs::write(&file, format!("{t}\n")).unwrap();
     }
     let mut config = config_for(upstream.addr, &file);
-    config.auth.sources = vec![TokenSource::Header, TokenSource::Query];
+    config.auth.sources = Some(vec![TokenSource::Header, TokenSource::Query]);
     tweak(&mut config, &file);
     let proxy = serve(config).await;
     Setup {

@@ -185,7 +185,7 @@ fn replace(path: &Path, contents: &str, atomic: bool) {
 #[tokio::test]
 async fn wss_with_token_auth() {
     // Upgrade-time sources only, so a missing token is refused at the upgrade.
-    let s = setup(|c, _| c.auth.sources = vec![TokenSource::Header]).await;
+    let s = setup(|c, _| c.auth.sources = Some(vec![TokenSource::Header])).await;
     let cfg = client_config(&s.ca, None);
     let (mut ws, serial) = wss(
         s.proxy.addr,
@@ -350,7 +350,7 @@ async fn mutual_tls_certificate_stands_in_for_a_token() {
         let p = write_file(dir, "client-ca.pem", &pem);
         c.tls.client_ca = Some(p.clone());
         *cf.lock().unwrap() = p;
-        c.auth.sources = vec![TokenSource::ClientCert, TokenSource::Header];
+        c.auth.sources = Some(vec![TokenSource::ClientCert, TokenSource::Header]);
     })
     .await;
     let alice = leaf(&client_ca, "laptop-alice", 7);

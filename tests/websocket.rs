@@ -81,7 +81,8 @@ async fn subprotocol_entry_is_accepted_and_stripped_upstream() {
 
 #[tokio::test]
 async fn disabled_source_is_ignored() {
-    let h = start_with(|c| c.auth.sources = vec![gatewarden::config::TokenSource::Header]).await;
+    let h =
+        start_with(|c| c.auth.sources = Some(vec![gatewarden::config::TokenSource::Header])).await;
     let (mut ws, _) = ws_connect(h.addr, &format!("/ws?token={}", h.token), &[])
         .await
         .unwrap();
@@ -132,7 +133,7 @@ async fn mismatch_closes_1008_with_gateway_text_and_upstream_never_contacted() {
 /// the upgrade.
 fn upgrade_time_sources(c: &mut gatewarden::Config) {
     use gatewarden::config::TokenSource::*;
-    c.auth.sources = vec![Header, Query, Cookie, Subprotocol];
+    c.auth.sources = Some(vec![Header, Query, Cookie, Subprotocol]);
 }
 
 #[tokio::test]

@@ -26,14 +26,14 @@ fuzz_target!(|data: &[u8]| {
     let mut cfg = AuthConfig::default();
     cfg.allowed_origins = vec!["https://app.example.com".into(), "https://*.example.org".into()];
     for websocket in [false, true] {
-        let found = auth::extract(&cfg, &parts, websocket, None);
+        let all = cfg.effective_sources(&[]).list;
+        let found = auth::extract(&cfg, &all, &parts, websocket, None);
         if let Some(f) = &found {
             assert!(!f.token.is_empty(), "an empty token is no token");
         }
         // Each source alone, so every extractor sees every input.
         for source in [TokenSource::Header, TokenSource::Query, TokenSource::Cookie, TokenSource::Subprotocol] {
-            cfg.sources = vec![source];
-            let _ = auth::extract(&cfg, &parts, websocket, None);
+            let _ = auth::extract(&cfg, &[source], &parts, websocket, None);
         }
         cfg = AuthConfig { allowed_origins: cfg.allowed_origins.clone(), ..AuthConfig::default() };
     }
@@ -61,6 +61,6 @@ fuzz_target!(|data: &[u8]| {
     let stripped = http::Request::builder().uri("/").body(()).unwrap().into_parts().0;
     let mut stripped = stripped;
     stripped.headers = rest;
-    cfg.sources = vec![TokenSource::Cookie, TokenSource::Subprotocol];
-    assert!(auth::extract(&cfg, &stripped, true, None).is_none(), "cookie/subprotocol token survived stripping");
+    let sources = [TokenSource::Cookie, TokenSource::Subprotocol];
+    assert!(auth::extract(&cfg, &sources, &stripped, true, None).is_none(), "cookie/subprotocol token survived stripping");
 });

@@ -1,0 +1,381 @@
+//! What reaches the upstream, and what reaches the client, before the client has shown a
+//! valid token. Each test here was written against a defect found by attacking gatewarden
+//! from outside; each failed on the code before its fix.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use gatewarden::config::{Config, CredentialFormat, CredentialSource};
+use gatewarden::ws::{self, FrameHeader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const CHALLENGE: &str = r#"{"type":"event","event":"connect.challenge","payload":{"nonce":"6f1c2f7e-0c8a-4a57-9a5e-2d1f3b7c9e10","ts":1790000000123}}"#;
+const SECRET: &str = "SECRET-STATE-SNAPSHOT";
+/// What the upstream answers to anything the client sends.
+const REPLY: &str = "SECRET-REPLY";
+
+/// An upstream that, like a legacy gateway with weak auth, talks before the client has
+/// said anything: right after its 101 it sends a challenge frame and then a frame of state
+/// that only an authenticated client may see. Counts the connections it accepted, records
+/// what the client sends and answers each read of it with a `REPLY` frame.
+#[derive(Clone)]
+struct Chatty {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    received: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+async fn chatty_upstream() -> Chatty {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = Chatty {
+        addr: listener.local_addr().unwrap(),
+        connections: Arc::default(),
+        received: Arc::default(),
+    };
+    let u = up.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            u.connections.fetch_add(1, Ordering::SeqCst);
+            let received = u.received.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                let key = text
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("sec-websocket-key")
+                            .then(|| v.trim().to_string())
+                    })
+                    .unwrap_or_default();
+                let mut out = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                    ws::accept_key(key.as_bytes())
+                )
+                .into_bytes();
+                out.extend(ws::encode_frame(ws::OP_TEXT, CHALLENGE.as_bytes(), None));
+                out.extend(ws::encode_frame(ws::OP_TEXT, SECRET.as_bytes(), None));
+                if s.write_all(&out).await.is_err() {
+                    return;
+                }
+                loop {
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            received.lock().unwrap().extend_from_slice(&b[..n]);
+                            let reply = ws::encode_frame(ws::OP_TEXT, REPLY.as_bytes(), None);
+                            if s.write_all(&reply).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    up
+}
+
+fn upgrade_request(addr: SocketAddr, extra: &str) -> Vec<u8> {
+    format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+    .into_bytes()
+}
+
+/// Reads the response head; returns its status line's code and the bytes behind it.
+async fn read_head(s: &mut TcpStream) -> (u16, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 4096];
+    let end = timeout(async {
+        loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                return i + 4;
+            }
+            let n = s.read(&mut b).await.unwrap();
+            assert!(n > 0, "closed before a response head");
+            buf.extend_from_slice(&b[..n]);
+        }
+    })
+    .await;
+    let status = String::from_utf8_lossy(&buf[..end])
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    (status, buf[end..].to_vec())
+}
+
+/// Server frames (unmasked) as (opcode, payload), read from `buf` and then the socket.
+struct Frames<'a> {
+    s: &'a mut TcpStream,
+    buf: Vec<u8>,
+    /// Every byte that arrived, in order.
+    all: Vec<u8>,
+}
+
+impl<'a> Frames<'a> {
+    fn new(s: &'a mut TcpStream, rest: Vec<u8>) -> Self {
+        Frames {
+            s,
+            all: rest.clone(),
+            buf: rest,
+        }
+    }
+
+    /// The next whole frame; `None` at the end of the stream.
+    async fn next(&mut self) -> Option<(u8, Vec<u8>)> {
+        let mut b = [0u8; 4096];
+        timeout(async {
+            loop {
+                if let Some(h) = FrameHeader::parse(&self.buf) {
+                    let len = h.header_len + h.payload_len as usize;
+                    if self.buf.len() >= len {
+                        let payload = self.buf[h.header_len..len].to_vec();
+                        self.buf.drain(..len);
+                        return Some((h.opcode, payload));
+                    }
+                }
+                match self.s.read(&mut b).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => {
+                        self.buf.extend_from_slice(&b[..n]);
+                        self.all.extend_from_slice(&b[..n]);
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Frames until (and including) the close frame or the end; the close code.
+    async fn until_close(&mut self) -> Option<u16> {
+        while let Some((op, p)) = self.next().await {
+            if op == ws::OP_CLOSE {
+                // Answer it, as a client does, so the server can finish.
+                let _ = self
+                    .s
+                    .write_all(&ws::close_frame_masked(1000, "", Some([1, 2, 3, 4])))
+                    .await;
+                return (p.len() >= 2).then(|| u16::from_be_bytes([p[0], p[1]]));
+            }
+        }
+        None
+    }
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+fn connect_frame(token: &str) -> Vec<u8> {
+    let payload = format!(
+        r#"{{"type":"req","id":"c1","method":"connect","params":{{"auth":{{"token":"{token}"}}}}}}"#
+    );
+    ws::encode_frame(ws::OP_TEXT, payload.as_bytes(), Some([9, 8, 7, 6]))
+}
+
+/// gatewarden with only a plain token file (no OpenClaw config) in front of `up`.
+async fn generic(
+    up: &Chatty,
+    tweak: impl FnOnce(&mut Config),
+) -> (Running, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let token = random_token();
+    let tf = write_file(dir.path(), "token", &token);
+    let mut config = config_for(up.addr, &tf);
+    tweak(&mut config);
+    (serve(config).await, token, dir)
+}
+
+/// gatewarden reading the gateway's own `openclaw.json` (OpenClaw mode) in front of `up`.
+async fn openclaw_mode(
+    up: &Chatty,
+    tweak: impl FnOnce(&mut Config),
+) -> (Running, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let token = random_token();
+    let oc = write_file(
+        dir.path(),
+        "openclaw.json",
+        &format!(r#"{{"gateway":{{"mode":"local","auth":{{"mode":"token","token":"{token}"}}}}}}"#),
+    );
+    let mut config = config_for(up.addr, &oc);
+    config.credentials.sources = vec![CredentialSource {
+        format: CredentialFormat::Json5,
+        ..CredentialSource::plain(oc)
+    }];
+    tweak(&mut config);
+    (serve(config).await, token, dir)
+}
+
+/// The leak: with only a token file, a client that shows no token at all used to be
+/// connected upstream, answered 101 and sent whatever the upstream said first.
+#[tokio::test]
+async fn generic_mode_a_tokenless_client_reaches_nothing_and_receives_nothing() {
+    let up = chatty_upstream().await;
+    let (gw, _token, _dir) = generic(&up, |_| {}).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(&upgrade_request(gw.addr, "")).await.unwrap();
+    let (status, rest) = read_head(&mut s).await;
+    assert_eq!(status, 101, "auth.reject = close answers 101 itself");
+    let mut frames = Frames::new(&mut s, rest);
+    let code = frames.until_close().await;
+    assert_eq!(code, Some(1008));
+    let all = frames.all.clone();
+    assert!(
+        !contains(&all, SECRET) && !contains(&all, "connect.challenge"),
+        "the upstream's bytes reached a tokenless client: {:?}",
+        String::from_utf8_lossy(&all)
+    );
+    assert!(
+        contains(&all, "token missing"),
+        "{:?}",
+        String::from_utf8_lossy(&all)
+    );
+    assert_eq!(
+        up.connections.load(Ordering::SeqCst),
+        0,
+        "the upstream saw a connection for a client with no token"
+    );
+}
+
+/// In front of OpenClaw the gateway's challenge must reach the client before it has
+/// authenticated (the client signs its nonce), but nothing more: the second frame waits
+/// until the client's token is accepted, and a refused client never sees it.
+#[tokio::test]
+async fn openclaw_mode_relays_the_challenge_and_holds_the_rest_until_the_token_is_accepted() {
+    let up = chatty_upstream().await;
+    let (gw, token, _dir) = openclaw_mode(&up, |_| {}).await;
+
+    // A client with a wrong token: the challenge, byte-exact, then only the refusal.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(&upgrade_request(gw.addr, "")).await.unwrap();
+    let (status, rest) = read_head(&mut s).await;
+    assert_eq!(status, 101);
+    let mut frames = Frames::new(&mut s, rest);
+    let first = frames.next().await.expect("the challenge");
+    assert_eq!(
+        (first.0, first.1.as_slice()),
+        (ws::OP_TEXT, CHALLENGE.as_bytes())
+    );
+    // Give a leaking relay every chance to pass the second frame on before the verdict.
+    wait_until(|| up.connections.load(Ordering::SeqCst) == 1).await;
+    frames
+        .s
+        .write_all(&connect_frame("not-the-token"))
+        .await
+        .unwrap();
+    let code = frames.until_close().await;
+    assert_eq!(code, Some(1008));
+    assert!(
+        !contains(&frames.all, SECRET),
+        "a refused client received the upstream's second frame: {:?}",
+        String::from_utf8_lossy(&frames.all)
+    );
+
+    // The right token: the held frame follows once the token is accepted.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(&upgrade_request(gw.addr, "")).await.unwrap();
+    let (status, rest) = read_head(&mut s).await;
+    assert_eq!(status, 101);
+    let mut frames = Frames::new(&mut s, rest);
+    assert_eq!(frames.next().await.unwrap().1, CHALLENGE.as_bytes());
+    let connect = connect_frame(&token);
+    frames.s.write_all(&connect).await.unwrap();
+    assert_eq!(frames.next().await.unwrap().1, SECRET.as_bytes());
+    wait_until(|| {
+        contains(&up.received.lock().unwrap(), "\"method\"")
+            || up.received.lock().unwrap().len() >= connect.len()
+    })
+    .await;
+    assert!(
+        up.received.lock().unwrap().ends_with(&connect),
+        "the connect frame reached the upstream byte-exact"
+    );
+}
+
+/// Polls a condition the test cannot wait on as an event (another task's counter).
+async fn wait_until(cond: impl Fn() -> bool) {
+    timeout(async {
+        while !cond() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+/// `first_message` configured by hand in front of a generic upstream, with no frame allowed
+/// before authentication: a refused client sees nothing of the upstream at all, an
+/// accepted one everything, in order.
+#[tokio::test]
+async fn no_preauth_frames_means_nothing_before_the_token() {
+    use gatewarden::config::TokenSource::*;
+    let up = chatty_upstream().await;
+    let (gw, token, _dir) = generic(&up, |c| {
+        c.auth.sources = Some(vec![Header, FirstMessage]);
+        c.auth.first_message_preauth_frames = 0;
+    })
+    .await;
+    for (presented, accepted) in [("wrong-token", false), (token.as_str(), true)] {
+        let mut s = TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(&upgrade_request(gw.addr, "")).await.unwrap();
+        let (status, rest) = read_head(&mut s).await;
+        assert_eq!(status, 101);
+        let mut frames = Frames::new(&mut s, rest);
+        frames.s.write_all(&connect_frame(presented)).await.unwrap();
+        if accepted {
+            assert_eq!(frames.next().await.unwrap().1, CHALLENGE.as_bytes());
+            assert_eq!(frames.next().await.unwrap().1, SECRET.as_bytes());
+            assert_eq!(frames.next().await.unwrap().1, REPLY.as_bytes());
+        } else {
+            assert_eq!(frames.until_close().await, Some(1008));
+            assert!(
+                !contains(&frames.all, "connect.challenge") && !contains(&frames.all, SECRET),
+                "{:?}",
+                String::from_utf8_lossy(&frames.all)
+            );
+        }
+    }
+}
+
+/// A client whose first frame is a close (it gives up before authenticating) gets the
+/// closing handshake, not what the upstream says in answer to it.
+#[tokio::test]
+async fn a_client_closing_before_it_authenticates_gets_no_upstream_data() {
+    let up = chatty_upstream().await;
+    let (gw, _token, _dir) = openclaw_mode(&up, |_| {}).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(&upgrade_request(gw.addr, "")).await.unwrap();
+    let (status, rest) = read_head(&mut s).await;
+    assert_eq!(status, 101);
+    let mut frames = Frames::new(&mut s, rest);
+    assert_eq!(frames.next().await.unwrap().1, CHALLENGE.as_bytes());
+    frames
+        .s
+        .write_all(&ws::close_frame_masked(1000, "bye", Some([5, 5, 5, 5])))
+        .await
+        .unwrap();
+    // The upstream got the close and answered it with data; the client must see none.
+    wait_until(|| !up.received.lock().unwrap().is_empty()).await;
+    while frames.next().await.is_some() {}
+    assert!(
+        !contains(&frames.all, REPLY) && !contains(&frames.all, SECRET),
+        "{:?}",
+        String::from_utf8_lossy(&frames.all)
+    );
+}
