@@ -105,6 +105,12 @@ fn connect_frame(token: &[u8]) -> Vec<u8> {
     ws::encode_frame(ws::OP_TEXT, &payload, Some([7, 1, 9, 3]))
 }
 
+/// The frame with reserved bits set in its first byte.
+fn with_rsv(mut frame: Vec<u8>, bits: u8) -> Vec<u8> {
+    frame[0] |= bits;
+    frame
+}
+
 const LONG: usize = 10 * 1024;
 
 /// Odd tokens, the same five in every source.
@@ -311,6 +317,18 @@ matrix! {
         send: |_| upgrade("/", b""),
         first: Some(|_| connect_frame(&long())),
         expect: Expect::Close(1008), reason: Some("token_mismatch"), seen: None,
+    };
+    // Reserved bits with no extension negotiated (the test upstream negotiates none): the
+    // gateway's WebSocket library fails the connection with 1002; so does gatewarden.
+    first_frame_with_rsv1_and_no_extension => Row {
+        send: |_| upgrade("/", b""),
+        first: Some(|t| with_rsv(connect_frame(t.as_bytes()), 0x40)),
+        expect: Expect::Close(1002), reason: Some("protocol_error"), seen: None,
+    };
+    first_frame_with_rsv2_and_rsv3 => Row {
+        send: |_| upgrade("/", b""),
+        first: Some(|t| with_rsv(connect_frame(t.as_bytes()), 0x30)),
+        expect: Expect::Close(1002), reason: Some("protocol_error"), seen: None,
     };
 
     // --- more than one token
