@@ -969,6 +969,18 @@ fn validate(config: &Config, fig: &Figment) -> Result<(), ConfigError> {
         if !p.starts_with('/') {
             return fail("auth.public_paths", p, "must start with '/'");
         }
+        // Requests are matched after normalization, so an entry must be normalized too.
+        match crate::path::normalize(p) {
+            Ok(n) if n == p.as_str() => {}
+            Ok(n) => {
+                return fail(
+                    "auth.public_paths",
+                    p,
+                    &format!("is not a normalized path (write `{n}`)"),
+                )
+            }
+            Err(why) => return fail("auth.public_paths", p, &format!("is refused: {why}")),
+        }
     }
     for c in &config.credentials.sources {
         if c.path.as_os_str().is_empty() {

@@ -39,6 +39,9 @@ use crate::ws;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
+/// What `OPTIONS *` and a refused `CONNECT` list as allowed.
+const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
 /// Everything a request needs. Each worker thread has its own copy (shared parts behind
 /// `Arc`s), so the reference counts and cancellation tokens a connection touches stay in
 /// its own core's cache.
@@ -412,8 +415,21 @@ impl Proxy {
         self.websocket(parts, None, remote, cert, handoff).await
     }
 
-    /// The size limits on a request head, answered 431 / 414.
+    /// The size limits on a request head, answered 431 / 414, and a head whose target
+    /// server is ambiguous (two `Host` headers, RFC 9112 §3.2), answered 400.
     fn check_head<B>(&self, req: &Request<B>, remote: SocketAddr) -> Option<Response<Body>> {
+        let mut hosts = req.headers().get_all(HOST).iter();
+        if hosts.next().is_some() && hosts.next().is_some() {
+            info!(remote = %remote, reason = %"duplicate_host", "[http] request refused");
+            let mut resp = text(
+                StatusCode::BAD_REQUEST,
+                "bad request: more than one Host header\n",
+            );
+            // Which server the client meant is unknown: nothing else of its is read.
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            return Some(resp);
+        }
         let head = head_size(req);
         if head > self.max_header_bytes {
             info!(remote = %remote, reason = %"header_too_large", bytes = head, "[http] request refused");
@@ -1159,6 +1175,9 @@ impl Proxy {
         cert: Option<&ClientCert>,
     ) -> Response<Body> {
         let (mut parts, body) = req.into_parts();
+        if let Some(answer) = self.own_answer(&mut parts, remote) {
+            return answer;
+        }
         let mut authenticated = None;
         if self.auth.http == HttpAuthMode::Require && !self.is_public(parts.uri.path()) {
             let ip = self.client_ip(remote, &parts.headers);
@@ -1259,11 +1278,93 @@ impl Proxy {
         }
     }
 
+    /// Requests gatewarden answers itself instead of judging and forwarding them, and the
+    /// path made into the one the upstream will act on (see [`crate::path`]): what is
+    /// judged below is what is forwarded.
+    fn own_answer(
+        &self,
+        parts: &mut ::http::request::Parts,
+        remote: SocketAddr,
+    ) -> Option<Response<Body>> {
+        let refuse = |status, reason: &str, msg: String| {
+            info!(remote = %remote, method = %parts.method, reason = %reason, "[http] request refused");
+            Some(text(status, msg))
+        };
+        // A tunnel to wherever the client names is not what a gateway's proxy is for.
+        if parts.method == Method::CONNECT {
+            let mut resp = refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed: CONNECT\n".into(),
+            )?;
+            resp.headers_mut().insert(
+                ::http::header::ALLOW,
+                HeaderValue::from_static(ALLOWED_METHODS),
+            );
+            return Some(resp);
+        }
+        // Asterisk-form (RFC 9112 §3.2.4) asks about the server, not a resource: OPTIONS
+        // is answered here, anything else with it is malformed.
+        if parts.uri.path() == "*" && parts.uri.authority().is_none() {
+            if parts.method != Method::OPTIONS {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "bad request: '*' is a target only for OPTIONS\n".into(),
+                );
+            }
+            let mut resp = Response::new(empty());
+            resp.headers_mut().insert(
+                ::http::header::ALLOW,
+                HeaderValue::from_static(ALLOWED_METHODS),
+            );
+            return Some(resp);
+        }
+        let normalized = match crate::path::normalize(parts.uri.path()) {
+            Ok(std::borrow::Cow::Borrowed(_)) => return None,
+            Ok(std::borrow::Cow::Owned(p)) => p,
+            Err(why) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "bad_path",
+                    format!("bad request: {why}\n"),
+                )
+            }
+        };
+        let pq = match parts.uri.query() {
+            Some(q) => format!("{normalized}?{q}"),
+            None => normalized,
+        };
+        let mut uri = ::http::uri::Parts::from(std::mem::take(&mut parts.uri));
+        match pq.parse() {
+            Ok(pq) => uri.path_and_query = Some(pq),
+            Err(_) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "bad_path",
+                    "bad request: the path cannot be normalized\n".into(),
+                )
+            }
+        }
+        match ::http::Uri::from_parts(uri) {
+            Ok(u) => {
+                parts.uri = u;
+                None
+            }
+            Err(_) => refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_path",
+                "bad request: the path cannot be normalized\n".into(),
+            ),
+        }
+    }
+
+    /// Under `auth.public_paths`, matched on whole segments of the normalized path.
     fn is_public(&self, path: &str) -> bool {
         self.auth
             .public_paths
             .iter()
-            .any(|p| path.starts_with(p.as_str()))
+            .any(|p| crate::path::is_under(path, p))
     }
 
     /// `GET /x?token=T` → `303 /x` + auth cookie: a dashboard link works once and the token

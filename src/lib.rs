@@ -21,6 +21,7 @@ pub mod limits;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod path;
 pub mod signals;
 pub mod splice;
 pub mod throttle;

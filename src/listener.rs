@@ -978,6 +978,12 @@ async fn serve_requests(
                     .handle_upgrade(req, remote, cert.as_deref(), &handoff)
                     .await;
                 let switched = resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
+                // An answer that says `Connection: close` ends the connection.
+                let close = close
+                    || resp
+                        .headers()
+                        .get(hyper::header::CONNECTION)
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
                 let written = head::write_response(&mut s, resp).await;
                 let pending = handoff.take();
                 if let Err(e) = written {

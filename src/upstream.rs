@@ -244,7 +244,9 @@ impl UpstreamClient {
         format!("{}://{}", self.scheme, self.authority)
     }
 
-    /// Sends a plain HTTP request (URI already in origin form) over the pool.
+    /// Sends a plain HTTP request over the pool, to the configured upstream whatever the
+    /// request's own target named: the URI is built from typed parts (scheme, authority,
+    /// the request's path and query), never by pasting text together.
     pub async fn request(
         &self,
         mut req: Request<Incoming>,
@@ -252,11 +254,18 @@ impl UpstreamClient {
         let pq = req
             .uri()
             .path_and_query()
-            .map(|pq| pq.as_str())
-            .unwrap_or("/");
-        *req.uri_mut() = format!("{}://{}{}", self.scheme, self.authority, pq)
-            .parse()
-            .expect("authority and path were valid separately");
+            .cloned()
+            .filter(|pq| pq.path().starts_with('/'))
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = http::Uri::builder()
+            .scheme(self.scheme)
+            .authority(self.authority.as_str())
+            .path_and_query(pq)
+            .build()
+            .map_err(|e| UpstreamError::Protocol {
+                addr: self.authority.clone(),
+                what: format!("cannot build the request URI: {e}"),
+            })?;
         self.pool
             .request(req)
             .await

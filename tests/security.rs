@@ -379,3 +379,128 @@ async fn a_client_closing_before_it_authenticates_gets_no_upstream_data() {
         String::from_utf8_lossy(&frames.all)
     );
 }
+
+/// One raw HTTP/1.1 exchange (the client closes after it): status and the whole response.
+async fn raw_http(addr: SocketAddr, head: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    timeout(s.read_to_end(&mut out)).await.unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+fn get_head(target: &str) -> String {
+    format!("GET {target} HTTP/1.1\r\nHost: gatewarden.test\r\nConnection: close\r\n\r\n")
+}
+
+/// `auth.public_paths` is matched on the path the upstream will serve: dot-segments (plain
+/// or percent-encoded) cannot walk out of a public prefix, what no normalization settles is
+/// refused, and the upstream receives exactly the path that was judged.
+#[tokio::test]
+async fn public_paths_are_matched_on_the_normalized_path() {
+    let h = start_with(|c| c.auth.public_paths = vec!["/healthz".into()]).await;
+    // Walks out of the public prefix: now a private path, which needs a token.
+    for target in [
+        "/healthz/../admin",
+        "/healthz/%2e%2e/admin",
+        "/healthz/%2E%2E/admin",
+        "/healthz/.%2e/admin",
+        "/healthz/./../admin?x=1",
+        "/healthzadmin",
+    ] {
+        let (status, text) = raw_http(h.addr, &get_head(target)).await;
+        assert_eq!(status, 401, "{target}: {text}");
+    }
+    // What servers read differently is refused outright.
+    for target in [
+        "/healthz\\..\\admin",
+        "/healthz%00/../admin",
+        "/healthz%2f..%2fadmin",
+        "/healthz/..%5cadmin",
+    ] {
+        let (status, text) = raw_http(h.addr, &get_head(target)).await;
+        assert_eq!(status, 400, "{target}: {text}");
+    }
+    assert_eq!(h.upstream.count(), 0, "nothing reached the upstream");
+    // Public paths still pass, forwarded as judged.
+    for (target, forwarded) in [
+        ("/healthz", "/healthz"),
+        ("/healthz/live?probe=1", "/healthz/live?probe=1"),
+        ("/healthz/./live", "/healthz/live"),
+        ("/%68ealthz", "/healthz"),
+        ("/admin/../healthz", "/healthz"),
+    ] {
+        let (status, text) = raw_http(h.addr, &get_head(target)).await;
+        assert_eq!(status, 200, "{target}: {text}");
+        assert_eq!(h.upstream.last().uri, forwarded, "{target}");
+    }
+    wait_log(&["[http] request refused", "reason=bad_path"]).await;
+}
+
+/// CONNECT reached the upstream unauthenticated through a public path; two Host headers
+/// leave open which server is meant (RFC 9112 §3.2).
+#[tokio::test]
+async fn connect_and_a_second_host_header_are_refused() {
+    let h = start_with(|c| c.auth.public_paths = vec!["/".into()]).await;
+    let (status, text) = raw_http(
+        h.addr,
+        "CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 405, "{text}");
+    assert!(text.to_ascii_lowercase().contains("allow: get"), "{text}");
+    let (status, text) = raw_http(
+        h.addr,
+        "GET / HTTP/1.1\r\nHost: gatewarden.test\r\nHost: evil.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    // The same on the upgrade path, which the listener reads itself.
+    let (status, text) = raw_http(
+        h.addr,
+        &format!(
+            "GET /ws HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {}\r\n\r\n",
+            h.token
+        ),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert_eq!(h.upstream.count(), 0, "nothing reached the upstream");
+}
+
+/// `OPTIONS *` became `http://host:PORT*`, whose port does not parse, and went to port 80 of
+/// the upstream host — with header injection, carrying the gateway's token there.
+#[tokio::test]
+async fn asterisk_form_is_answered_here_and_never_leaves() {
+    let h = start_with(|c| c.auth.http = gatewarden::config::HttpAuthMode::Pass).await;
+    let (status, text) = raw_http(
+        h.addr,
+        "OPTIONS * HTTP/1.1\r\nHost: gatewarden.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.to_ascii_lowercase().contains("allow: "), "{text}");
+    let (status, text) = raw_http(
+        h.addr,
+        "GET * HTTP/1.1\r\nHost: gatewarden.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert_eq!(h.upstream.count(), 0);
+    // An absolute-form target names another server: the request still goes to the
+    // configured upstream, with the path alone.
+    let (status, text) = raw_http(
+        h.addr,
+        "GET http://elsewhere.test:81/x?y=1 HTTP/1.1\r\nHost: elsewhere.test:81\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(h.upstream.last().uri, "/x?y=1");
+}
