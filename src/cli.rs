@@ -308,7 +308,7 @@ fn check(args: &CommonArgs) -> ExitCode {
         effective.why
     );
     for src in &sources {
-        match credentials::read_source(src, false) {
+        match credentials::read_source(src, false, config.credentials.max_file_bytes) {
             Ok(loaded) => {
                 for w in &loaded.warnings {
                     eprintln!("gatewarden: warning: {}: {w}", src.path.display());
@@ -332,7 +332,7 @@ fn check(args: &CommonArgs) -> ExitCode {
         }
     }
     if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
-        match crate::tls::load_pair(cert, key) {
+        match crate::tls::load_pair(cert, key, config.credentials.max_file_bytes) {
             Ok(pair) => {
                 let days = pair.info.remaining().as_secs() / 86_400;
                 println!(

@@ -312,6 +312,8 @@ pub struct CredentialsConfig {
     /// Also compare size/mtime/inode/content this often, for filesystems where inotify events
     /// never arrive (network filesystems, some Docker Desktop bind mounts). 0 disables.
     pub poll_interval: Secs,
+    /// Largest credential or TLS file read; a larger one is refused (the last good stays).
+    pub max_file_bytes: u64,
 }
 
 impl Default for CredentialsConfig {
@@ -320,6 +322,7 @@ impl Default for CredentialsConfig {
             sources: Vec::new(),
             watch: true,
             poll_interval: Secs(Duration::from_secs(5)),
+            max_file_bytes: crate::files::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -553,6 +556,9 @@ pub struct Timeouts {
     pub header_read: Secs,
     /// Connecting to the upstream (TCP) must succeed within this time.
     pub upstream_connect: Secs,
+    /// A proxied plain HTTP request's response head must arrive within this time after the
+    /// request was sent (504 otherwise). The body then streams for as long as it takes.
+    pub upstream_response: Secs,
 }
 
 impl Default for Timeouts {
@@ -560,6 +566,7 @@ impl Default for Timeouts {
         Timeouts {
             header_read: Secs(Duration::from_secs(10)),
             upstream_connect: Secs(Duration::from_secs(5)),
+            upstream_response: Secs(Duration::from_secs(60)),
         }
     }
 }
@@ -856,14 +863,28 @@ fn origin_of(md: &Metadata, path: &[String]) -> String {
     }
 }
 
-/// Builds the layered figment. `config_file` is the `-c/--config` flag.
-pub fn figment(config_file: Option<&Path>, flags: &FlagOverrides) -> Figment {
+/// A TOML config file read by gatewarden itself (see [`crate::files`]: a FIFO or a device
+/// named as the config must not hang start-up or `check`), shown in errors as the file.
+struct TomlFile {
+    path: PathBuf,
+    text: String,
+}
+
+impl Provider for TomlFile {
+    fn metadata(&self) -> Metadata {
+        Metadata::from("TOML file", self.path.as_path())
+    }
+
+    fn data(&self) -> Result<figment::value::Map<Profile, figment::value::Dict>, figment::Error> {
+        Toml::string(&self.text).data()
+    }
+}
+
+/// Builds the layered figment over an already-read config file.
+fn figment(file: Option<TomlFile>, flags: &FlagOverrides) -> Figment {
     let mut fig = Figment::from(Serialized::defaults(Config::default()));
-    let file = config_file
-        .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from));
     if let Some(file) = file {
-        fig = fig.merge(Normalized(Toml::file_exact(file)));
+        fig = fig.merge(Normalized(file));
     }
     fig.merge(Normalized(
         Env::prefixed(ENV_PREFIX)
@@ -874,17 +895,32 @@ pub fn figment(config_file: Option<&Path>, flags: &FlagOverrides) -> Figment {
     .merge(flags.clone())
 }
 
-/// Loads and validates the configuration.
+/// Loads and validates the configuration. `config_file` is the `-c/--config` flag (else
+/// `$GATEWARDEN_CONFIG`).
 pub fn load(config_file: Option<&Path>, flags: &FlagOverrides) -> Result<Config, ConfigError> {
-    if let Some(file) = config_file {
-        if !file.exists() {
-            return Err(ConfigError(format!(
-                "config error: config file {} does not exist",
-                file.display()
-            )));
+    let path = config_file
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from));
+    let file = match path {
+        Some(path) => {
+            let bytes = crate::files::read_limited(&path, crate::files::DEFAULT_MAX_BYTES)
+                .map_err(|why| {
+                    ConfigError(format!(
+                        "config error: config file {} {why}",
+                        path.display()
+                    ))
+                })?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                ConfigError(format!(
+                    "config error: config file {} is not valid UTF-8",
+                    path.display()
+                ))
+            })?;
+            Some(TomlFile { path, text })
         }
-    }
-    let fig = figment(config_file, flags);
+        None => None,
+    };
+    let fig = figment(file, flags);
     let config: Config = fig.extract().map_err(ConfigError::from_figment)?;
     validate(&config, &fig)?;
     Ok(config)
@@ -1003,6 +1039,14 @@ fn validate(config: &Config, fig: &Figment) -> Result<(), ConfigError> {
             }
         }
     }
+    let max = config.credentials.max_file_bytes;
+    if !(64..=64 << 20).contains(&max) {
+        return fail(
+            "credentials.max_file_bytes",
+            &max,
+            "must be between 64 and 67108864",
+        );
+    }
     let mut names: Vec<&str> = Vec::new();
     for n in config
         .credentials
@@ -1073,6 +1117,13 @@ fn validate(config: &Config, fig: &Figment) -> Result<(), ConfigError> {
     if config.timeouts.upstream_connect.0.is_zero() {
         return fail(
             "timeouts.upstream_connect",
+            &"0s",
+            "must be greater than zero",
+        );
+    }
+    if config.timeouts.upstream_response.0.is_zero() {
+        return fail(
+            "timeouts.upstream_response",
             &"0s",
             "must be greater than zero",
         );

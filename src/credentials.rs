@@ -317,12 +317,22 @@ impl CredentialStore {
 /// Why a credential file could not be used. Never carries file contents.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
-    #[error("credential file {path} does not exist")]
-    Missing { path: PathBuf },
-    #[error("credential file {path} cannot be read: {source}")]
-    Unreadable { path: PathBuf, source: io::Error },
+    /// Missing, unreadable, not a regular file, too large.
+    #[error("credential file {path} {why}")]
+    File {
+        path: PathBuf,
+        why: crate::files::FileError,
+    },
     #[error("credential file {path} is empty")]
     Empty { path: PathBuf },
+    #[error(
+        "credential file {path} line {line} {why}; a plain token file holds one token on one line (keeping the last good token)"
+    )]
+    Plain {
+        path: PathBuf,
+        line: usize,
+        why: &'static str,
+    },
     #[error("credential file {path} is not valid UTF-8")]
     NotUtf8 { path: PathBuf },
     #[error("credential file {path} is not valid JSON5: {what}")]
@@ -361,20 +371,18 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
-/// Reads one credential source into its tokens. `keep_secret` keeps the token itself (for
-/// presenting it upstream), not only its digest.
-pub fn read_source(src: &CredentialSource, keep_secret: bool) -> Result<Loaded, CredentialError> {
-    let path = &src.path;
-    let bytes = std::fs::read(path).map_err(|e| {
-        if e.kind() == io::ErrorKind::NotFound {
-            CredentialError::Missing { path: path.clone() }
-        } else {
-            CredentialError::Unreadable {
-                path: path.clone(),
-                source: e,
-            }
-        }
-    })?;
+/// Reads one credential source (a regular file of at most `max_bytes`) into its tokens.
+/// `keep_secret` keeps the token itself (for presenting it upstream), not only its digest.
+pub fn read_source(
+    src: &CredentialSource,
+    keep_secret: bool,
+    max_bytes: u64,
+) -> Result<Loaded, CredentialError> {
+    let bytes =
+        crate::files::read_limited(&src.path, max_bytes).map_err(|why| CredentialError::File {
+            path: src.path.clone(),
+            why,
+        })?;
     parse_source(src, &bytes, keep_secret)
 }
 
@@ -386,6 +394,8 @@ pub fn parse_source(
     keep_secret: bool,
 ) -> Result<Loaded, CredentialError> {
     let path = &src.path;
+    // Editors on Windows start a UTF-8 file with a byte-order mark; it is not the token's.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let text =
         std::str::from_utf8(bytes).map_err(|_| CredentialError::NotUtf8 { path: path.clone() })?;
     if text.trim().is_empty() {
@@ -402,7 +412,7 @@ pub fn parse_source(
     }
     let token = match src.format {
         CredentialFormat::Json5 => json5_token(path, text, src.json_pointer())?,
-        _ => text.trim().to_string(),
+        _ => plain_token(path, text)?.to_string(),
     };
     let mut c = Credential::new(token.as_bytes(), origin);
     c.name = name;
@@ -412,6 +422,39 @@ pub fn parse_source(
     Ok(Loaded {
         entries: vec![c],
         warnings: Vec::new(),
+    })
+}
+
+/// The one token of a `plain` file: its only non-empty line, trimmed. A NUL, whitespace
+/// inside the token or a second non-empty line means the file is not what it should be (a
+/// paste gone wrong, two tokens, a binary file); applied as it is, the token would match
+/// no client and every client would be refused once the grace period ends, so it is
+/// refused instead and the last good token stays.
+fn plain_token<'a>(path: &Path, text: &'a str) -> Result<&'a str, CredentialError> {
+    let bad = |line: usize, why: &'static str| CredentialError::Plain {
+        path: path.to_path_buf(),
+        line,
+        why,
+    };
+    let mut token: Option<(usize, &str)> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if raw.contains('\0') {
+            return Err(bad(i + 1, "holds a NUL byte"));
+        }
+        if line.is_empty() {
+            continue;
+        }
+        if token.is_some() {
+            return Err(bad(i + 1, "is a second non-empty line"));
+        }
+        if line.contains(char::is_whitespace) {
+            return Err(bad(i + 1, "has whitespace inside the token"));
+        }
+        token = Some((i + 1, line));
+    }
+    token.map(|(_, t)| t).ok_or_else(|| CredentialError::Empty {
+        path: path.to_path_buf(),
     })
 }
 
@@ -547,6 +590,8 @@ pub struct Reloader {
     sources: Vec<CredentialSource>,
     upstream: Option<String>,
     grace: Duration,
+    /// `credentials.max_file_bytes`.
+    max_file_bytes: u64,
     store: Arc<CredentialStore>,
     state: Mutex<ReloadState>,
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
@@ -582,6 +627,7 @@ impl Reloader {
             sources,
             upstream,
             grace,
+            max_file_bytes: crate::files::DEFAULT_MAX_BYTES,
             store: Arc::new(CredentialStore::new(Credentials::default())),
             state: Mutex::new(ReloadState {
                 generation: 0,
@@ -591,6 +637,12 @@ impl Reloader {
             }),
             metrics: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Files larger than this are refused (the last good tokens stay).
+    pub fn with_max_file_bytes(mut self, max: u64) -> Reloader {
+        self.max_file_bytes = max;
+        self
     }
 
     /// Reload results are counted here once set.
@@ -617,7 +669,7 @@ impl Reloader {
 
     fn read(&self, idx: usize) -> Result<Vec<Credential>, CredentialError> {
         let src = &self.sources[idx];
-        let loaded = read_source(src, self.keep_secret(src))?;
+        let loaded = read_source(src, self.keep_secret(src), self.max_file_bytes)?;
         for w in &loaded.warnings {
             tracing::warn!(
                 "[reload] {}: {w} (skipped; the rest of the file is used)",
@@ -698,15 +750,18 @@ impl Reloader {
         st.generation += 1;
         st.changed_at = now;
         let generation = st.generation;
+        let current = fps(&entries);
+        st.current[idx] = Some(entries);
+        // Swapped in before it is logged: whoever reads "applied" (an operator, a test)
+        // finds the new tokens in force, even with the reload on another thread.
+        self.publish(&st);
         tracing::info!(
             generation,
             source = %path,
-            current = %fps(&entries),
+            current = %current,
             previous = %fps(&previous),
             "[reload] credentials applied"
         );
-        st.current[idx] = Some(entries);
-        self.publish(&st);
         ReloadResult::Applied { generation }
     }
 
@@ -880,6 +935,37 @@ mod tests {
     fn fingerprint_is_first_8_hex_of_sha256() {
         // sha256("abc") = ba7816bf...
         assert_eq!(Fingerprint::of(b"abc").to_string(), "ba7816bf");
+    }
+
+    /// A BOM is dropped; a NUL, whitespace inside the token or a second line fail the file
+    /// by line number (the file's text never appears in the error).
+    #[test]
+    fn plain_files_hold_one_token_on_one_line() {
+        let src = CredentialSource::plain("/run/t");
+        let token =
+            |bytes: &[u8]| parse_source(&src, bytes, false).map(|l| l.entries[0].fingerprint);
+        let want = Fingerprint::of(b"s3cret-token");
+        for ok in [
+            &b"s3cret-token"[..],
+            b"  s3cret-token \n",
+            b"\n\ns3cret-token\r\n\n",
+            b"\xEF\xBB\xBFs3cret-token\n",
+        ] {
+            assert_eq!(token(ok).unwrap(), want, "{ok:?}");
+        }
+        for (bad, line, why) in [
+            (&b"s3cret\0token"[..], 1, "NUL"),
+            (b"\ns3cret-token\nother\n", 3, "second non-empty line"),
+            (b"s3cret token\n", 1, "whitespace inside"),
+            (b"s3cret\ttoken", 1, "whitespace inside"),
+        ] {
+            let e = token(bad).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("line {line} ")) && e.contains(why),
+                "{e}"
+            );
+            assert!(!e.contains("s3cret"), "{e}");
+        }
     }
 
     #[test]

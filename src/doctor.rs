@@ -124,7 +124,7 @@ pub async fn run(config: &Config, opts: &Options) -> Report {
             }
         }
         let modified = meta.modified().ok();
-        match credentials::read_source(src, false) {
+        match credentials::read_source(src, false, config.credentials.max_file_bytes) {
             Ok(l) => {
                 for c in &l.entries {
                     r.add(
@@ -243,7 +243,7 @@ pub async fn run(config: &Config, opts: &Options) -> Report {
     }
     // TLS files.
     if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
-        match crate::tls::load_pair(cert, key) {
+        match crate::tls::load_pair(cert, key, config.credentials.max_file_bytes) {
             Ok(pair) => {
                 let days = pair.info.remaining().as_secs() / 86_400;
                 let level = if pair.info.remaining() <= crate::tls::EXPIRY_WARNING {
@@ -341,7 +341,7 @@ fn profile_token(p: &Path) -> Option<Credential> {
         format: CredentialFormat::Json5,
         pointer: None,
     };
-    credentials::read_source(&src, false)
+    credentials::read_source(&src, false, crate::files::DEFAULT_MAX_BYTES)
         .ok()?
         .entries
         .into_iter()

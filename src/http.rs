@@ -70,6 +70,8 @@ pub struct Proxy {
     pub max_header_bytes: usize,
     /// `limits.max_request_line`.
     pub max_request_line: usize,
+    /// `timeouts.upstream_response`: the deadline for a proxied request's response head.
+    pub upstream_response: std::time::Duration,
 }
 
 /// `fp:xxxxxxxx`, or `-` when no token was presented.
@@ -1261,11 +1263,22 @@ impl Proxy {
         if parts.version != Version::HTTP_11 && parts.version != Version::HTTP_10 {
             parts.version = Version::HTTP_11;
         }
-        match self
-            .upstream
-            .request(Request::from_parts(parts, body))
-            .await
-        {
+        let sent = self.upstream.request(Request::from_parts(parts, body));
+        let Ok(answer) = tokio::time::timeout(self.upstream_response, sent).await else {
+            self.metrics.upstream_timeouts.inc();
+            warn!(
+                remote = %remote,
+                path = %path,
+                reason = %"upstream_timeout",
+                timeout_s = self.upstream_response.as_secs_f64(),
+                "[http] upstream did not answer in time"
+            );
+            return text(
+                StatusCode::GATEWAY_TIMEOUT,
+                "gateway timeout: upstream did not answer\n",
+            );
+        };
+        match answer {
             Ok(resp) => passthrough(resp),
             Err(e) => {
                 self.metrics.upstream_connect_errors.inc();

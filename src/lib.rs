@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod doctor;
+pub mod files;
 pub mod first_message;
 pub mod head;
 pub mod http;

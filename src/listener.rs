@@ -78,7 +78,21 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Server, StartError> {
-        let (reloader, prepared) = load_credentials(&config)?;
+        // Files are read on a blocking thread: this one serves signals (and, with one
+        // worker, connections), and a file on a hung network mount must not stall it.
+        let Files {
+            reloader,
+            prepared,
+            server_tls,
+            tls_prepared,
+            upstream_tls,
+        } = {
+            let config = config.clone();
+            match tokio::task::spawn_blocking(move || read_files(&config)).await {
+                Ok(files) => files?,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        };
         let reloader = Arc::new(reloader);
         let creds = reloader.store();
         let addr = config.listen.0;
@@ -89,28 +103,6 @@ impl Server {
         )
         .map_err(|source| StartError::Bind { addr, source })?;
         let balance = (listeners.len() > 1).then(|| Balance::new(listeners.len()));
-        let server_tls = match (&config.tls.cert, &config.tls.key) {
-            (Some(cert), Some(key)) => Some(Arc::new(ServerTls::new(
-                cert,
-                key,
-                config.tls.client_ca.as_deref(),
-            )?)),
-            _ => None,
-        };
-        let upstream_tls = if config.upstream.tls {
-            if config.upstream_tls.insecure {
-                warn!(
-                    upstream = %config.upstream,
-                    "[tls] upstream_tls.insecure = true: the upstream's certificate is NOT verified; anyone on the path can impersonate it"
-                );
-            }
-            Some(crate::tls::upstream_client_config(
-                config.upstream_tls.ca.as_deref(),
-                config.upstream_tls.insecure,
-            )?)
-        } else {
-            None
-        };
         let metrics = Arc::new(Metrics::new());
         reloader.set_metrics(metrics.clone());
         let upstream = Arc::new(UpstreamClient::new(
@@ -154,6 +146,7 @@ impl Server {
             forwarded_headers: config.forwarded_headers,
             max_header_bytes: config.limits.max_header_bytes,
             max_request_line: config.limits.max_request_line,
+            upstream_response: config.timeouts.upstream_response.0,
             metrics,
             upstream,
             auth: config.auth.clone(),
@@ -171,14 +164,7 @@ impl Server {
             config.credentials.poll_interval.0,
             watcher_stop.clone(),
         ));
-        if let Some(tls) = &server_tls {
-            let prepared = crate::watcher::prepare(
-                &crate::watcher::Reloadable::paths(&**tls),
-                config.credentials.watch,
-                config.credentials.poll_interval.0,
-            );
-            // Changes between loading and watching are caught by this first re-read.
-            tls.reload();
+        if let (Some(tls), Some(prepared)) = (&server_tls, tls_prepared) {
             tokio::spawn(crate::watcher::run(
                 tls.clone(),
                 prepared,
@@ -723,6 +709,63 @@ fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
+/// What the server reads from disk before it starts.
+struct Files {
+    reloader: Reloader,
+    prepared: crate::watcher::Prepared,
+    server_tls: Option<Arc<ServerTls>>,
+    tls_prepared: Option<crate::watcher::Prepared>,
+    upstream_tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Credentials, the serving certificate and the upstream's CA, each watched from before
+/// its first read. Blocking: runs on a blocking thread.
+fn read_files(config: &Config) -> Result<Files, StartError> {
+    let (reloader, prepared) = load_credentials(config)?;
+    let max = config.credentials.max_file_bytes;
+    let server_tls = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => Some(Arc::new(ServerTls::new(
+            cert,
+            key,
+            config.tls.client_ca.as_deref(),
+            max,
+        )?)),
+        _ => None,
+    };
+    let tls_prepared = server_tls.as_ref().map(|tls| {
+        let prepared = crate::watcher::prepare(
+            &crate::watcher::Reloadable::paths(&**tls),
+            config.credentials.watch,
+            config.credentials.poll_interval.0,
+        );
+        // Changes between loading and watching are caught by this first re-read.
+        tls.reload();
+        prepared
+    });
+    let upstream_tls = if config.upstream.tls {
+        if config.upstream_tls.insecure {
+            warn!(
+                upstream = %config.upstream,
+                "[tls] upstream_tls.insecure = true: the upstream's certificate is NOT verified; anyone on the path can impersonate it"
+            );
+        }
+        Some(crate::tls::upstream_client_config(
+            config.upstream_tls.ca.as_deref(),
+            config.upstream_tls.insecure,
+            max,
+        )?)
+    } else {
+        None
+    };
+    Ok(Files {
+        reloader,
+        prepared,
+        server_tls,
+        tls_prepared,
+        upstream_tls,
+    })
+}
+
 /// Resolves the credential sources, starts watching them, loads them once, and returns the
 /// reloader that keeps them current with the prepared watches.
 fn load_credentials(
@@ -761,7 +804,8 @@ fn load_credentials(
         sources,
         config.upstream_auth.credential.clone(),
         config.auth.grace.0,
-    );
+    )
+    .with_max_file_bytes(config.credentials.max_file_bytes);
     let ok = reloader.load_initial();
     let creds = reloader.store().load();
     for c in creds.entries() {

@@ -64,6 +64,7 @@ pub struct Metrics {
     pub stale_accepted: Counter,
     pub bytes: Family<DirectionLabels, Counter>,
     pub upstream_connect_errors: Counter,
+    pub upstream_timeouts: Counter,
     pub upstream_connect_seconds: Histogram,
     pub handshake_seconds: Histogram,
     pub reloads: Family<ResultLabels, Counter>,
@@ -110,6 +111,7 @@ impl Metrics {
             stale_accepted: Counter::default(),
             bytes: Family::default(),
             upstream_connect_errors: Counter::default(),
+            upstream_timeouts: Counter::default(),
             // 0.1 ms to ~6.5 s
             upstream_connect_seconds: Histogram::new(exponential_buckets(0.0001, 3.0, 11)),
             handshake_seconds: Histogram::new(exponential_buckets(0.0001, 3.0, 11)),
@@ -178,6 +180,11 @@ impl Metrics {
             "upstream_connect_errors",
             "Failed connections or upgrades to the upstream",
             m.upstream_connect_errors.clone(),
+        );
+        r.register(
+            "upstream_timeouts",
+            "Proxied HTTP requests the upstream did not answer within timeouts.upstream_response",
+            m.upstream_timeouts.clone(),
         );
         r.register(
             "upstream_connect_seconds",

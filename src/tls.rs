@@ -7,7 +7,6 @@
 //! old pair keeps serving.
 
 use std::fmt;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -30,10 +29,12 @@ pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 /// Why certificate or key files cannot be used. Names the file and the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("TLS file {path} does not exist")]
-    Missing { path: PathBuf },
-    #[error("TLS file {path} cannot be read: {source}")]
-    Unreadable { path: PathBuf, source: io::Error },
+    /// Missing, unreadable, not a regular file, too large.
+    #[error("TLS file {path} {why}")]
+    File {
+        path: PathBuf,
+        why: crate::files::FileError,
+    },
     #[error("TLS certificate file {path} holds no PEM certificate")]
     NoCertificate { path: PathBuf },
     #[error("TLS key file {path} holds no usable PEM private key (PKCS#8, PKCS#1 or SEC1)")]
@@ -48,21 +49,17 @@ pub enum TlsError {
     Config(String),
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => TlsError::Missing {
-            path: path.to_path_buf(),
-        },
-        _ => TlsError::Unreadable {
-            path: path.to_path_buf(),
-            source: e,
-        },
+/// A TLS file: a regular file of at most `max` bytes (`credentials.max_file_bytes`).
+fn read(path: &Path, max: u64) -> Result<Vec<u8>, TlsError> {
+    crate::files::read_limited(path, max).map_err(|why| TlsError::File {
+        path: path.to_path_buf(),
+        why,
     })
 }
 
-/// PEM certificates from a file (a chain, or a CA bundle).
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
+/// PEM certificates from a file (a chain, or a CA bundle) of at most `max` bytes.
+pub fn load_certs(path: &Path, max: u64) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path, max)?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .filter_map(Result::ok)
         .collect();
@@ -145,9 +142,9 @@ impl fmt::Debug for Pair {
 }
 
 /// Loads and checks a certificate/key pair: parsable, supported, and matching.
-pub fn load_pair(cert_path: &Path, key_path: &Path) -> Result<Pair, TlsError> {
-    let chain = load_certs(cert_path)?;
-    let key_pem = read(key_path)?;
+pub fn load_pair(cert_path: &Path, key_path: &Path, max: u64) -> Result<Pair, TlsError> {
+    let chain = load_certs(cert_path, max)?;
+    let key_pem = read(key_path, max)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey {
         path: key_path.to_path_buf(),
     })?;
@@ -211,6 +208,8 @@ pub struct ServerTls {
     cert: PathBuf,
     key: PathBuf,
     client_ca: Option<PathBuf>,
+    /// `credentials.max_file_bytes`.
+    max_file_bytes: u64,
     /// Serializes reloads (only the watcher calls them; never the handshake path).
     reload_lock: Mutex<()>,
 }
@@ -218,8 +217,13 @@ pub struct ServerTls {
 impl ServerTls {
     /// Loads the pair (start-up errors name the file and the problem) and builds the config:
     /// TLS 1.2 and 1.3, ALPN `http/1.1`, and client certificates when `client_ca` is set.
-    pub fn new(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ServerTls, TlsError> {
-        let pair = load_pair(cert, key)?;
+    pub fn new(
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+        max_file_bytes: u64,
+    ) -> Result<ServerTls, TlsError> {
+        let pair = load_pair(cert, key, max_file_bytes)?;
         warn_expiry(&pair.info, cert);
         info!(
             not_after = %pair.info.not_after_text,
@@ -237,7 +241,7 @@ impl ServerTls {
         let builder = match client_ca {
             Some(ca) => {
                 let mut roots = RootCertStore::empty();
-                for c in load_certs(ca)? {
+                for c in load_certs(ca, max_file_bytes)? {
                     roots.add(c).map_err(|e| TlsError::BadCertificate {
                         path: ca.to_path_buf(),
                         why: e.to_string(),
@@ -259,6 +263,7 @@ impl ServerTls {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             client_ca: client_ca.map(Path::to_path_buf),
+            max_file_bytes,
             reload_lock: Mutex::new(()),
         })
     }
@@ -266,7 +271,7 @@ impl ServerTls {
     /// Re-reads the pair; swaps it in only when complete, matching, and different.
     pub fn reload(&self) -> ReloadResult {
         let _guard = self.reload_lock.lock().unwrap();
-        let pair = match load_pair(&self.cert, &self.key) {
+        let pair = match load_pair(&self.cert, &self.key, self.max_file_bytes) {
             Ok(p) => p,
             Err(e) => {
                 warn!(cause = %e, "[reload] tls rejected; keeping the current certificate");
@@ -278,13 +283,15 @@ impl ServerTls {
             return ReloadResult::Unchanged;
         }
         warn_expiry(&pair.info, &self.cert);
+        let info = pair.info.clone();
+        // In force before it is logged (the reload runs on another thread than handshakes).
+        self.resolver.current.store(Arc::new(pair));
         info!(
-            not_after = %pair.info.not_after_text,
-            subject = %pair.info.subject,
-            fingerprint = %pair.info.fingerprint,
+            not_after = %info.not_after_text,
+            subject = %info.subject,
+            fingerprint = %info.fingerprint,
             "[reload] tls applied"
         );
-        self.resolver.current.store(Arc::new(pair));
         ReloadResult::Applied { generation: 0 }
     }
 }
@@ -337,6 +344,7 @@ impl Reloadable for ServerTls {
 pub fn upstream_client_config(
     ca: Option<&Path>,
     insecure: bool,
+    max_file_bytes: u64,
 ) -> Result<Arc<ClientConfig>, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -350,7 +358,7 @@ pub fn upstream_client_config(
         let mut roots = RootCertStore::empty();
         match ca {
             Some(ca) => {
-                for c in load_certs(ca)? {
+                for c in load_certs(ca, max_file_bytes)? {
                     roots.add(c).map_err(|e| TlsError::BadCertificate {
                         path: ca.to_path_buf(),
                         why: e.to_string(),

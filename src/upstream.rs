@@ -204,7 +204,11 @@ impl UpstreamClient {
                 .enable_http1()
                 .wrap_connector(http),
             None => hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(pool_tls(&*crate::tls::upstream_client_config(None, false)?))
+                .with_tls_config(pool_tls(&*crate::tls::upstream_client_config(
+                    None,
+                    false,
+                    crate::files::DEFAULT_MAX_BYTES,
+                )?))
                 .https_or_http()
                 .enable_http1()
                 .wrap_connector(http),

@@ -127,6 +127,34 @@ pub fn run<R: Reloadable + ?Sized>(
     run_with(reloader, prepared, poll, stop, hup)
 }
 
+/// The watcher's view of the disk: the inotify watches and what the poll last saw. Only
+/// the watcher touches it, from blocking threads.
+struct Disk {
+    fs: Option<DirWatch>,
+    paths: Vec<PathBuf>,
+    signatures: Vec<Option<Signature>>,
+}
+
+/// A panic in a reload leaves the state as it was; the watcher keeps going with it.
+fn lock(d: &std::sync::Mutex<Disk>) -> std::sync::MutexGuard<'_, Disk> {
+    d.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Disk {
+    fn resign(&mut self) {
+        for (sig, p) in self.signatures.iter_mut().zip(&self.paths) {
+            *sig = signature(p);
+        }
+    }
+}
+
+/// Runs file work on a blocking thread: the watcher's task shares its thread with signal
+/// handling, the admin listener and (with one worker) connections, and a file read can
+/// block (a network mount that stopped answering). `None` if the work panicked.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
 async fn run_with<R: Reloadable + ?Sized>(
     reloader: Arc<R>,
     prepared: Prepared,
@@ -134,12 +162,16 @@ async fn run_with<R: Reloadable + ?Sized>(
     stop: CancellationToken,
     mut hup: Hup,
 ) {
-    let paths = reloader.paths();
     let Prepared {
-        mut fs,
+        fs,
         mut rx,
-        mut signatures,
+        signatures,
     } = prepared;
+    let disk = Arc::new(std::sync::Mutex::new(Disk {
+        fs,
+        paths: reloader.paths(),
+        signatures,
+    }));
     let mut poll_tick = (!poll.is_zero()).then(|| {
         let mut i = tokio::time::interval_at(Instant::now() + poll, poll);
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -150,32 +182,40 @@ async fn run_with<R: Reloadable + ?Sized>(
         // Relative to the last grace end handled, not to now: a deadline that passed while
         // this loop was busy still fires (at once).
         let next_grace = reloader.next_deadline(grace_seen).map(Instant::from_std);
+        let (r, d) = (reloader.clone(), disk.clone());
         tokio::select! {
             _ = stop.cancelled() => return,
             Some(()) = rx.recv() => {
                 coalesce(&mut rx).await;
-                if let Some(fs) = &mut fs {
-                    fs.ensure();
-                }
-                Reloadable::reload_all(&*reloader);
-                for (sig, p) in signatures.iter_mut().zip(&paths) {
-                    *sig = signature(p);
-                }
+                blocking(move || {
+                    let mut d = lock(&d);
+                    if let Some(fs) = &mut d.fs {
+                        fs.ensure();
+                    }
+                    Reloadable::reload_all(&*r);
+                    d.resign();
+                })
+                .await;
             }
             _ = tick(&mut poll_tick) => {
-                for (idx, p) in paths.iter().enumerate() {
-                    let now = signature(p);
-                    if now != signatures[idx] {
-                        signatures[idx] = now;
-                        let r = reloader.reload_path(idx);
-                        debug!(source = %p.display(), result = %r.as_str(), "[reload] poll saw a change");
+                blocking(move || {
+                    let mut d = lock(&d);
+                    for idx in 0..d.paths.len() {
+                        let now = signature(&d.paths[idx]);
+                        if now != d.signatures[idx] {
+                            d.signatures[idx] = now;
+                            let result = r.reload_path(idx);
+                            debug!(source = %d.paths[idx].display(), result = %result.as_str(), "[reload] poll saw a change");
+                        }
                     }
-                }
-                debug!(sources = signatures.len(), "[reload] poll checked");
+                    debug!(sources = d.paths.len(), "[reload] poll checked");
+                })
+                .await;
             }
             Some(()) = recv_hup(&mut hup) => {
                 info!("[reload] SIGHUP: re-reading every watched file");
-                for (label, r) in Reloadable::reload_all(&*reloader) {
+                let results = blocking(move || Reloadable::reload_all(&*r)).await;
+                for (label, r) in results.into_iter().flatten() {
                     info!(source = %label, result = %r.as_str(), "[reload] SIGHUP result");
                 }
             }
@@ -259,9 +299,25 @@ struct Signature {
     content: [u8; 32],
 }
 
+/// Bytes of a file the poll hashes; past them size, mtime and inode tell a change (and the
+/// reload refuses a file over `credentials.max_file_bytes` anyway).
+const SIGNATURE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// `None` for what cannot be opened as a regular file (missing, a FIFO, a device), without
+/// blocking on it.
 fn signature(path: &Path) -> Option<Signature> {
-    let meta = std::fs::metadata(path).ok()?;
-    let content = std::fs::read(path).ok()?;
+    use std::io::Read;
+    let (file, meta) = crate::files::open_regular(path).ok()?;
+    let mut hasher = Sha256::new();
+    let mut buf = [0u8; 16 * 1024];
+    let mut rest = file.take(SIGNATURE_BYTES);
+    loop {
+        match rest.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
     #[cfg(unix)]
     let inode = std::os::unix::fs::MetadataExt::ino(&meta);
     #[cfg(not(unix))]
@@ -270,7 +326,7 @@ fn signature(path: &Path) -> Option<Signature> {
         len: meta.len(),
         modified: meta.modified().ok(),
         inode,
-        content: Sha256::digest(&content).into(),
+        content: hasher.finalize().into(),
     })
 }
 

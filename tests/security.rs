@@ -504,3 +504,239 @@ async fn asterisk_form_is_answered_here_and_never_leaves() {
     assert_eq!(status, 200, "{text}");
     assert_eq!(h.upstream.last().uri, "/x?y=1");
 }
+
+// ------------------------------------------------------------------ hostile files
+
+fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// Replaces `target` by rename, as a rotation does: `make` builds the new entry beside it.
+fn swap_in(target: &std::path::Path, make: impl FnOnce(&std::path::Path)) {
+    let tmp = target.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    make(&tmp);
+    std::fs::rename(&tmp, target).unwrap();
+}
+
+/// `check` run with a deadline: a hang is a failure, not a stuck test run.
+fn check_within(args: &[&str]) -> (Option<i32>, String) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(common::binary::BIN)
+        .arg("check")
+        .args(args)
+        .env_remove("GATEWARDEN_CONFIG")
+        .env_remove("OPENCLAW_CONFIG_PATH")
+        .env_remove("OPENCLAW_STATE_DIR")
+        .env_remove("OPENCLAW_HOME")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            return (status.code(), text);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (None, "check hung".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A credential path that turns into a FIFO, a device or a huge file must not wedge or
+/// exhaust gatewarden: with one worker everything shares the main thread, so a blocking
+/// read there (the old code's) froze clients, health, reloads and signals alike. Each is
+/// refused with its reason, the last good token keeps working, and SIGTERM still ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_credential_files_never_wedge_gatewarden() {
+    use common::binary::Proc;
+    let upstream = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = random_token();
+    let tf = write_file(dir.path(), "token", &token);
+    let mut p = Proc::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream.addr.to_string(),
+            "--token-file",
+            tf.to_str().unwrap(),
+        ],
+        &[("GATEWARDEN_WORKERS", "1")],
+    );
+    let addr = p.listening_addr();
+    let bearer = format!("Bearer {token}");
+    let still_served = || async {
+        let (mut ws, _) = ws_connect(addr, "/ws", &[("authorization", &bearer)])
+            .await
+            .expect("the last good token still opens a tunnel");
+        futures_util::SinkExt::send(&mut ws, tokio_tungstenite::tungstenite::Message::text("x"))
+            .await
+            .unwrap();
+        assert!(next_msg(&mut ws).await.is_some());
+    };
+    swap_in(&tf, mkfifo);
+    tokio::task::block_in_place(|| p.wait_line("FIFO"));
+    still_served().await;
+    swap_in(&tf, |tmp| {
+        std::os::unix::fs::symlink("/dev/zero", tmp).unwrap()
+    });
+    tokio::task::block_in_place(|| p.wait_line("a character device"));
+    still_served().await;
+    swap_in(&tf, |tmp| std::fs::write(tmp, vec![b'a'; 2 << 20]).unwrap());
+    tokio::task::block_in_place(|| p.wait_line("larger than 1048576 bytes"));
+    still_served().await;
+    p.signal("HUP");
+    tokio::task::block_in_place(|| p.wait_line("SIGHUP result"));
+    p.signal("TERM");
+    let status = tokio::task::block_in_place(|| p.wait_exit());
+    assert_eq!(status.code(), Some(0));
+}
+
+/// A FIFO named at start-up: the proxy starts anyway (the file is watched, as a missing one
+/// is), and `check` answers at once instead of hanging — for a FIFO credential and a FIFO
+/// config file alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_at_start_up_is_refused_with_its_reason() {
+    use common::binary::Proc;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("token");
+    mkfifo(&fifo);
+    let (code, text) =
+        tokio::task::block_in_place(|| check_within(&["--token-file", fifo.to_str().unwrap()]));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("is a FIFO (named pipe), not a regular file"),
+        "{text}"
+    );
+    let (code, text) =
+        tokio::task::block_in_place(|| check_within(&["-c", fifo.to_str().unwrap()]));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("config file") && text.contains("FIFO"),
+        "{text}"
+    );
+    let mut p = Proc::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            fifo.to_str().unwrap(),
+        ],
+        &[("GATEWARDEN_WORKERS", "1")],
+    );
+    tokio::task::block_in_place(|| {
+        p.wait_line("FIFO");
+        p.listening_addr();
+    });
+    p.signal("TERM");
+    assert_eq!(
+        tokio::task::block_in_place(|| p.wait_exit()).code(),
+        Some(0)
+    );
+}
+
+/// An HTTP request through gatewarden with a bearer token; its status.
+async fn status_with(addr: SocketAddr, token: &str) -> u16 {
+    let mut req = get(addr, "/");
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    http_request(addr, req).await.status().as_u16()
+}
+
+/// A plain credential file with a BOM is read without it; one with a NUL, whitespace inside
+/// the token or a second line is refused by line number (its token would match nobody) and
+/// the last good token stays; a file over `credentials.max_file_bytes` is refused too.
+#[tokio::test]
+async fn plain_credential_files_are_checked_before_they_are_applied() {
+    let (gw, _up, first, dir) =
+        running(|c| c.auth.grace = gatewarden::config::Secs(std::time::Duration::ZERO)).await;
+    let tf = dir.path().join("token");
+    let second = random_token();
+    swap_in(&tf, |tmp| {
+        std::fs::write(tmp, format!("\u{feff}{second}\n")).unwrap()
+    });
+    wait_log(&[
+        "[reload] credentials applied",
+        &format!(
+            "current=fp:{}",
+            gatewarden::credentials::Fingerprint::of(second.as_bytes())
+        ),
+    ])
+    .await;
+    assert_eq!(
+        status_with(gw.addr, &second).await,
+        200,
+        "the BOM is not part of the token"
+    );
+    assert_eq!(status_with(gw.addr, &first).await, 401);
+    for (content, why) in [
+        (
+            format!("{second}\nleftover-line\n"),
+            "line 2 is a second non-empty line",
+        ),
+        (
+            format!("{second} trailing-words"),
+            "line 1 has whitespace inside the token",
+        ),
+        (format!("{second}\0"), "line 1 holds a NUL byte"),
+        ("x".repeat(2 << 20), "is larger than 1048576 bytes"),
+    ] {
+        swap_in(&tf, |tmp| std::fs::write(tmp, &content).unwrap());
+        let line = wait_log(&[
+            "[reload] credentials rejected",
+            &tf.display().to_string(),
+            why,
+        ])
+        .await;
+        assert!(!line.contains(&second), "{line}");
+        assert_eq!(
+            status_with(gw.addr, &second).await,
+            200,
+            "{why}: the last good token stays"
+        );
+    }
+}
+
+/// An upstream that accepts and never answers left a proxied request hanging for good;
+/// now it gets 504 once `timeouts.upstream_response` passes.
+#[tokio::test]
+async fn a_silent_upstream_gets_a_504() {
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h2 = held.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = silent.accept().await {
+            h2.lock().unwrap().push(s);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let token = random_token();
+    let tf = write_file(dir.path(), "token", &token);
+    let mut config = config_for(silent_addr, &tf);
+    config.timeouts.upstream_response = gatewarden::config::Secs(std::time::Duration::from_secs(1));
+    let gw = serve(config).await;
+    assert_eq!(status_with(gw.addr, &token).await, 504);
+    wait_log(&[
+        "[http] upstream did not answer in time",
+        "reason=upstream_timeout",
+    ])
+    .await;
+    assert_eq!(
+        held.lock().unwrap().len(),
+        1,
+        "the request did reach the upstream"
+    );
+}

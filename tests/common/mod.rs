@@ -2,6 +2,7 @@
 //! records what it saw, gatewarden itself on port 0, and a capture of gatewarden's logs.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod openclaw;
 
 use std::convert::Infallible;
