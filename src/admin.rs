@@ -19,6 +19,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+/// Stale tokens listed on the admin endpoint (the newest); doctor looks a token up there.
+const STALE_SHOWN: usize = 1000;
+
 use crate::credentials::Reloader;
 use crate::metrics::Metrics;
 use crate::tls::ServerTls;
@@ -106,7 +109,8 @@ impl Admin {
         (status, body.to_string())
     }
 
-    /// Fingerprints (never tokens) of the current and retired credentials, for
+    /// Fingerprints (never tokens) of the current, previous (in grace) and the newest
+    /// stale credentials, for
     /// `gatewarden doctor --token` to recognise a stale token.
     fn credentials_json(&self) -> String {
         let snap = self.reloader.store().load();
@@ -127,6 +131,18 @@ impl Admin {
                     "client": r.credential.who(),
                 })
             })
+            .chain(
+                snap.stale()
+                    .into_iter()
+                    .take(STALE_SHOWN)
+                    .map(|(fp, generation)| {
+                        json!({
+                            "fingerprint": fp.to_string(),
+                            "generation": generation,
+                            "grace_left_s": 0,
+                        })
+                    }),
+            )
             .collect();
         json!({
             "generation": snap.generation,

@@ -201,11 +201,17 @@ impl fmt::Debug for Presented {
 pub struct Credentials {
     pub generation: u64,
     entries: Vec<Credential>,
+    /// Each source's tokens from before its last change: valid until their grace ends.
     retired: Vec<Retired>,
+    /// Every older token (digest → the last generation it was current), so a client still
+    /// holding one is told `token_stale`. Shared between snapshots: it changes only on a
+    /// rotation.
+    stale: Arc<std::collections::HashMap<[u8; 32], u64>>,
 }
 
-/// How many retired tokens are remembered for `token_stale` diagnosis.
-const RETIRED_MAX: usize = 64;
+/// How many stale tokens are remembered for `token_stale` diagnosis (40 bytes each); past
+/// it the oldest are forgotten (then reported as `token_mismatch`).
+const STALE_MAX: usize = 100_000;
 
 impl Credentials {
     pub fn new(generation: u64, entries: Vec<Credential>) -> Credentials {
@@ -213,6 +219,7 @@ impl Credentials {
             generation,
             entries,
             retired: Vec::new(),
+            stale: Arc::default(),
         }
     }
 
@@ -222,6 +229,18 @@ impl Credentials {
 
     pub fn retired(&self) -> &[Retired] {
         &self.retired
+    }
+
+    /// Tokens older than the previous ones, newest first: (fingerprint, the last generation
+    /// each was current).
+    pub fn stale(&self) -> Vec<(Fingerprint, u64)> {
+        let mut v: Vec<_> = self
+            .stale
+            .iter()
+            .map(|(d, g)| (Fingerprint::from_digest(d), *g))
+            .collect();
+        v.sort_unstable_by_key(|&(_, g)| std::cmp::Reverse(g));
+        v
     }
 
     pub fn is_empty(&self) -> bool {
@@ -266,7 +285,12 @@ impl Credentials {
             Some(r) => Verdict::Stale {
                 generation: r.generation,
             },
-            None => Verdict::Unknown,
+            // A map lookup: a stale token is no secret any more, and timing says nothing
+            // about a current one.
+            None => match self.stale.get(&presented.digest) {
+                Some(&generation) => Verdict::Stale { generation },
+                None => Verdict::Unknown,
+            },
         }
     }
 
@@ -601,7 +625,11 @@ struct ReloadState {
     generation: u64,
     /// Last good tokens per source (`None`: never loaded).
     current: Vec<Option<Vec<Credential>>>,
-    retired: Vec<Retired>,
+    /// Per source, its tokens from before its last change (generation n-1): the only ones
+    /// a grace period covers.
+    previous: Vec<Vec<Retired>>,
+    /// Older tokens, for `token_stale`.
+    stale: Arc<std::collections::HashMap<[u8; 32], u64>>,
     changed_at: Instant,
 }
 
@@ -632,7 +660,8 @@ impl Reloader {
             state: Mutex::new(ReloadState {
                 generation: 0,
                 current: vec![None; n],
-                retired: Vec::new(),
+                previous: vec![Vec::new(); n],
+                stale: Arc::default(),
                 changed_at: Instant::now(),
             }),
             metrics: std::sync::OnceLock::new(),
@@ -739,13 +768,32 @@ impl Reloader {
             .filter(|o| !entries.iter().any(|n| n.digest == o.digest))
             .cloned()
             .collect();
+        // Only the tokens this change replaced get a grace period; the ones an earlier
+        // change replaced (generation n-2 and older) are stale from now on, even if their
+        // grace had not run out: a token rotated twice in a hurry is one that leaked.
         let last_current = st.generation;
-        for credential in &previous {
-            st.retired.push(Retired {
-                credential: credential.clone(),
-                generation: last_current,
-                until: now + self.grace,
-            });
+        let older = std::mem::replace(
+            &mut st.previous[idx],
+            previous
+                .iter()
+                .map(|credential| Retired {
+                    credential: credential.clone(),
+                    generation: last_current,
+                    until: now + self.grace,
+                })
+                .collect(),
+        );
+        if !older.is_empty() {
+            let stale = Arc::make_mut(&mut st.stale);
+            for r in older {
+                stale.insert(r.credential.digest, r.generation);
+            }
+            if stale.len() > STALE_MAX {
+                let mut by_age: Vec<u64> = stale.values().copied().collect();
+                by_age.sort_unstable();
+                let cut = by_age[stale.len() - STALE_MAX];
+                stale.retain(|_, g| *g >= cut);
+            }
         }
         st.generation += 1;
         st.changed_at = now;
@@ -772,20 +820,23 @@ impl Reloader {
     /// Builds the snapshot from the last good tokens of every source and swaps it in.
     fn publish(&self, st: &ReloadState) {
         let entries: Vec<Credential> = st.current.iter().flatten().flatten().cloned().collect();
-        let mut retired: Vec<Retired> = st
-            .retired
+        // A token that is current again (a rotation back) is neither in grace nor stale.
+        let retired: Vec<Retired> = st
+            .previous
             .iter()
+            .flatten()
             .filter(|r| !entries.iter().any(|c| c.digest == r.credential.digest))
             .cloned()
             .collect();
-        // Newest last; keep a bounded history.
-        if retired.len() > RETIRED_MAX {
-            retired.drain(..retired.len() - RETIRED_MAX);
+        let mut stale = st.stale.clone();
+        if entries.iter().any(|c| stale.contains_key(&c.digest)) {
+            Arc::make_mut(&mut stale).retain(|d, _| !entries.iter().any(|c| c.digest == *d));
         }
         self.store.store(Credentials {
             generation: st.generation,
             entries,
             retired,
+            stale,
         });
     }
 

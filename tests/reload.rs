@@ -258,6 +258,56 @@ async fn rotation_grace_accepts_the_old_token_then_calls_it_stale() {
     assert_echo(&mut old, "kept").await;
 }
 
+/// Grace covers the previous token only: after A→B→C→D within a second, C (generation n-1)
+/// is accepted with a warning, while A and B — rotated away twice or more, as a leaked token
+/// is — are refused as `token_stale` although the grace period has not run out. Enough
+/// older rotations to pass the old 64-entry history still say `token_stale`, not a bare
+/// mismatch.
+#[tokio::test]
+async fn grace_covers_only_the_previous_token() {
+    let tokens: Vec<String> = (0..4).map(|_| random_token()).collect();
+    let s = setup(Some(&tokens[0]), |_, _| {}).await;
+    for t in &tokens[1..] {
+        let tmp = s.dir.join(".rotating");
+        std::fs::write(&tmp, t).unwrap();
+        std::fs::rename(&tmp, &s.file).unwrap();
+        applied(&s.file, t).await;
+    }
+    let (a, b, c, d) = (&tokens[0], &tokens[1], &tokens[2], &tokens[3]);
+    let mut current = open(s.proxy.addr, d).await;
+    assert_echo(&mut current, "current").await;
+    let mut previous = open(s.proxy.addr, c).await;
+    assert_echo(&mut previous, "previous, within grace").await;
+    wait_log(&["[ws] accepted stale token", &format!("presented={}", fp(c))]).await;
+    for (t, generation) in [(a, 1), (b, 2)] {
+        refused(s.proxy.addr, t).await;
+        let line = wait_log(&["reason=token_stale", &format!("presented={}", fp(t))]).await;
+        assert!(line.contains(&format!("generation={generation}")), "{line}");
+    }
+    // Seventy more rotations: the first tokens are still known as stale.
+    for _ in 0..70 {
+        let t = random_token();
+        let tmp = s.dir.join(".rotating");
+        std::fs::write(&tmp, &t).unwrap();
+        std::fs::rename(&tmp, &s.file).unwrap();
+        applied(&s.file, &t).await;
+    }
+    // Presented in the query this time, to tell this refusal's line from the first one's.
+    let (mut ws, _) = ws_connect(s.proxy.addr, &format!("/ws?token={a}"), &[])
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_msg(&mut ws).await,
+        Some(Message::Close(Some(_)))
+    ));
+    wait_log(&[
+        "reason=token_stale",
+        &format!("presented={}", fp(a)),
+        "source=query",
+    ])
+    .await;
+}
+
 #[tokio::test]
 async fn grace_zero_makes_the_old_token_stale_at_once() {
     let (a, b) = (random_token(), random_token());
