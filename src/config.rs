@@ -921,9 +921,36 @@ pub fn load(config_file: Option<&Path>, flags: &FlagOverrides) -> Result<Config,
         None => None,
     };
     let fig = figment(file, flags);
-    let config: Config = fig.extract().map_err(ConfigError::from_figment)?;
+    let mut config: Config = fig.extract().map_err(ConfigError::from_figment)?;
     validate(&config, &fig)?;
+    config.resolve_paths();
     Ok(config)
+}
+
+impl Config {
+    /// Makes every file path absolute against the working directory at start. The watcher
+    /// compares inotify's (absolute) event paths with these, and a relative path would
+    /// only ever be noticed by the slow poll; logs then name the file unambiguously too.
+    pub fn resolve_paths(&mut self) {
+        let paths = self
+            .credentials
+            .sources
+            .iter_mut()
+            .map(|s| &mut s.path)
+            .chain(self.tls.cert.as_mut())
+            .chain(self.tls.key.as_mut())
+            .chain(self.tls.client_ca.as_mut())
+            .chain(self.upstream_tls.ca.as_mut());
+        for p in paths {
+            *p = absolute(p);
+        }
+    }
+}
+
+/// `path` made absolute against the working directory, lexically (`..` and symlinks are
+/// left for the kernel: the watched directory is the one the operator named).
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Checks that span more than one value's type.

@@ -901,6 +901,7 @@ pub fn resolve_sources(
         return Ok((configured.to_vec(), Origin::Configured));
     }
     if let Some(found) = openclaw_candidates().into_iter().find(|p| p.is_file()) {
+        let found = crate::config::absolute(&found);
         let src = CredentialSource {
             name: Some(DISCOVERED_OPENCLAW.into()),
             path: found.clone(),
@@ -909,7 +910,7 @@ pub fn resolve_sources(
         };
         return Ok((vec![src], Origin::OpenClaw(found)));
     }
-    let path = default_token_path()?;
+    let path = crate::config::absolute(&default_token_path()?);
     let created = ensure_token_file(&path)?;
     Ok((
         vec![CredentialSource::plain(path.clone())],

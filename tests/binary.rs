@@ -469,6 +469,73 @@ async fn sighup_forces_a_reread() {
     assert!(line.contains("result=unchanged"), "{line}");
 }
 
+/// Relative credential paths are resolved against the working directory at start: the
+/// start-up log names the absolute file, and a rename rotation is applied by inotify — the
+/// poll is an hour away here, so only the watch can notice it within the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relative_credential_paths_are_watched_like_absolute_ones() {
+    let upstream = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    std::fs::create_dir(dir.join("rot")).unwrap();
+    let (a, b, c, d) = (
+        random_token(),
+        random_token(),
+        random_token(),
+        random_token(),
+    );
+    write_file(&dir, "tok", &a);
+    write_file(&dir.join("rot"), "tok", &b);
+    let mut p = Proc::spawn_in(
+        Some(&dir),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream.addr.to_string(),
+            "--token-file",
+            "rot/tok",
+            "--token-file",
+            "tok",
+        ],
+        &[("GATEWARDEN_CREDENTIALS__POLL_INTERVAL", "1h")],
+    );
+    let fp = |t: &str| gatewarden::credentials::Fingerprint::of(t.as_bytes()).to_string();
+    for file in ["rot/tok", "tok"] {
+        let line = tokio::task::block_in_place(|| p.wait_line("[auth] credential loaded"));
+        let abs = dir.join(file);
+        assert!(
+            line.contains(&format!("path={}", abs.display())),
+            "{file} not logged as {}: {line}",
+            abs.display()
+        );
+    }
+    let addr = p.listening_addr();
+    for (file, token) in [("rot/tok", &c), ("tok", &d)] {
+        let tmp = dir.join(".rotating");
+        std::fs::write(&tmp, token).unwrap();
+        std::fs::rename(&tmp, dir.join(file)).unwrap();
+        let line = tokio::task::block_in_place(|| p.wait_line("[reload] credentials applied"));
+        assert!(
+            line.contains(&format!("current=fp:{}", fp(token))),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!("source={}", dir.join(file).display())),
+            "{line}"
+        );
+        let (mut ws, _) = ws_connect(
+            addr,
+            "/ws",
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await
+        .unwrap();
+        ws.send(Message::text("rotated")).await.unwrap();
+        assert_eq!(next_msg(&mut ws).await, Some(Message::text("rotated")));
+    }
+}
+
 #[test]
 fn token_hash_and_generate() {
     use std::io::Write;

@@ -19,7 +19,15 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        Proc::spawn_in(None, args, env)
+    }
+
+    /// Like [`Proc::spawn`], with `cwd` as the working directory (relative paths).
+    pub fn spawn_in(cwd: Option<&std::path::Path>, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(BIN);
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
