@@ -39,7 +39,7 @@ pub struct Check<'a> {
     /// `authenticate`; a client authenticated at the upgrade gets everything at once).
     pub preauth_frames: u64,
     /// The upstream accepted `permessage-deflate`: RSV1 on a frame means "compressed".
-    pub deflate: bool,
+    pub deflate: Option<ws::Deflate>,
 }
 
 /// The client may proceed: these bytes go upstream first, then the relay takes over.
@@ -354,15 +354,22 @@ impl std::fmt::Debug for Parsed {
 
 /// Judges the start of the client→gateway byte stream. Pure, so it can be fuzzed: every
 /// input either asks for more bytes or gets a verdict, and never reads past `buf`.
-/// `deflate`: `permessage-deflate` was negotiated, so RSV1 is defined.
-pub fn parse(buf: &[u8], max_bytes: usize, deflate: bool) -> Parsed {
+/// `deflate`: `permessage-deflate` was negotiated, so RSV1 means "compressed": the payload
+/// is judged inflated (`max_bytes` bounds the inflated size too), and the frame is still
+/// forwarded as the client sent it.
+pub fn parse(buf: &[u8], max_bytes: usize, deflate: Option<ws::Deflate>) -> Parsed {
     let Some(h) = FrameHeader::parse(buf) else {
         return Parsed::Incomplete;
     };
     // Judged on the header alone, before waiting for a payload that may never come.
-    let allowed = if deflate { 0x40 } else { 0 };
+    let allowed = if deflate.is_some() { 0x40 } else { 0 };
     if h.rsv & !allowed != 0 {
         return Parsed::ProtocolError("reserved bits set without an extension defining them");
+    }
+    let compressed = h.rsv & 0x40 != 0;
+    if compressed && h.is_control() {
+        // RFC 7692 §6.1: control frames are never compressed.
+        return Parsed::ProtocolError("compressed control frame");
     }
     if h.payload_len > max_bytes as u64 {
         return Parsed::TooLarge;
@@ -388,6 +395,15 @@ pub fn parse(buf: &[u8], max_bytes: usize, deflate: bool) -> Parsed {
     }
     let mut payload = buf[h.header_len..len].to_vec();
     ws::apply_mask(&mut payload, mask, 0);
+    if let (true, Some(d)) = (compressed, deflate) {
+        payload = match ws::inflate_first_message(&payload, d, max_bytes) {
+            Ok(p) => p,
+            Err(ws::InflateError::TooLarge) => return Parsed::TooLarge,
+            Err(ws::InflateError::Corrupt) => {
+                return Parsed::Invalid("compressed first message does not inflate")
+            }
+        };
+    }
     Parsed::Message { len, payload }
 }
 
@@ -972,7 +988,7 @@ mod tests {
             format!(r#"{{"params":{{"auth":{{"token":"{secret}"}}}}}}"#).as_bytes(),
             Some([1, 2, 3, 4]),
         );
-        let parsed = parse(&frame, 1 << 16, false);
+        let parsed = parse(&frame, 1 << 16, None);
         let len = frame.len();
         assert_eq!(
             format!("{parsed:?}"),
@@ -984,5 +1000,41 @@ mod tests {
         let facts = Facts::scan(&payload, "/params/auth/token").unwrap();
         assert_eq!(facts.token.as_deref(), Some(secret));
         assert!(!format!("{facts:?}").contains(secret));
+    }
+
+    /// A compressed first frame (RSV1, permessage-deflate negotiated) is judged on its
+    /// inflated payload; the inflated size counts against the limit; RSV1 on a control frame
+    /// or without the extension is a protocol error.
+    #[test]
+    fn compressed_first_frames_are_judged_inflated() {
+        use flate2::{Compress, Compression, FlushCompress};
+        let doc = br#"{"id":"c1","params":{"auth":{"token":"T0k3n"}}}"#;
+        let mut c = Compress::new_with_window_bits(Compression::default(), false, 12);
+        let mut z = Vec::with_capacity(256);
+        c.compress_vec(doc, &mut z, FlushCompress::Sync).unwrap();
+        z.truncate(z.len() - 4);
+        let mut frame = ws::encode_frame(ws::OP_TEXT, &z, Some([9, 8, 7, 6]));
+        frame[0] |= 0x40;
+        let d = Some(ws::Deflate {
+            client_window_bits: 12,
+        });
+        let Parsed::Message { len, payload } = parse(&frame, 1 << 16, d) else {
+            panic!("not a message");
+        };
+        assert_eq!((len, payload.as_slice()), (frame.len(), &doc[..]));
+        assert!(matches!(parse(&frame, doc.len() - 1, d), Parsed::TooLarge));
+        assert!(matches!(
+            parse(&frame, 1 << 16, None),
+            Parsed::ProtocolError(_)
+        ));
+        let mut close = ws::close_frame_masked(1000, "", Some([1, 2, 3, 4]));
+        close[0] |= 0x40;
+        assert!(matches!(
+            parse(&close, 1 << 16, d),
+            Parsed::ProtocolError(_)
+        ));
+        let mut junk = ws::encode_frame(ws::OP_TEXT, b"\xff\xff\xff", Some([1, 1, 1, 1]));
+        junk[0] |= 0x40;
+        assert!(matches!(parse(&junk, 1 << 16, d), Parsed::Invalid(_)));
     }
 }

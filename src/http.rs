@@ -361,7 +361,7 @@ struct Tunnel {
     /// The client presented no upgrade-time token: its first frame must authenticate it.
     in_band: bool,
     /// The gateway accepted `permessage-deflate` for this connection.
-    deflate: bool,
+    deflate: Option<ws::Deflate>,
     /// Put this (the gateway's) token into the client's first frame.
     inject: Option<Secret>,
     /// The token that authenticated the client at the upgrade, for revocation checks.
@@ -601,15 +601,7 @@ impl Proxy {
                 "bad gateway: upstream switched to another protocol\n",
             );
         }
-        let deflate = answer
-            .headers
-            .get_all(::http::header::SEC_WEBSOCKET_EXTENSIONS)
-            .iter()
-            .any(|v| {
-                v.as_bytes()
-                    .windows(18)
-                    .any(|w| w.eq_ignore_ascii_case(b"permessage-deflate"))
-            });
+        let deflate = ws::Deflate::negotiated(&answer.headers);
         let mut client_resp = Response::new(empty());
         *client_resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         *client_resp.headers_mut() = answer.headers;
@@ -928,6 +920,10 @@ impl Proxy {
                     // Replaced below.
                     "x-forwarded-for" | "x-real-ip" | "x-forwarded-proto" => self.forwarded_headers,
                     "sec-websocket-protocol" => true,
+                    // The first frame may be rewritten: an extension that transforms
+                    // payloads (permessage-deflate with context takeover) would make the
+                    // client's later frames refer to bytes the gateway never saw.
+                    "sec-websocket-extensions" => self.upstream_auth.inject == Inject::FirstMessage,
                     "origin" => self.upstream_origin == UpstreamOrigin::Rewrite,
                     "authorization" => replaced == Some(TokenSource::Header),
                     "cookie" => replaced == Some(TokenSource::Cookie),

@@ -87,6 +87,103 @@ pub fn header_has_token(h: &HeaderMap, name: http::header::HeaderName, token: &s
     })
 }
 
+/// `permessage-deflate` (RFC 7692) as the gateway accepted it in its 101.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deflate {
+    /// The LZ77 window the client compresses with (`client_max_window_bits`, 8..=15;
+    /// 15 when the gateway did not limit it).
+    pub client_window_bits: u8,
+}
+
+impl Deflate {
+    /// The extension the gateway's 101 agreed to, if it is `permessage-deflate`. A server
+    /// accepts at most one offer, so the first `permessage-deflate` element is the one.
+    pub fn negotiated(h: &HeaderMap) -> Option<Deflate> {
+        h.get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .find_map(|ext| {
+                let mut params = ext.split(|&b| b == b';').map(<[u8]>::trim_ascii);
+                let name = params.next()?;
+                if !name.eq_ignore_ascii_case(b"permessage-deflate") {
+                    return None;
+                }
+                let mut bits = 15;
+                for p in params {
+                    let mut kv = p.splitn(2, |&b| b == b'=');
+                    let key = kv.next().unwrap_or_default().trim_ascii();
+                    let value = kv.next().map(|v| v.trim_ascii().trim_ascii_start());
+                    if key.eq_ignore_ascii_case(b"client_max_window_bits") {
+                        let v = value.map(|v| v.strip_prefix(b"\"").unwrap_or(v));
+                        let v = v.map(|v| v.strip_suffix(b"\"").unwrap_or(v));
+                        if let Some(n) = v
+                            .and_then(|v| std::str::from_utf8(v).ok())
+                            .and_then(|v| v.parse::<u8>().ok())
+                            .filter(|n| (8..=15).contains(n))
+                        {
+                            bits = n;
+                        }
+                    }
+                }
+                Some(Deflate {
+                    client_window_bits: bits,
+                })
+            })
+    }
+}
+
+/// Why a compressed message could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InflateError {
+    /// It inflates to more than the limit (a small frame can inflate a thousandfold).
+    TooLarge,
+    /// Not a valid DEFLATE stream for the negotiated window.
+    Corrupt,
+}
+
+/// Inflates the payload of a message compressed with `permessage-deflate` as the first
+/// message of a connection (no earlier message's window to draw on), stopping past `max`
+/// bytes of output. RFC 7692 §7.2.2: the sender removed the trailing `00 00 ff ff`.
+pub fn inflate_first_message(
+    payload: &[u8],
+    deflate: Deflate,
+    max: usize,
+) -> Result<Vec<u8>, InflateError> {
+    use flate2::{Decompress, FlushDecompress, Status};
+    // zlib inflates 9..=15; a 9-bit window reads everything an 8-bit one wrote.
+    let bits = deflate.client_window_bits.clamp(9, 15);
+    let mut d = Decompress::new_with_window_bits(false, bits);
+    let mut input = Vec::with_capacity(payload.len() + 4);
+    input.extend_from_slice(payload);
+    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut out = Vec::with_capacity((payload.len() * 4).max(256).min(max.saturating_add(1)));
+    loop {
+        if out.len() == out.capacity() {
+            out.reserve(out.len().clamp(256, 64 * 1024));
+        }
+        let consumed = d.total_in() as usize;
+        let before = (d.total_in(), d.total_out());
+        let status = d
+            .decompress_vec(&input[consumed..], &mut out, FlushDecompress::Sync)
+            .map_err(|_| InflateError::Corrupt)?;
+        if out.len() > max {
+            return Err(InflateError::TooLarge);
+        }
+        if status == Status::StreamEnd {
+            return Ok(out);
+        }
+        // With room left over, the inflater has written all it could from this input.
+        if out.len() < out.capacity() {
+            if d.total_in() as usize == input.len() {
+                return Ok(out);
+            }
+            if (d.total_in(), d.total_out()) == before {
+                return Err(InflateError::Corrupt);
+            }
+        }
+    }
+}
+
 /// Opcodes gatewarden looks at.
 pub const OP_CONTINUATION: u8 = 0x0;
 pub const OP_TEXT: u8 = 0x1;
@@ -410,6 +507,93 @@ impl FrameTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Raw DEFLATE of `data` with a `bits` window, sync-flushed, trailing `00 00 ff ff`
+    /// removed: a permessage-deflate message payload (RFC 7692 §7.2.1).
+    fn compress(data: &[u8], bits: u8) -> Vec<u8> {
+        use flate2::{Compress, Compression, FlushCompress};
+        let mut c = Compress::new_with_window_bits(Compression::default(), false, bits);
+        let mut out = Vec::with_capacity(data.len() + 64);
+        c.compress_vec(data, &mut out, FlushCompress::Sync).unwrap();
+        assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    fn ext(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::SEC_WEBSOCKET_EXTENSIONS, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn negotiated_deflate_reads_the_clients_window() {
+        let d = |v| Deflate::negotiated(&ext(v)).map(|d| d.client_window_bits);
+        assert_eq!(d("permessage-deflate"), Some(15));
+        assert_eq!(
+            d("permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"),
+            Some(12)
+        );
+        assert_eq!(
+            d("PerMessage-Deflate;client_max_window_bits=\"9\""),
+            Some(9)
+        );
+        assert_eq!(d("x-webkit-deflate-frame"), None);
+        assert_eq!(
+            d("foo, permessage-deflate; client_max_window_bits=10"),
+            Some(10)
+        );
+        assert_eq!(Deflate::negotiated(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn a_first_message_inflates_within_its_window_and_its_limit() {
+        let msg = br#"{"type":"req","id":"1","method":"connect","params":{"auth":{"token":"t"}}}"#;
+        for bits in [9, 12, 15] {
+            let d = Deflate {
+                client_window_bits: bits,
+            };
+            let z = compress(msg, bits);
+            assert_eq!(inflate_first_message(&z, d, 1024).unwrap(), msg);
+            // One byte under the inflated size: refused before more is produced.
+            assert_eq!(
+                inflate_first_message(&z, d, msg.len() - 1),
+                Err(InflateError::TooLarge)
+            );
+        }
+        // Output that exactly fills a buffer, or needs it grown several times.
+        let d15 = Deflate {
+            client_window_bits: 15,
+        };
+        for n in [256, 257, 4096, 100_000] {
+            let m = vec![b'a'; n];
+            assert_eq!(inflate_first_message(&compress(&m, 15), d15, n).unwrap(), m);
+        }
+        // A bomb: 16 MiB of zeros compress to ~16 KiB; the limit stops it early.
+        let zeros = compress(&vec![0u8; 16 << 20], 15);
+        assert_eq!(
+            inflate_first_message(&zeros, d15, 64 * 1024),
+            Err(InflateError::TooLarge)
+        );
+        assert_eq!(
+            inflate_first_message(b"\xff\xfe\xfd not deflate", d15, 1024),
+            Err(InflateError::Corrupt)
+        );
+        // A client that reaches back further than the window it agreed to is refused, as
+        // the gateway's own inflater (same window) would refuse it.
+        let mut far = vec![0u8; 0];
+        far.extend((0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));
+        far.extend_from_within(..1024);
+        let z = compress(&far, 15);
+        let d9 = Deflate {
+            client_window_bits: 9,
+        };
+        assert_eq!(
+            inflate_first_message(&z, d9, 1 << 20),
+            Err(InflateError::Corrupt)
+        );
+        assert_eq!(inflate_first_message(&z, d15, 1 << 20).unwrap(), far);
+    }
 
     #[test]
     fn rfc_accept_example() {

@@ -37,9 +37,13 @@ fn peer_script() -> String {
 }
 
 async fn py_server() -> PyServer {
+    py_server_args(&["server"]).await
+}
+
+async fn py_server_args(args: &[&str]) -> PyServer {
     let mut child = Command::new("python3")
         .arg(peer_script())
-        .arg("server")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -478,4 +482,114 @@ async fn python_websockets_client_sees_the_same_session() {
     assert_eq!(direct, proxied);
     assert!(proxied.contains("permessage-deflate"), "{proxied}");
     assert!(proxied.contains(r#""close": [4000, "bye"]"#), "{proxied}");
+}
+
+// ------------------------------------------------- compressed first messages (in-band auth)
+
+/// Runs `ws_peer.py client connect URL TOKEN` and returns its JSON summary.
+async fn py_connect_client(addr: SocketAddr, token: &str) -> serde_json::Value {
+    let (url, token) = (format!("ws://{addr}/ws"), token.to_string());
+    let out = timeout(tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(peer_script())
+            .args(["client", "connect", &url, &token])
+            .output()
+            .expect("python3 runs")
+    }))
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A deflate-enabled in-band gateway (Python `websockets`) behind gatewarden, which reads
+/// the gateway token from a file named `gateway` and client tokens from one named `clients`,
+/// with `first_message` among its sources.
+struct InBand {
+    _py: PyServer,
+    proxy: Running,
+    gateway_token: String,
+    client_token: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn in_band(tweak: impl FnOnce(&mut gatewarden::config::Config)) -> InBand {
+    use gatewarden::config::{CredentialSource, TokenSource};
+    let gateway_token = random_token();
+    let py = py_server_args(&["server", "openclaw", &gateway_token]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client_token = random_token();
+    let gw = write_file(dir.path(), "gateway", &gateway_token);
+    let clients = write_file(dir.path(), "clients", &client_token);
+    let mut config = config_for(py.addr, &gw);
+    config.credentials.sources = vec![
+        CredentialSource {
+            name: Some("gateway".into()),
+            ..CredentialSource::plain(gw)
+        },
+        CredentialSource {
+            name: Some("clients".into()),
+            ..CredentialSource::plain(clients)
+        },
+    ];
+    config.auth.sources = Some(vec![TokenSource::Header, TokenSource::FirstMessage]);
+    tweak(&mut config);
+    InBand {
+        _py: py,
+        proxy: serve(config).await,
+        gateway_token,
+        client_token,
+        _dir: dir,
+    }
+}
+
+/// A client and gateway that negotiate permessage-deflate (window bits 12, context kept):
+/// the client's `connect` arrives compressed (RSV1). gatewarden reads it inflated, accepts
+/// the right token and forwards the frame as it was sent — the gateway inflates it and the
+/// next message, compressed against the first one's window, still reads right. A wrong
+/// token in a compressed frame is refused by gatewarden as a mismatch, not as invalid.
+#[tokio::test]
+async fn a_compressed_first_message_is_read_inflated_and_forwarded_untouched() {
+    let s = in_band(|_| {}).await;
+    let ok = py_connect_client(s.proxy.addr, &s.gateway_token).await;
+    assert!(
+        ok["extensions"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("permessage-deflate")),
+        "{ok}"
+    );
+    assert_eq!(ok["challenge"], "connect.challenge", "{ok}");
+    assert_eq!(ok["ok"], true, "the right token, compressed: {ok}");
+    assert_eq!(ok["echo_matches"], true, "context takeover intact: {ok}");
+    wait_log(&["[ws] connected", "source=first_message"]).await;
+
+    let bad = py_connect_client(s.proxy.addr, &random_token()).await;
+    assert_eq!(bad["ok"], false, "{bad}");
+    assert_eq!(bad["close"][0], 1008, "{bad}");
+    let reason = bad["close"][1].as_str().unwrap_or_default();
+    assert!(reason.contains("token mismatch"), "{bad}");
+    wait_log(&["[ws] unauthorized", "reason=token_mismatch"]).await;
+}
+
+/// `upstream_auth.inject = "first_message"` rewrites the first frame, which a compressed
+/// session could not take (the client's later frames refer to bytes the gateway would never
+/// see): gatewarden keeps the extension offer from the gateway, so the session runs
+/// uncompressed, and the gateway sees its own token for the client's.
+#[tokio::test]
+async fn first_message_injection_keeps_compression_off_for_its_sessions() {
+    use gatewarden::config::Inject;
+    let s = in_band(|c| {
+        c.upstream_auth.inject = Inject::FirstMessage;
+        c.upstream_auth.credential = Some("gateway".into());
+    })
+    .await;
+    let out = py_connect_client(s.proxy.addr, &s.client_token).await;
+    assert_eq!(out["extensions"], serde_json::Value::Null, "{out}");
+    assert_eq!(out["ok"], true, "the gateway got its own token: {out}");
+    assert_eq!(out["echo_matches"], true, "{out}");
+    wait_log(&["[ws] connected", "source=first_message"]).await;
 }

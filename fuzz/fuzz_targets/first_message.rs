@@ -12,8 +12,8 @@ const POINTER: &str = "/params/auth/token";
 
 fuzz_target!(|data: &[u8]| {
     // Whole input, and as if it had arrived in two reads.
-    let whole = first_message::parse(data, 64 * 1024, false);
-    let _ = first_message::parse(&data[..data.len() / 2], 64 * 1024, true);
+    let whole = first_message::parse(data, 64 * 1024, None);
+    let _ = first_message::parse(&data[..data.len() / 2], 64 * 1024, Some(gatewarden::ws::Deflate { client_window_bits: 15 }));
     // The scan against the document, on the raw input as a payload too (more JSON reaches it).
     for payload in [data, &data[..data.len() / 2]] {
         let scanned = Facts::scan(payload, POINTER);
@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(first_message::token_at(&doc, POINTER).as_deref(), Some("injected"));
                 let payload = serde_json::to_vec(&doc).unwrap();
                 let frame = ws::encode_frame(ws::OP_TEXT, &payload, Some([1, 2, 3, 4]));
-                match first_message::parse(&frame, usize::MAX, false) {
+                match first_message::parse(&frame, usize::MAX, None) {
                     Parsed::Message { len, payload } => {
                         assert_eq!(len, frame.len());
                         let facts = Facts::scan(&payload, POINTER).expect("re-encoded JSON");
