@@ -117,8 +117,8 @@ impl CommonArgs {
         }
     }
 
-    pub fn load(&self) -> Result<Config, config::ConfigError> {
-        config::load(self.config.as_deref(), &self.overrides())
+    pub fn load(&self) -> Result<config::Loaded, config::ConfigError> {
+        config::load_reporting(self.config.as_deref(), &self.overrides())
     }
 }
 
@@ -205,7 +205,19 @@ fn token_hash() -> ExitCode {
 }
 
 /// The configuration, or the exit code for a configuration error (2, after saying why).
+/// Ignored environment variables are reported on stderr (the subcommands' only channel).
 fn load(args: &CommonArgs) -> Result<Config, ExitCode> {
+    let loaded = load_quiet(args)?;
+    if !loaded.ignored_env.is_empty() {
+        eprintln!(
+            "gatewarden: warning: {}",
+            config::ignored_env_warning(&loaded.ignored_env)
+        );
+    }
+    Ok(loaded.config)
+}
+
+fn load_quiet(args: &CommonArgs) -> Result<config::Loaded, ExitCode> {
     args.load().map_err(|e| {
         eprintln!("gatewarden: {e}");
         ExitCode::from(2)
@@ -224,11 +236,27 @@ fn small_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 }
 
 fn run(args: &CommonArgs) -> ExitCode {
-    let config = match load(args) {
-        Ok(c) => c,
+    let config::Loaded {
+        config,
+        ignored_env,
+    } = match load_quiet(args) {
+        Ok(l) => l,
         Err(code) => return code,
     };
     crate::logging::init(&config.log);
+    if !ignored_env.is_empty() {
+        let names: Vec<&str> = ignored_env.iter().map(|v| v.name.as_str()).collect();
+        let meant: Vec<&str> = ignored_env
+            .iter()
+            .filter_map(|v| v.did_you_mean.as_deref())
+            .collect();
+        tracing::warn!(
+            variables = %names.join(","),
+            did_you_mean = %if meant.is_empty() { "-".to_string() } else { meant.join(",") },
+            hint = %config::SERVICE_LINKS_HINT,
+            "[config] ignoring environment variables that are not gatewarden settings"
+        );
+    }
     // Single-threaded: with one worker it serves everything; with more, the workers run on
     // threads of their own (`Server::run`) and this one keeps signals, watcher and admin.
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -838,17 +838,62 @@ impl ConfigError {
 }
 
 fn describe_figment_error(e: figment::Error) -> String {
+    use figment::error::Kind;
     let key = e.path.join(".");
-    let origin = e.metadata.as_ref().map(|md| origin_of(md, &e.path));
-    let mut msg = String::from("config error");
-    if !key.is_empty() {
-        msg.push_str(&format!(": key `{key}`"));
+    let from = e
+        .metadata
+        .as_ref()
+        .map(|md| format!(" (from {})", origin_of(md, &e.path)))
+        .unwrap_or_default();
+    match &e.kind {
+        Kind::UnknownField(field, expected) => {
+            let hint = match closest(field, expected) {
+                Some(near) => {
+                    let mut path = e.path.clone();
+                    path.pop();
+                    path.push(near.to_string());
+                    format!("; did you mean `{}`?", path.join("."))
+                }
+                None => format!("; known keys here: {}", expected.join(", ")),
+            };
+            format!("config error: unknown key `{key}`{hint}{from}")
+        }
+        Kind::UnknownVariant(value, expected) => {
+            let hint = closest(value, expected)
+                .map(|near| format!(" (did you mean `{near}`?)"))
+                .unwrap_or_default();
+            format!(
+                "config error: key `{key}`: unknown value `{value}`; expected one of: {}{hint}{from}",
+                expected.join(", ")
+            )
+        }
+        kind => {
+            let what = kind.to_string();
+            let what = what.trim_end();
+            let at = if key.is_empty() {
+                String::new()
+            } else {
+                format!(": key `{key}`")
+            };
+            if what.contains('\n') {
+                // A parser's multi-line report (with a caret under the column): where first.
+                format!("config error{at}{from}:\n{what}")
+            } else {
+                format!("config error{at}: {what}{from}")
+            }
+        }
     }
-    msg.push_str(&format!(": {}", e.kind));
-    if let Some(origin) = origin {
-        msg.push_str(&format!(" (from {origin})"));
-    }
-    msg
+}
+
+/// The candidate a near miss was probably meant to be (one or two typing slips away).
+fn closest<'a>(typed: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let typed = typed.to_ascii_lowercase();
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(&typed, c), *c))
+        .filter(|(d, c)| *d <= (c.len() / 4).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
 }
 
 /// Where a value came from, in words an operator can act on.
@@ -865,6 +910,7 @@ fn origin_of(md: &Metadata, path: &[String]) -> String {
 
 /// A TOML config file read by gatewarden itself (see [`crate::files`]: a FIFO or a device
 /// named as the config must not hang start-up or `check`), shown in errors as the file.
+#[derive(Clone)]
 struct TomlFile {
     path: PathBuf,
     text: String,
@@ -880,24 +926,77 @@ impl Provider for TomlFile {
     }
 }
 
-/// Builds the layered figment over an already-read config file.
-fn figment(file: Option<TomlFile>, flags: &FlagOverrides) -> Figment {
+/// Builds the layered figment over an already-read config file. `ignored`: environment
+/// variables (without the prefix) that are not settings and are left out.
+fn figment(file: Option<TomlFile>, flags: &FlagOverrides, ignored: &[String]) -> Figment {
     let mut fig = Figment::from(Serialized::defaults(Config::default()));
     if let Some(file) = file {
         fig = fig.merge(Normalized(file));
     }
+    let mut skip: Vec<&str> = vec!["CONFIG"];
+    skip.extend(ignored.iter().map(String::as_str));
     fig.merge(Normalized(
         Env::prefixed(ENV_PREFIX)
-            .ignore(&["CONFIG"])
+            .ignore(&skip)
             .split("__")
             .lowercase(true),
     ))
     .merge(flags.clone())
 }
 
+/// A `GATEWARDEN_*` environment variable that is not a setting, left out of the
+/// configuration. Kubernetes injects `<SERVICE>_PORT`, `<SERVICE>_SERVICE_HOST`, … for
+/// every Service, so a Service named `gatewarden` must not stop gatewarden.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IgnoredVar {
+    pub name: String,
+    /// The variable a near miss probably meant.
+    pub did_you_mean: Option<String>,
+}
+
+impl fmt::Display for IgnoredVar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)?;
+        if let Some(m) = &self.did_you_mean {
+            write!(f, " (did you mean {m}?)")?;
+        }
+        Ok(())
+    }
+}
+
+/// The one warning that names every ignored variable.
+pub fn ignored_env_warning(vars: &[IgnoredVar]) -> String {
+    let list: Vec<String> = vars.iter().map(ToString::to_string).collect();
+    format!(
+        "ignoring environment variables that are not gatewarden settings: {} ({SERVICE_LINKS_HINT})",
+        list.join(", ")
+    )
+}
+
+/// Where such variables usually come from.
+pub const SERVICE_LINKS_HINT: &str =
+    "Kubernetes sets <SERVICE>_* variables for every Service; enableServiceLinks: false stops them";
+
+/// A loaded configuration and what loading it had to say.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub ignored_env: Vec<IgnoredVar>,
+}
+
 /// Loads and validates the configuration. `config_file` is the `-c/--config` flag (else
 /// `$GATEWARDEN_CONFIG`).
 pub fn load(config_file: Option<&Path>, flags: &FlagOverrides) -> Result<Config, ConfigError> {
+    load_reporting(config_file, flags).map(|l| l.config)
+}
+
+/// [`load`], also returning the environment variables it ignored, for the caller to warn
+/// about once logging is set up. An unknown key in the config file stays an error: the
+/// operator wrote it.
+pub fn load_reporting(
+    config_file: Option<&Path>,
+    flags: &FlagOverrides,
+) -> Result<Loaded, ConfigError> {
     let path = config_file
         .map(Path::to_path_buf)
         .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from));
@@ -920,11 +1019,70 @@ pub fn load(config_file: Option<&Path>, flags: &FlagOverrides) -> Result<Config,
         }
         None => None,
     };
-    let fig = figment(file, flags);
-    let mut config: Config = fig.extract().map_err(ConfigError::from_figment)?;
+    let mut ignored: Vec<String> = Vec::new();
+    let mut ignored_env = Vec::new();
+    // serde stops at the first unknown field, so each round finds at most one more; the
+    // environment is finite and every round ignores a new variable.
+    let (fig, mut config) = loop {
+        let fig = figment(file.clone(), flags, &ignored);
+        match fig.extract::<Config>() {
+            Ok(config) => break (fig, config),
+            Err(err) => {
+                let unknown: Vec<(String, Option<String>)> = err
+                    .clone()
+                    .into_iter()
+                    .filter_map(|e| unknown_env_var(&e))
+                    .filter(|(k, _)| !ignored.contains(k))
+                    .collect();
+                if unknown.is_empty() {
+                    return Err(ConfigError::from_figment(err));
+                }
+                for (key, near) in unknown {
+                    ignored_env.push(IgnoredVar {
+                        name: format!("{ENV_PREFIX}{}", key.to_ascii_uppercase()),
+                        did_you_mean: near,
+                    });
+                    ignored.push(key);
+                }
+            }
+        }
+    };
     validate(&config, &fig)?;
     config.resolve_paths();
-    Ok(config)
+    Ok(Loaded {
+        config,
+        ignored_env,
+    })
+}
+
+/// For an unknown key that came from the environment: the variable's name without the
+/// prefix (as `Env::ignore` wants it) and the variable a near miss probably meant.
+fn unknown_env_var(e: &figment::Error) -> Option<(String, Option<String>)> {
+    let figment::error::Kind::UnknownField(field, expected) = &e.kind else {
+        return None;
+    };
+    if !e
+        .metadata
+        .as_ref()
+        .is_some_and(|md| md.name.contains("environment variable"))
+    {
+        return None;
+    }
+    let mut path = e.path.clone();
+    path.pop();
+    // `GATEWARDEN_LOG_FORMAT` for `GATEWARDEN_LOG__FORMAT`: nesting takes two `_`.
+    let nested = expected
+        .iter()
+        .filter(|k| field.len() > k.len() + 1 && field.starts_with(&format!("{k}_")))
+        .max_by_key(|k| k.len())
+        .map(|k| format!("{k}__{}", &field[k.len() + 1..]));
+    let near = nested
+        .or_else(|| closest(field, expected).map(str::to_string))
+        .map(|near| {
+            path.push(near);
+            format!("{ENV_PREFIX}{}", path.join("__").to_ascii_uppercase())
+        });
+    Some((e.path.join("__"), near))
 }
 
 impl Config {

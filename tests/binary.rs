@@ -188,6 +188,103 @@ fn check_names_the_bad_key_value_and_file() {
     assert!(err.contains("rejetc"), "typo'd key named: {err}");
 }
 
+/// Error texts read as sentences: no nested backticks, the known values listed plainly, and
+/// a near miss gets a "did you mean". An unknown key in a file stays an error.
+#[test]
+fn config_errors_read_cleanly_and_suggest_near_misses() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_file(dir.path(), "gw.toml", "[auth]\nrejetc = \"http\"\n");
+    let (code, _, err) = run_check(&["-c", cfg.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("unknown key `auth.rejetc`; did you mean `auth.reject`?"),
+        "{err}"
+    );
+    assert!(!err.contains("``"), "nested backticks: {err}");
+    let cfg = write_file(dir.path(), "gw2.toml", "[auth]\nxyzzy = 1\n");
+    let (code, _, err) = run_check(&["-c", cfg.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("unknown key `auth.xyzzy`; known keys here: sources, query_param,"),
+        "{err}"
+    );
+    let (code, _, err) = run_check(&[], &[("GATEWARDEN_AUTH__REJECT", "clsoe")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(
+            "key `auth.reject`: unknown value `clsoe`; expected one of: close, http (did you mean `close`?) (from environment variable GATEWARDEN_AUTH__REJECT)"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("``"), "nested backticks: {err}");
+}
+
+/// Kubernetes injects `<SERVICE>_*` variables for every Service; with a Service named
+/// `gatewarden` they start with GATEWARDEN_. They are ignored with one warning naming them
+/// (a near miss gets a suggestion), and gatewarden serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_service_link_variables_are_ignored_with_one_warning() {
+    let k8s: &[(&str, &str)] = &[
+        ("GATEWARDEN_PORT", "tcp://10.0.0.1:18789"),
+        ("GATEWARDEN_PORT_18789_TCP", "tcp://10.0.0.1:18789"),
+        ("GATEWARDEN_PORT_18789_TCP_ADDR", "10.0.0.1"),
+        ("GATEWARDEN_PORT_18789_TCP_PORT", "18789"),
+        ("GATEWARDEN_PORT_18789_TCP_PROTO", "tcp"),
+        ("GATEWARDEN_SERVICE_HOST", "10.0.0.1"),
+        ("GATEWARDEN_SERVICE_PORT", "18789"),
+        ("GATEWARDEN_LOG_LEVEL", "debug"),
+    ];
+    let upstream = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = random_token();
+    let tf = write_file(dir.path(), "token", &token);
+    let (code, out, err) = run_check(&["--token-file", tf.to_str().unwrap()], k8s);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("[auth]"), "{out}");
+    assert_eq!(
+        err.matches("ignoring environment variables").count(),
+        1,
+        "{err}"
+    );
+    for (name, _) in k8s {
+        assert!(err.contains(name), "{name} not named: {err}");
+    }
+    assert!(
+        err.contains("GATEWARDEN_LOG_LEVEL (did you mean GATEWARDEN_LOG__LEVEL?)"),
+        "{err}"
+    );
+
+    let mut p = Proc::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream.addr.to_string(),
+            "--token-file",
+            tf.to_str().unwrap(),
+        ],
+        k8s,
+    );
+    let line =
+        tokio::task::block_in_place(|| p.wait_line("[config] ignoring environment variables"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        line.contains("variables=GATEWARDEN_LOG_LEVEL,GATEWARDEN_PORT,")
+            && line.contains("did_you_mean=GATEWARDEN_LOG__LEVEL"),
+        "{line}"
+    );
+    let addr = p.listening_addr();
+    let (mut ws, _) = ws_connect(
+        addr,
+        "/ws",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+    .unwrap();
+    ws.send(Message::text("k8s")).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Some(Message::text("k8s")));
+}
+
 #[test]
 fn check_names_the_environment_variable() {
     let (code, _, err) = run_check(&[], &[("GATEWARDEN_AUTH__REJECT", "sometimes")]);
