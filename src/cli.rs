@@ -296,9 +296,7 @@ fn check(args: &CommonArgs) -> ExitCode {
     let mut ok = true;
     let mut sources = config.credentials.sources.clone();
     if sources.is_empty() {
-        let openclaw = credentials::openclaw_candidates()
-            .into_iter()
-            .find(|p| p.is_file());
+        let openclaw = credentials::discover_openclaw();
         match (openclaw, credentials::default_token_path()) {
             (Some(p), _) => {
                 println!(

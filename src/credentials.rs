@@ -207,6 +207,9 @@ pub struct Credentials {
     /// holding one is told `token_stale`. Shared between snapshots: it changes only on a
     /// rotation.
     stale: Arc<std::collections::HashMap<[u8; 32], u64>>,
+    /// While no token is loaded at all: why (each source's last error), so a refusal can
+    /// say "cannot read …: permission denied" instead of a bare mismatch.
+    unloaded: Option<Arc<str>>,
 }
 
 /// How many stale tokens are remembered for `token_stale` diagnosis (40 bytes each); past
@@ -220,11 +223,17 @@ impl Credentials {
             entries,
             retired: Vec::new(),
             stale: Arc::default(),
+            unloaded: None,
         }
     }
 
     pub fn entries(&self) -> &[Credential] {
         &self.entries
+    }
+
+    /// Why no credential is loaded (`None` while any is): the refusal's `detail`.
+    pub fn unloaded(&self) -> Option<&str> {
+        self.unloaded.as_deref()
     }
 
     pub fn retired(&self) -> &[Retired] {
@@ -631,6 +640,8 @@ struct ReloadState {
     /// Older tokens, for `token_stale`.
     stale: Arc<std::collections::HashMap<[u8; 32], u64>>,
     changed_at: Instant,
+    /// Per source, why its last read failed (`None`: it succeeded, or was not read yet).
+    failing: Vec<Option<String>>,
 }
 
 fn fps(entries: &[Credential]) -> String {
@@ -663,6 +674,7 @@ impl Reloader {
                 previous: vec![Vec::new(); n],
                 stale: Arc::default(),
                 changed_at: Instant::now(),
+                failing: vec![None; n],
             }),
             metrics: std::sync::OnceLock::new(),
         }
@@ -719,10 +731,13 @@ impl Reloader {
                     st.current[idx] = Some(entries);
                     ok += 1;
                 }
-                Err(e) => tracing::warn!(
-                    "[reload] credentials rejected source={} cause={e} keeping generation=0",
-                    self.sources[idx].path.display()
-                ),
+                Err(e) => {
+                    tracing::warn!(
+                        "[reload] credentials rejected source={} cause={e} keeping generation=0",
+                        self.sources[idx].path.display()
+                    );
+                    st.failing[idx] = Some(e.to_string());
+                }
             }
         }
         if ok > 0 {
@@ -751,9 +766,18 @@ impl Reloader {
                     "[reload] credentials rejected source={path} cause={e} keeping generation={}",
                     st.generation
                 );
+                let why = Some(e.to_string());
+                if st.failing[idx] != why {
+                    st.failing[idx] = why;
+                    // Only the reason changes, and only while nothing is loaded.
+                    if self.store.load().entries.is_empty() {
+                        self.publish(&st);
+                    }
+                }
                 return ReloadResult::Rejected;
             }
         };
+        st.failing[idx] = None;
         let old = st.current[idx].take().unwrap_or_default();
         let unchanged = old.len() == entries.len()
             && entries.iter().all(|n| old.iter().any(|o| o.same(n)))
@@ -832,11 +856,21 @@ impl Reloader {
         if entries.iter().any(|c| stale.contains_key(&c.digest)) {
             Arc::make_mut(&mut stale).retain(|d, _| !entries.iter().any(|c| c.digest == *d));
         }
+        let unloaded = entries.is_empty().then(|| {
+            let why: Vec<&str> = st.failing.iter().flatten().map(String::as_str).collect();
+            let why = if why.is_empty() {
+                "no credential file holds a token yet".to_string()
+            } else {
+                why.join("; ")
+            };
+            Arc::from(format!("no credential loaded: {why}"))
+        });
         self.store.store(Credentials {
             generation: st.generation,
             entries,
             retired,
             stale,
+            unloaded,
         });
     }
 
@@ -876,6 +910,20 @@ pub fn openclaw_candidates() -> Vec<PathBuf> {
     c
 }
 
+/// The OpenClaw config gatewarden uses when no credential is configured: the first
+/// candidate that is a file — or that exists but cannot be looked at (a 0700 state
+/// directory of another user's): skipping it would silently fall back to gatewarden's own
+/// token and hide the real problem, which the first read then reports.
+pub fn discover_openclaw() -> Option<PathBuf> {
+    openclaw_candidates()
+        .into_iter()
+        .find(|p| match std::fs::metadata(p) {
+            Ok(m) => m.is_file(),
+            Err(e) => e.kind() == std::io::ErrorKind::PermissionDenied,
+        })
+        .map(|p| crate::config::absolute(&p))
+}
+
 /// Name given to the discovered OpenClaw credential (usable in `upstream_auth.credential`).
 pub const DISCOVERED_OPENCLAW: &str = "openclaw";
 
@@ -900,8 +948,7 @@ pub fn resolve_sources(
     if !configured.is_empty() {
         return Ok((configured.to_vec(), Origin::Configured));
     }
-    if let Some(found) = openclaw_candidates().into_iter().find(|p| p.is_file()) {
-        let found = crate::config::absolute(&found);
+    if let Some(found) = discover_openclaw() {
         let src = CredentialSource {
             name: Some(DISCOVERED_OPENCLAW.into()),
             path: found.clone(),

@@ -100,13 +100,23 @@ pub async fn run(config: &Config, opts: &Options) -> Report {
 
     for src in &sources {
         let p = &src.path;
-        let Ok(meta) = std::fs::metadata(p) else {
-            r.add(
-                Level::Problem,
-                format!("credentials {}: does not exist", p.display()),
-                Some("create it, or fix the path; gatewarden watches for it to appear"),
-            );
-            continue;
+        let meta = match std::fs::metadata(p) {
+            Ok(m) => m,
+            Err(e) => {
+                match crate::files::stat_error(p, e) {
+                    crate::files::FileError::Missing => r.add(
+                        Level::Problem,
+                        format!("credentials {}: does not exist", p.display()),
+                        Some("create it, or fix the path; gatewarden watches for it to appear"),
+                    ),
+                    why => r.add(
+                        Level::Problem,
+                        format!("credential file {} {why}", p.display()),
+                        None,
+                    ),
+                }
+                continue;
+            }
         };
         #[cfg(unix)]
         {
@@ -161,6 +171,13 @@ pub async fn run(config: &Config, opts: &Options) -> Report {
                     Some("run `openclaw config set gateway.auth.token <token>` (e.g. from `gatewarden token generate`) so the token survives restarts"),
                 );
             }
+            // The text already says who gatewarden runs as, who owns the file and what to do.
+            Err(
+                e @ credentials::CredentialError::File {
+                    why: crate::files::FileError::PermissionDenied { .. },
+                    ..
+                },
+            ) => r.add(Level::Problem, e.to_string(), None),
             Err(e) => r.add(
                 Level::Problem,
                 e.to_string(),
@@ -278,10 +295,7 @@ fn effective_sources(config: &Config, r: &mut Report) -> Vec<CredentialSource> {
     if !config.credentials.sources.is_empty() {
         return config.credentials.sources.clone();
     }
-    if let Some(p) = credentials::openclaw_candidates()
-        .into_iter()
-        .find(|p| p.is_file())
-    {
+    if let Some(p) = credentials::discover_openclaw() {
         r.add(
             Level::Ok,
             format!(

@@ -19,11 +19,11 @@ pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024;
 #[derive(Debug)]
 pub enum FileError {
     Missing,
-    /// The open was refused; says who gatewarden runs as and who owns the file.
+    /// The open was refused; says who gatewarden runs as and what is in the way.
     PermissionDenied {
         uid: u32,
-        /// Owner and mode, when the file can be looked at without reading it.
-        owner: Option<(u32, u32)>,
+        /// The file, or the directory that cannot be entered, when it can be looked at.
+        blocker: Option<Blocker>,
     },
     /// Not a regular file: what it is instead.
     NotRegular(&'static str),
@@ -33,23 +33,55 @@ pub enum FileError {
     Io(io::Error),
 }
 
+/// What refused gatewarden: the file itself (`dir: None`) or a directory on its path that
+/// gatewarden may not enter (OpenClaw keeps its state directory 0700).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocker {
+    pub dir: Option<std::path::PathBuf>,
+    pub owner: u32,
+    pub mode: u32,
+}
+
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FileError::Missing => f.write_str("does not exist"),
-            FileError::PermissionDenied { uid, owner } => {
+            FileError::PermissionDenied { uid, blocker } => {
                 write!(
                     f,
                     "cannot be read: permission denied (gatewarden runs as uid {uid}"
                 )?;
-                if let Some((owner, mode)) = owner {
-                    write!(
+                match blocker {
+                    Some(Blocker {
+                        dir: None,
+                        owner,
+                        mode,
+                    }) => write!(
                         f,
                         ", the file is owned by uid {owner} mode {:04o}",
                         mode & 0o7777
-                    )?;
+                    )?,
+                    Some(Blocker {
+                        dir: Some(d),
+                        owner,
+                        mode,
+                    }) => write!(
+                        f,
+                        ", its directory {} is owned by uid {owner} mode {:04o} and may not be entered",
+                        d.display(),
+                        mode & 0o7777
+                    )?,
+                    None => {}
                 }
-                f.write_str(")")
+                f.write_str(")")?;
+                match blocker {
+                    Some(b) if b.owner != *uid => write!(
+                        f,
+                        "; run gatewarden as uid {} (the owner), or give it a copy readable by a group it is in",
+                        b.owner
+                    ),
+                    _ => f.write_str("; give gatewarden read access, or a copy readable by a group it is in"),
+                }
             }
             FileError::NotRegular(what) => {
                 write!(f, "is {what}, not a regular file; refusing to read it")
@@ -144,7 +176,7 @@ fn classify(path: &Path, e: io::Error) -> FileError {
         io::ErrorKind::NotFound => FileError::Missing,
         io::ErrorKind::PermissionDenied => FileError::PermissionDenied {
             uid: current_uid(),
-            owner: owner_of(path),
+            blocker: blocker_of(path),
         },
         _ => FileError::Io(e),
     }
@@ -160,15 +192,37 @@ fn current_uid() -> u32 {
     0
 }
 
+/// The file's owner and mode if it can be looked at; else the deepest directory on its
+/// path that can be, which is the one gatewarden may not search.
 #[cfg(unix)]
-fn owner_of(path: &Path) -> Option<(u32, u32)> {
+fn blocker_of(path: &Path) -> Option<Blocker> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.uid(), m.mode()))
+    if let Ok(m) = std::fs::metadata(path) {
+        return Some(Blocker {
+            dir: None,
+            owner: m.uid(),
+            mode: m.mode(),
+        });
+    }
+    let abs = std::path::absolute(path).ok()?;
+    abs.ancestors().skip(1).find_map(|d| {
+        std::fs::metadata(d).ok().map(|m| Blocker {
+            dir: Some(d.to_path_buf()),
+            owner: m.uid(),
+            mode: m.mode(),
+        })
+    })
 }
 
 #[cfg(not(unix))]
-fn owner_of(_: &Path) -> Option<(u32, u32)> {
+fn blocker_of(_: &Path) -> Option<Blocker> {
     None
+}
+
+/// Why `path` cannot even be looked at (`stat`), in the same words as a failed read, so a
+/// check that stats first does not call an unreadable file missing.
+pub fn stat_error(path: &Path, e: io::Error) -> FileError {
+    classify(path, e)
 }
 
 #[cfg(test)]

@@ -193,6 +193,8 @@ struct Refused<'a> {
     uri: &'a ::http::Uri,
     /// The token's query parameter, shown as `REDACTED` in the logged path.
     query_param: &'a str,
+    /// Why no credential is loaded, when none is: the mismatch is not the client's fault.
+    detail: Option<&'a str>,
 }
 
 impl Refused<'_> {
@@ -234,20 +236,36 @@ impl Refused<'_> {
         }
         l.text("source", self.source.map_or("-", TokenSource::as_str));
         l.text("path", path);
+        if let Some(d) = self.detail {
+            l.text("detail", d);
+        }
     }
 
     /// The same line through tracing (JSON logs, or no direct writer installed).
     fn event(&self, path: &str) {
-        warn!(
-            conn = %self.conn,
-            remote = %crate::logging::Peer(self.remote),
-            reason = %self.reason,
-            presented = %Fp(self.presented),
-            generation = %Gen(self.generation),
-            source = %SourceName(self.source),
-            path = %path,
-            "[ws] unauthorized"
-        );
+        match self.detail {
+            None => warn!(
+                conn = %self.conn,
+                remote = %crate::logging::Peer(self.remote),
+                reason = %self.reason,
+                presented = %Fp(self.presented),
+                generation = %Gen(self.generation),
+                source = %SourceName(self.source),
+                path = %path,
+                "[ws] unauthorized"
+            ),
+            Some(detail) => warn!(
+                conn = %self.conn,
+                remote = %crate::logging::Peer(self.remote),
+                reason = %self.reason,
+                presented = %Fp(self.presented),
+                generation = %Gen(self.generation),
+                source = %SourceName(self.source),
+                path = %path,
+                detail = %detail,
+                "[ws] unauthorized"
+            ),
+        }
     }
 }
 
@@ -525,6 +543,7 @@ impl Proxy {
                         source,
                         uri: &parts.uri,
                         query_param: &self.auth.query_param,
+                        detail: creds.unloaded(),
                     }
                     .log();
                     self.metrics
@@ -802,7 +821,10 @@ impl Proxy {
                     presented = %Fp(r.presented),
                     generation = %Gen(r.generation),
                     source = %TokenSource::FirstMessage,
-                    detail = %r.detail,
+                    detail = %match (r.reason, creds.unloaded()) {
+                        (Reason::TokenMismatch, Some(why)) => why,
+                        _ => r.detail,
+                    },
                     "[ws] unauthorized"
                 );
                 self.metrics
@@ -1198,16 +1220,30 @@ impl Proxy {
                     presented,
                     generation,
                 } => {
-                    warn!(
-                        remote = %remote,
-                        method = %parts.method,
-                        path = %auth::redact_uri(&parts.uri, &self.auth.query_param),
-                        reason = %reason,
-                        presented = %Fp(presented),
-                        generation = %Gen(generation),
-                        source = %SourceName(source),
-                        "[http] unauthorized"
-                    );
+                    let path = auth::redact_uri(&parts.uri, &self.auth.query_param);
+                    match creds.unloaded() {
+                        None => warn!(
+                            remote = %remote,
+                            method = %parts.method,
+                            path = %path,
+                            reason = %reason,
+                            presented = %Fp(presented),
+                            generation = %Gen(generation),
+                            source = %SourceName(source),
+                            "[http] unauthorized"
+                        ),
+                        Some(detail) => warn!(
+                            remote = %remote,
+                            method = %parts.method,
+                            path = %path,
+                            reason = %reason,
+                            presented = %Fp(presented),
+                            generation = %Gen(generation),
+                            source = %SourceName(source),
+                            detail = %detail,
+                            "[http] unauthorized"
+                        ),
+                    }
                     self.metrics
                         .auth_failure(reason.as_str(), source.map_or("none", TokenSource::as_str));
                     self.note_failure(ip);
@@ -1563,21 +1599,24 @@ mod tests {
     #[test]
     fn refused_line_matches_the_event() {
         let fp = Fingerprint::of(b"wrong-token");
-        for (remote, presented, generation, source, path) in [
+        let unreadable = "no credential loaded: credential file /s/openclaw.json cannot be read: permission denied (gatewarden runs as uid 65532, the file is owned by uid 1000 mode 0600)";
+        for (remote, presented, generation, source, path, detail) in [
             (
                 "10.1.2.3:40000",
                 Some(fp),
                 Some(7),
                 Some(TokenSource::Header),
                 "/ws",
+                None,
             ),
-            ("[2001:db8::1]:443", None, None, None, "/"),
+            ("[2001:db8::1]:443", None, None, None, "/", None),
             (
                 "127.0.0.1:9",
                 Some(fp),
                 Some(0),
                 Some(TokenSource::Query),
                 "/ws?a=1&token=REDACTED",
+                Some(unreadable),
             ),
         ] {
             let uri: ::http::Uri = path.parse().unwrap();
@@ -1590,6 +1629,7 @@ mod tests {
                 source,
                 uri: &uri,
                 query_param: "token",
+                detail,
             };
             let path = line.path();
             let theirs = crate::logging::tests::printed(|| line.event(&path));

@@ -829,7 +829,10 @@ fn load_credentials(
         );
     }
     if ok == 0 {
-        warn!("[auth] no valid credential yet: every client is refused until a credential file becomes valid (it is watched)");
+        warn!(
+            why = %creds.unloaded().unwrap_or("-"),
+            "[auth] no valid credential yet: every client is refused until a credential file becomes valid (it is watched)"
+        );
     }
     reloader.check_upstream()?;
     Ok((reloader, prepared))

@@ -28,6 +28,16 @@ impl Proc {
         if let Some(cwd) = cwd {
             cmd.current_dir(cwd);
         }
+        Proc::start(cmd, args, env)
+    }
+
+    /// Like [`Proc::spawn`], as `uid`/`gid` with no supplementary groups (`setpriv` execs
+    /// the binary: the child is gatewarden itself). Needs root.
+    pub fn spawn_as(uid: u32, gid: u32, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        Proc::start(as_user(uid, gid), args, env)
+    }
+
+    fn start(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Proc {
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -130,6 +140,31 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `setpriv … -- gatewarden`: the binary run as `uid`/`gid`, no supplementary groups.
+pub fn as_user(uid: u32, gid: u32) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        &format!("--reuid={uid}"),
+        &format!("--regid={gid}"),
+        "--clear-groups",
+        "--",
+        BIN,
+    ]);
+    cmd
+}
+
+/// Whether tests may switch users (root, with `setpriv`); tests of what another uid sees
+/// need it, since root reads every file.
+pub fn can_switch_users() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    root && Command::new("setpriv")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 pub fn run_check(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
