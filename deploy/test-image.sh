@@ -90,7 +90,11 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 grep -q '\[admin\] listening' "$work/run.log" || { cat "$work/run.log"; exit 1; }
-env -i "$chroot_bin" --userspec=65532:65532 "$mnt" /usr/local/bin/gatewarden health --url "http://127.0.0.1:$admin_port/healthz"
+# The HEALTHCHECK as the image runs it: no URL, the admin address from the image's config
+# and environment.
+env -i PATH=/usr/local/bin:/usr/bin:/bin GATEWARDEN_CONFIG=/etc/gatewarden/gatewarden.toml \
+  GATEWARDEN_ADMIN__LISTEN="127.0.0.1:$admin_port" \
+  "$chroot_bin" --userspec=65532:65532 "$mnt" /usr/local/bin/gatewarden health
 kill -TERM "$pid"
 wait "$pid" && rc=0 || rc=$?
 pid=

@@ -30,10 +30,16 @@ pub enum Command {
     Run,
     /// Validate the configuration, print the effective one, and check every credential file.
     Check,
-    /// Exit 0 if the admin health endpoint answers 200 (for a Docker HEALTHCHECK without curl).
+    /// Exit 0 if the admin listener answers 200 (for a Docker HEALTHCHECK without curl). It
+    /// probes `admin.listen` from the same config file, environment and flags as the proxy.
     Health {
-        #[arg(long, default_value = "http://127.0.0.1:9187/healthz")]
-        url: String,
+        /// Probe readiness (`/readyz`: credentials loaded and the gateway reachable) instead
+        /// of liveness (`/healthz`).
+        #[arg(long)]
+        ready: bool,
+        /// Probe this URL instead of the configured admin listener.
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Diagnose token mismatches: credential files, the seed's four causes, a given token.
     Doctor {
@@ -132,7 +138,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Token(TokenCommand::Hash)) => token_hash(),
-        Some(Command::Health { url }) => health(url),
+        Some(Command::Health { ready, url }) => health(&cli.args, *ready, url.as_deref()),
         Some(Command::Doctor { token, mountinfo }) => {
             doctor(&cli.args, token.clone(), mountinfo.clone())
         }
@@ -170,12 +176,28 @@ fn doctor(args: &CommonArgs, token: Option<String>, mountinfo: Option<PathBuf>) 
     }
 }
 
-fn health(url: &str) -> ExitCode {
+fn health(args: &CommonArgs, ready: bool, url: Option<&str>) -> ExitCode {
+    let url = match url {
+        Some(u) => u.to_string(),
+        None => {
+            let config = match load(args) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match admin_probe_url(&config.admin.listen, ready) {
+                Ok(u) => u,
+                Err(msg) => {
+                    eprintln!("gatewarden: {msg}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     let rt = match small_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match rt.block_on(crate::admin::check_health(url)) {
+    match rt.block_on(crate::admin::check_health(&url)) {
         Ok(msg) => {
             println!("{msg}");
             ExitCode::SUCCESS
@@ -185,6 +207,30 @@ fn health(url: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Where a local probe reaches the configured admin listener: a wildcard address is
+/// reached on loopback.
+fn admin_probe_url(listen: &str, ready: bool) -> Result<String, String> {
+    if listen.is_empty() {
+        return Err(
+            "the admin listener is disabled (admin.listen = \"\"); nothing to probe: set admin.listen (or --admin-listen), or pass --url"
+                .into(),
+        );
+    }
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|e| format!("admin.listen `{listen}` is not ip:port: {e}"))?;
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let path = if ready { "readyz" } else { "healthz" };
+    Ok(format!(
+        "http://{}/{path}",
+        std::net::SocketAddr::new(ip, addr.port())
+    ))
 }
 
 fn token_hash() -> ExitCode {

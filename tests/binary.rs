@@ -633,6 +633,115 @@ async fn relative_credential_paths_are_watched_like_absolute_ones() {
     }
 }
 
+/// A stand-in admin listener that answers 200 and records the paths it was asked for.
+async fn fake_admin() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            let path = head.split(' ').nth(1).unwrap_or("").to_string();
+            log.lock().unwrap().push(path);
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await;
+        }
+    });
+    (addr, seen)
+}
+
+fn health(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("health")
+        .args(args)
+        .env_remove("GATEWARDEN_CONFIG")
+        .env_remove("GATEWARDEN_ADMIN__LISTEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `gatewarden health` probes the admin listener the proxy would use: from the config file
+/// (the image's HEALTHCHECK), the environment and the flag, in the proxy's precedence; a
+/// wildcard address is probed on loopback; `--ready` asks /readyz; a disabled admin
+/// listener is said so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probes_the_configured_admin_listener() {
+    let (file_addr, file_seen) = fake_admin().await;
+    let (env_addr, env_seen) = fake_admin().await;
+    let (flag_addr, flag_seen) = fake_admin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wildcard = format!("0.0.0.0:{}", file_addr.port());
+    let cfg = write_file(
+        dir.path(),
+        "gw.toml",
+        &format!("[admin]\nlisten = \"{wildcard}\"\n"),
+    );
+    let cfg = cfg.to_str().unwrap();
+    let run = |args: Vec<String>, env: Vec<(String, String)>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            health(&args, &env)
+        })
+    };
+    let (code, out) = run(vec!["-c".into(), cfg.into()], vec![]).await.unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(*file_seen.lock().unwrap(), ["/healthz"]);
+    let (code, out) = run(
+        vec!["--ready".into()],
+        vec![("GATEWARDEN_CONFIG".into(), cfg.into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(*file_seen.lock().unwrap(), ["/healthz", "/readyz"]);
+    let (code, out) = run(
+        vec!["-c".into(), cfg.into()],
+        vec![("GATEWARDEN_ADMIN__LISTEN".into(), env_addr.to_string())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(*env_seen.lock().unwrap(), ["/healthz"]);
+    let (code, out) = run(
+        vec![
+            "-c".into(),
+            cfg.into(),
+            "--admin-listen".into(),
+            flag_addr.to_string(),
+        ],
+        vec![("GATEWARDEN_ADMIN__LISTEN".into(), env_addr.to_string())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(*flag_seen.lock().unwrap(), ["/healthz"]);
+    let (code, out) = run(vec!["--admin-listen".into(), String::new()], vec![])
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("the admin listener is disabled"), "{out}");
+}
+
 #[test]
 fn token_hash_and_generate() {
     use std::io::Write;
