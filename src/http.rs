@@ -511,7 +511,7 @@ impl Proxy {
             );
             self.metrics
                 .auth_failure(Reason::OriginNotAllowed.as_str(), "none");
-            self.note_failure(ip);
+            self.note_failure(ip, remote);
             return self.refuse(
                 Reason::OriginNotAllowed,
                 None,
@@ -548,7 +548,7 @@ impl Proxy {
                     .log();
                     self.metrics
                         .auth_failure(reason.as_str(), source.map_or("none", TokenSource::as_str));
-                    self.note_failure(ip);
+                    self.note_failure(ip, remote);
                     return self.refuse(reason, None, on_client, handoff, &key, &parts.headers);
                 }
                 Decision::Allow {
@@ -829,7 +829,7 @@ impl Proxy {
                 );
                 self.metrics
                     .auth_failure(r.reason.as_str(), TokenSource::FirstMessage.as_str());
-                self.note_failure(t.ip);
+                self.note_failure(t.ip, t.remote);
                 first_message::reject(client, upstream, &r).await;
                 None
             }
@@ -1088,13 +1088,18 @@ impl Proxy {
     }
 
     /// Counts a failed attempt; logs once when the IP starts being refused.
-    fn note_failure(&self, ip: std::net::IpAddr) {
-        if let Some(backoff) = self.throttle.failure(ip) {
+    /// Counts a failed attempt; the one that starts a block is logged (the attempts refused
+    /// during it are not: a flood must not become a log flood).
+    fn note_failure(&self, ip: std::net::IpAddr, remote: SocketAddr) {
+        if let Some(block) = self.throttle.failure(ip) {
             warn!(
+                remote = %remote,
                 client_ip = %ip,
-                max_failures = self.auth.max_failures,
-                backoff_s = backoff.as_secs(),
-                "[auth] too many failed attempts; refusing this IP for a while"
+                failures = block.failures,
+                window = %humantime::format_duration(self.auth.failure_window.0),
+                blocked_for = %humantime::format_duration(block.blocked_for),
+                strike = block.strike,
+                "[auth] throttling"
             );
         }
     }
@@ -1246,7 +1251,7 @@ impl Proxy {
                     }
                     self.metrics
                         .auth_failure(reason.as_str(), source.map_or("none", TokenSource::as_str));
-                    self.note_failure(ip);
+                    self.note_failure(ip, remote);
                     return unauthorized(reason);
                 }
                 Decision::Allow {

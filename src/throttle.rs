@@ -27,6 +27,16 @@ struct Entry {
     touched: Instant,
 }
 
+/// A block that has just started: logged once, not per refused attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    /// Failures within the window that started it.
+    pub failures: u32,
+    /// How many times this IP has been blocked since its last success (1 = first).
+    pub strike: u32,
+    pub blocked_for: Duration,
+}
+
 pub struct Throttle {
     max_failures: u32,
     window: Duration,
@@ -64,7 +74,7 @@ impl Throttle {
     }
 
     /// Counts a failure; returns the block it started, if this one crossed the limit.
-    pub fn failure(&self, ip: IpAddr) -> Option<Duration> {
+    pub fn failure(&self, ip: IpAddr) -> Option<Block> {
         if self.max_failures == 0 {
             return None;
         }
@@ -96,10 +106,15 @@ impl Throttle {
         let backoff = BASE_BACKOFF
             .saturating_mul(1u32 << (e.strikes - 1).min(20))
             .min(self.max_backoff);
+        let block = Block {
+            failures: e.failures,
+            strike: e.strikes,
+            blocked_for: backoff,
+        };
         e.blocked_until = Some(now + backoff);
         e.failures = 0;
         e.window_start = now;
-        Some(backoff)
+        Some(block)
     }
 
     /// A success forgives everything.
@@ -130,15 +145,21 @@ mod tests {
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         assert_eq!(t.failure(a), None);
         assert_eq!(t.failure(a), None);
-        assert_eq!(t.failure(a), Some(Duration::from_secs(2)));
+        let first = t.failure(a).unwrap();
+        assert_eq!((first.failures, first.strike), (3, 1));
+        assert_eq!(first.blocked_for, Duration::from_secs(2));
         assert!(t.blocked(a).is_some());
         assert!(t.blocked(b).is_none(), "other IPs are not affected");
         t.failure(a);
         t.failure(a);
-        assert_eq!(t.failure(a), Some(Duration::from_secs(4)));
+        assert_eq!(t.failure(a).unwrap().blocked_for, Duration::from_secs(4));
         t.failure(a);
         t.failure(a);
-        assert_eq!(t.failure(a), Some(Duration::from_secs(5)), "capped");
+        assert_eq!(
+            t.failure(a).unwrap().blocked_for,
+            Duration::from_secs(5),
+            "capped"
+        );
         t.success(a);
         assert!(t.blocked(a).is_none(), "a success resets");
     }

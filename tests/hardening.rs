@@ -186,7 +186,7 @@ async fn ten_thousand_failures_from_one_ip_do_not_affect_another() {
     assert_eq!(refused + limited, 10_000, "{statuses:?}");
     assert!((10..=100).contains(&refused), "{statuses:?}");
     assert!(retry_after.is_some_and(|v| v.to_str().unwrap().parse::<u64>().unwrap() >= 1));
-    wait_log(&["[auth] too many failed attempts", "client_ip=127.0.0.1"]).await;
+    wait_log(&["[auth] throttling", "client_ip=127.0.0.1", "failures=10"]).await;
     assert_eq!(h.upstream.count(), 0);
     // A WebSocket from the throttled IP is refused with 429 even with the right token...
     match ws_from("127.0.0.1", h.addr, &h.token).await {
@@ -222,9 +222,27 @@ async fn close_mode_says_rate_limited_and_success_resets_the_count() {
     }
     let mut ws = ws_from("127.0.0.3", h.addr, "wrong").await.unwrap();
     expect_close(&mut ws, "token mismatch").await;
-    // The third failure in a row started a block.
-    let mut ws = ws_from("127.0.0.3", h.addr, &h.token).await.unwrap();
-    expect_close(&mut ws, "rate_limited").await;
+    // The third failure in a row started a block — logged once, with what started it.
+    let line = wait_log(&["[auth] throttling", "client_ip=127.0.0.3"]).await;
+    for field in [
+        "remote=127.0.0.3:",
+        "failures=3",
+        "window=1m",
+        "blocked_for=2s",
+        "strike=1",
+    ] {
+        assert!(line.contains(field), "{field}: {line}");
+    }
+    for _ in 0..3 {
+        let mut ws = ws_from("127.0.0.3", h.addr, &h.token).await.unwrap();
+        expect_close(&mut ws, "rate_limited").await;
+    }
+    // The refusals during the block add no line of their own.
+    let lines = logs()
+        .lines()
+        .filter(|l| l.contains("[auth] throttling") && l.contains("client_ip=127.0.0.3"))
+        .count();
+    assert_eq!(lines, 1, "{}", logs());
 }
 
 #[tokio::test]
