@@ -103,6 +103,29 @@ async fn json_log_format_has_stable_fields() {
     assert_eq!(v["code"], 1005, "{line}");
     assert_eq!(v["by"], "client", "{line}");
     assert!(v["bytes_in"].as_u64().unwrap() > 0, "{line}");
+    // Values are data, not the text format's notation: an empty close reason is "", not
+    // "\"\"", and "none" is null, not "-".
+    assert_eq!(v["reason"], "", "{line}");
+    let line = p
+        .seen()
+        .iter()
+        .find(|l| l.contains("[ws] unauthorized"))
+        .unwrap()
+        .clone();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["generation"], serde_json::Value::Null, "{line}");
+    for line in p.seen() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
+        for (k, value) in v.as_object().unwrap() {
+            if let Some(s) = value.as_str() {
+                assert!(s != "-", "{k} is \"-\" instead of null: {line}");
+                assert!(
+                    !(s.len() >= 2 && s.starts_with('"') && s.ends_with('"')),
+                    "{k} keeps the text format's quotes: {line}"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,6 +87,11 @@ impl Proc {
         }
     }
 
+    /// Every stderr line read so far.
+    pub fn seen(&self) -> &[String] {
+        &self.seen
+    }
+
     pub fn listening_addr(&mut self) -> SocketAddr {
         let line = self.wait_line("[listen] listening");
         if line.starts_with('{') {
