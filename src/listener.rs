@@ -34,8 +34,12 @@ pub enum StartError {
     Credentials(#[from] CredentialError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} for clients: {source} (set `listen` or --listen)")]
     Bind { addr: SocketAddr, source: io::Error },
+    #[error(
+        "cannot start the admin listener on {addr}: {source} (set `admin.listen` or --admin-listen to another address, or \"\" to turn it off)"
+    )]
+    AdminBind { addr: SocketAddr, source: io::Error },
 }
 
 /// A bound, ready-to-run proxy. Binding and running are separate so callers (tests, the
@@ -115,7 +119,7 @@ impl Server {
             Some(addr) => {
                 let l = TcpListener::bind(addr)
                     .await
-                    .map_err(|source| StartError::Bind { addr, source })?;
+                    .map_err(|source| StartError::AdminBind { addr, source })?;
                 let admin = Arc::new(Admin::new(
                     metrics.clone(),
                     reloader.clone(),

@@ -770,9 +770,18 @@ pub(crate) mod tests {
 
     #[test]
     fn debug_quoted_strings_unquote_to_what_they_show() {
-        for original in ["", "going away", "a \"b\"\n\t\\ c", "nul\0 é \u{7f} \u{200b}"] {
+        for original in [
+            "",
+            "going away",
+            "a \"b\"\n\t\\ c",
+            "nul\0 é \u{7f} \u{200b}",
+        ] {
             let quoted = format!("{original:?}");
-            assert_eq!(unquote_debug(&quoted).as_deref(), Some(original), "{quoted}");
+            assert_eq!(
+                unquote_debug(&quoted).as_deref(),
+                Some(original),
+                "{quoted}"
+            );
         }
         assert_eq!(unquote_debug("plain"), None);
         assert_eq!(unquote_debug("\"a\" \"b\""), None);

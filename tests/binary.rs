@@ -765,6 +765,47 @@ async fn health_probes_the_configured_admin_listener() {
     assert!(out.contains("the admin listener is disabled"), "{out}");
 }
 
+/// A port already taken: the error says which listener could not start and which setting
+/// moves it, so the admin port in use (a second instance, another exporter) is not read as
+/// the proxy's own port.
+#[test]
+fn a_busy_port_names_the_listener_and_its_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let tf = write_file(dir.path(), "token", &random_token());
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().to_string();
+    let mut admin = Proc::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            tf.to_str().unwrap(),
+            "--admin-listen",
+            &port,
+        ],
+        &[],
+    );
+    assert!(!admin.wait_exit().success());
+    let err = admin.rest();
+    assert!(
+        err.contains(&format!("cannot start the admin listener on {port}"))
+            && err.contains("--admin-listen"),
+        "{err}"
+    );
+    let mut proxy = Proc::spawn(
+        &["--listen", &port, "--token-file", tf.to_str().unwrap()],
+        &[],
+    );
+    assert!(!proxy.wait_exit().success());
+    let err = proxy.rest();
+    assert!(
+        err.contains(&format!("cannot listen on {port} for clients"))
+            && err.contains("--listen)")
+            && !err.contains("admin"),
+        "{err}"
+    );
+}
+
 #[test]
 fn token_hash_and_generate() {
     use std::io::Write;
