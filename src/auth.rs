@@ -550,6 +550,7 @@ mod tests {
         let other_json = CredentialSource {
             format: CredentialFormat::Json5,
             pointer: Some("/secrets/token".into()),
+            key: None,
             ..CredentialSource::plain("/etc/app.json")
         };
         for creds in [

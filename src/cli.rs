@@ -355,6 +355,7 @@ fn check(args: &CommonArgs) -> ExitCode {
                     path: p,
                     format: config::CredentialFormat::Json5,
                     pointer: None,
+                    key: None,
                 });
             }
             (None, Ok(p)) => println!(

@@ -467,6 +467,9 @@ pub struct CredentialSource {
     /// For `json5`: RFC 6901 pointer to the token (default `/gateway/auth/token`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pointer: Option<String>,
+    /// For `dotenv`: the variable holding the token (default `OPENCLAW_GATEWAY_TOKEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 impl CredentialSource {
@@ -476,13 +479,23 @@ impl CredentialSource {
             path: path.into(),
             format: CredentialFormat::Plain,
             pointer: None,
+            key: None,
         }
     }
 
-    /// Whether this is the OpenClaw gateway's own config: JSON5 with the token at
-    /// `gateway.auth.token`.
+    /// Whether this is the OpenClaw gateway's own token: its config (JSON5 with the token at
+    /// `gateway.auth.token`) or the `.env` that gives it `OPENCLAW_GATEWAY_TOKEN`.
     pub fn is_openclaw_config(&self) -> bool {
-        self.format == CredentialFormat::Json5 && self.json_pointer() == OPENCLAW_TOKEN_POINTER
+        match self.format {
+            CredentialFormat::Json5 => self.json_pointer() == OPENCLAW_TOKEN_POINTER,
+            CredentialFormat::Dotenv => self.env_key() == OPENCLAW_TOKEN_ENV,
+            _ => false,
+        }
+    }
+
+    /// The variable in effect for a `dotenv` source.
+    pub fn env_key(&self) -> &str {
+        self.key.as_deref().unwrap_or(OPENCLAW_TOKEN_ENV)
     }
 
     /// The JSON pointer in effect for a `json5` source.
@@ -490,6 +503,9 @@ impl CredentialSource {
         self.pointer.as_deref().unwrap_or(OPENCLAW_TOKEN_POINTER)
     }
 }
+
+/// The environment variable OpenClaw compose setups give the gateway its token in.
+pub const OPENCLAW_TOKEN_ENV: &str = "OPENCLAW_GATEWAY_TOKEN";
 
 /// Where the OpenClaw gateway keeps its token inside `openclaw.json`.
 pub const OPENCLAW_TOKEN_POINTER: &str = "/gateway/auth/token";
@@ -504,6 +520,9 @@ pub enum CredentialFormat {
     Json5,
     /// Named client tokens: `name token` or `name sha256:<64 hex>` per line, `#` comments.
     Lines,
+    /// A `.env` file (`KEY=value` lines, as docker compose reads them); the token is the
+    /// value of `key`.
+    Dotenv,
 }
 
 impl CredentialFormat {
@@ -512,6 +531,7 @@ impl CredentialFormat {
             CredentialFormat::Plain => "plain",
             CredentialFormat::Json5 => "json5",
             CredentialFormat::Lines => "lines",
+            CredentialFormat::Dotenv => "dotenv",
         }
     }
 }
@@ -1206,6 +1226,14 @@ fn validate(config: &Config, fig: &Figment) -> Result<(), ConfigError> {
     for c in &config.credentials.sources {
         if c.path.as_os_str().is_empty() {
             return fail("credentials.path", &"", "is empty");
+        }
+        if let Some(k) = &c.key {
+            if c.format != CredentialFormat::Dotenv {
+                return fail("credentials.key", k, "only applies to format = \"dotenv\"");
+            }
+            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return fail("credentials.key", k, "is not an environment variable name");
+            }
         }
         if let Some(p) = &c.pointer {
             if c.format != CredentialFormat::Json5 {

@@ -445,6 +445,7 @@ pub fn parse_source(
     }
     let token = match src.format {
         CredentialFormat::Json5 => json5_token(path, text, src.json_pointer())?,
+        CredentialFormat::Dotenv => dotenv_token(path, text, src.env_key())?,
         _ => plain_token(path, text)?.to_string(),
     };
     let mut c = Credential::new(token.as_bytes(), origin);
@@ -594,6 +595,53 @@ fn json5_token(path: &Path, text: &str, pointer: &str) -> Result<String, Credent
         Some(_) => Err(CredentialError::TokenNotString {
             path: path.to_path_buf(),
             pointer: pointer.to_string(),
+        }),
+    }
+}
+
+/// The value of `key` in a `.env` file, read as docker compose reads it: `KEY=value` lines,
+/// an optional `export `, `#` comments, single-quoted values taken literally, double-quoted
+/// ones with `\"`/`\\` escapes, unquoted ones up to a ` #` comment; the last assignment wins.
+fn dotenv_token(path: &Path, text: &str, key: &str) -> Result<String, CredentialError> {
+    let mut found = None;
+    for line in text.lines() {
+        let line = line.trim();
+        let line = line.strip_prefix("export ").map_or(line, str::trim_start);
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        if line.starts_with('#') || k.trim_end() != key {
+            continue;
+        }
+        let v = v.trim_start();
+        let value = if let Some(rest) = v.strip_prefix('\'') {
+            rest.split_once('\'').map_or(rest, |(q, _)| q).to_string()
+        } else if let Some(rest) = v.strip_prefix('"') {
+            let mut out = String::new();
+            let mut chars = rest.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => break,
+                    '\\' => match chars.next() {
+                        Some('n') => out.push('\n'),
+                        Some(c) => out.push(c),
+                        None => break,
+                    },
+                    c => out.push(c),
+                }
+            }
+            out
+        } else {
+            v.split(" #").next().unwrap_or("").trim_end().to_string()
+        };
+        found = Some(value);
+    }
+    match found {
+        Some(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+        _ => Err(CredentialError::TokenAbsent {
+            path: path.to_path_buf(),
+            pointer: key.to_string(),
+            hint: "the file sets no non-empty value for this variable",
         }),
     }
 }
@@ -954,6 +1002,7 @@ pub fn resolve_sources(
             path: found.clone(),
             format: CredentialFormat::Json5,
             pointer: None,
+            key: None,
         };
         return Ok((vec![src], Origin::OpenClaw(found)));
     }
@@ -1081,6 +1130,26 @@ mod tests {
         assert!(creds.check(&Presented::new(b"one")).is_some());
         assert!(creds.check(&Presented::new(b"three")).is_none());
         assert!(creds.check(&Presented::new(b"")).is_none());
+    }
+
+    #[test]
+    fn dotenv_values_are_read_as_compose_reads_them() {
+        let t = |text: &str| dotenv_token(Path::new(".env"), text, "OPENCLAW_GATEWAY_TOKEN");
+        assert_eq!(t("OPENCLAW_GATEWAY_TOKEN=abc\n").unwrap(), "abc");
+        assert_eq!(
+            t("# comment\nOTHER=x\nexport OPENCLAW_GATEWAY_TOKEN = 'a b#c' # note\n").unwrap(),
+            "a b#c"
+        );
+        assert_eq!(t("OPENCLAW_GATEWAY_TOKEN=\"q\\\"x\"\n").unwrap(), "q\"x");
+        assert_eq!(
+            t("OPENCLAW_GATEWAY_TOKEN=v1 # old\nOPENCLAW_GATEWAY_TOKEN=v2\n").unwrap(),
+            "v2"
+        );
+        assert!(matches!(
+            t("OPENCLAW_GATEWAY_TOKEN_OLD=x\n#OPENCLAW_GATEWAY_TOKEN=y\n"),
+            Err(CredentialError::TokenAbsent { .. })
+        ));
+        assert!(t("OPENCLAW_GATEWAY_TOKEN=\n").is_err());
     }
 
     #[test]

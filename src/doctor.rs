@@ -309,6 +309,7 @@ fn effective_sources(config: &Config, r: &mut Report) -> Vec<CredentialSource> {
             path: p,
             format: CredentialFormat::Json5,
             pointer: None,
+            key: None,
         }];
     }
     match credentials::default_token_path() {
@@ -354,6 +355,7 @@ fn profile_token(p: &Path) -> Option<Credential> {
         path: p.to_path_buf(),
         format: CredentialFormat::Json5,
         pointer: None,
+        key: None,
     };
     credentials::read_source(&src, false, crate::files::DEFAULT_MAX_BYTES)
         .ok()?

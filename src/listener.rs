@@ -820,6 +820,7 @@ fn load_credentials(
             .expect("every entry comes from a source");
         let pointer = match src.format {
             CredentialFormat::Json5 => src.json_pointer(),
+            CredentialFormat::Dotenv => src.env_key(),
             _ => "-",
         };
         info!(

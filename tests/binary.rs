@@ -806,6 +806,62 @@ fn a_busy_port_names_the_listener_and_its_setting() {
     );
 }
 
+/// `format = "dotenv"`: the gateway's token as docker compose setups keep it in `.env`
+/// (`OPENCLAW_GATEWAY_TOKEN=…`), watched like any file; being OpenClaw's token, it turns the
+/// in-band source on by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dotenv_credentials_are_read_and_rotated() {
+    let upstream = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (random_token(), random_token());
+    let env = write_file(
+        dir.path(),
+        ".env",
+        &format!("# compose variables\nOPENCLAW_IMAGE=x\nOPENCLAW_GATEWAY_TOKEN='{a}'\n"),
+    );
+    let cfg = write_file(
+        dir.path(),
+        "gw.toml",
+        &format!(
+            "[[credentials]]\npath = \"{}\"\nformat = \"dotenv\"\n",
+            env.display()
+        ),
+    );
+    let (code, out, err) = run_check(&["-c", cfg.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("first_message"), "{out}");
+    let mut p = Proc::spawn(
+        &[
+            "-c",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream.addr.to_string(),
+        ],
+        &[],
+    );
+    let fp = |t: &str| gatewarden::credentials::Fingerprint::of(t.as_bytes()).to_string();
+    let line = tokio::task::block_in_place(|| p.wait_line("[auth] credential loaded"));
+    assert!(
+        line.contains("format=dotenv")
+            && line.contains("pointer=OPENCLAW_GATEWAY_TOKEN")
+            && line.contains(&fp(&a)),
+        "{line}"
+    );
+    let addr = p.listening_addr();
+    let tmp = dir.path().join(".env.new");
+    std::fs::write(&tmp, format!("OPENCLAW_GATEWAY_TOKEN={b}\n")).unwrap();
+    std::fs::rename(&tmp, &env).unwrap();
+    let line = tokio::task::block_in_place(|| p.wait_line("[reload] credentials applied"));
+    assert!(line.contains(&format!("current=fp:{}", fp(&b))), "{line}");
+    let (mut ws, _) = ws_connect(addr, "/ws", &[("authorization", &format!("Bearer {b}"))])
+        .await
+        .unwrap();
+    ws.send(Message::text("dotenv")).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Some(Message::text("dotenv")));
+}
+
 #[test]
 fn token_hash_and_generate() {
     use std::io::Write;

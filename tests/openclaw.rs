@@ -63,6 +63,7 @@ where
             path: oc,
             format: CredentialFormat::Json5,
             pointer: None,
+            key: None,
         },
         CredentialSource {
             name: Some("clients".into()),
