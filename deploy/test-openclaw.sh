@@ -225,4 +225,44 @@ out=$(inns setpriv --reuid=65532 --regid=65532 --clear-groups env -i PATH=/usr/b
 grep -q "cannot be read: permission denied (gatewarden runs as uid 65532, its directory $state is owned by uid 1000 mode 0700" <<<"$out" \
   || fail "doctor as 65532: $out"
 
-echo "ok      compose recipe proven with openclaw@$OPENCLAW_VERSION: in-band accept, refusal by gatewarden, rotation, gateway restart, uid diagnosis"
+echo "== kubernetes layout: the Secret's file 0440 root:10001 (fsGroup), gateway uid 1000 and gatewarden uid 65532 in that group"
+kill -TERM "$gateway_pid"; wait "$gateway_pid" 2>/dev/null || true
+pkill -TERM -f "$work/gatewarden" 2>/dev/null || true
+secret=$work/secret
+mkdir -p "$secret" "$work/k8s-state"
+k8s_token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+python3 - "$repo/deploy/kubernetes/gatewarden.yaml" "$secret/openclaw.json" "$k8s_token" <<'PY'
+import sys, yaml
+docs = list(yaml.safe_load_all(open(sys.argv[1])))
+secret = next(d for d in docs if d["kind"] == "Secret")
+pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+assert pod["enableServiceLinks"] is False and pod["securityContext"]["fsGroup"] == 10001
+vol = next(v for v in pod["volumes"] if "secret" in v)
+assert vol["secret"]["defaultMode"] == 0o440
+open(sys.argv[2], "w").write(secret["stringData"]["openclaw.json"].replace("REPLACE-ME", sys.argv[3]))
+PY
+chown -R 0:10001 "$secret"; chmod 0440 "$secret/openclaw.json"; chmod 0755 "$secret"
+chown "$uid:$uid" "$work/k8s-state"
+k8s_env=(env -i PATH=/usr/bin:/bin HOME="$work/home" OPENCLAW_CONFIG_PATH="$secret/openclaw.json"
+         OPENCLAW_STATE_DIR="$work/k8s-state" OPENCLAW_DISABLE_BONJOUR=1 OPENCLAW_NO_AUTO_UPDATE=1 OPENCLAW_OFFLINE=1)
+mapfile -t args < <(recipe gateway-args)
+(cd "$oc_pkg" && exec "${nsx[@]}" setpriv --reuid="$uid" --regid="$uid" --groups=10001 \
+   "${k8s_env[@]}" "$node" dist/index.js "${args[@]}") >>"$work/gateway-k8s.log" 2>&1 &
+k8s_gw=$!; pids+=("$k8s_gw")
+for _ in $(seq 1 240); do
+  inns curl -fsS -o /dev/null "http://127.0.0.1:18790/readyz" 2>/dev/null && break
+  kill -0 "$k8s_gw" 2>/dev/null || fail "the gateway exited with the Secret's config"
+  sleep 0.5
+done
+inns setpriv --reuid=65532 --regid=65532 --groups=10001 env -i PATH=/usr/bin:/bin \
+  GATEWARDEN_CONFIG="$work/gatewarden.toml" GATEWARDEN_ADMIN__LISTEN="" \
+  GATEWARDEN_CREDENTIALS__SOURCES="[{name=\"gateway\",path=\"$secret/openclaw.json\",format=\"json5\"}]" \
+  "$work/gatewarden" >"$work/gatewarden-k8s.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do grep -q '\[listen\] listening' "$work/gatewarden-k8s.log" && break; sleep 0.1; done
+grep -q "credential loaded.*fingerprint=$(fp "$k8s_token")" "$work/gatewarden-k8s.log" || fail "gatewarden (65532, fsGroup) did not read the Secret"
+ok=
+for _ in $(seq 1 30); do call "$k8s_token" && { ok=1; break; }; sleep 1; done
+[ -n "$ok" ] || fail "kubernetes layout: $(cat "$work/call.out")"
+
+echo "ok      compose recipe proven with openclaw@$OPENCLAW_VERSION: in-band accept, refusal by gatewarden, rotation, gateway restart, uid diagnosis; kubernetes Secret/fsGroup layout"
