@@ -46,7 +46,9 @@ ls -l target/release/gatewarden
 
 echo "== podman build (runtime stage, offline)"
 "${podman[@]}" build --isolation chroot --format docker -f deploy/Dockerfile --target runtime \
-  --build-arg BINARY_FROM=prebuilt --build-arg BASE_IMAGE="$base" -t "$image" . >"$work/build.log" 2>&1 \
+  --build-arg BINARY_FROM=prebuilt --build-arg BASE_IMAGE="$base" \
+  --build-arg SOURCE_URL="file://$PWD" --build-arg REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+  -t "$image" . >"$work/build.log" 2>&1 \
   || { tail -30 "$work/build.log"; exit 1; }
 
 echo "== image metadata"
@@ -63,7 +65,9 @@ checks = {
     "EXPOSE 18789 9187": {"18789/tcp", "9187/tcp"} <= set(cfg.get("ExposedPorts") or {}),
     "HEALTHCHECK gatewarden health": health.get("Test") == ["CMD", "gatewarden", "health"],
     "config at /etc/gatewarden/gatewarden.toml": "GATEWARDEN_CONFIG=/etc/gatewarden/gatewarden.toml" in (cfg.get("Env") or []),
-    "OCI labels": (cfg.get("Labels") or {}).get("org.opencontainers.image.title") == "gatewarden",
+    "OCI labels": (cfg.get("Labels") or {}).get("org.opencontainers.image.title") == "gatewarden"
+        and (cfg.get("Labels") or {}).get("org.opencontainers.image.revision", "") not in ("", "unknown")
+        and "example.invalid" not in (cfg.get("Labels") or {}).get("org.opencontainers.image.source", ""),
 }
 for name, ok in checks.items():
     print(("ok      " if ok else "FAILED  ") + name)
