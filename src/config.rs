@@ -53,6 +53,10 @@ pub struct Config {
     /// Peers (CIDRs) allowed to send `X-Forwarded-For`/`X-Real-IP`/`Forwarded`; from anyone
     /// else those headers are removed (the OpenClaw gateway answers 403 to them otherwise).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Connections from `trusted_proxies` start with a PROXY protocol header (v1 or v2)
+    /// naming the real client (load balancers that would otherwise hide it); connections
+    /// from anyone else are served as they are, and a header from them is not believed.
+    pub listen_proxy_protocol: bool,
     /// Worker threads; 0 = one per CPU. Each worker is a thread with a single-threaded
     /// runtime accepting from the shared listening socket, like nginx's worker processes: no
     /// work stealing, no cross-thread wake-ups; a connection accepted by a worker with 2 or
@@ -85,6 +89,7 @@ impl Default for Config {
             upstream_tls: UpstreamTlsConfig::default(),
             forwarded_headers: false,
             trusted_proxies: Vec::new(),
+            listen_proxy_protocol: false,
             workers: 0,
         }
     }

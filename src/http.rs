@@ -52,6 +52,8 @@ pub struct Proxy {
     pub sources: Vec<TokenSource>,
     pub upstream_auth: UpstreamAuthConfig,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `listen_proxy_protocol`: trusted peers open with a PROXY protocol header.
+    pub proxy_protocol: bool,
     pub creds: Arc<CredentialStore>,
     pub upstream: Arc<UpstreamClient>,
     /// Whether clients reach us over TLS (decides the cookie's `Secure` flag).
@@ -1061,6 +1063,11 @@ impl Proxy {
             v.set_sensitive(true);
             headers.insert(name, v);
         }
+    }
+
+    /// Whether a connection from `peer` must open with a PROXY protocol header.
+    pub fn expects_proxy_header(&self, peer: std::net::IpAddr) -> bool {
+        self.proxy_protocol && self.is_trusted(peer.to_canonical())
     }
 
     fn is_trusted(&self, ip: std::net::IpAddr) -> bool {

@@ -23,6 +23,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod path;
+pub mod proxy_protocol;
 pub mod signals;
 pub mod splice;
 pub mod throttle;

@@ -156,6 +156,7 @@ impl Server {
             auth: config.auth.clone(),
             upstream_auth: config.upstream_auth.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
+            proxy_protocol: config.listen_proxy_protocol,
             creds,
             tls: server_tls.is_some(),
             tasks: TaskTracker::new(),
@@ -989,6 +990,26 @@ async fn serve_requests(
     if !conn.nodelay_inherited {
         let _ = stream.set_nodelay(true);
     }
+    let mut stream = stream;
+    // A trusted load balancer names the real client first: from here on it is `remote`
+    // (logs, throttling, X-Forwarded-For). Bounded by the header-read deadline.
+    let remote = if conn.proxy.expects_proxy_header(remote.ip()) {
+        let read = crate::proxy_protocol::read_header(&mut stream);
+        match tokio::time::timeout(conn.settings.header_read_timeout, read).await {
+            Ok(Ok(Some(client))) => client,
+            Ok(Ok(None)) => remote,
+            Ok(Err(e)) => {
+                info!(remote = %remote, reason = %"bad_proxy_header", cause = %e, "[listen] connection refused");
+                return None;
+            }
+            Err(_) => {
+                info!(remote = %remote, reason = %"bad_proxy_header", cause = %"no PROXY protocol header in time", "[listen] connection refused");
+                return None;
+            }
+        }
+    } else {
+        remote
+    };
     let (stream, cert) = match &conn.tls {
         None => (Stream::Tcp(stream), None),
         Some(tls) => accept_tls(stream, remote, tls).await?,

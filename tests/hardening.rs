@@ -446,3 +446,94 @@ async fn oversized_and_overlong_request_heads_get_431() {
     );
     assert_eq!(http_request(h.addr, req).await.status(), 200);
 }
+
+/// Opens a connection from `src` to `addr`, writes `prefix` then `request`, and returns the
+/// answer's status line ("" if the connection was closed without one).
+async fn raw_from(src: &str, addr: SocketAddr, prefix: &[u8], request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    let mut s: TcpStream = sock.connect(addr).await.unwrap();
+    s.write_all(prefix).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = timeout(s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn v2_header(src: [u8; 4], port: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend([0x21, 0x11, 0, 12]);
+    h.extend(src);
+    h.extend([127, 0, 0, 1]);
+    h.extend(port.to_be_bytes());
+    h.extend(18789u16.to_be_bytes());
+    h
+}
+
+/// `listen_proxy_protocol`: a trusted load balancer's v1 or v2 header names the client, and
+/// that address is the one logged and throttled (one client's failures do not block another
+/// behind the same balancer). From an untrusted peer a header is not believed (400, the
+/// peer's address stays); a trusted peer without a header is refused.
+#[tokio::test]
+async fn proxy_protocol_names_the_client_only_from_trusted_balancers() {
+    let h = start_with(|c| {
+        upgrade_time(c);
+        c.auth.reject = RejectMode::Http;
+        c.auth.max_failures = 3;
+        c.listen_proxy_protocol = true;
+        c.trusted_proxies = vec!["127.0.0.5/32".parse().unwrap()];
+    })
+    .await;
+    let req =
+        "GET /api HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nConnection: close\r\n\r\n";
+    let v1 = b"PROXY TCP4 203.0.113.9 127.0.0.1 5555 18789\r\n";
+    for _ in 0..3 {
+        let status = raw_from("127.0.0.5", h.addr, v1, req).await;
+        assert!(status.contains(" 401 "), "{status}");
+    }
+    wait_log(&["[http] unauthorized", "remote=203.0.113.9:5555"]).await;
+    wait_log(&["[auth] throttling", "client_ip=203.0.113.9"]).await;
+    let status = raw_from("127.0.0.5", h.addr, v1, req).await;
+    assert!(
+        status.contains(" 429 "),
+        "the client is throttled: {status}"
+    );
+    // Another client behind the same balancer (v2 this time) is not.
+    let status = raw_from(
+        "127.0.0.5",
+        h.addr,
+        &v2_header([198, 51, 100, 4], 12345),
+        req,
+    )
+    .await;
+    assert!(status.contains(" 401 "), "{status}");
+    wait_log(&["[http] unauthorized", "remote=198.51.100.4:12345"]).await;
+    // An untrusted peer cannot claim an address: its header is just a bad request.
+    let status = raw_from(
+        "127.0.0.6",
+        h.addr,
+        b"PROXY TCP4 192.0.2.1 127.0.0.1 1 2\r\n",
+        req,
+    )
+    .await;
+    assert!(status.contains(" 400 "), "{status}");
+    assert!(
+        !logs().contains("192.0.2.1"),
+        "an untrusted header was believed"
+    );
+    // A trusted peer must send one.
+    let status = raw_from("127.0.0.5", h.addr, b"", req).await;
+    assert_eq!(status, "");
+    wait_log(&[
+        "[listen] connection refused",
+        "remote=127.0.0.5",
+        "reason=bad_proxy_header",
+    ])
+    .await;
+    assert_eq!(h.upstream.count(), 0);
+}
