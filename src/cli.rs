@@ -41,7 +41,7 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
-    /// Diagnose token mismatches: credential files, the seed's four causes, a given token.
+    /// Diagnose token mismatches: credential files, the usual causes, a given token.
     Doctor {
         /// A token to identify (compared by fingerprint, never printed); `-` reads stdin.
         /// (Tokens may start with '-', as base64url ones often do.)

@@ -153,7 +153,7 @@ pub async fn run(config: &Config, opts: &Options) -> Report {
                         None,
                     );
                 }
-                // Seed cause 1b: the token changed recently.
+                // Usual cause 1b: the token changed recently.
                 if let Some(m) = modified.filter(|m| m.elapsed().is_ok_and(|d| d < RECENT)) {
                     r.add(
                         Level::Warning,
@@ -164,7 +164,7 @@ pub async fn run(config: &Config, opts: &Options) -> Report {
                 loaded.push((src.clone(), l.entries));
             }
             Err(e @ credentials::CredentialError::TokenAbsent { .. }) => {
-                // Seed cause 1a: no persisted token.
+                // Usual cause 1a: no persisted token.
                 r.add(
                     Level::Problem,
                     e.to_string(),
@@ -184,7 +184,7 @@ pub async fn run(config: &Config, opts: &Options) -> Report {
                 Some("fix the file; the last good credentials stay in force meanwhile"),
             ),
         }
-        // Seed cause 4: the file lives on the container's writable layer.
+        // Usual cause 4: the file lives on the container's writable layer.
         if let Some(mi) = opts.mountinfo.clone().or_else(default_mountinfo) {
             if let Ok(text) = std::fs::read_to_string(&mi) {
                 if let Some(fs) = ephemeral_fs(&text, p) {
@@ -198,10 +198,10 @@ pub async fn run(config: &Config, opts: &Options) -> Report {
         }
     }
 
-    // Seed cause 3: dev and prod profiles with different tokens.
+    // Usual cause 3: dev and prod profiles with different tokens.
     profiles(&sources, &mut r);
 
-    // Seed cause 2: churn, from a running instance.
+    // Usual cause 2: churn, from a running instance.
     let running = match &opts.admin {
         Some(a) => crate::admin::get_text(&format!("http://{a}/credentials"))
             .await
