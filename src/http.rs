@@ -31,7 +31,7 @@ use crate::config::{
 use crate::credentials::{self, Credential, CredentialStore, Credentials, Fingerprint, Secret};
 use crate::first_message;
 use crate::metrics::Metrics;
-use crate::splice::{self, Stream};
+use crate::splice::{self, EndedBy, Stream};
 use crate::throttle::Throttle;
 use crate::tls::ClientCert;
 use crate::upstream::UpstreamClient;
@@ -724,10 +724,10 @@ impl Proxy {
         )
         .await;
         outcome.bytes_out += prior_out;
-        if let Some(why @ ("idle_timeout" | "max_lifetime")) = outcome.ended_by {
+        if let Some(why @ (EndedBy::IdleTimeout | EndedBy::MaxLifetime)) = outcome.ended_by {
             info!(conn = %conn, remote = %t.remote, reason = %why, "[ws] closing");
         }
-        if outcome.ended_by == Some("token_revoked") {
+        if outcome.ended_by == Some(EndedBy::TokenRevoked) {
             let (presented, credential) = authenticated.as_ref().expect("revocation needs a token");
             warn!(
                 conn = %conn,
@@ -746,9 +746,9 @@ impl Proxy {
         }
         self.metrics
             .closed(match (outcome.ended_by, &outcome.close) {
-                (Some("token_revoked"), _) => "revoked",
-                (Some("shutdown"), _) => "drained",
-                (Some(why), _) => why,
+                (Some(EndedBy::TokenRevoked), _) => "revoked",
+                (Some(EndedBy::Shutdown), _) => "drained",
+                (Some(why), _) => why.as_str(),
                 (None, Some(_)) => "normal",
                 (None, None) => "abnormal",
             });

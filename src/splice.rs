@@ -200,9 +200,8 @@ pub struct Outcome {
     pub close: Option<(Side, Close)>,
     /// An I/O error that ended the relay (a reset, typically).
     pub error: Option<io::Error>,
-    /// Why gatewarden itself ended the tunnel, when it did: `token_revoked`, `shutdown`,
-    /// `idle_timeout` or `max_lifetime`.
-    pub ended_by: Option<&'static str>,
+    /// Why gatewarden itself ended the tunnel, when it did.
+    pub ended_by: Option<EndedBy>,
     /// The tunnel moved to the worker's loop.
     pub in_loop: bool,
 }
@@ -712,8 +711,8 @@ impl Tunnel {
 /// What, besides the two peers, may end a relay, in motion: timers, the revocation and
 /// shutdown signals, and gatewarden's own close once one of them fired.
 struct Watch {
-    /// Why gatewarden itself is closing the tunnel: (code, close reason, log reason).
-    closing: Option<(u16, &'static str, &'static str)>,
+    /// Why gatewarden itself is closing the tunnel.
+    closing: Option<EndedBy>,
     lifetime: Option<Pin<Box<tokio::time::Sleep>>>,
     idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
     /// Bytes moved each way when the idle timer last fired.
@@ -750,12 +749,9 @@ impl Watch {
         }
     }
 
-    fn begin_close(
-        &mut self,
-        (code, reason, why): (u16, &'static str, &'static str),
-        t: &mut Tunnel,
-    ) {
-        self.closing = Some((code, reason, why));
+    fn begin_close(&mut self, why: EndedBy, t: &mut Tunnel) {
+        let (code, reason) = why.close();
+        self.closing = Some(why);
         t.closing = true;
         t.down.inject = Some(close_frame(code, reason));
         self.revoke_deadline = Some(Box::pin(tokio::time::sleep(REVOKE_BOUNDARY_WAIT)));
@@ -764,7 +760,7 @@ impl Watch {
     /// A reload between the handshake and the relay would otherwise go unnoticed.
     fn check_start(&mut self, t: &mut Tunnel) {
         if self.still_valid.as_ref().is_some_and(|ok| !ok()) {
-            self.begin_close(REVOKED, t);
+            self.begin_close(EndedBy::TokenRevoked, t);
         }
     }
 
@@ -777,7 +773,7 @@ impl Watch {
                     Poll::Ready(Some(rx)) => {
                         fut.set(wait_change(rx));
                         if self.still_valid.as_ref().is_some_and(|ok| !ok()) {
-                            self.begin_close(REVOKED, t);
+                            self.begin_close(EndedBy::TokenRevoked, t);
                             break;
                         }
                     }
@@ -791,14 +787,14 @@ impl Watch {
             if let Some(stop) = self.stopping.as_mut() {
                 if stop.as_mut().poll(cx).is_ready() {
                     self.stopping = None;
-                    self.begin_close(SHUTDOWN, t);
+                    self.begin_close(EndedBy::Shutdown, t);
                 }
             }
         }
         if self.closing.is_none() && fired {
             if let Some(l) = self.lifetime.as_mut() {
                 if l.as_mut().poll(cx).is_ready() {
-                    self.begin_close(LIFETIME, t);
+                    self.begin_close(EndedBy::MaxLifetime, t);
                 }
             }
         }
@@ -819,7 +815,7 @@ impl Watch {
             }
             if expired {
                 self.idle = None;
-                self.begin_close(IDLE, t);
+                self.begin_close(EndedBy::IdleTimeout, t);
             }
         }
         match self.revoke_deadline.as_mut() {
@@ -968,7 +964,8 @@ async fn relay_in_loop(lp: Arc<worker_loop::Loop>, t: Tunnel, mut watch: Watch) 
 }
 
 fn outcome(t: &mut Tunnel, watch: &Watch, result: io::Result<()>) -> Outcome {
-    let close = if let Some((code, reason, _)) = watch.closing {
+    let close = if let Some(why) = watch.closing {
+        let (code, reason) = why.close();
         Some((
             Side::Proxy,
             Close {
@@ -991,7 +988,7 @@ fn outcome(t: &mut Tunnel, watch: &Watch, result: io::Result<()>) -> Outcome {
         bytes_out: t.down.amt,
         close,
         error: result.err(),
-        ended_by: watch.closing.map(|(_, _, why)| why),
+        ended_by: watch.closing,
         in_loop: false,
     }
 }
@@ -1048,15 +1045,46 @@ impl Wake for Flag {
     }
 }
 
-/// Closes gatewarden initiates: (close code, close reason, log reason).
-const REVOKED: (u16, &str, &str) = (1008, "token revoked", "token_revoked");
-const SHUTDOWN: (u16, &str, &str) = (1001, "going away", "shutdown");
-const IDLE: (u16, &str, &str) = (1001, "idle timeout", "idle_timeout");
-const LIFETIME: (u16, &str, &str) = (
-    1001,
-    "connection lifetime reached; reconnect",
-    "max_lifetime",
-);
+/// Why gatewarden itself ends a tunnel (the peers end it otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndedBy {
+    /// The token it authenticated with stopped being valid (`auth.on_revoke = "close"`).
+    TokenRevoked,
+    /// The drain at shutdown.
+    Shutdown,
+    /// Nothing moved for `splice.idle_timeout`.
+    IdleTimeout,
+    /// `splice.max_lifetime` reached.
+    MaxLifetime,
+}
+
+impl EndedBy {
+    /// The name in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndedBy::TokenRevoked => "token_revoked",
+            EndedBy::Shutdown => "shutdown",
+            EndedBy::IdleTimeout => "idle_timeout",
+            EndedBy::MaxLifetime => "max_lifetime",
+        }
+    }
+
+    /// The close frame gatewarden sends: code and reason.
+    fn close(self) -> (u16, &'static str) {
+        match self {
+            EndedBy::TokenRevoked => (1008, "token revoked"),
+            EndedBy::Shutdown => (1001, "going away"),
+            EndedBy::IdleTimeout => (1001, "idle timeout"),
+            EndedBy::MaxLifetime => (1001, "connection lifetime reached; reconnect"),
+        }
+    }
+}
+
+impl std::fmt::Display for EndedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Resolves with the receiver on the next change, or `None` once the sender is gone.
 async fn wait_change(mut rx: watch::Receiver<u64>) -> Option<watch::Receiver<u64>> {
