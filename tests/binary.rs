@@ -164,8 +164,7 @@ async fn embedded_default_generates_a_private_token_file() {
     let (mut ws, _) = ws_connect(addr, &format!("/ws?token={token}"), &[])
         .await
         .unwrap();
-    ws.send(Message::text("default")).await.unwrap();
-    assert_eq!(next_msg(&mut ws).await, Some(Message::text("default")));
+    assert_echo(&mut ws, "default").await;
     // The tunnel is still open: SIGINT drains for 1 s, cuts it, and still exits 0.
     p.signal("INT");
     let status = tokio::task::block_in_place(|| p.wait_exit());
@@ -304,8 +303,7 @@ async fn kubernetes_service_link_variables_are_ignored_with_one_warning() {
     )
     .await
     .unwrap();
-    ws.send(Message::text("k8s")).await.unwrap();
-    assert_eq!(next_msg(&mut ws).await, Some(Message::text("k8s")));
+    assert_echo(&mut ws, "k8s").await;
 }
 
 #[test]
@@ -581,8 +579,7 @@ async fn sighup_forces_a_reread() {
     let (mut ws, _) = ws_connect(addr, "/ws", &[("authorization", &format!("Bearer {b}"))])
         .await
         .unwrap();
-    ws.send(Message::text("after hup")).await.unwrap();
-    assert_eq!(next_msg(&mut ws).await, Some(Message::text("after hup")));
+    assert_echo(&mut ws, "after hup").await;
     // A second SIGHUP with nothing changed reports it.
     p.signal("HUP");
     let line = tokio::task::block_in_place(|| p.wait_line("[reload] SIGHUP result"));
@@ -651,8 +648,7 @@ async fn relative_credential_paths_are_watched_like_absolute_ones() {
         )
         .await
         .unwrap();
-        ws.send(Message::text("rotated")).await.unwrap();
-        assert_eq!(next_msg(&mut ws).await, Some(Message::text("rotated")));
+        assert_echo(&mut ws, "rotated").await;
     }
 }
 
@@ -858,8 +854,7 @@ async fn dotenv_credentials_are_read_and_rotated() {
     let (mut ws, _) = ws_connect(addr, "/ws", &[("authorization", &format!("Bearer {b}"))])
         .await
         .unwrap();
-    ws.send(Message::text("dotenv")).await.unwrap();
-    assert_eq!(next_msg(&mut ws).await, Some(Message::text("dotenv")));
+    assert_echo(&mut ws, "dotenv").await;
 }
 
 #[test]
@@ -919,13 +914,11 @@ async fn second_signal_exits_at_once_during_the_drain() {
     )
     .await
     .unwrap();
-    ws.send(Message::text("open")).await.unwrap();
-    assert_eq!(next_msg(&mut ws).await, Some(Message::text("open")));
+    assert_echo(&mut ws, "open").await;
     p.signal("TERM");
     tokio::task::block_in_place(|| p.wait_line("[shutdown] stopped accepting"));
     // Still draining: the tunnel works.
-    ws.send(Message::text("draining")).await.unwrap();
-    assert_eq!(next_msg(&mut ws).await, Some(Message::text("draining")));
+    assert_echo(&mut ws, "draining").await;
     p.signal("TERM");
     let status = tokio::task::block_in_place(|| p.wait_exit());
     assert_eq!(status.code(), Some(130));

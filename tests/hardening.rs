@@ -69,8 +69,7 @@ async fn foreign_origin_is_refused_same_origin_and_loopback_pass() {
     let (mut ws, _) = ws_connect(h.addr, "/ws", &[("authorization", &auth)])
         .await
         .unwrap();
-    ws.send(Message::text("no origin")).await.unwrap();
-    assert_eq!(next_msg(&mut ws).await, Some(Message::text("no origin")));
+    assert_echo(&mut ws, "no origin").await;
 }
 
 #[tokio::test]
@@ -93,8 +92,7 @@ async fn configured_origins_http_mode_and_missing_origin_switch() {
     )
     .await
     .unwrap();
-    ws.send(Message::text("allowed")).await.unwrap();
-    assert_eq!(next_msg(&mut ws).await, Some(Message::text("allowed")));
+    assert_echo(&mut ws, "allowed").await;
     for headers in [
         vec![
             ("authorization", auth.as_str()),
@@ -197,8 +195,7 @@ async fn ten_thousand_failures_from_one_ip_do_not_affect_another() {
     let mut ws = ws_from("127.0.0.2", h.addr, &h.token)
         .await
         .expect("other IP served");
-    ws.send(Message::text("unaffected")).await.unwrap();
-    assert_eq!(next_msg(&mut ws).await, Some(Message::text("unaffected")));
+    assert_echo(&mut ws, "unaffected").await;
 }
 
 #[tokio::test]

@@ -28,8 +28,7 @@ async fn drain_keeps_open_tunnels_and_refuses_new_connections(workers: usize) {
     let (mut ws, _) = ws_connect(h.addr, "/ws", &[("authorization", &auth)])
         .await
         .unwrap();
-    ws.send(Message::text("before")).await.unwrap();
-    assert_eq!(next_msg(&mut ws).await, Some(Message::text("before")));
+    assert_echo(&mut ws, "before").await;
 
     h.shutdown();
     // This server's line: tests run side by side and share the log.
@@ -41,8 +40,7 @@ async fn drain_keeps_open_tunnels_and_refuses_new_connections(workers: usize) {
     // The listener is gone: new clients are refused at the TCP level.
     assert!(tokio::net::TcpStream::connect(h.addr).await.is_err());
     // The tunnel opened before the signal keeps working during the drain.
-    ws.send(Message::text("during drain")).await.unwrap();
-    assert_eq!(next_msg(&mut ws).await, Some(Message::text("during drain")));
+    assert_echo(&mut ws, "during drain").await;
     ws.close(None).await.unwrap();
     while next_msg(&mut ws).await.is_some() {}
     // With the last tunnel closed the server finishes well before the 20 s drain.
@@ -70,8 +68,7 @@ async fn drain_time_over_cuts_remaining_tunnels(workers: usize) {
     let (mut ws, _) = ws_connect(h.addr, "/ws", &[("authorization", &auth)])
         .await
         .unwrap();
-    ws.send(Message::text("x")).await.unwrap();
-    assert_eq!(next_msg(&mut ws).await, Some(Message::text("x")));
+    assert_echo(&mut ws, "x").await;
     h.shutdown();
     // When the drain time is over the tunnel gets a real close frame at a frame boundary.
     match next_msg(&mut ws).await {
@@ -125,8 +122,7 @@ async fn dropping_the_server_ends_its_worker_threads() {
         let (mut ws, _) = ws_connect(h.addr, "/ws", &[("authorization", &auth)])
             .await
             .unwrap();
-        ws.send(Message::text("hi")).await.unwrap();
-        assert_eq!(next_msg(&mut ws).await, Some(Message::text("hi")));
+        assert_echo(&mut ws, "hi").await;
     }
     h.done.take().unwrap().abort();
     tokio::time::timeout(WAIT, async {

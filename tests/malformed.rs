@@ -14,12 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use futures_util::SinkExt;
 use gatewarden::config::Secs;
 use gatewarden::ws::{self, FrameHeader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
 
 /// What the client gets back.
 #[derive(Debug, Clone, Copy)]
@@ -522,8 +520,7 @@ async fn good_client(h: &Harness) {
     let (mut ws, _) = ws_connect(h.addr, "/", &[("authorization", &auth)])
         .await
         .expect("a good client is served");
-    ws.send(Message::text("hello")).await.unwrap();
-    assert_eq!(next_msg(&mut ws).await, Some(Message::text("hello")));
+    assert_echo(&mut ws, "hello").await;
 }
 
 // ------------------------------------------------------------------ slow and stalled clients

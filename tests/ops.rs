@@ -74,8 +74,7 @@ async fn metrics_count_what_happened_with_bounded_labels() {
     )
     .await
     .unwrap();
-    ws.send(Message::text("count me")).await.unwrap();
-    assert_eq!(next_msg(&mut ws).await, Some(Message::text("count me")));
+    assert_echo(&mut ws, "count me").await;
     let (_, text) = admin_get(admin, "/metrics").await;
     for needle in [
         r#"gatewarden_auth_failures_total{reason="token_mismatch",source="header"} 1"#,

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use futures_util::SinkExt;
 use gatewarden::config::{Config, CredentialFormat, CredentialSource, OnRevoke, Secs, TokenSource};
 use gatewarden::credentials::Fingerprint;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -60,11 +59,6 @@ async fn open(addr: std::net::SocketAddr, token: &str) -> WsClient {
     .unwrap();
     assert_echo(&mut ws, "hello").await;
     ws
-}
-
-async fn assert_echo(ws: &mut WsClient, text: &str) {
-    ws.send(Message::text(text)).await.unwrap();
-    assert_eq!(next_msg(ws).await, Some(Message::text(text)));
 }
 
 /// Connects and expects gatewarden's own 1008 rejection.

@@ -442,8 +442,7 @@ async fn upstream_over_tls_with_a_private_ca() {
     let (mut ws, _) = ws_connect(insecure.addr, "/ws", &[("authorization", &auth)])
         .await
         .unwrap();
-    ws.send(Message::text("insecure")).await.unwrap();
-    assert_eq!(next_msg(&mut ws).await, Some(Message::text("insecure")));
+    assert_echo(&mut ws, "insecure").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,11 +12,6 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-async fn assert_echo(ws: &mut WsClient, text: &str) {
-    ws.send(Message::text(text)).await.unwrap();
-    assert_eq!(next_msg(ws).await, Some(Message::text(text)));
-}
-
 #[tokio::test]
 async fn bearer_header_is_accepted() {
     let h = start().await;

@@ -482,6 +482,12 @@ pub async fn next_msg(ws: &mut WsClient) -> Option<Message> {
     timeout(ws.next()).await.map(|r| r.expect("websocket read"))
 }
 
+/// Sends `text` and expects it back (the test upstreams echo).
+pub async fn assert_echo(ws: &mut WsClient, text: &str) {
+    ws.send(Message::text(text)).await.unwrap();
+    assert_eq!(next_msg(ws).await, Some(Message::text(text)));
+}
+
 pub async fn timeout<F: Future>(f: F) -> F::Output {
     tokio::time::timeout(WAIT, f)
         .await
