@@ -245,29 +245,18 @@ impl Refused<'_> {
 
     /// The same line through tracing (JSON logs, or no direct writer installed).
     fn event(&self, path: &str) {
-        match self.detail {
-            None => warn!(
-                conn = %self.conn,
-                remote = %crate::logging::Peer(self.remote),
-                reason = %self.reason,
-                presented = %Fp(self.presented),
-                generation = %Gen(self.generation),
-                source = %SourceName(self.source),
-                path = %path,
-                "[ws] unauthorized"
-            ),
-            Some(detail) => warn!(
-                conn = %self.conn,
-                remote = %crate::logging::Peer(self.remote),
-                reason = %self.reason,
-                presented = %Fp(self.presented),
-                generation = %Gen(self.generation),
-                source = %SourceName(self.source),
-                path = %path,
-                detail = %detail,
-                "[ws] unauthorized"
-            ),
-        }
+        warn!(
+            conn = %self.conn,
+            remote = %crate::logging::Peer(self.remote),
+            reason = %self.reason,
+            presented = %Fp(self.presented),
+            generation = %Gen(self.generation),
+            source = %SourceName(self.source),
+            path = %path,
+            // Absent unless set: an `Option` field records only its `Some`.
+            detail = self.detail.map(tracing::field::display),
+            "[ws] unauthorized"
+        );
     }
 }
 
@@ -1233,29 +1222,17 @@ impl Proxy {
                     generation,
                 } => {
                     let path = auth::redact_uri(&parts.uri, &self.auth.query_param);
-                    match creds.unloaded() {
-                        None => warn!(
-                            remote = %remote,
-                            method = %parts.method,
-                            path = %path,
-                            reason = %reason,
-                            presented = %Fp(presented),
-                            generation = %Gen(generation),
-                            source = %SourceName(source),
-                            "[http] unauthorized"
-                        ),
-                        Some(detail) => warn!(
-                            remote = %remote,
-                            method = %parts.method,
-                            path = %path,
-                            reason = %reason,
-                            presented = %Fp(presented),
-                            generation = %Gen(generation),
-                            source = %SourceName(source),
-                            detail = %detail,
-                            "[http] unauthorized"
-                        ),
-                    }
+                    warn!(
+                        remote = %remote,
+                        method = %parts.method,
+                        path = %path,
+                        reason = %reason,
+                        presented = %Fp(presented),
+                        generation = %Gen(generation),
+                        source = %SourceName(source),
+                        detail = creds.unloaded().map(tracing::field::display),
+                        "[http] unauthorized"
+                    );
                     self.metrics
                         .auth_failure(reason.as_str(), source.map_or("none", TokenSource::as_str));
                     self.note_failure(ip, remote);
