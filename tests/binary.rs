@@ -27,13 +27,7 @@ async fn binary_with_flags_proxies_and_exits_0_on_sigterm() {
         &[],
     );
     let addr = p.listening_addr();
-    let (mut ws, _) = ws_connect(
-        addr,
-        "/ws",
-        &[("authorization", &format!("Bearer {token}"))],
-    )
-    .await
-    .unwrap();
+    let mut ws = ws_bearer(addr, &token).await;
     ws.send(Message::text("through the binary")).await.unwrap();
     assert_eq!(
         next_msg(&mut ws).await,
@@ -81,13 +75,7 @@ async fn json_log_format_has_stable_fields() {
     assert!(v["conn"].is_string() && v["remote"].is_string());
 
     // The per-connection lines (written by hand in the text format) keep their fields.
-    let (mut ws, _) = ws_connect(
-        addr,
-        "/ws",
-        &[("authorization", &format!("Bearer {token}"))],
-    )
-    .await
-    .unwrap();
+    let mut ws = ws_bearer(addr, &token).await;
     ws.close(None).await.unwrap();
     while next_msg(&mut ws).await.is_some() {}
     let line = tokio::task::block_in_place(|| p.wait_line("[ws] connected"));
@@ -296,13 +284,7 @@ async fn kubernetes_service_link_variables_are_ignored_with_one_warning() {
         "{line}"
     );
     let addr = p.listening_addr();
-    let (mut ws, _) = ws_connect(
-        addr,
-        "/ws",
-        &[("authorization", &format!("Bearer {token}"))],
-    )
-    .await
-    .unwrap();
+    let mut ws = ws_bearer(addr, &token).await;
     assert_echo(&mut ws, "k8s").await;
 }
 
@@ -576,9 +558,7 @@ async fn sighup_forces_a_reread() {
     assert!(line.contains(&format!("current=fp:{fp}")), "{line}");
     let line = tokio::task::block_in_place(|| p.wait_line("[reload] SIGHUP result"));
     assert!(line.contains("result=applied"), "{line}");
-    let (mut ws, _) = ws_connect(addr, "/ws", &[("authorization", &format!("Bearer {b}"))])
-        .await
-        .unwrap();
+    let mut ws = ws_bearer(addr, &b).await;
     assert_echo(&mut ws, "after hup").await;
     // A second SIGHUP with nothing changed reports it.
     p.signal("HUP");
@@ -641,13 +621,7 @@ async fn relative_credential_paths_are_watched_like_absolute_ones() {
             line.contains(&format!("source={}", dir.join(file).display())),
             "{line}"
         );
-        let (mut ws, _) = ws_connect(
-            addr,
-            "/ws",
-            &[("authorization", &format!("Bearer {token}"))],
-        )
-        .await
-        .unwrap();
+        let mut ws = ws_bearer(addr, token).await;
         assert_echo(&mut ws, "rotated").await;
     }
 }
@@ -851,9 +825,7 @@ async fn dotenv_credentials_are_read_and_rotated() {
     std::fs::rename(&tmp, &env).unwrap();
     let line = tokio::task::block_in_place(|| p.wait_line("[reload] credentials applied"));
     assert!(line.contains(&format!("current=fp:{}", fp(&b))), "{line}");
-    let (mut ws, _) = ws_connect(addr, "/ws", &[("authorization", &format!("Bearer {b}"))])
-        .await
-        .unwrap();
+    let mut ws = ws_bearer(addr, &b).await;
     assert_echo(&mut ws, "dotenv").await;
 }
 
@@ -907,13 +879,7 @@ async fn second_signal_exits_at_once_during_the_drain() {
         &[("GATEWARDEN_SHUTDOWN__DRAIN", "10m")],
     );
     let addr = p.listening_addr();
-    let (mut ws, _) = ws_connect(
-        addr,
-        "/ws",
-        &[("authorization", &format!("Bearer {token}"))],
-    )
-    .await
-    .unwrap();
+    let mut ws = ws_bearer(addr, &token).await;
     assert_echo(&mut ws, "open").await;
     p.signal("TERM");
     tokio::task::block_in_place(|| p.wait_line("[shutdown] stopped accepting"));

@@ -59,21 +59,9 @@ async fn metrics_count_what_happened_with_bounded_labels() {
     let (p, _up, token, _d) = running(|_| {}).await;
     let admin = p.admin.unwrap();
     let wrong = random_token();
-    let (mut ws, _) = ws_connect(
-        p.addr,
-        "/ws",
-        &[("authorization", &format!("Bearer {wrong}"))],
-    )
-    .await
-    .unwrap();
+    let mut ws = ws_bearer(p.addr, &wrong).await;
     let _ = next_msg(&mut ws).await;
-    let (mut ws, _) = ws_connect(
-        p.addr,
-        "/ws",
-        &[("authorization", &format!("Bearer {token}"))],
-    )
-    .await
-    .unwrap();
+    let mut ws = ws_bearer(p.addr, &token).await;
     assert_echo(&mut ws, "count me").await;
     let (_, text) = admin_get(admin, "/metrics").await;
     for needle in [
@@ -121,13 +109,7 @@ async fn readiness_fails_while_draining() {
     let done = tokio::spawn(server.run(async {
         let _ = stopped.await;
     }));
-    let (mut ws, _) = ws_connect(
-        addr,
-        "/ws",
-        &[("authorization", &format!("Bearer {token}"))],
-    )
-    .await
-    .unwrap();
+    let mut ws = ws_bearer(addr, &token).await;
     ws.send(Message::text("x")).await.unwrap();
     let _ = next_msg(&mut ws).await;
     stop.send(()).unwrap();

@@ -184,13 +184,7 @@ async fn an_unreadable_credential_is_explained_at_start_and_in_each_refusal() {
     chmod(file.parent().unwrap(), 0o755);
     chmod(&file, 0o644);
     tokio::task::block_in_place(|| p.wait_line("[reload] credentials applied"));
-    let (mut ws, _) = ws_connect(
-        addr,
-        "/ws",
-        &[("authorization", &format!("Bearer {token}"))],
-    )
-    .await
-    .unwrap();
+    let mut ws = ws_bearer(addr, &token).await;
     futures_util::SinkExt::send(&mut ws, tokio_tungstenite::tungstenite::Message::text("ok"))
         .await
         .unwrap();

@@ -50,26 +50,14 @@ async fn setup(initial: Option<&str>, tweak: impl FnOnce(&mut Config, &Path)) ->
 }
 
 async fn open(addr: std::net::SocketAddr, token: &str) -> WsClient {
-    let (mut ws, _) = ws_connect(
-        addr,
-        "/ws",
-        &[("authorization", &format!("Bearer {token}"))],
-    )
-    .await
-    .unwrap();
+    let mut ws = ws_bearer(addr, token).await;
     assert_echo(&mut ws, "hello").await;
     ws
 }
 
 /// Connects and expects gatewarden's own 1008 rejection.
 async fn refused(addr: std::net::SocketAddr, token: &str) {
-    let (mut ws, _) = ws_connect(
-        addr,
-        "/ws",
-        &[("authorization", &format!("Bearer {token}"))],
-    )
-    .await
-    .unwrap();
+    let mut ws = ws_bearer(addr, token).await;
     match next_msg(&mut ws).await {
         Some(Message::Close(Some(f))) => assert_eq!(f.code, CloseCode::Policy),
         other => panic!("expected a 1008 rejection, got {other:?}"),

@@ -587,13 +587,7 @@ async fn any_token_of_several_files_is_valid() {
     })
     .await;
     for token in [&h.token, &second] {
-        let (mut ws, _) = ws_connect(
-            h.addr,
-            "/ws",
-            &[("authorization", &format!("Bearer {token}"))],
-        )
-        .await
-        .unwrap();
+        let mut ws = ws_bearer(h.addr, token).await;
         assert_echo(&mut ws, "either works").await;
     }
     let line = wait_log(&[

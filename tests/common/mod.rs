@@ -482,6 +482,19 @@ pub async fn next_msg(ws: &mut WsClient) -> Option<Message> {
     timeout(ws.next()).await.map(|r| r.expect("websocket read"))
 }
 
+/// A WebSocket to `/ws` through `addr` with `Authorization: Bearer <token>`; fails the test
+/// if the upgrade does not succeed.
+pub async fn ws_bearer(addr: SocketAddr, token: &str) -> WsClient {
+    let (ws, _) = ws_connect(
+        addr,
+        "/ws",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+    .unwrap();
+    ws
+}
+
 /// Sends `text` and expects it back (the test upstreams echo).
 pub async fn assert_echo(ws: &mut WsClient, text: &str) {
     ws.send(Message::text(text)).await.unwrap();
