@@ -553,6 +553,16 @@ pub struct UpstreamAuthConfig {
     pub header: String,
 }
 
+impl UpstreamAuthConfig {
+    /// The header the gateway's token goes in, with `inject = "header"` (a name that is
+    /// not a header name is refused at load).
+    pub fn header_name(&self) -> Option<http::HeaderName> {
+        (self.inject == Inject::Header)
+            .then(|| http::HeaderName::from_bytes(self.header.as_bytes()).ok())
+            .flatten()
+    }
+}
+
 impl Default for UpstreamAuthConfig {
     fn default() -> Self {
         UpstreamAuthConfig {

@@ -17,7 +17,8 @@ use tokio::time::Instant;
 use crate::auth::{self, Decision, Reason};
 use crate::config::TokenSource;
 use crate::credentials::{Credential, Credentials, Fingerprint, Presented, Secret};
-use crate::splice::{self, Side, Stream};
+use crate::net::Stream;
+use crate::splice::{self, Side};
 use crate::ws::{self, FrameHeader, FrameTracker};
 
 /// How long the gateway gets to answer a client's close before the sockets are dropped.

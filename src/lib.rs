@@ -1,11 +1,12 @@
 //! gatewarden: an authentication sidecar for WebSocket gateways.
 //!
 //! A connection flows through the modules in this order:
-//! [`listener`] (accept, [`tls`]) → [`head`] (a first request that is a WebSocket upgrade) or
-//! hyper (HTTP/1.1) → [`http`] (route, upgrade) → [`auth`] (token, decision)
-//! → [`upstream`] (the gateway) → [`first_message`] (in-band token in the first frame) →
-//! [`splice`] (byte relay, with [`ws`] tracking frames).
-//! [`config`], [`credentials`] (with its [`watcher`]), [`metrics`] and [`admin`] (health,
+//! [`listener`] (accept, [`tls`]) → [`http1::fast_head`] (a first request that is a
+//! WebSocket upgrade) or hyper (HTTP/1.1) → [`gate`] (admission, refusal, the upstream's
+//! headers) → [`upstream`] (the gateway) → [`first_message`] (in-band token in the first
+//! frame) → [`splice`] (byte relay, with [`ws`] tracking frames).
+//! [`net`] (sockets, streams, socket options) is the ground floor under all of them;
+//! [`config`], [`credentials`] (with its [`watcher`]), [`metrics`], [`admin`] (health,
 //! readiness, metrics endpoints) and [`logging`] sit beside them.
 
 pub mod admin;
@@ -16,12 +17,13 @@ pub mod credentials;
 pub mod doctor;
 pub mod files;
 pub mod first_message;
-pub mod head;
-pub mod http;
+pub mod gate;
+pub mod http1;
 pub mod limits;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod net;
 pub mod path;
 pub mod proxy_protocol;
 pub mod signals;

@@ -19,11 +19,13 @@ use tracing::{debug, info, warn};
 use crate::admin::Admin;
 use crate::config::{Config, CredentialFormat};
 use crate::credentials::{self, CredentialError, CredentialStore, Reloader};
-use crate::head::{self, First, Prefixed};
-use crate::http::{Handoff, Proxy};
+use crate::gate::{Handoff, Proxy};
+use crate::http1::fast_head::{self, First};
 use crate::limits::ConnSlot;
 use crate::metrics::Metrics;
-use crate::splice::Stream;
+use crate::net::sockopt::listen;
+use crate::net::Prefixed;
+use crate::net::Stream;
 use crate::tls::{ClientCert, ServerTls};
 use crate::upstream::UpstreamClient;
 
@@ -155,6 +157,7 @@ impl Server {
             upstream,
             auth: config.auth.clone(),
             upstream_auth: config.upstream_auth.clone(),
+            inject_header: config.upstream_auth.header_name(),
             trusted_proxies: config.trusted_proxies.clone(),
             proxy_protocol: config.listen_proxy_protocol,
             creds,
@@ -631,79 +634,6 @@ fn resolve_workers(workers: usize) -> usize {
     }
 }
 
-/// Binds the client listener: one socket, a descriptor of it per worker. Each worker waits on
-/// it in its own epoll and whichever is free accepts; with `SO_REUSEPORT` (a socket per worker,
-/// the kernel hashing connections onto them) a connection could wait for a busy worker while
-/// another idled: 5-7 % fewer handshakes/s with 2 workers here, and any process of the same
-/// user could join the group. The price: a new connection wakes every idle worker (one
-/// accepts, the others find the queue empty), which only happens when there is CPU to
-/// spare. On Linux an accepted socket inherits `TCP_NODELAY` from its
-/// listener, so it is set once here instead of once per connection; the flag says whether
-/// that worked (elsewhere each accepted socket gets it itself). Quick ACKs off
-/// (`tcp.delayed_ack`) are inherited the same way, before the request arrives: set on the
-/// accepted socket it would come too late for the request's ACK.
-fn listen(
-    addr: SocketAddr,
-    workers: usize,
-    delayed_ack: bool,
-) -> io::Result<(Vec<std::net::TcpListener>, bool)> {
-    let first = bind_one(addr)?;
-    let inherited =
-        cfg!(target_os = "linux") && rustix::net::sockopt::set_tcp_nodelay(&first, true).is_ok();
-    #[cfg(target_os = "linux")]
-    if delayed_ack {
-        rustix::net::sockopt::set_tcp_quickack(&first, false)?;
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = delayed_ack;
-    let mut listeners = Vec::with_capacity(workers.max(1));
-    for _ in 1..workers {
-        listeners.push(first.try_clone()?);
-    }
-    listeners.insert(0, first);
-    Ok((listeners, inherited))
-}
-
-/// Quick ACKs on again for a socket whose ACKs `tcp.delayed_ack` holds back: its peer is
-/// sending more before we answer, and may be waiting for our ACK to send it (Nagle's
-/// algorithm holds a small segment until the one before it is acknowledged: 40 ms each
-/// time, measured, for a client writing its head in pieces or a gateway writing its 101
-/// and its first frame apart). An ACK pending is sent at once.
-pub(crate) fn quick_acks(tcp: &TcpStream) {
-    #[cfg(target_os = "linux")]
-    let _ = rustix::net::sockopt::set_tcp_quickack(tcp, true);
-    #[cfg(not(target_os = "linux"))]
-    let _ = tcp;
-}
-
-/// A non-blocking, close-on-exec TCP socket of `addr`'s family (for the listener, and for
-/// upstream connections made by hand).
-pub(crate) fn tcp_socket(addr: &SocketAddr) -> io::Result<std::os::fd::OwnedFd> {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType};
-    let family = if addr.is_ipv4() {
-        AddressFamily::INET
-    } else {
-        AddressFamily::INET6
-    };
-    Ok(rustix::net::socket_with(
-        family,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-        None,
-    )?)
-}
-
-/// A non-blocking listening socket, as `TcpListener::bind` makes it (`SO_REUSEADDR`, backlog
-/// 1024).
-fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    use rustix::net::sockopt;
-    let fd = tcp_socket(&addr)?;
-    sockopt::set_socket_reuseaddr(&fd, true)?;
-    rustix::net::bind(&fd, &addr)?;
-    rustix::net::listen(&fd, 1024)?;
-    Ok(std::net::TcpListener::from(fd))
-}
-
 /// Errors that concern one incoming connection, not the listener.
 fn is_per_connection(e: &io::Error) -> bool {
     matches!(
@@ -970,7 +900,7 @@ impl Drop for Counted {
 /// What an upgrade left to run. A plain fn, so the connection's future does not keep the
 /// `Pending` beside the tunnel it became.
 fn upgraded(
-    next: Option<(crate::http::Pending, (Stream, bytes::Bytes))>,
+    next: Option<(crate::gate::Pending, (Stream, bytes::Bytes))>,
 ) -> impl Future<Output = ()> {
     match next {
         Some((pending, client)) => tokio_util::either::Either::Left(pending.run(client)),
@@ -986,7 +916,7 @@ async fn serve_requests(
     remote: SocketAddr,
     slot: Arc<ConnSlot>,
     conn: Arc<Acceptor>,
-) -> Option<(crate::http::Pending, (Stream, bytes::Bytes))> {
+) -> Option<(crate::gate::Pending, (Stream, bytes::Bytes))> {
     if !conn.nodelay_inherited {
         let _ = stream.set_nodelay(true);
     }
@@ -1036,7 +966,9 @@ async fn serve_requests(
     let handoff = Arc::new(Handoff::default());
     let mut stream = stream;
     let (io, spent) = loop {
-        match head::read_first(stream, remote, header_read_timeout, max_headers, graceful).await {
+        match fast_head::read_first(stream, remote, header_read_timeout, max_headers, graceful)
+            .await
+        {
             First::Done => return None,
             First::Hyper { io, spent } => break (io, spent),
             First::Upgrade {
@@ -1057,7 +989,7 @@ async fn serve_requests(
                         .headers()
                         .get(hyper::header::CONNECTION)
                         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-                let written = head::write_response(&mut s, resp).await;
+                let written = crate::http1::respond::write_response(&mut s, resp).await;
                 let pending = handoff.take();
                 if let Err(e) = written {
                     debug!(remote = %remote, cause = %e, "[http] connection ended with an error");

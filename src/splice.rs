@@ -13,16 +13,16 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use rustix::net::{RecvFlags, SendFlags};
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::io::{AsyncWrite, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::either::Either;
 use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 
+use crate::net::stream::poll_read_some;
+use crate::net::sys::poll_syscall;
+use crate::net::Stream;
 use crate::ws::{close_frame, Close, FrameTracker};
 
 pub mod worker_loop;
@@ -54,108 +54,6 @@ fn give_buf(buf: Box<[u8]>) {
             p.push(buf);
         }
     });
-}
-
-/// A connection to a client or to the upstream, plain or TLS. hyper serves and dials over
-/// it, and an upgraded connection is unwrapped back to it so the relay works on the socket
-/// itself, not through hyper's dynamic IO layer.
-pub enum Stream {
-    Tcp(TcpStream),
-    /// A client's TLS connection to us.
-    ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-    /// Our TLS connection to an `https://` upstream.
-    ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-    Upgraded(TokioIo<Upgraded>),
-}
-
-impl Stream {
-    /// The TCP socket under the stream (`None` for hyper's upgraded IO).
-    pub fn tcp(&self) -> Option<&TcpStream> {
-        match self {
-            Stream::Tcp(s) => Some(s),
-            Stream::ServerTls(s) => Some(s.get_ref().0),
-            Stream::ClientTls(s) => Some(s.get_ref().0),
-            Stream::Upgraded(_) => None,
-        }
-    }
-
-    /// Returns the stream and any bytes hyper had already read past the HTTP head (for
-    /// example a WebSocket frame the peer sent right behind its handshake).
-    pub fn from_upgraded(up: Upgraded) -> (Stream, Bytes) {
-        match up.downcast::<TokioIo<crate::head::Prefixed>>() {
-            // A slice of hyper's read buffer would keep all of it alive for the tunnel's
-            // lifetime; the few bytes are copied out instead.
-            Ok(parts) => {
-                let (io, unread) = parts.io.into_inner().into_parts();
-                let mut rest = parts.read_buf.to_vec();
-                rest.extend_from_slice(&unread);
-                (io, Bytes::from(rest))
-            }
-            Err(up) => (Stream::Upgraded(TokioIo::new(up)), Bytes::new()),
-        }
-    }
-}
-
-macro_rules! each {
-    ($self:expr, $s:ident => $e:expr) => {
-        match $self.get_mut() {
-            Stream::Tcp($s) => $e,
-            Stream::ServerTls($s) => $e,
-            Stream::ClientTls($s) => $e,
-            Stream::Upgraded($s) => $e,
-        }
-    };
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(tcp) => {
-                // SAFETY: recv(2) only writes bytes into the buffer; exactly the `n` it
-                // reports are then marked initialized.
-                let unfilled = unsafe { buf.unfilled_mut() };
-                let len = unfilled.len();
-                let n = ready!(poll_recv(tcp, cx, len, || {
-                    let ((filled, _), _) =
-                        rustix::net::recv(&*tcp, &mut *unfilled, RecvFlags::empty())?;
-                    Ok(filled.len())
-                }))?;
-                unsafe { buf.assume_init(n) };
-                buf.advance(n);
-                Poll::Ready(Ok(()))
-            }
-            Stream::ServerTls(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::ClientTls(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Upgraded(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(tcp) => poll_send(tcp, cx, buf),
-            Stream::ServerTls(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::ClientTls(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Upgraded(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each!(self, s => Pin::new(s).poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each!(self, s => Pin::new(s).poll_shutdown(cx))
-    }
 }
 
 /// Who sent something first.
@@ -396,94 +294,6 @@ impl Half {
                 }
                 return Poll::Ready(Ok(()));
             }
-        }
-    }
-}
-
-/// Reads what is there. On a plain socket a short read is taken to mean "drained", as nginx
-/// does: the socket's readiness is cleared right away, so the next read waits for the next
-/// epoll event instead of costing an extra `read` that only says EAGAIN (one syscall per
-/// message and direction). Safe against lost wake-ups: tokio clears readiness only if no
-/// event arrived since its snapshot, taken before the read, and the kernel signals every
-/// arrival after it.
-fn poll_read_some(r: &mut Stream, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-    let Stream::Tcp(tcp) = r else {
-        let mut rb = ReadBuf::new(buf);
-        ready!(Pin::new(r).poll_read(cx, &mut rb))?;
-        return Poll::Ready(Ok(rb.filled().len()));
-    };
-    let len = buf.len();
-    poll_recv(tcp, cx, len, || {
-        Ok(rustix::net::recv(&*tcp, &mut *buf, RecvFlags::empty())?.0)
-    })
-}
-
-/// Reads a plain socket with `recv` (a closure over the buffer, which may be uninitialized)
-/// once it is readable. recv(2), not read(2): read(2) goes through the VFS layer first, and
-/// that cost 0.7 µs per call here (rtt CPU per round trip 15.3 → 13.9 µs with it gone;
-/// nginx reads with recv too). A short read clears readiness: see [`poll_read_some`].
-fn poll_recv(
-    tcp: &TcpStream,
-    cx: &mut Context<'_>,
-    len: usize,
-    recv: impl FnMut() -> io::Result<usize>,
-) -> Poll<io::Result<usize>> {
-    poll_syscall(tcp, cx, Interest::READABLE, len, recv)
-}
-
-/// Writes a plain socket with send(2) issued directly (rustix), as the reads are: libc's
-/// `send`, which tokio's `TcpStream` reaches through mio, is a thread-cancellation point and
-/// brackets every call with two more calls (callgrind, rtt: 201 → 137 instructions per
-/// message and direction for the write, 3.6 % of a relayed round trip's user space).
-/// `MSG_NOSIGNAL` as mio's. A short write clears the write readiness, as tokio does: the
-/// send buffer is full, so the next write waits for the next epoll event rather than
-/// costing a `send` that only says EAGAIN.
-fn poll_send(tcp: &TcpStream, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-    poll_syscall(tcp, cx, Interest::WRITABLE, buf.len(), || {
-        Ok(rustix::net::send(tcp, buf, SendFlags::NOSIGNAL)?)
-    })
-}
-
-/// Runs `op` (a recv or send of up to `len` bytes) once the socket is ready for `interest`.
-/// A partial transfer clears that readiness (the socket is drained, or its send buffer
-/// full) but still returns what moved. Safe against lost wake-ups: tokio clears readiness
-/// only if no event arrived since its snapshot, taken before the call.
-fn poll_syscall(
-    tcp: &TcpStream,
-    cx: &mut Context<'_>,
-    interest: Interest,
-    len: usize,
-    mut op: impl FnMut() -> io::Result<usize>,
-) -> Poll<io::Result<usize>> {
-    loop {
-        if interest.is_readable() {
-            ready!(tcp.poll_read_ready(cx))?;
-        } else {
-            ready!(tcp.poll_write_ready(cx))?;
-        }
-        let mut moved = 0;
-        let res = tcp.try_io(interest, || {
-            moved = op()?;
-            if moved > 0 && moved < len {
-                Err(io::ErrorKind::WouldBlock.into())
-            } else {
-                Ok(moved)
-            }
-        });
-        // `moved` first: asking an io::Error its kind is not free, and this is every
-        // message's path.
-        if moved > 0 {
-            return Poll::Ready(Ok(moved));
-        }
-        match res {
-            Ok(n) => return Poll::Ready(Ok(n)),
-            // Really not ready (readiness is now cleared), or a signal: look again.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => return Poll::Ready(Err(e)),
         }
     }
 }

@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::Upstream;
-use crate::splice::Stream;
+use crate::net::Stream;
 
 /// Why the upstream could not be used. Shown in logs, never to clients in detail.
 #[derive(Debug, thiserror::Error)]
@@ -346,7 +346,7 @@ impl UpstreamClient {
             addr: self.authority.clone(),
             source: e,
         };
-        let fd = crate::listener::tcp_socket(&addr).map_err(failed)?;
+        let fd = crate::net::sockopt::tcp_socket(&addr).map_err(failed)?;
         let _ = sockopt::set_tcp_nodelay(&fd, true);
         // Before connect: the kernel then holds the handshake's last ACK for the head sent
         // right behind it, instead of sending it alone (one segment fewer per upgrade).
@@ -398,7 +398,7 @@ impl UpstreamClient {
     /// challenge) with Nagle's algorithm on, and the frame would wait for that ACK.
     fn head_sent(&self, stream: &TcpStream) {
         if self.delayed_ack {
-            crate::listener::quick_acks(stream);
+            crate::net::sockopt::quick_acks(stream);
         }
     }
 

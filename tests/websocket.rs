@@ -834,7 +834,7 @@ async fn tcp_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn the_answering_close_frame_leaves_with_the_fin() {
-    use gatewarden::splice::Stream;
+    use gatewarden::net::Stream;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut client, proxy_client) = tcp_pair().await;
     let (proxy_upstream, mut upstream) = tcp_pair().await;

@@ -10,24 +10,17 @@
 //! socket ([`Prefixed`]), so hyper's answers to bad input (400, 408, 431, HTTP/2 preface)
 //! stay exactly what they were.
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
-use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
-};
-use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::http::Body;
-use crate::splice::Stream;
+use crate::net::{Prefixed, Stream};
 use crate::ws;
 
 /// The first read's buffer: hyper's initial read size, enough for any browser's or SDK's
@@ -97,14 +90,11 @@ pub async fn read_first(
             // A head in pieces: the rest may wait for our ACK (`tcp.delayed_ack`).
             if !buf.windows(4).any(|w| w == b"\r\n\r\n") {
                 if let Some(tcp) = stream.tcp() {
-                    crate::listener::quick_acks(tcp);
+                    crate::net::sockopt::quick_acks(tcp);
                 }
             }
             First::Hyper {
-                io: Prefixed {
-                    pre: buf,
-                    io: stream,
-                },
+                io: Prefixed::new(stream, buf),
                 spent: started.elapsed(),
             }
         }
@@ -152,141 +142,10 @@ fn parse_upgrade(buf: &Bytes, max_headers: usize) -> Option<(Request<()>, usize,
     Some((req, len, close))
 }
 
-/// Writes an answer the way hyper would: status line with the canonical reason, the
-/// headers in order, `content-length` where the status allows a body, `date` last.
-pub async fn write_response(stream: &mut Stream, resp: Response<Body>) -> io::Result<()> {
-    let (parts, body) = resp.into_parts();
-    let status = parts.status;
-    let body = match body.collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return Err(io::Error::other(e)),
-    };
-    let mut out = Vec::with_capacity(192 + body.len());
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        if name == CONTENT_LENGTH {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    let has_body = !(status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED);
-    if has_body {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"date: ");
-    http_date(&mut out);
-    out.extend_from_slice(b"\r\n\r\n");
-    if has_body {
-        out.extend_from_slice(&body);
-    }
-    stream.write_all(&out).await?;
-    stream.flush().await
-}
-
-/// The `date` header's value, formatted once per second per thread (as hyper does).
-fn http_date(out: &mut Vec<u8>) {
-    thread_local! {
-        static CACHED: std::cell::RefCell<(u64, [u8; 29])> = const { std::cell::RefCell::new((u64::MAX, [0; 29])) };
-    }
-    let now = SystemTime::now();
-    let secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    CACHED.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.0 != secs {
-            let text = httpdate::fmt_http_date(now);
-            if text.len() == 29 {
-                c.1.copy_from_slice(text.as_bytes());
-                c.0 = secs;
-            } else {
-                out.extend_from_slice(text.as_bytes());
-                return;
-            }
-        }
-        out.extend_from_slice(&c.1);
-    });
-}
-
-/// A client connection with the bytes already read from it in front, for hyper.
-pub struct Prefixed {
-    pre: Bytes,
-    io: Stream,
-}
-
-impl Prefixed {
-    /// The socket and whatever of the prefix hyper has not read.
-    pub fn into_parts(self) -> (Stream, Bytes) {
-        (self.io, self.pre)
-    }
-
-    /// A connection whose next bytes are `pre`, then the socket's.
-    pub fn new(io: Stream, pre: Bytes) -> Prefixed {
-        Prefixed { pre, io }
-    }
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.pre.is_empty() {
-            let n = this.pre.len().min(buf.remaining());
-            buf.put_slice(&this.pre[..n]);
-            this.pre.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
     fn head(extra: &str) -> Bytes {
         Bytes::from(format!(
@@ -378,15 +237,5 @@ mod tests {
             };
             assert_eq!(tcp_quickack(stream.tcp().unwrap()).unwrap(), pieces);
         }
-    }
-
-    #[test]
-    fn the_date_is_an_http_date() {
-        let mut out = Vec::new();
-        http_date(&mut out);
-        http_date(&mut out);
-        assert_eq!(out.len(), 58);
-        let text = std::str::from_utf8(&out[..29]).unwrap();
-        assert!(httpdate::parse_http_date(text).is_ok(), "{text}");
     }
 }

@@ -1,0 +1,185 @@
+//! The gate: what a client's request must pass before anything reaches the gateway.
+//!
+//! Two entry points, one judgement: [`Proxy::handle`] is hyper's service (any request),
+//! [`Proxy::handle_upgrade`] the fast path's (a first request that is a WebSocket upgrade,
+//! read by `http1::fast_head`). Both check the head's limits here, then:
+//! - `admit`: the one admission (throttle, Origin, token, decision), logged and counted;
+//! - `refuse`: a refusal rendered as an HTTP status or a 101 and a close frame;
+//! - `headers`: the one policy for what the upstream is told;
+//! - `upgrade`: an upgrade's handshake with the gateway; `session`: the tunnel's life after
+//!   the 101 (first-message phase, then the relay);
+//! - `plain`: a plain request, proxied; `log`: the lines of a connection's life.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ::http::header::{HeaderValue, CONNECTION, HOST, UPGRADE};
+use ::http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+use crate::config::{AuthConfig, TokenSource, UpstreamAuthConfig, UpstreamOrigin};
+use crate::credentials::CredentialStore;
+use crate::http1::respond::{text, Body};
+use crate::metrics::Metrics;
+use crate::throttle::Throttle;
+use crate::tls::ClientCert;
+use crate::upstream::UpstreamClient;
+use crate::ws;
+
+mod admit;
+mod headers;
+mod log;
+mod plain;
+mod refuse;
+mod session;
+mod upgrade;
+use refuse::*;
+pub use session::{Handoff, Pending};
+
+/// What `OPTIONS *` and a refused `CONNECT` list as allowed.
+const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// Everything a request needs. Each worker thread has its own copy (shared parts behind
+/// `Arc`s), so the reference counts and cancellation tokens a connection touches stay in
+/// its own core's cache.
+#[derive(Clone)]
+pub struct Proxy {
+    pub auth: AuthConfig,
+    /// The token sources in effect (`auth.sources`, or the default for the credentials).
+    pub sources: Vec<TokenSource>,
+    pub upstream_auth: UpstreamAuthConfig,
+    /// `upstream_auth.header` when `upstream_auth.inject = "header"`.
+    pub inject_header: Option<::http::HeaderName>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `listen_proxy_protocol`: trusted peers open with a PROXY protocol header.
+    pub proxy_protocol: bool,
+    pub creds: Arc<CredentialStore>,
+    pub upstream: Arc<UpstreamClient>,
+    /// Whether clients reach us over TLS (decides the cookie's `Secure` flag).
+    pub tls: bool,
+    /// Tracks upgraded tunnels, which outlive the HTTP connection they came from.
+    pub tasks: TaskTracker,
+    /// Cancelled when the drain time is over: tunnels still open are closed.
+    pub hard_stop: CancellationToken,
+    pub metrics: Arc<Metrics>,
+    pub throttle: Arc<Throttle>,
+    pub splice: crate::config::SpliceConfig,
+    pub forwarded_headers: bool,
+    pub upstream_origin: UpstreamOrigin,
+    /// `limits.max_header_bytes`, checked exactly on the parsed head (hyper's buffer limit
+    /// is only approximate).
+    pub max_header_bytes: usize,
+    /// `limits.max_request_line`.
+    pub max_request_line: usize,
+    /// `timeouts.upstream_response`: the deadline for a proxied request's response head.
+    pub upstream_response: std::time::Duration,
+}
+
+/// Bytes of the request line as received (give or take separators).
+fn request_line_len<B>(req: &Request<B>) -> usize {
+    let uri = req.uri();
+    req.method().as_str().len()
+        + uri.path_and_query().map_or(1, |pq| pq.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + 12
+}
+
+/// Bytes of the request line and headers as received (give or take separators).
+fn head_size<B>(req: &Request<B>) -> usize {
+    let line = request_line_len(req);
+    req.headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + line
+}
+
+impl Proxy {
+    /// `cert` is the client's verified certificate when the connection is mTLS. What an
+    /// answered upgrade still has to do is left in `handoff` for the connection's task.
+    pub async fn handle(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        remote: SocketAddr,
+        cert: Option<Arc<ClientCert>>,
+        handoff: Arc<Handoff>,
+    ) -> Result<Response<Body>, Infallible> {
+        if let Some(refused) = self.check_head(&req, remote) {
+            return Ok(refused);
+        }
+        if ws::header_has_token(req.headers(), UPGRADE, "websocket") {
+            if let Err(bad) = ws::check_upgrade_request(&req) {
+                info!(remote = %remote, reason = %"bad_upgrade", detail = %bad, "[ws] request refused");
+                return Ok(bad_upgrade(bad));
+            }
+            let on_client = hyper::upgrade::on(&mut req);
+            let (parts, _body) = req.into_parts();
+            Ok(self
+                .websocket(parts, Some(on_client), remote, cert.as_deref(), &handoff)
+                .await)
+        } else {
+            Ok(self.plain(req, remote, cert.as_deref()).await)
+        }
+    }
+
+    /// A WebSocket upgrade request the listener read itself (see `head`): the same checks
+    /// and answer as through [`Proxy::handle`]; the caller writes the answer and, after a
+    /// 101, runs what is left in `handoff` over the socket it holds.
+    pub async fn handle_upgrade(
+        self: Arc<Self>,
+        req: Request<()>,
+        remote: SocketAddr,
+        cert: Option<&ClientCert>,
+        handoff: &Handoff,
+    ) -> Response<Body> {
+        if let Some(refused) = self.check_head(&req, remote) {
+            return refused;
+        }
+        if let Err(bad) = ws::check_upgrade_request(&req) {
+            info!(remote = %remote, reason = %"bad_upgrade", detail = %bad, "[ws] request refused");
+            return bad_upgrade(bad);
+        }
+        let (parts, ()) = req.into_parts();
+        self.websocket(parts, None, remote, cert, handoff).await
+    }
+
+    /// The size limits on a request head, answered 431 / 414, and a head whose target
+    /// server is ambiguous (two `Host` headers, RFC 9112 §3.2), answered 400.
+    pub(super) fn check_head<B>(
+        &self,
+        req: &Request<B>,
+        remote: SocketAddr,
+    ) -> Option<Response<Body>> {
+        let mut hosts = req.headers().get_all(HOST).iter();
+        if hosts.next().is_some() && hosts.next().is_some() {
+            info!(remote = %remote, reason = %"duplicate_host", "[http] request refused");
+            let mut resp = text(
+                StatusCode::BAD_REQUEST,
+                "bad request: more than one Host header\n",
+            );
+            // Which server the client meant is unknown: nothing else of its is read.
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            return Some(resp);
+        }
+        let head = head_size(req);
+        if head > self.max_header_bytes {
+            info!(remote = %remote, reason = %"header_too_large", bytes = head, "[http] request refused");
+            return Some(text(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request header fields too large\n",
+            ));
+        }
+        let line = request_line_len(req);
+        if line > self.max_request_line {
+            info!(remote = %remote, reason = %"request_line_too_long", bytes = line, "[http] request refused");
+            return Some(text(StatusCode::URI_TOO_LONG, "request line too long\n"));
+        }
+        None
+    }
+}

@@ -1,0 +1,154 @@
+//! A WebSocket upgrade admitted by the gate: the handshake with the gateway, and the 101
+//! (or the gateway's own refusal) for the client. What happens after the 101 is left in a
+//! [`Handoff`] for the connection's task (see `session`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ::http::header::{SEC_WEBSOCKET_KEY, UPGRADE};
+use ::http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::upgrade::OnUpgrade;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::config::{Inject, TokenSource};
+use crate::http1::respond::{empty, text, Body};
+use crate::tls::ClientCert;
+use crate::ws;
+
+use super::admit::{Admitted, Door};
+use super::headers::strip_hop_by_hop;
+use super::headers::Forward;
+use super::session::{Handoff, Pending, Then, Tunnel};
+use super::Proxy;
+
+impl Proxy {
+    /// `on_client` is hyper's side of the client connection (`None`: the listener's).
+    pub(super) async fn websocket(
+        self: Arc<Self>,
+        parts: ::http::request::Parts,
+        on_client: Option<OnUpgrade>,
+        remote: SocketAddr,
+        cert: Option<&ClientCert>,
+        handoff: &Handoff,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let conn = Uuid::new_v4();
+        let key = parts
+            .headers
+            .get(SEC_WEBSOCKET_KEY)
+            .cloned()
+            .expect("checked by ws::check_upgrade_request");
+        let slot = parts
+            .extensions
+            .get::<Arc<crate::limits::ConnSlot>>()
+            .cloned();
+        let Admitted {
+            ip,
+            found,
+            creds,
+            in_band,
+            by,
+        } = match self.admit(&parts, remote, cert, Door::Upgrade { conn }) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                return self.refuse(refusal, on_client, handoff, &key, &parts.headers);
+            }
+        };
+        // A client certificate is not a reloadable credential: nothing to revoke.
+        let authenticated = by
+            .filter(|a| a.source != TokenSource::ClientCert)
+            .map(|a| (a.presented, a.credential));
+        let gateway = self.gateway_token(&creds);
+        if self.upstream_auth.inject != Inject::None && gateway.is_none() {
+            warn!(conn = %conn, "[ws] upstream_auth credential has no token loaded");
+            return text(
+                StatusCode::BAD_GATEWAY,
+                "bad gateway: no gateway credential\n",
+            );
+        }
+        let inject_header = (self.upstream_auth.inject == Inject::Header)
+            .then_some(gateway.as_ref())
+            .flatten();
+        let upstream_head = Forward::new(
+            &self,
+            &parts.headers,
+            remote,
+            true,
+            found.as_ref(),
+            inject_header,
+        )
+        .upgrade_head(&parts.uri);
+        let dialed = Instant::now();
+        let answer = match self.upstream.upgrade(&upstream_head).await {
+            Ok(r) => {
+                self.metrics
+                    .upstream_connect_seconds
+                    .observe(dialed.elapsed().as_secs_f64());
+                r
+            }
+            Err(e) => {
+                self.metrics.upstream_connect_errors.inc();
+                warn!(conn = %conn, remote = %remote, reason = %e.reason(), cause = %e, "[ws] upstream unavailable");
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    "bad gateway: upstream unavailable\n",
+                );
+            }
+        };
+        if answer.status != StatusCode::SWITCHING_PROTOCOLS {
+            info!(
+                conn = %conn,
+                remote = %remote,
+                status = answer.status.as_u16(),
+                "[ws] upstream refused upgrade"
+            );
+            let mut resp = Response::new(
+                Full::new(answer.body)
+                    .map_err(|never| match never {})
+                    .boxed(),
+            );
+            *resp.status_mut() = answer.status;
+            *resp.headers_mut() = answer.headers;
+            strip_hop_by_hop(resp.headers_mut());
+            return resp;
+        }
+        if !ws::header_has_token(&answer.headers, UPGRADE, "websocket") {
+            warn!(conn = %conn, remote = %remote, "[ws] upstream answered 101 without Upgrade: websocket");
+            return text(
+                StatusCode::BAD_GATEWAY,
+                "bad gateway: upstream switched to another protocol\n",
+            );
+        }
+        let deflate = ws::Deflate::negotiated(&answer.headers);
+        let mut client_resp = Response::new(empty());
+        *client_resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *client_resp.headers_mut() = answer.headers;
+        let tunnel = Tunnel {
+            conn,
+            started,
+            remote,
+            ip,
+            slot,
+            in_band,
+            deflate,
+            inject: gateway.filter(|_| self.upstream_auth.inject == Inject::FirstMessage),
+            authenticated,
+        };
+        self.metrics
+            .handshake_seconds
+            .observe(started.elapsed().as_secs_f64());
+        handoff.put(Pending {
+            proxy: self,
+            on_client,
+            then: Then::Tunnel {
+                upstream: answer.stream,
+                from_upstream: answer.rest,
+                tunnel,
+            },
+        });
+        client_resp
+    }
+}
