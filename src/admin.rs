@@ -32,13 +32,18 @@ use crate::upstream::UpstreamClient;
 const READY_CACHE: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Open connections per worker thread, for `/metrics` (the server keeps the counts).
+pub trait WorkerLoad: Send + Sync {
+    fn open(&self) -> Vec<usize>;
+}
+
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
     pub upstream: Arc<UpstreamClient>,
     pub tls: Option<Arc<ServerTls>>,
     /// Per-worker connection counts, with 2 or more workers.
-    pub balance: Option<Arc<crate::listener::Balance>>,
+    pub workers: Option<Arc<dyn WorkerLoad>>,
     /// Set once shutdown starts: readiness fails so load balancers stop sending.
     pub draining: AtomicBool,
     probe: Mutex<Option<(Instant, Result<(), String>)>>,
@@ -50,14 +55,14 @@ impl Admin {
         reloader: Arc<Reloader>,
         upstream: Arc<UpstreamClient>,
         tls: Option<Arc<ServerTls>>,
-        balance: Option<Arc<crate::listener::Balance>>,
+        workers: Option<Arc<dyn WorkerLoad>>,
     ) -> Admin {
         Admin {
             metrics,
             reloader,
             upstream,
             tls,
-            balance,
+            workers,
             draining: AtomicBool::new(false),
             probe: Mutex::new(None),
         }
@@ -169,8 +174,8 @@ impl Admin {
                 .map_or(0, |d| d.as_secs() as i64)
         });
         m.tls_not_after.set(not_after);
-        if let Some(balance) = &self.balance {
-            for (worker, open) in balance.open().enumerate() {
+        if let Some(workers) = &self.workers {
+            for (worker, open) in workers.open().into_iter().enumerate() {
                 m.worker_connections
                     .get_or_create(&crate::metrics::WorkerLabels {
                         worker: worker as u64,

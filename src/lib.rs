@@ -1,7 +1,7 @@
 //! gatewarden: an authentication sidecar for WebSocket gateways.
 //!
 //! A connection flows through the modules in this order:
-//! [`listener`] (accept, [`tls`]) → [`http1::fast_head`] (a first request that is a
+//! [`server`] (accept, [`tls`]) → [`http1::fast_head`] (a first request that is a
 //! WebSocket upgrade) or hyper (HTTP/1.1) → [`gate`] (admission, refusal, the upstream's
 //! headers) → [`upstream`] (the gateway) → [`first_message`] (in-band token in the first
 //! frame) → [`splice`] (byte relay, with [`ws`] tracking frames).
@@ -20,12 +20,12 @@ pub mod first_message;
 pub mod gate;
 pub mod http1;
 pub mod limits;
-pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod path;
 pub mod proxy_protocol;
+pub mod server;
 pub mod signals;
 pub mod splice;
 pub mod throttle;
@@ -35,7 +35,7 @@ pub mod watcher;
 pub mod ws;
 
 pub use config::Config;
-pub use listener::{Server, StartError};
+pub use server::{Server, StartError};
 
 /// Binds and serves until `shutdown` resolves — what the binary runs.
 pub async fn run(

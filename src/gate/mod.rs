@@ -63,8 +63,9 @@ pub struct Proxy {
     pub tls: bool,
     /// Tracks upgraded tunnels, which outlive the HTTP connection they came from.
     pub tasks: TaskTracker,
-    /// Cancelled when the drain time is over: tunnels still open are closed.
-    pub hard_stop: CancellationToken,
+    /// Cancelled when the drain time is over (the server's `Shutdown::cut`): tunnels still
+    /// open are closed.
+    pub cut: CancellationToken,
     pub metrics: Arc<Metrics>,
     pub throttle: Arc<Throttle>,
     pub splice: crate::config::SpliceConfig,

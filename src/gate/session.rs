@@ -191,7 +191,7 @@ impl Proxy {
                 .worker_loop
                 .then_some(self.splice.worker_loop_after),
             revocation,
-            shutdown: Some(self.hard_stop.clone()),
+            shutdown: Some(self.cut.clone()),
             idle_timeout: self.splice.idle_timeout(),
             max_lifetime: self.splice.max_lifetime(),
         };
@@ -261,7 +261,7 @@ impl Proxy {
         // The drain's end cuts a tunnel still waiting for its first frame.
         let outcome = tokio::select! {
             o = first_message::run(client, upstream, from_client, from_upstream, &creds, &check) => o,
-            _ = self.hard_stop.cancelled() => {
+            _ = self.cut.cancelled() => {
                 info!(
                     conn = %conn,
                     code = 1006,

@@ -1,0 +1,142 @@
+//! What is read from disk before the first connection: the credentials (with a startup
+//! error that names the file and the cause) and what the watcher needs.
+
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use crate::config::{Config, CredentialFormat};
+use crate::credentials::{self, CredentialError, Reloader};
+use crate::tls::ServerTls;
+
+use super::StartError;
+
+/// What the server reads from disk before it starts.
+pub(super) struct Files {
+    pub(super) reloader: Reloader,
+    pub(super) prepared: crate::watcher::Prepared,
+    pub(super) server_tls: Option<Arc<ServerTls>>,
+    pub(super) tls_prepared: Option<crate::watcher::Prepared>,
+    pub(super) upstream_tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Credentials, the serving certificate and the upstream's CA, each watched from before
+/// its first read. Blocking: runs on a blocking thread.
+pub(super) fn read_files(config: &Config) -> Result<Files, StartError> {
+    let (reloader, prepared) = load_credentials(config)?;
+    let max = config.credentials.max_file_bytes;
+    let server_tls = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => Some(Arc::new(ServerTls::new(
+            cert,
+            key,
+            config.tls.client_ca.as_deref(),
+            max,
+        )?)),
+        _ => None,
+    };
+    let tls_prepared = server_tls.as_ref().map(|tls| {
+        let prepared = crate::watcher::prepare(
+            &crate::watcher::Reloadable::paths(&**tls),
+            config.credentials.watch,
+            config.credentials.poll_interval.0,
+        );
+        // Changes between loading and watching are caught by this first re-read.
+        tls.reload();
+        prepared
+    });
+    let upstream_tls = if config.upstream.tls {
+        if config.upstream_tls.insecure {
+            warn!(
+                upstream = %config.upstream,
+                "[tls] upstream_tls.insecure = true: the upstream's certificate is NOT verified; anyone on the path can impersonate it"
+            );
+        }
+        Some(crate::tls::upstream_client_config(
+            config.upstream_tls.ca.as_deref(),
+            config.upstream_tls.insecure,
+            max,
+        )?)
+    } else {
+        None
+    };
+    Ok(Files {
+        reloader,
+        prepared,
+        server_tls,
+        tls_prepared,
+        upstream_tls,
+    })
+}
+
+/// Resolves the credential sources, starts watching them, loads them once, and returns the
+/// reloader that keeps them current with the prepared watches.
+pub(super) fn load_credentials(
+    config: &Config,
+) -> Result<(Reloader, crate::watcher::Prepared), CredentialError> {
+    let (sources, origin) = credentials::resolve_sources(&config.credentials.sources)?;
+    match &origin {
+        credentials::Origin::Configured => {}
+        credentials::Origin::OpenClaw(path) => info!(
+            path = %path.display(),
+            pointer = %crate::config::OPENCLAW_TOKEN_POINTER,
+            "[auth] no credential configured; using the OpenClaw gateway's config"
+        ),
+        credentials::Origin::Generated {
+            path,
+            created: true,
+        } => info!(
+            path = %path.display(),
+            "[auth] no credential configured and no OpenClaw config found; generated a token file"
+        ),
+        credentials::Origin::Generated {
+            path,
+            created: false,
+        } => info!(
+            path = %path.display(),
+            "[auth] no credential configured and no OpenClaw config found; using the generated token file"
+        ),
+    }
+    let paths: Vec<_> = sources.iter().map(|s| s.path.clone()).collect();
+    let prepared = crate::watcher::prepare(
+        &paths,
+        config.credentials.watch,
+        config.credentials.poll_interval.0,
+    );
+    let reloader = Reloader::new(
+        sources,
+        config.upstream_auth.credential.clone(),
+        config.auth.grace.0,
+    )
+    .with_max_file_bytes(config.credentials.max_file_bytes);
+    let ok = reloader.load_initial();
+    let creds = reloader.store().load();
+    for c in creds.entries() {
+        let src = reloader
+            .sources()
+            .iter()
+            .find(|s| *s.path == *c.source)
+            .expect("every entry comes from a source");
+        let pointer = match src.format {
+            CredentialFormat::Json5 => src.json_pointer(),
+            CredentialFormat::Dotenv => src.env_key(),
+            _ => "-",
+        };
+        info!(
+            path = %c.source.display(),
+            format = %src.format.as_str(),
+            pointer = %pointer,
+            name = %c.name.as_deref().unwrap_or("-"),
+            client = %c.client.as_deref().unwrap_or("-"),
+            fingerprint = %c.fingerprint,
+            "[auth] credential loaded"
+        );
+    }
+    if ok == 0 {
+        warn!(
+            why = %creds.unloaded().unwrap_or("-"),
+            "[auth] no valid credential yet: every client is refused until a credential file becomes valid (it is watched)"
+        );
+    }
+    reloader.check_upstream()?;
+    Ok((reloader, prepared))
+}

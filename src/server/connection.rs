@@ -1,0 +1,263 @@
+//! One client connection from its first request to the end of the tunnel an upgrade left
+//! behind: the fast path for a first request that is an upgrade, hyper for the rest.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tracing::{debug, info};
+
+use crate::gate::Handoff;
+use crate::http1::fast_head::{self, First};
+use crate::limits::ConnSlot;
+use crate::net::Prefixed;
+use crate::net::Stream;
+
+use super::accept::{Acceptor, ConnSettings};
+use super::first_bytes::{accept_tls, refuse_http2};
+use super::shutdown::Shutdown;
+
+/// Ends a helper task with the function that started it.
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
+
+/// A client connection: its request(s), then the WebSocket tunnel or close frame an upgrade
+/// left behind.
+pub(super) async fn serve_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    slot: Arc<ConnSlot>,
+    conn: Arc<Acceptor>,
+) {
+    // Boxed and gone before the tunnel starts: a tunnel can stay open for hours, and its
+    // task should hold the tunnel's state only, not room for the handshake's (the task was
+    // 6.6 KB, 3.3 KB of it the handshake's, before).
+    let _open = conn.balance.is_some().then(|| Counted(conn.clone()));
+    let requests = Box::pin(serve_requests(stream, remote, slot, conn));
+    upgraded(requests.await).await
+}
+
+/// Counts a connection as open on its worker (see [`Balance`]) while it lives.
+pub(super) struct Counted(Arc<Acceptor>);
+
+/// What an upgrade left to run. A plain fn, so the connection's future does not keep the
+/// `Pending` beside the tunnel it became.
+pub(super) fn upgraded(
+    next: Option<(crate::gate::Pending, (Stream, bytes::Bytes))>,
+) -> impl Future<Output = ()> {
+    match next {
+        Some((pending, client)) => tokio_util::either::Either::Left(pending.run(client)),
+        None => tokio_util::either::Either::Right(std::future::ready(())),
+    }
+}
+
+/// The connection until an upgrade: the fast path for a first request that is a WebSocket
+/// upgrade, hyper for everything else. Returns what an upgrade left to run, with the client
+/// socket and the bytes read behind the request head.
+pub(super) async fn serve_requests(
+    stream: TcpStream,
+    remote: SocketAddr,
+    slot: Arc<ConnSlot>,
+    conn: Arc<Acceptor>,
+) -> Option<(crate::gate::Pending, (Stream, bytes::Bytes))> {
+    if !conn.nodelay_inherited {
+        let _ = stream.set_nodelay(true);
+    }
+    let mut stream = stream;
+    // A trusted load balancer names the real client first: from here on it is `remote`
+    // (logs, throttling, X-Forwarded-For). Bounded by the header-read deadline.
+    let remote = if conn.proxy.expects_proxy_header(remote.ip()) {
+        let read = crate::proxy_protocol::read_header(&mut stream);
+        match tokio::time::timeout(conn.settings.header_read_timeout, read).await {
+            Ok(Ok(Some(client))) => client,
+            Ok(Ok(None)) => remote,
+            Ok(Err(e)) => {
+                info!(remote = %remote, reason = %"bad_proxy_header", cause = %e, "[listen] connection refused");
+                return None;
+            }
+            Err(_) => {
+                info!(remote = %remote, reason = %"bad_proxy_header", cause = %"no PROXY protocol header in time", "[listen] connection refused");
+                return None;
+            }
+        }
+    } else {
+        remote
+    };
+    let (stream, cert) = match &conn.tls {
+        None => (Stream::Tcp(stream), None),
+        Some(tls) => accept_tls(stream, remote, tls).await?,
+    };
+    let Acceptor {
+        proxy,
+        settings:
+            ConnSettings {
+                header_read_timeout,
+                max_headers,
+                max_header_bytes,
+            },
+        shutdown: Shutdown {
+            draining: graceful, ..
+        },
+        ..
+    } = &*conn;
+    let (header_read_timeout, max_headers, max_header_bytes) =
+        (*header_read_timeout, *max_headers, *max_header_bytes);
+    // For answering HTTP/2 prior knowledge after hyper has taken the stream (no peek per
+    // connection: that would cost every client a syscall for a rare mistake).
+    let raw_fd = match &stream {
+        Stream::Tcp(t) => Some(std::os::fd::AsRawFd::as_raw_fd(t)),
+        _ => None,
+    };
+    let handoff = Arc::new(Handoff::default());
+    let mut stream = stream;
+    let (io, spent) = loop {
+        match fast_head::read_first(stream, remote, header_read_timeout, max_headers, graceful)
+            .await
+        {
+            First::Done => return None,
+            First::Hyper { io, spent } => break (io, spent),
+            First::Upgrade {
+                mut req,
+                stream: mut s,
+                rest,
+                close,
+            } => {
+                req.extensions_mut().insert(slot.clone());
+                let resp = proxy
+                    .clone()
+                    .handle_upgrade(req, remote, cert.as_deref(), &handoff)
+                    .await;
+                let switched = resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
+                // An answer that says `Connection: close` ends the connection.
+                let close = close
+                    || resp
+                        .headers()
+                        .get(hyper::header::CONNECTION)
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+                let written = crate::http1::respond::write_response(&mut s, resp).await;
+                let pending = handoff.take();
+                if let Err(e) = written {
+                    debug!(remote = %remote, cause = %e, "[http] connection ended with an error");
+                    return None;
+                }
+                if switched {
+                    return pending.map(|p| (p, (s, rest)));
+                }
+                if close {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = s.shutdown().await;
+                    return None;
+                }
+                // Refused without closing. A client that retries on the same connection is
+                // read the same way; one that leaves (what a refused WebSocket client does)
+                // costs a read that finds the end, not a hyper connection set up to see it
+                // (a sixth of a refusal's user-space instructions, callgrind). Bytes already
+                // behind the head (a pipelined request) go to hyper with them.
+                if !rest.is_empty() {
+                    break (Prefixed::new(s, rest), Duration::ZERO);
+                }
+                stream = s;
+            }
+        }
+    };
+    // The slot travels with each request so an upgraded tunnel keeps holding it after hyper
+    // has let go of the connection.
+    let svc = {
+        let handoff = handoff.clone();
+        let proxy = proxy.clone();
+        service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(slot.clone());
+            proxy
+                .clone()
+                .handle(req, remote, cert.clone(), handoff.clone())
+        })
+    };
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // What the listener's first read left of the header timeout (hyper wants more than
+        // nothing).
+        .header_read_timeout(
+            header_read_timeout
+                .saturating_sub(spent)
+                .max(Duration::from_millis(1)),
+        )
+        .max_buf_size(max_header_bytes);
+    // hyper keeps up to 100 headers on the stack; a different limit costs a heap allocation
+    // per request, so it is only set when configured.
+    if max_headers != 100 {
+        builder.max_headers(max_headers);
+    }
+    // In a block: hyper's connection state is gone before a tunnel starts.
+    let result = {
+        let conn = builder
+            .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades();
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = graceful.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let (Err(e), Some(fd)) = (&result, raw_fd) {
+            if e.is_parse_version_h2() {
+                // SAFETY: `conn` owns the socket and is still alive here (it is dropped at
+                // the end of this block), so the descriptor is open and still ours.
+                refuse_http2(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
+            }
+        }
+        result
+    };
+    // An upgraded connection goes on in the same task. Also after an error: the tunnel then
+    // learns that the client's side of the upgrade failed, and says so.
+    if let Some(mut pending) = handoff.take() {
+        if let Err(e) = &result {
+            debug!(remote = %remote, cause = %e, "[http] connection ended with an error");
+        }
+        let client = pending.upgraded().await?;
+        return Some((pending, client));
+    }
+    if let Err(e) = result {
+        if e.is_parse_version_h2() {
+            info!(remote = %remote, reason = %"http2_not_supported", "[http] request refused");
+            return None;
+        }
+        // hyper has already answered 431 / 400 / 414 where an answer is possible.
+        let reason = if e.is_parse_too_large() {
+            Some("header_too_large")
+        } else if e.is_parse() {
+            Some("bad_request")
+        } else if e.is_timeout() {
+            Some("header_timeout")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => {
+                info!(remote = %remote, reason = %reason, cause = %e, "[http] request refused")
+            }
+            None => debug!(remote = %remote, cause = %e, "[http] connection ended with an error"),
+        }
+    }
+    None
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some((balance, me)) = &self.0.balance {
+            balance.closed(*me);
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! What a connection's first bytes say before HTTP starts: a TLS handshake (with its
+//! deadline), plain HTTP sent to the TLS port, or an HTTP/2 preface to refuse politely.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tracing::info;
+
+use crate::net::Stream;
+use crate::tls::ClientCert;
+
+use super::accept::TlsSide;
+
+/// Answers an HTTP/2 prior-knowledge client (hyper saw the preface and gave up) in a way
+/// it understands: an empty SETTINGS frame, then GOAWAY(last stream 0, HTTP_1_1_REQUIRED)
+/// with a hint. Best effort: the socket is fresh, the 50 bytes fit its send buffer.
+pub(super) fn refuse_http2(fd: std::os::fd::BorrowedFd<'_>) {
+    const HINT: &[u8] = b"gatewarden speaks HTTP/1.1 only";
+    let len = 8 + HINT.len();
+    let mut out = vec![0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+    out.extend_from_slice(&[0, (len >> 8) as u8, len as u8, 0x7, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x0d]);
+    out.extend_from_slice(HINT);
+    let _ = rustix::net::send(fd, &out, rustix::net::SendFlags::NOSIGNAL);
+    let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Write);
+}
+
+/// Starts TLS on an accepted connection within the handshake timeout. A client that speaks
+/// plain HTTP to the TLS port gets a readable 400 instead of a handshake error.
+pub(super) async fn accept_tls(
+    stream: TcpStream,
+    remote: SocketAddr,
+    tls: &TlsSide,
+) -> Option<(Stream, Option<Arc<ClientCert>>)> {
+    let deadline = tokio::time::Instant::now() + tls.handshake_timeout;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        Ok(_) => return None,
+        Err(_) => {
+            info!(remote = %remote, "[tls] handshake timeout (client sent nothing)");
+            return None;
+        }
+    }
+    // 0x16 starts a TLS handshake record; an ASCII letter starts an HTTP method.
+    if first[0] != 0x16 {
+        if first[0].is_ascii_alphabetic() {
+            info!(remote = %remote, "[tls] plain HTTP on the TLS port; answered 400");
+            plain_http_on_tls_port(stream).await;
+        } else {
+            info!(remote = %remote, first_byte = first[0], "[tls] not a TLS handshake; closed");
+        }
+        return None;
+    }
+    match tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)).await {
+        Ok(Ok(s)) => {
+            let cert = s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(ClientCert::from_der)
+                .map(Arc::new);
+            Some((Stream::ServerTls(Box::new(s)), cert))
+        }
+        Ok(Err(e)) => {
+            info!(remote = %remote, cause = %e, "[tls] handshake failed");
+            None
+        }
+        Err(_) => {
+            info!(remote = %remote, "[tls] handshake timeout");
+            None
+        }
+    }
+}
+
+/// Reads the plain request head (bounded) so closing does not reset the connection before
+/// the client reads our answer, then says what to do.
+pub(super) async fn plain_http_on_tls_port(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let body = "this port speaks TLS; use https:// or wss://\n";
+    let resp = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(resp.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,376 @@
+//! The server: binds the listener, starts the workers, and runs the shutdown.
+//!
+//! A connection's path: `accept` (a worker takes it, `balance` evens the workers out) →
+//! `first_bytes` (TLS, or plain HTTP on the TLS port) → `connection` (the fast path for an
+//! upgrade, hyper for the rest, then the tunnel an upgrade left behind). `bootstrap` reads
+//! what must be on disk before the first connection; `shutdown` names the phases of the
+//! end.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::credentials::{CredentialError, CredentialStore, Reloader};
+use crate::gate::Proxy;
+use crate::metrics::Metrics;
+use crate::net::sockopt::listen;
+use crate::upstream::UpstreamClient;
+
+use accept::{worker, Acceptor, ConnSettings, TlsSide};
+use balance::{Adopt, Balance};
+use bootstrap::{read_files, Files};
+use connection::AbortOnDrop;
+use shutdown::Shutdown;
+
+mod accept;
+pub(crate) mod balance;
+mod bootstrap;
+mod connection;
+mod first_bytes;
+mod shutdown;
+#[cfg(test)]
+mod tests;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot listen on {addr} for clients: {source} (set `listen` or --listen)")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error(
+        "cannot start the admin listener on {addr}: {source} (set `admin.listen` or --admin-listen to another address, or \"\" to turn it off)"
+    )]
+    AdminBind { addr: SocketAddr, source: io::Error },
+}
+
+pub struct Server {
+    /// Accepted sockets come with `TCP_NODELAY` already set (one syscall less per client).
+    nodelay_inherited: bool,
+    limits: Arc<crate::limits::ConnLimits>,
+    /// (max header lines, max head bytes)
+    conn_settings: ConnSettings,
+    admin: Option<(TcpListener, Arc<Admin>)>,
+    tls: Option<TlsSide>,
+    /// The listening socket, a descriptor of it per worker. With one worker it is served on
+    /// the caller's runtime; with more, each gets a thread with a single-threaded runtime of
+    /// its own (see [`Server::run`]).
+    listeners: Vec<std::net::TcpListener>,
+    /// With several workers: where connections are counted, and each worker's inbox.
+    balance: Option<(Arc<Balance>, Vec<mpsc::UnboundedReceiver<Adopt>>)>,
+    proxy: Arc<Proxy>,
+    reloader: Arc<Reloader>,
+    shutdown: Shutdown,
+    drain: Duration,
+    /// Where clients connect (the port the system chose, for port 0).
+    addr: SocketAddr,
+}
+
+/// `workers = 0`: one per CPU.
+fn resolve_workers(workers: usize) -> usize {
+    match workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+impl Server {
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
+        // Files are read on a blocking thread: this one serves signals (and, with one
+        // worker, connections), and a file on a hung network mount must not stall it.
+        let Files {
+            reloader,
+            prepared,
+            server_tls,
+            tls_prepared,
+            upstream_tls,
+        } = {
+            let config = config.clone();
+            match tokio::task::spawn_blocking(move || read_files(&config)).await {
+                Ok(files) => files?,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        };
+        let reloader = Arc::new(reloader);
+        let creds = reloader.store();
+        let addr = config.listen.0;
+        let (listeners, nodelay_inherited) = listen(
+            addr,
+            resolve_workers(config.workers),
+            config.tcp.delayed_ack,
+        )
+        .map_err(|source| StartError::Bind { addr, source })?;
+        let balance = (listeners.len() > 1).then(|| Balance::new(listeners.len()));
+        let metrics = Arc::new(Metrics::new());
+        reloader.set_metrics(metrics.clone());
+        let upstream = Arc::new(UpstreamClient::new(
+            config.upstream.clone(),
+            config.timeouts.upstream_connect.0,
+            upstream_tls,
+            config.tcp.delayed_ack,
+        )?);
+        let admin = match config.admin.addr() {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::AdminBind { addr, source })?;
+                let admin = Arc::new(Admin::new(
+                    metrics.clone(),
+                    reloader.clone(),
+                    upstream.clone(),
+                    server_tls.clone(),
+                    balance
+                        .as_ref()
+                        .map(|(b, _)| b.clone() as Arc<dyn crate::admin::WorkerLoad>),
+                ));
+                info!(addr = %l.local_addr().expect("bound"), "[admin] listening (/healthz, /readyz, /metrics)");
+                Some((l, admin))
+            }
+            None => None,
+        };
+        let sources = config.auth.effective_sources(reloader.sources());
+        info!(
+            sources = %sources.list.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
+            why = %sources.why,
+            "[auth] token sources"
+        );
+        let shutdown = Shutdown::default();
+        let proxy = Arc::new(Proxy {
+            sources: sources.list,
+            throttle: Arc::new(crate::throttle::Throttle::new(
+                config.auth.max_failures,
+                config.auth.failure_window.0,
+                config.auth.max_backoff.0,
+            )),
+            upstream_origin: config.upstream_origin,
+            splice: config.splice.clone(),
+            forwarded_headers: config.forwarded_headers,
+            max_header_bytes: config.limits.max_header_bytes,
+            max_request_line: config.limits.max_request_line,
+            upstream_response: config.timeouts.upstream_response.0,
+            metrics,
+            upstream,
+            auth: config.auth.clone(),
+            upstream_auth: config.upstream_auth.clone(),
+            inject_header: config.upstream_auth.header_name(),
+            trusted_proxies: config.trusted_proxies.clone(),
+            proxy_protocol: config.listen_proxy_protocol,
+            creds,
+            tls: server_tls.is_some(),
+            tasks: TaskTracker::new(),
+            cut: shutdown.cut.clone(),
+        });
+        tokio::spawn(crate::watcher::run(
+            reloader.clone(),
+            prepared,
+            config.credentials.poll_interval.0,
+            shutdown.draining.clone(),
+        ));
+        if let (Some(tls), Some(prepared)) = (&server_tls, tls_prepared) {
+            tokio::spawn(crate::watcher::run(
+                tls.clone(),
+                prepared,
+                config.credentials.poll_interval.0,
+                shutdown.draining.clone(),
+            ));
+        }
+        let addr = listeners[0]
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.listen.0,
+                source,
+            })?;
+        let server = Server {
+            nodelay_inherited,
+            conn_settings: ConnSettings {
+                header_read_timeout: config.timeouts.header_read.0,
+                max_headers: config.limits.max_headers,
+                max_header_bytes: config.limits.max_header_bytes,
+            },
+            limits: crate::limits::ConnLimits::new(
+                config.limits.max_connections,
+                config.limits.max_connections_per_ip,
+            ),
+            admin,
+            listeners,
+            balance,
+            proxy,
+            reloader,
+            shutdown,
+            tls: server_tls.map(|t| TlsSide {
+                acceptor: tokio_rustls::TlsAcceptor::from(t.config.clone()),
+                handshake_timeout: config.tls.handshake_timeout.0,
+                state: t,
+            }),
+            drain: config.shutdown.drain.0,
+            addr,
+        };
+        info!(
+            addr = %server.local_addr(),
+            upstream = %config.upstream,
+            workers = server.listeners.len(),
+            "[listen] listening"
+        );
+        Ok(server)
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn credentials(&self) -> Arc<CredentialStore> {
+        self.proxy.creds.clone()
+    }
+
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
+    }
+
+    /// Where the admin listener is bound, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// The serving certificate's details (expiry, subject), when TLS is on.
+    pub fn certificate(&self) -> Option<crate::tls::CertInfo> {
+        self.tls
+            .as_ref()
+            .map(|t| t.state.resolver.current().info.clone())
+    }
+
+    fn acceptor(&self) -> Acceptor {
+        Acceptor {
+            proxy: self.proxy.clone(),
+            limits: self.limits.clone(),
+            settings: self.conn_settings,
+            tls: self.tls.clone(),
+            nodelay_inherited: self.nodelay_inherited,
+            shutdown: self.shutdown.clone(),
+            balance: None,
+        }
+    }
+
+    /// Serves until `shutdown` resolves, then drains: no new connections, open ones get up to
+    /// `shutdown.drain` to finish, whatever is left is cut.
+    ///
+    /// With several workers each runs on a thread of its own with a single-threaded runtime,
+    /// the way nginx runs worker processes: all accept from the one listening socket, a
+    /// connection stays on the thread that accepted it, so there is no work stealing and no
+    /// cross-thread wake-up on the hot path (one multi-threaded runtime cost 12 % more CPU
+    /// per handshake here). The caller's runtime keeps the control plane: signals, the
+    /// credential watcher, the admin listener.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        // The shutdown future (signal handlers) waits in a task of its own: in the accept
+        // loop's select it would be polled again on every accepted connection.
+        let _stopper = AbortOnDrop({
+            let accepting = self.shutdown.accepting.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                accepting.cancel();
+            })
+        });
+        let admin = self.admin.take().map(|(l, admin)| {
+            let stop = self.shutdown.admin.clone();
+            tokio::spawn(crate::admin::serve(l, admin.clone(), stop));
+            admin
+        });
+        let acceptor = self.acceptor();
+        let listeners = std::mem::take(&mut self.listeners);
+        // Worker threads end when this is cancelled — also when `run` is dropped unfinished.
+        let workers_end = CancellationToken::new();
+        let _workers_end = workers_end.clone().drop_guard();
+        // One worker: it is this runtime, whose thread then also runs the relay loop.
+        let _relay_loop = (listeners.len() == 1)
+            .then(crate::splice::worker_loop::install)
+            .flatten();
+        if listeners.len() == 1 {
+            let listener = listeners.into_iter().next().expect("one listener");
+            match TcpListener::from_std(listener) {
+                Ok(l) => {
+                    let accepting = self.shutdown.accepting.clone();
+                    Arc::new(acceptor).serve(l, accepting).await
+                }
+                Err(e) => warn!(cause = %e, "[listen] cannot register the listener"),
+            }
+        } else {
+            self.serve_on_threads(listeners, acceptor, workers_end)
+                .await;
+        }
+        if let Some(a) = &admin {
+            a.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.drain().await;
+        self.shutdown.admin.cancel();
+    }
+
+    /// Several workers: a thread each, until they have all stopped accepting.
+    async fn serve_on_threads(
+        &mut self,
+        listeners: Vec<std::net::TcpListener>,
+        acceptor: Acceptor,
+        workers_end: CancellationToken,
+    ) {
+        let accepting = &self.shutdown.accepting;
+        let mut closed = Vec::new();
+        let (balance, inboxes) = self.balance.take().expect("a balance with several workers");
+        for ((i, listener), inbox) in listeners.into_iter().enumerate().zip(inboxes) {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let acceptor = acceptor.for_worker(balance.clone(), i);
+            let (stop, end) = (accepting.clone(), workers_end.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("gatewarden-worker-{i}"))
+                .spawn(move || worker(i, listener, inbox, acceptor, stop, end, tx));
+            match spawned {
+                Ok(_) => closed.push(rx),
+                Err(e) => {
+                    balance.gone(i);
+                    warn!(worker = i, cause = %e, "[listen] cannot start a worker thread; its share of connections goes to the others")
+                }
+            }
+        }
+        if closed.is_empty() {
+            tracing::error!("[listen] no worker thread started; stopping");
+        } else {
+            accepting.cancelled().await;
+        }
+        // Each worker drops its listener when told to stop; only then is accepting over.
+        for rx in closed {
+            let _ = rx.await;
+        }
+    }
+
+    /// Phases 2 and 3 of [`Shutdown`]: the drain, and the cut when its time is over.
+    async fn drain(&self) {
+        let tasks = &self.proxy.tasks;
+        info!(
+            addr = %self.local_addr(),
+            active = tasks.len(),
+            drain_s = self.drain.as_secs_f64(),
+            "[shutdown] stopped accepting; draining"
+        );
+        self.shutdown.draining.cancel();
+        tasks.close();
+        if tokio::time::timeout(self.drain, tasks.wait()).await.is_ok() {
+            info!("[shutdown] drained");
+        } else {
+            warn!(
+                remaining = tasks.len(),
+                "[shutdown] drain time over; closing what is left"
+            );
+            self.shutdown.cut.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(7), tasks.wait()).await;
+        }
+    }
+}
