@@ -18,7 +18,7 @@ use crate::auth::{self, Decision, Reason};
 use crate::config::TokenSource;
 use crate::credentials::{Credential, Credentials, Fingerprint, Presented, Secret};
 use crate::net::Stream;
-use crate::splice::{self, Side};
+use crate::relay::{self, Side};
 use crate::ws::{self, FrameHeader, FrameTracker};
 
 /// How long the gateway gets to answer a client's close before the sockets are dropped.
@@ -79,7 +79,7 @@ pub enum Outcome {
     Reject(Rejection),
     /// One side went away before the first frame was judged.
     Gone {
-        side: crate::splice::Side,
+        side: crate::relay::Side,
         bytes_out: u64,
     },
     /// The client's first frame is a close (typically answering the gateway's own close of
@@ -707,7 +707,7 @@ pub async fn pass_close(
     mut down: FrameTracker,
     bytes_out: u64,
     authenticated: bool,
-) -> splice::Outcome {
+) -> relay::Outcome {
     let mut up = FrameTracker::default();
     up.observe(frame);
     let first = if down.close().is_some() {
@@ -749,7 +749,7 @@ pub async fn pass_close(
         error.get_or_insert(e);
     }
     let tracker = if first == Side::Client { &up } else { &down };
-    splice::Outcome {
+    relay::Outcome {
         bytes_in: frame.len() as u64,
         bytes_out: out,
         close: tracker.close().cloned().map(|c| (first, c)),

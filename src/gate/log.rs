@@ -13,7 +13,7 @@ use crate::auth::{self, Reason};
 use crate::config::TokenSource;
 use crate::credentials::{Credential, Fingerprint};
 use crate::metrics::Metrics;
-use crate::splice::{self};
+use crate::relay::{self};
 
 /// `fp:xxxxxxxx`, or `-` when no token was presented.
 pub(super) struct Fp(pub(super) Option<Fingerprint>);
@@ -162,7 +162,7 @@ impl Refused<'_> {
 
 pub(super) struct SourceName(pub(super) Option<TokenSource>);
 
-pub(super) fn log_closed(conn: Uuid, remote: SocketAddr, started: Instant, o: &splice::Outcome) {
+pub(super) fn log_closed(conn: Uuid, remote: SocketAddr, started: Instant, o: &relay::Outcome) {
     let (code, reason, by) = match &o.close {
         Some((side, c)) => (c.code.unwrap_or(1005), c.reason.as_str(), side.as_str()),
         // No close frame crossed: the client sees an abnormal closure.

@@ -17,7 +17,7 @@ use crate::config::{OnRevoke, TokenSource};
 use crate::credentials::{self, Credential, Secret};
 use crate::first_message;
 use crate::net::Stream;
-use crate::splice::{self, EndedBy};
+use crate::relay::{self, EndedBy};
 use crate::ws;
 
 use super::log::{log_closed, log_connected, Fp, Gen};
@@ -176,7 +176,7 @@ impl Proxy {
             (Some((presented, _)), OnRevoke::Close) => {
                 let store = self.creds.clone();
                 let presented = presented.clone();
-                Some(splice::Revocation {
+                Some(relay::Revocation {
                     changed: store.subscribe(),
                     still_valid: Box::new(move || auth::still_valid(&presented, &store.load())),
                 })
@@ -184,7 +184,7 @@ impl Proxy {
             _ => None,
         };
         self.metrics.connections_active.inc();
-        let controls = splice::Controls {
+        let controls = relay::Controls {
             zero_copy: self.splice.zero_copy,
             worker_loop: self
                 .splice
@@ -195,7 +195,7 @@ impl Proxy {
             idle_timeout: self.splice.idle_timeout(),
             max_lifetime: self.splice.max_lifetime(),
         };
-        let mut outcome = splice::relay(
+        let mut outcome = relay::relay(
             client,
             upstream,
             &to_upstream,

@@ -63,7 +63,7 @@ pub(super) fn worker(
     };
     let acceptor = Arc::new(acceptor);
     runtime.block_on(async move {
-        let _relay_loop = crate::splice::worker_loop::install();
+        let _relay_loop = crate::relay::worker_loop::install();
         tokio::spawn(near_timer());
         tokio::spawn(acceptor.clone().adopt(inbox));
         match TcpListener::from_std(listener) {

@@ -293,7 +293,7 @@ impl Server {
         let _workers_end = workers_end.clone().drop_guard();
         // One worker: it is this runtime, whose thread then also runs the relay loop.
         let _relay_loop = (listeners.len() == 1)
-            .then(crate::splice::worker_loop::install)
+            .then(crate::relay::worker_loop::install)
             .flatten();
         if listeners.len() == 1 {
             let listener = listeners.into_iter().next().expect("one listener");

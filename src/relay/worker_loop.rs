@@ -25,7 +25,8 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 
-use super::{Stream, Tunnel};
+use super::tunnel::Tunnel;
+use crate::net::Stream;
 
 /// Directions stepped per poll of the loop's task before it yields to the worker's other
 /// tasks (new connections, timers).

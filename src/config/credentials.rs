@@ -1,0 +1,115 @@
+//! `[credentials]` and each `[[credentials]]` entry: where tokens are read from, in which
+//! format.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::values::Secs;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CredentialsConfig {
+    /// Empty means: OpenClaw's own config if found, else gatewarden's generated token file.
+    pub sources: Vec<CredentialSource>,
+    /// Watch the files' directories with inotify.
+    pub watch: bool,
+    /// Also compare size/mtime/inode/content this often, for filesystems where inotify events
+    /// never arrive (network filesystems, some Docker Desktop bind mounts). 0 disables.
+    pub poll_interval: Secs,
+    /// Largest credential or TLS file read; a larger one is refused (the last good stays).
+    pub max_file_bytes: u64,
+}
+
+impl Default for CredentialsConfig {
+    fn default() -> Self {
+        CredentialsConfig {
+            sources: Vec::new(),
+            watch: true,
+            poll_interval: Secs(Duration::from_secs(5)),
+            max_file_bytes: crate::files::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSource {
+    /// Names the credential for `upstream_auth.credential` and in logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub path: PathBuf,
+    #[serde(default)]
+    pub format: CredentialFormat,
+    /// For `json5`: RFC 6901 pointer to the token (default `/gateway/auth/token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    /// For `dotenv`: the variable holding the token (default `OPENCLAW_GATEWAY_TOKEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl CredentialSource {
+    pub fn plain(path: impl Into<PathBuf>) -> CredentialSource {
+        CredentialSource {
+            name: None,
+            path: path.into(),
+            format: CredentialFormat::Plain,
+            pointer: None,
+            key: None,
+        }
+    }
+
+    /// Whether this is the OpenClaw gateway's own token: its config (JSON5 with the token at
+    /// `gateway.auth.token`) or the `.env` that gives it `OPENCLAW_GATEWAY_TOKEN`.
+    pub fn is_openclaw_config(&self) -> bool {
+        match self.format {
+            CredentialFormat::Json5 => self.json_pointer() == OPENCLAW_TOKEN_POINTER,
+            CredentialFormat::Dotenv => self.env_key() == OPENCLAW_TOKEN_ENV,
+            _ => false,
+        }
+    }
+
+    /// The variable in effect for a `dotenv` source.
+    pub fn env_key(&self) -> &str {
+        self.key.as_deref().unwrap_or(OPENCLAW_TOKEN_ENV)
+    }
+
+    /// The JSON pointer in effect for a `json5` source.
+    pub fn json_pointer(&self) -> &str {
+        self.pointer.as_deref().unwrap_or(OPENCLAW_TOKEN_POINTER)
+    }
+}
+
+/// The environment variable OpenClaw compose setups give the gateway its token in.
+pub const OPENCLAW_TOKEN_ENV: &str = "OPENCLAW_GATEWAY_TOKEN";
+
+/// Where the OpenClaw gateway keeps its token inside `openclaw.json`.
+pub const OPENCLAW_TOKEN_POINTER: &str = "/gateway/auth/token";
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialFormat {
+    /// The whole file is one token; surrounding whitespace is trimmed.
+    #[default]
+    Plain,
+    /// A JSON5 document (the OpenClaw gateway's `openclaw.json`); the token is at `pointer`.
+    Json5,
+    /// Named client tokens: `name token` or `name sha256:<64 hex>` per line, `#` comments.
+    Lines,
+    /// A `.env` file (`KEY=value` lines, as docker compose reads them); the token is the
+    /// value of `key`.
+    Dotenv,
+}
+
+impl CredentialFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialFormat::Plain => "plain",
+            CredentialFormat::Json5 => "json5",
+            CredentialFormat::Lines => "lines",
+            CredentialFormat::Dotenv => "dotenv",
+        }
+    }
+}

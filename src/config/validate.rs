@@ -1,0 +1,347 @@
+//! Checks that span more than one value: run once at load, so what the rest of gatewarden
+//! reads is known good.
+
+use std::fmt;
+
+use figment::Figment;
+
+use super::load::{origin_of, ConfigError};
+use super::{Config, CredentialFormat, Inject, TokenSource};
+
+/// Checks that span more than one value's type, a section at a time: the first failure
+/// is the error, naming the key and where its value came from.
+pub(super) fn validate(config: &Config, fig: &Figment) -> Result<(), ConfigError> {
+    let check = Check { fig };
+    auth_names(config, &check)?;
+    limits(config, &check)?;
+    public_paths(config, &check)?;
+    credentials(config, &check)?;
+    first_message(config, &check)?;
+    upstream_auth(config, &check)?;
+    timeouts_and_admin(config, &check)?;
+    tls(config, &check)?;
+    log(config, &check)?;
+    Ok(())
+}
+
+/// Renders a refused value: the key, the value, why, and the file or variable it came from.
+struct Check<'a> {
+    fig: &'a Figment,
+}
+
+impl Check<'_> {
+    fn fail(&self, key: &str, value: &dyn fmt::Display, why: &str) -> Result<(), ConfigError> {
+        let origin = self
+            .fig
+            .find_metadata(key)
+            .map(|md| {
+                let path: Vec<String> = key.split('.').map(String::from).collect();
+                format!(" (from {})", origin_of(md, &path))
+            })
+            .unwrap_or_default();
+        Err(ConfigError(format!(
+            "config error: key `{key}`: value `{value}` {why}{origin}"
+        )))
+    }
+}
+
+/// The names a token is looked for under, the token sources and allowed origins.
+fn auth_names(config: &Config, check: &Check<'_>) -> Result<(), ConfigError> {
+    let auth = &config.auth;
+    if auth.query_param.is_empty() || auth.query_param.contains(['&', '=', '#', ' ']) {
+        return check.fail(
+            "auth.query_param",
+            &auth.query_param,
+            "is not a usable query parameter name",
+        );
+    }
+    if auth.cookie.is_empty() || auth.cookie.contains([';', '=', ',', ' ']) {
+        return check.fail("auth.cookie", &auth.cookie, "is not a usable cookie name");
+    }
+    if auth.subprotocol_prefix.is_empty() || auth.subprotocol_prefix.contains([',', ' ']) {
+        return check.fail(
+            "auth.subprotocol_prefix",
+            &auth.subprotocol_prefix,
+            "is not a usable subprotocol prefix",
+        );
+    }
+    let mut seen = Vec::new();
+    for s in auth.sources.iter().flatten() {
+        if seen.contains(s) {
+            return check.fail("auth.sources", s, "is listed twice");
+        }
+        seen.push(*s);
+    }
+    if auth.sources.as_ref().is_some_and(Vec::is_empty) {
+        return check.fail(
+            "auth.sources",
+            &"[]",
+            "leaves no way to present a token; list at least one source",
+        );
+    }
+    for o in &auth.allowed_origins {
+        if o != "*" && !o.contains("://") {
+            return check.fail(
+                "auth.allowed_origins",
+                o,
+                "is not an origin (scheme://host[:port], scheme://*.suffix, or *)",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Limits below which gatewarden could not serve a browser.
+fn limits(config: &Config, check: &Check<'_>) -> Result<(), ConfigError> {
+    let auth = &config.auth;
+    if config.limits.max_header_bytes < 8192 {
+        return check.fail(
+            "limits.max_header_bytes",
+            &config.limits.max_header_bytes,
+            "must be at least 8192",
+        );
+    }
+    if config.limits.max_request_line < 256 {
+        return check.fail(
+            "limits.max_request_line",
+            &config.limits.max_request_line,
+            "must be at least 256",
+        );
+    }
+    if config.limits.max_headers == 0 {
+        return check.fail("limits.max_headers", &0, "must be at least 1");
+    }
+    if auth.max_failures > 0 && auth.failure_window.0.is_zero() {
+        return check.fail("auth.failure_window", &"0s", "must be greater than zero");
+    }
+    Ok(())
+}
+
+/// `auth.public_paths`, each checked as the upstream will normalize it.
+fn public_paths(config: &Config, check: &Check<'_>) -> Result<(), ConfigError> {
+    let auth = &config.auth;
+    for p in &auth.public_paths {
+        if !p.starts_with('/') {
+            return check.fail("auth.public_paths", p, "must start with '/'");
+        }
+        // Requests are matched after normalization, so an entry must be normalized too.
+        match crate::path::normalize(p) {
+            Ok(n) if n == p.as_str() => {}
+            Ok(n) => {
+                return check.fail(
+                    "auth.public_paths",
+                    p,
+                    &format!("is not a normalized path (write `{n}`)"),
+                )
+            }
+            Err(why) => return check.fail("auth.public_paths", p, &format!("is refused: {why}")),
+        }
+    }
+    Ok(())
+}
+
+/// The credential files and their names.
+fn credentials(config: &Config, check: &Check<'_>) -> Result<(), ConfigError> {
+    for c in &config.credentials.sources {
+        if c.path.as_os_str().is_empty() {
+            return check.fail("credentials.path", &"", "is empty");
+        }
+        if let Some(k) = &c.key {
+            if c.format != CredentialFormat::Dotenv {
+                return check.fail("credentials.key", k, "only applies to format = \"dotenv\"");
+            }
+            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return check.fail("credentials.key", k, "is not an environment variable name");
+            }
+        }
+        if let Some(p) = &c.pointer {
+            if c.format != CredentialFormat::Json5 {
+                return check.fail(
+                    "credentials.pointer",
+                    p,
+                    "only applies to format = \"json5\"",
+                );
+            }
+            if !p.is_empty() && !p.starts_with('/') {
+                return check.fail(
+                    "credentials.pointer",
+                    p,
+                    "is not a JSON pointer (must start with '/')",
+                );
+            }
+        }
+    }
+    let max = config.credentials.max_file_bytes;
+    if !(64..=64 << 20).contains(&max) {
+        return check.fail(
+            "credentials.max_file_bytes",
+            &max,
+            "must be between 64 and 67108864",
+        );
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for n in config
+        .credentials
+        .sources
+        .iter()
+        .filter_map(|c| c.name.as_deref())
+    {
+        if names.contains(&n) {
+            return check.fail("credentials.name", &n, "names two credentials");
+        }
+        names.push(n);
+    }
+    Ok(())
+}
+
+/// The in-band token in the first WebSocket message.
+fn first_message(config: &Config, check: &Check<'_>) -> Result<(), ConfigError> {
+    let auth = &config.auth;
+    let p = &auth.first_message_pointer;
+    if !p.is_empty() && !p.starts_with('/') {
+        return check.fail(
+            "auth.first_message_pointer",
+            p,
+            "is not a JSON pointer (must start with '/')",
+        );
+    }
+    if auth.first_message_max_bytes == 0 || auth.first_message_max_bytes > 16 << 20 {
+        return check.fail(
+            "auth.first_message_max_bytes",
+            &auth.first_message_max_bytes,
+            "must be between 1 and 16777216",
+        );
+    }
+    if auth.first_message_timeout.0.is_zero() {
+        return check.fail(
+            "auth.first_message_timeout",
+            &"0s",
+            "must be greater than zero",
+        );
+    }
+    Ok(())
+}
+
+/// The gateway's own token, presented by gatewarden.
+fn upstream_auth(config: &Config, check: &Check<'_>) -> Result<(), ConfigError> {
+    let ua = &config.upstream_auth;
+    if ua.inject != Inject::None {
+        match &ua.credential {
+            None => {
+                return check.fail(
+                    "upstream_auth.credential",
+                    &"",
+                    "is required when upstream_auth.inject is set: name the gateway's credential",
+                )
+            }
+            // With no credentials configured the discovered OpenClaw file is named `openclaw`.
+            Some(n)
+                if !config.credentials.sources.is_empty()
+                    && !config
+                        .credentials
+                        .sources
+                        .iter()
+                        .any(|c| c.name.as_deref() == Some(n.as_str())) =>
+            {
+                return check.fail(
+                    "upstream_auth.credential",
+                    n,
+                    "names no credential (give the gateway's [[credentials]] entry that name)",
+                )
+            }
+            Some(_) => {}
+        }
+        if ua.inject == Inject::Header
+            && http::HeaderName::from_bytes(ua.header.as_bytes()).is_err()
+        {
+            return check.fail(
+                "upstream_auth.header",
+                &ua.header,
+                "is not a valid header name",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Timeouts that must be positive, and the admin listener's address.
+fn timeouts_and_admin(config: &Config, check: &Check<'_>) -> Result<(), ConfigError> {
+    if config.timeouts.header_read.0.is_zero() {
+        return check.fail("timeouts.header_read", &"0s", "must be greater than zero");
+    }
+    if config.timeouts.upstream_connect.0.is_zero() {
+        return check.fail(
+            "timeouts.upstream_connect",
+            &"0s",
+            "must be greater than zero",
+        );
+    }
+    if config.timeouts.upstream_response.0.is_zero() {
+        return check.fail(
+            "timeouts.upstream_response",
+            &"0s",
+            "must be greater than zero",
+        );
+    }
+    if !config.admin.listen.is_empty() && config.admin.addr().is_none() {
+        return check.fail(
+            "admin.listen",
+            &config.admin.listen,
+            "is not ip:port (such as 127.0.0.1:9187); empty disables the admin listener",
+        );
+    }
+    Ok(())
+}
+
+/// TLS toward clients and toward the upstream.
+fn tls(config: &Config, check: &Check<'_>) -> Result<(), ConfigError> {
+    let auth = &config.auth;
+    let client_cert = auth
+        .sources
+        .iter()
+        .flatten()
+        .any(|s| *s == TokenSource::ClientCert);
+    let tls = &config.tls;
+    match (&tls.cert, &tls.key) {
+        (Some(_), None) => return check.fail("tls.key", &"", "is required when tls.cert is set"),
+        (None, Some(_)) => return check.fail("tls.cert", &"", "is required when tls.key is set"),
+        _ => {}
+    }
+    if let (Some(ca), None) = (&tls.client_ca, &tls.cert) {
+        return check.fail(
+            "tls.client_ca",
+            &ca.display(),
+            "needs tls.cert and tls.key (client certificates are a TLS feature)",
+        );
+    }
+    if client_cert && tls.client_ca.is_none() {
+        return check.fail(
+            "auth.sources",
+            &"client_cert",
+            "needs tls.client_ca to verify client certificates against",
+        );
+    }
+    if tls.handshake_timeout.0.is_zero() {
+        return check.fail("tls.handshake_timeout", &"0s", "must be greater than zero");
+    }
+    if (config.upstream_tls.ca.is_some() || config.upstream_tls.insecure) && !config.upstream.tls {
+        return check.fail(
+            "upstream_tls",
+            &config.upstream,
+            "applies only to an https:// or wss:// upstream",
+        );
+    }
+    Ok(())
+}
+
+/// The log filter.
+fn log(config: &Config, check: &Check<'_>) -> Result<(), ConfigError> {
+    if let Err(e) = config.log.level.parse::<tracing_subscriber::EnvFilter>() {
+        return check.fail(
+            "log.level",
+            &config.log.level,
+            &format!("is not a log filter: {e}"),
+        );
+    }
+    Ok(())
+}
