@@ -31,7 +31,6 @@ pub mod signals;
 pub mod throttle;
 pub mod tls;
 pub mod upstream;
-pub mod watcher;
 pub mod ws;
 
 pub use config::Config;

@@ -20,8 +20,8 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
+use crate::credentials::watcher::Reloadable;
 use crate::credentials::ReloadResult;
-use crate::watcher::Reloadable;
 
 /// Warn this long before a certificate expires.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);

@@ -14,9 +14,9 @@ use super::StartError;
 /// What the server reads from disk before it starts.
 pub(super) struct Files {
     pub(super) reloader: Reloader,
-    pub(super) prepared: crate::watcher::Prepared,
+    pub(super) prepared: crate::credentials::watcher::Prepared,
     pub(super) server_tls: Option<Arc<ServerTls>>,
-    pub(super) tls_prepared: Option<crate::watcher::Prepared>,
+    pub(super) tls_prepared: Option<crate::credentials::watcher::Prepared>,
     pub(super) upstream_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
@@ -35,8 +35,8 @@ pub(super) fn read_files(config: &Config) -> Result<Files, StartError> {
         _ => None,
     };
     let tls_prepared = server_tls.as_ref().map(|tls| {
-        let prepared = crate::watcher::prepare(
-            &crate::watcher::Reloadable::paths(&**tls),
+        let prepared = crate::credentials::watcher::prepare(
+            &crate::credentials::watcher::Reloadable::paths(&**tls),
             config.credentials.watch,
             config.credentials.poll_interval.0,
         );
@@ -72,7 +72,7 @@ pub(super) fn read_files(config: &Config) -> Result<Files, StartError> {
 /// reloader that keeps them current with the prepared watches.
 pub(super) fn load_credentials(
     config: &Config,
-) -> Result<(Reloader, crate::watcher::Prepared), CredentialError> {
+) -> Result<(Reloader, crate::credentials::watcher::Prepared), CredentialError> {
     let (sources, origin) = credentials::resolve_sources(&config.credentials.sources)?;
     match &origin {
         credentials::Origin::Configured => {}
@@ -97,7 +97,7 @@ pub(super) fn load_credentials(
         ),
     }
     let paths: Vec<_> = sources.iter().map(|s| s.path.clone()).collect();
-    let prepared = crate::watcher::prepare(
+    let prepared = crate::credentials::watcher::prepare(
         &paths,
         config.credentials.watch,
         config.credentials.poll_interval.0,

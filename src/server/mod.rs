@@ -172,14 +172,14 @@ impl Server {
             tasks: TaskTracker::new(),
             cut: shutdown.cut.clone(),
         });
-        tokio::spawn(crate::watcher::run(
+        tokio::spawn(crate::credentials::watcher::run(
             reloader.clone(),
             prepared,
             config.credentials.poll_interval.0,
             shutdown.draining.clone(),
         ));
         if let (Some(tls), Some(prepared)) = (&server_tls, tls_prepared) {
-            tokio::spawn(crate::watcher::run(
+            tokio::spawn(crate::credentials::watcher::run(
                 tls.clone(),
                 prepared,
                 config.credentials.poll_interval.0,

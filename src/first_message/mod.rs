@@ -1,0 +1,432 @@
+//! In-band authentication: the token rides in the client's first WebSocket frame.
+//!
+//! OpenClaw clients never put the token in the upgrade. They wait for the gateway's
+//! `connect.challenge`, then send one `connect` request carrying `params.auth.token`. So the
+//! upstream upgrade happens first and the gateway's first frame is relayed to the client at
+//! once (a made-up challenge would break device-signed clients). Nothing else crosses before
+//! the client's first frame has been read and judged: the client's bytes wait, and so does
+//! everything the gateway sends after `auth.first_message_preauth_frames` whole frames.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::auth::{self, Decision, Reason};
+use crate::config::TokenSource;
+use crate::credentials::{Credential, Credentials, Fingerprint, Presented, Secret};
+use crate::net::Stream;
+use crate::relay::{self, Side};
+use crate::ws::{self, FrameTracker};
+
+mod scan;
+#[cfg(test)]
+mod tests;
+
+pub use scan::*;
+
+/// How long the gateway gets to answer a client's close before the sockets are dropped.
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
+/// Bytes of the gateway's held back before the client is judged; past this the gateway is
+/// not read (TCP flow control holds the rest).
+const HOLD_MAX: usize = 64 * 1024;
+
+/// What the first frame is checked for.
+pub struct Check<'a> {
+    /// Authenticate with the token found in the frame (the `first_message` source).
+    pub authenticate: bool,
+    /// The gateway token to put in the frame (`upstream_auth.inject = "first_message"`).
+    pub inject: Option<&'a Secret>,
+    pub pointer: &'a str,
+    pub max_bytes: usize,
+    pub timeout: Duration,
+    /// Whole upstream frames relayed before the client has authenticated (only while
+    /// `authenticate`; a client authenticated at the upgrade gets everything at once).
+    pub preauth_frames: u64,
+    /// The upstream accepted `permessage-deflate`: RSV1 on a frame means "compressed".
+    pub deflate: Option<ws::Deflate>,
+}
+
+/// The client may proceed: these bytes go upstream first, then the relay takes over.
+pub struct Proceed {
+    /// The first frame (original bytes, or re-encoded with the injected token) and every
+    /// byte the client sent behind it, in order.
+    pub to_upstream: Vec<u8>,
+    /// State of the gateway→client direction, as far as it was relayed during the phase.
+    pub down: FrameTracker,
+    /// The gateway's bytes held back during the phase, for the relay to send first.
+    pub held: Vec<u8>,
+    pub bytes_out: u64,
+    /// The matching credential, when the frame authenticated the client.
+    pub credential: Option<Credential>,
+    pub presented: Option<Presented>,
+    /// Accepted within a grace period: (generation, time left).
+    pub grace: Option<(u64, Duration)>,
+    pub rewritten: bool,
+}
+
+/// The client is refused; [`reject`] tells it so in the gateway's own shape.
+pub struct Rejection {
+    pub reason: Reason,
+    /// What exactly was wrong, for the log (never contains frame content).
+    pub detail: &'static str,
+    pub id: Option<Value>,
+    pub presented: Option<Fingerprint>,
+    /// For `token_stale`: the last generation in which the token was valid.
+    pub generation: Option<u64>,
+    pub down: FrameTracker,
+    pub bytes_out: u64,
+}
+
+pub enum Outcome {
+    Proceed(Proceed),
+    Reject(Rejection),
+    /// One side went away before the first frame was judged.
+    Gone {
+        side: crate::relay::Side,
+        bytes_out: u64,
+    },
+    /// The client's first frame is a close (typically answering the gateway's own close of
+    /// a silent socket): not an authentication attempt; [`pass_close`] completes it.
+    ClientClosed {
+        frame: Vec<u8>,
+        down: FrameTracker,
+        bytes_out: u64,
+    },
+}
+
+/// Relays gateway→client while reading the client's first frame, then judges it.
+pub async fn run(
+    client: &mut Stream,
+    upstream: &mut Stream,
+    from_client: Bytes,
+    from_upstream: Bytes,
+    creds: &Credentials,
+    check: &Check<'_>,
+) -> Outcome {
+    let mut down = FrameTracker::default();
+    let mut bytes_out = 0u64;
+    let reject = |reason, detail, down, bytes_out| {
+        Outcome::Reject(Rejection {
+            reason,
+            detail,
+            id: None,
+            presented: None,
+            generation: None,
+            down,
+            bytes_out,
+        })
+    };
+    // The gateway's bytes pass to the client up to the end of its `limit`th frame; what
+    // follows is held, and the gateway is not read again, until the client is judged.
+    let limit = if check.authenticate {
+        check.preauth_frames
+    } else {
+        u64::MAX
+    };
+    let mut held: Vec<u8> = Vec::new();
+    // Follows the held bytes for one thing: the gateway closing before the client is judged
+    // (the OpenClaw gateway closes a silent socket), whose close frame is passed on.
+    let mut held_frames = FrameTracker::default();
+    let mut upstream_closed = false;
+    let deadline = Instant::now() + check.timeout;
+    let mut buf: Vec<u8> = from_client.to_vec();
+    // Small: it lives as long as the client takes to send its first frame (up to
+    // auth.first_message_timeout), and the gateway says little before that.
+    let mut relay_buf = from_upstream.to_vec();
+    relay_buf.reserve(8 * 1024);
+    let (frame_len, payload) = loop {
+        if !relay_buf.is_empty() {
+            let n = down.observe_frames(&relay_buf, limit);
+            let (pass, hold) = relay_buf.split_at(n);
+            held_frames.observe(hold);
+            held.extend_from_slice(hold);
+            if client.write_all(pass).await.is_err() {
+                return Outcome::Gone {
+                    side: Side::Client,
+                    bytes_out,
+                };
+            }
+            bytes_out += n as u64;
+            relay_buf.clear();
+            if let (Some(close), false) = (held_frames.close(), upstream_closed) {
+                upstream_closed = true;
+                let frame = close_frame_of(close);
+                down.observe(&frame);
+                if client.write_all(&frame).await.is_err() {
+                    return Outcome::Gone {
+                        side: Side::Client,
+                        bytes_out,
+                    };
+                }
+                bytes_out += frame.len() as u64;
+            }
+        }
+        match parse(&buf, check.max_bytes, check.deflate) {
+            Parsed::Incomplete => {}
+            Parsed::TooLarge => {
+                return reject(
+                    Reason::FirstMessageTooLarge,
+                    "first frame larger than auth.first_message_max_bytes",
+                    down,
+                    bytes_out,
+                )
+            }
+            Parsed::Invalid(detail) => {
+                return reject(Reason::FirstMessageInvalid, detail, down, bytes_out)
+            }
+            Parsed::ProtocolError(detail) => {
+                return reject(Reason::ProtocolError, detail, down, bytes_out)
+            }
+            Parsed::Close { len } => {
+                return Outcome::ClientClosed {
+                    frame: buf[..len].to_vec(),
+                    down,
+                    bytes_out,
+                }
+            }
+            // The gateway has closed: nobody is left to answer this message.
+            Parsed::Message { .. } if upstream_closed => {
+                return Outcome::Gone {
+                    side: Side::Upstream,
+                    bytes_out,
+                }
+            }
+            Parsed::Message { len, payload } => break (len, payload),
+        }
+        buf.reserve(4096);
+        let reading = !upstream_closed && held.len() < HOLD_MAX;
+        tokio::select! {
+            r = client.read_buf(&mut buf) => match r {
+                Ok(0) | Err(_) => return Outcome::Gone { side: Side::Client, bytes_out },
+                Ok(_) => {}
+            },
+            // read_buf: into spare capacity, nothing to zero first.
+            r = upstream.read_buf(&mut relay_buf), if reading => match r {
+                Ok(0) | Err(_) => return Outcome::Gone { side: Side::Upstream, bytes_out },
+                Ok(_) => {}
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                return reject(Reason::FirstMessageTimeout, "no first frame in time", down, bytes_out);
+            }
+        }
+    };
+    let invalid =
+        |detail, down, bytes_out| reject(Reason::FirstMessageInvalid, detail, down, bytes_out);
+    // Only a rewrite needs the whole document; judging needs two values out of it.
+    let (facts, doc) = if check.inject.is_some() {
+        match serde_json::from_slice::<Value>(&payload) {
+            Ok(doc) => (Facts::of(&doc, check.pointer), Some(doc)),
+            Err(_) => return invalid("first message is not JSON", down, bytes_out),
+        }
+    } else {
+        match Facts::scan(&payload, check.pointer) {
+            Ok(facts) => (facts, None),
+            Err(_) => return invalid("first message is not JSON", down, bytes_out),
+        }
+    };
+    let Facts { id, token } = facts;
+    let presented = token.as_deref().map(|t| Presented::new(t.as_bytes()));
+    let fingerprint = presented.as_ref().map(|p| p.fingerprint);
+    let refuse = |reason, detail, generation, down, bytes_out| {
+        Outcome::Reject(Rejection {
+            reason,
+            detail,
+            id: id.clone(),
+            presented: fingerprint,
+            generation,
+            down,
+            bytes_out,
+        })
+    };
+
+    let mut credential = None;
+    let mut grace = None;
+    if check.authenticate {
+        let Some(p) = &presented else {
+            return refuse(
+                Reason::TokenMissing,
+                "no token at the pointer",
+                None,
+                down,
+                bytes_out,
+            );
+        };
+        // Hashed once: SHA-256 in software is ~3,500 instructions a token here.
+        match auth::judge_presented(p.clone(), TokenSource::FirstMessage, creds) {
+            Decision::Allow {
+                credential: c,
+                grace: g,
+                ..
+            } => {
+                credential = Some(c);
+                grace = g;
+            }
+            Decision::Deny {
+                reason, generation, ..
+            } => {
+                return refuse(
+                    reason,
+                    "token matches no current credential",
+                    generation,
+                    down,
+                    bytes_out,
+                )
+            }
+        }
+    }
+
+    let mut rewritten = false;
+    let mut first = buf[..frame_len].to_vec();
+    if let (Some(gateway), Some(mut doc)) = (check.inject, doc) {
+        let already = presented
+            .as_ref()
+            .is_some_and(|p| Presented::new(gateway.expose().as_bytes()).digest_eq(p));
+        if !already {
+            if is_device_signed(&doc) {
+                return refuse(
+                    Reason::TokenRewriteRefused,
+                    "device signature covers the token",
+                    None,
+                    down,
+                    bytes_out,
+                );
+            }
+            if !set_pointer(
+                &mut doc,
+                check.pointer,
+                Value::String(gateway.expose().into()),
+            ) {
+                return invalid(
+                    "token pointer cannot be set in this message",
+                    down,
+                    bytes_out,
+                );
+            }
+            let payload = serde_json::to_vec(&doc).expect("a JSON value serializes");
+            first = ws::encode_frame(ws::OP_TEXT, &payload, Some(ws::random_mask()));
+            rewritten = true;
+        }
+    }
+    first.extend_from_slice(&buf[frame_len..]);
+    Outcome::Proceed(Proceed {
+        to_upstream: first,
+        down,
+        held,
+        bytes_out,
+        credential,
+        presented,
+        grace,
+        rewritten,
+    })
+}
+
+/// Completes a closing handshake started before authentication: the client's close frame
+/// (and nothing after it) goes to the gateway, the gateway's answer comes back, then both
+/// sockets close. A client that has not authenticated gets only the gateway's close frame
+/// (its code and reason), none of the data the gateway may send before it.
+pub async fn pass_close(
+    client: &mut Stream,
+    upstream: &mut Stream,
+    frame: &[u8],
+    mut down: FrameTracker,
+    bytes_out: u64,
+    authenticated: bool,
+) -> relay::Outcome {
+    let mut up = FrameTracker::default();
+    up.observe(frame);
+    let first = if down.close().is_some() {
+        Side::Upstream
+    } else {
+        Side::Client
+    };
+    let mut out = bytes_out;
+    let mut error = upstream.write_all(frame).await.err();
+    if error.is_none() {
+        let mut buf = [0u8; 4096];
+        let mut unseen = FrameTracker::default();
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            loop {
+                let n = match upstream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let pass = if authenticated {
+                    buf[..n].to_vec()
+                } else {
+                    unseen.observe(&buf[..n]);
+                    match unseen.close() {
+                        Some(c) if down.close().is_none() => close_frame_of(c),
+                        _ => continue,
+                    }
+                };
+                down.observe(&pass);
+                if client.write_all(&pass).await.is_err() {
+                    break;
+                }
+                out += pass.len() as u64;
+            }
+        })
+        .await;
+    }
+    let _ = upstream.shutdown().await;
+    if let Err(e) = client.shutdown().await {
+        error.get_or_insert(e);
+    }
+    let tracker = if first == Side::Client { &up } else { &down };
+    relay::Outcome {
+        bytes_in: frame.len() as u64,
+        bytes_out: out,
+        close: tracker.close().cloned().map(|c| (first, c)),
+        error,
+        ended_by: None,
+        in_loop: false,
+    }
+}
+
+/// A close frame with the code and reason of one seen on the wire (server to client).
+fn close_frame_of(c: &ws::Close) -> Vec<u8> {
+    match c.code {
+        Some(code) => ws::close_frame(code, &c.reason),
+        None => ws::encode_frame(ws::OP_CLOSE, &[], None),
+    }
+}
+
+/// Tells the client why, the way the gateway would: an error `res` echoing the request id
+/// (when there was one), then a close frame; closes the gateway side cleanly.
+pub async fn reject(client: &mut Stream, upstream: &mut Stream, r: &Rejection) {
+    let _ = upstream
+        .write_all(&ws::close_frame_masked(1000, "", Some(ws::random_mask())))
+        .await;
+    let _ = upstream.shutdown().await;
+    if !r.down.at_boundary() {
+        // The gateway was mid-frame: a frame of ours would corrupt the stream. Cut instead.
+        let _ = client.shutdown().await;
+        return;
+    }
+    let mut frames = Vec::new();
+    if let Some(id) = &r.id {
+        let res = serde_json::json!({
+            "type": "res",
+            "id": id,
+            "ok": false,
+            "error": {
+                "code": "INVALID_REQUEST",
+                "message": r.reason.close_text(),
+                "details": { "code": r.reason.detail_code(), "authReason": r.reason.as_str() },
+            },
+        });
+        frames.extend(ws::encode_frame(
+            ws::OP_TEXT,
+            res.to_string().as_bytes(),
+            None,
+        ));
+    }
+    frames.extend(ws::close_frame(
+        r.reason.close_code(),
+        r.reason.close_text(),
+    ));
+    ws::close_gracefully(client, &frames).await;
+}
