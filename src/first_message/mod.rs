@@ -106,221 +106,330 @@ pub async fn run(
     creds: &Credentials,
     check: &Check<'_>,
 ) -> Outcome {
-    let mut down = FrameTracker::default();
-    let mut bytes_out = 0u64;
-    let reject = |reason, detail, down, bytes_out| {
-        Outcome::Reject(Rejection {
-            reason,
-            detail,
-            id: None,
-            presented: None,
-            generation: None,
-            down,
-            bytes_out,
-        })
+    let mut phase = Phase {
+        // The gateway's bytes pass to the client up to the end of its `limit`th frame;
+        // what follows is held, and the gateway is not read again, until the client is
+        // judged.
+        limit: if check.authenticate {
+            check.preauth_frames
+        } else {
+            u64::MAX
+        },
+        down: FrameTracker::default(),
+        bytes_out: 0,
+        held: Vec::new(),
+        held_frames: FrameTracker::default(),
+        upstream_closed: false,
     };
-    // The gateway's bytes pass to the client up to the end of its `limit`th frame; what
-    // follows is held, and the gateway is not read again, until the client is judged.
-    let limit = if check.authenticate {
-        check.preauth_frames
-    } else {
-        u64::MAX
+    let first = match phase
+        .read_first(client, upstream, from_client, from_upstream, check)
+        .await
+    {
+        Ok(first) => first,
+        Err(outcome) => return outcome,
     };
-    let mut held: Vec<u8> = Vec::new();
-    // Follows the held bytes for one thing: the gateway closing before the client is judged
-    // (the OpenClaw gateway closes a silent socket), whose close frame is passed on.
-    let mut held_frames = FrameTracker::default();
-    let mut upstream_closed = false;
-    let deadline = Instant::now() + check.timeout;
-    let mut buf: Vec<u8> = from_client.to_vec();
-    // Small: it lives as long as the client takes to send its first frame (up to
-    // auth.first_message_timeout), and the gateway says little before that.
-    let mut relay_buf = from_upstream.to_vec();
-    relay_buf.reserve(8 * 1024);
-    let (frame_len, payload) = loop {
-        if !relay_buf.is_empty() {
-            let n = down.observe_frames(&relay_buf, limit);
-            let (pass, hold) = relay_buf.split_at(n);
-            held_frames.observe(hold);
-            held.extend_from_slice(hold);
-            if client.write_all(pass).await.is_err() {
-                return Outcome::Gone {
-                    side: Side::Client,
-                    bytes_out,
-                };
-            }
-            bytes_out += n as u64;
-            relay_buf.clear();
-            if let (Some(close), false) = (held_frames.close(), upstream_closed) {
-                upstream_closed = true;
-                let frame = close_frame_of(close);
-                down.observe(&frame);
-                if client.write_all(&frame).await.is_err() {
-                    return Outcome::Gone {
-                        side: Side::Client,
-                        bytes_out,
-                    };
-                }
-                bytes_out += frame.len() as u64;
-            }
-        }
-        match parse(&buf, check.max_bytes, check.deflate) {
-            Parsed::Incomplete => {}
-            Parsed::TooLarge => {
-                return reject(
-                    Reason::FirstMessageTooLarge,
-                    "first frame larger than auth.first_message_max_bytes",
-                    down,
-                    bytes_out,
-                )
-            }
-            Parsed::Invalid(detail) => {
-                return reject(Reason::FirstMessageInvalid, detail, down, bytes_out)
-            }
-            Parsed::ProtocolError(detail) => {
-                return reject(Reason::ProtocolError, detail, down, bytes_out)
-            }
-            Parsed::Close { len } => {
-                return Outcome::ClientClosed {
-                    frame: buf[..len].to_vec(),
-                    down,
-                    bytes_out,
-                }
-            }
-            // The gateway has closed: nobody is left to answer this message.
-            Parsed::Message { .. } if upstream_closed => {
-                return Outcome::Gone {
-                    side: Side::Upstream,
-                    bytes_out,
-                }
-            }
-            Parsed::Message { len, payload } => break (len, payload),
-        }
-        buf.reserve(4096);
-        let reading = !upstream_closed && held.len() < HOLD_MAX;
-        tokio::select! {
-            r = client.read_buf(&mut buf) => match r {
-                Ok(0) | Err(_) => return Outcome::Gone { side: Side::Client, bytes_out },
-                Ok(_) => {}
-            },
-            // read_buf: into spare capacity, nothing to zero first.
-            r = upstream.read_buf(&mut relay_buf), if reading => match r {
-                Ok(0) | Err(_) => return Outcome::Gone { side: Side::Upstream, bytes_out },
-                Ok(_) => {}
-            },
-            _ = tokio::time::sleep_until(deadline) => {
-                return reject(Reason::FirstMessageTimeout, "no first frame in time", down, bytes_out);
-            }
-        }
-    };
-    let invalid =
-        |detail, down, bytes_out| reject(Reason::FirstMessageInvalid, detail, down, bytes_out);
-    // Only a rewrite needs the whole document; judging needs two values out of it.
-    let (facts, doc) = if check.inject.is_some() {
-        match serde_json::from_slice::<Value>(&payload) {
-            Ok(doc) => (Facts::of(&doc, check.pointer), Some(doc)),
-            Err(_) => return invalid("first message is not JSON", down, bytes_out),
-        }
-    } else {
-        match Facts::scan(&payload, check.pointer) {
-            Ok(facts) => (facts, None),
-            Err(_) => return invalid("first message is not JSON", down, bytes_out),
-        }
-    };
-    let Facts { id, token } = facts;
-    let presented = token.as_deref().map(|t| Presented::new(t.as_bytes()));
-    let fingerprint = presented.as_ref().map(|p| p.fingerprint);
-    let refuse = |reason, detail, generation, down, bytes_out| {
-        Outcome::Reject(Rejection {
-            reason,
-            detail,
-            id: id.clone(),
-            presented: fingerprint,
-            generation,
-            down,
-            bytes_out,
-        })
-    };
+    phase.judge(first, creds, check)
+}
 
-    let mut credential = None;
-    let mut grace = None;
-    if check.authenticate {
-        let Some(p) = &presented else {
-            return refuse(
-                Reason::TokenMissing,
-                "no token at the pointer",
-                None,
-                down,
-                bytes_out,
-            );
-        };
-        // Hashed once: SHA-256 in software is ~3,500 instructions a token here.
-        match auth::judge_presented(p.clone(), TokenSource::FirstMessage, creds) {
-            Decision::Allow {
-                credential: c,
-                grace: g,
-                ..
-            } => {
-                credential = Some(c);
-                grace = g;
+/// The phase's state while the client's first frame is awaited.
+struct Phase {
+    /// Gateway frames passed to the client before it is judged.
+    limit: u64,
+    /// The gateway→client direction, as far as it was relayed.
+    down: FrameTracker,
+    bytes_out: u64,
+    /// The gateway's bytes held back until the client is judged.
+    held: Vec<u8>,
+    /// Follows the held bytes for one thing: the gateway closing before the client is
+    /// judged (the OpenClaw gateway closes a silent socket), whose close frame is passed on.
+    held_frames: FrameTracker,
+    upstream_closed: bool,
+}
+
+/// The client's first message, read whole.
+struct First {
+    /// Everything the client sent so far: the first frame, and what came behind it.
+    buf: Vec<u8>,
+    /// The first frame's length in `buf`.
+    frame_len: usize,
+    /// Its payload, unmasked (and inflated).
+    payload: Vec<u8>,
+}
+
+impl Phase {
+    fn reject(self, reason: Reason, detail: &'static str) -> Outcome {
+        self.refuse(reason, detail, None, None, None)
+    }
+
+    fn refuse(
+        self,
+        reason: Reason,
+        detail: &'static str,
+        id: Option<Value>,
+        presented: Option<Fingerprint>,
+        generation: Option<u64>,
+    ) -> Outcome {
+        Outcome::Reject(Rejection {
+            reason,
+            detail,
+            id,
+            presented,
+            generation,
+            down: self.down,
+            bytes_out: self.bytes_out,
+        })
+    }
+
+    fn gone(&self, side: Side) -> Outcome {
+        Outcome::Gone {
+            side,
+            bytes_out: self.bytes_out,
+        }
+    }
+
+    /// Reads until the client's first frame is whole, passing the gateway's frames on
+    /// (up to `limit`) meanwhile. `Err` is the phase's end without a message to judge.
+    async fn read_first(
+        &mut self,
+        client: &mut Stream,
+        upstream: &mut Stream,
+        from_client: Bytes,
+        from_upstream: Bytes,
+        check: &Check<'_>,
+    ) -> Result<First, Outcome> {
+        let deadline = Instant::now() + check.timeout;
+        let mut buf: Vec<u8> = from_client.to_vec();
+        // Small: it lives as long as the client takes to send its first frame (up to
+        // auth.first_message_timeout), and the gateway says little before that.
+        let mut relay_buf = from_upstream.to_vec();
+        relay_buf.reserve(8 * 1024);
+        loop {
+            if !relay_buf.is_empty() {
+                self.pass_down(client, &relay_buf).await?;
+                relay_buf.clear();
             }
-            Decision::Deny {
-                reason, generation, ..
-            } => {
-                return refuse(
-                    reason,
-                    "token matches no current credential",
-                    generation,
-                    down,
-                    bytes_out,
-                )
+            match parse(&buf, check.max_bytes, check.deflate) {
+                Parsed::Incomplete => {}
+                Parsed::TooLarge => {
+                    return Err(self.take().reject(
+                        Reason::FirstMessageTooLarge,
+                        "first frame larger than auth.first_message_max_bytes",
+                    ))
+                }
+                Parsed::Invalid(detail) => {
+                    return Err(self.take().reject(Reason::FirstMessageInvalid, detail))
+                }
+                Parsed::ProtocolError(detail) => {
+                    return Err(self.take().reject(Reason::ProtocolError, detail))
+                }
+                Parsed::Close { len } => {
+                    let this = self.take();
+                    return Err(Outcome::ClientClosed {
+                        frame: buf[..len].to_vec(),
+                        down: this.down,
+                        bytes_out: this.bytes_out,
+                    });
+                }
+                // The gateway has closed: nobody is left to answer this message.
+                Parsed::Message { .. } if self.upstream_closed => {
+                    return Err(self.gone(Side::Upstream))
+                }
+                Parsed::Message { len, payload } => {
+                    return Ok(First {
+                        buf,
+                        frame_len: len,
+                        payload,
+                    })
+                }
+            }
+            buf.reserve(4096);
+            let reading = !self.upstream_closed && self.held.len() < HOLD_MAX;
+            tokio::select! {
+                r = client.read_buf(&mut buf) => match r {
+                    Ok(0) | Err(_) => return Err(self.gone(Side::Client)),
+                    Ok(_) => {}
+                },
+                // read_buf: into spare capacity, nothing to zero first.
+                r = upstream.read_buf(&mut relay_buf), if reading => match r {
+                    Ok(0) | Err(_) => return Err(self.gone(Side::Upstream)),
+                    Ok(_) => {}
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(self.take().reject(Reason::FirstMessageTimeout, "no first frame in time"));
+                }
             }
         }
     }
 
-    let mut rewritten = false;
-    let mut first = buf[..frame_len].to_vec();
-    if let (Some(gateway), Some(mut doc)) = (check.inject, doc) {
-        let already = presented
-            .as_ref()
-            .is_some_and(|p| Presented::new(gateway.expose().as_bytes()).digest_eq(p));
-        if !already {
-            if is_device_signed(&doc) {
-                return refuse(
+    /// The phase's state, moved out for an outcome that ends it.
+    fn take(&mut self) -> Phase {
+        std::mem::replace(
+            self,
+            Phase {
+                limit: 0,
+                down: FrameTracker::default(),
+                bytes_out: 0,
+                held: Vec::new(),
+                held_frames: FrameTracker::default(),
+                upstream_closed: true,
+            },
+        )
+    }
+
+    /// The gateway's bytes: passed to the client up to the `limit`th frame, held after it;
+    /// a close frame among the held ones is passed on at once.
+    async fn pass_down(&mut self, client: &mut Stream, bytes: &[u8]) -> Result<(), Outcome> {
+        let n = self.down.observe_frames(bytes, self.limit);
+        let (pass, hold) = bytes.split_at(n);
+        self.held_frames.observe(hold);
+        self.held.extend_from_slice(hold);
+        if client.write_all(pass).await.is_err() {
+            return Err(self.gone(Side::Client));
+        }
+        self.bytes_out += n as u64;
+        if let (Some(close), false) = (self.held_frames.close(), self.upstream_closed) {
+            self.upstream_closed = true;
+            let frame = close_frame_of(close);
+            self.down.observe(&frame);
+            if client.write_all(&frame).await.is_err() {
+                return Err(self.gone(Side::Client));
+            }
+            self.bytes_out += frame.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Judges the first message: its token (when it must authenticate the client), then
+    /// the gateway's token put in (when configured).
+    fn judge(self, first: First, creds: &Credentials, check: &Check<'_>) -> Outcome {
+        // Only a rewrite needs the whole document; judging needs two values out of it.
+        let (facts, doc) = if check.inject.is_some() {
+            match serde_json::from_slice::<Value>(&first.payload) {
+                Ok(doc) => (Facts::of(&doc, check.pointer), Some(doc)),
+                Err(_) => {
+                    return self.reject(Reason::FirstMessageInvalid, "first message is not JSON")
+                }
+            }
+        } else {
+            match Facts::scan(&first.payload, check.pointer) {
+                Ok(facts) => (facts, None),
+                Err(_) => {
+                    return self.reject(Reason::FirstMessageInvalid, "first message is not JSON")
+                }
+            }
+        };
+        let Facts { id, token } = facts;
+        let presented = token.as_deref().map(|t| Presented::new(t.as_bytes()));
+        let fingerprint = presented.as_ref().map(|p| p.fingerprint);
+        let (credential, grace) = match verify(presented.as_ref(), creds, check) {
+            Ok(accepted) => accepted,
+            Err((reason, detail, generation)) => {
+                return self.refuse(reason, detail, id, fingerprint, generation);
+            }
+        };
+        let First {
+            buf,
+            frame_len,
+            payload: _,
+        } = first;
+        let (mut to_upstream, rewritten) = match rewrite(doc, presented.as_ref(), check) {
+            Ok(Some(frame)) => (frame, true),
+            Ok(None) => (buf[..frame_len].to_vec(), false),
+            Err(Unwritable::DeviceSigned) => {
+                return self.refuse(
                     Reason::TokenRewriteRefused,
                     "device signature covers the token",
+                    id,
+                    fingerprint,
                     None,
-                    down,
-                    bytes_out,
-                );
+                )
             }
-            if !set_pointer(
-                &mut doc,
-                check.pointer,
-                Value::String(gateway.expose().into()),
-            ) {
-                return invalid(
+            Err(Unwritable::NoPointer) => {
+                return self.reject(
+                    Reason::FirstMessageInvalid,
                     "token pointer cannot be set in this message",
-                    down,
-                    bytes_out,
-                );
+                )
             }
-            let payload = serde_json::to_vec(&doc).expect("a JSON value serializes");
-            first = ws::encode_frame(ws::OP_TEXT, &payload, Some(ws::random_mask()));
-            rewritten = true;
-        }
+        };
+        to_upstream.extend_from_slice(&buf[frame_len..]);
+        Outcome::Proceed(Proceed {
+            to_upstream,
+            down: self.down,
+            held: self.held,
+            bytes_out: self.bytes_out,
+            credential,
+            presented,
+            grace,
+            rewritten,
+        })
     }
-    first.extend_from_slice(&buf[frame_len..]);
-    Outcome::Proceed(Proceed {
-        to_upstream: first,
-        down,
-        held,
-        bytes_out,
-        credential,
-        presented,
-        grace,
-        rewritten,
-    })
+}
+
+/// The first message's token against the credentials, when it must authenticate the
+/// client: the credential that matched (and the grace it was accepted within), or why not.
+#[allow(clippy::type_complexity)] // one caller, the shapes named at it
+fn verify(
+    presented: Option<&Presented>,
+    creds: &Credentials,
+    check: &Check<'_>,
+) -> Result<(Option<Credential>, Option<(u64, Duration)>), (Reason, &'static str, Option<u64>)> {
+    if !check.authenticate {
+        return Ok((None, None));
+    }
+    let Some(p) = presented else {
+        return Err((Reason::TokenMissing, "no token at the pointer", None));
+    };
+    // Hashed once: SHA-256 in software is ~3,500 instructions a token here.
+    match auth::judge_presented(p.clone(), TokenSource::FirstMessage, creds) {
+        Decision::Allow {
+            credential, grace, ..
+        } => Ok((Some(credential), grace)),
+        Decision::Deny {
+            reason, generation, ..
+        } => Err((reason, "token matches no current credential", generation)),
+    }
+}
+
+/// Why the gateway's token cannot go into a first message.
+enum Unwritable {
+    /// A device signature covers the token: a rewritten message would fail its check.
+    DeviceSigned,
+    /// The token's pointer cannot be set in this document.
+    NoPointer,
+}
+
+/// With `upstream_auth.inject = "first_message"`: the first frame re-encoded with the
+/// gateway's token, or `None` when the client already presented that very token (or
+/// nothing is injected).
+fn rewrite(
+    doc: Option<Value>,
+    presented: Option<&Presented>,
+    check: &Check<'_>,
+) -> Result<Option<Vec<u8>>, Unwritable> {
+    let (Some(gateway), Some(mut doc)) = (check.inject, doc) else {
+        return Ok(None);
+    };
+    let already =
+        presented.is_some_and(|p| Presented::new(gateway.expose().as_bytes()).digest_eq(p));
+    if already {
+        return Ok(None);
+    }
+    if is_device_signed(&doc) {
+        return Err(Unwritable::DeviceSigned);
+    }
+    if !set_pointer(
+        &mut doc,
+        check.pointer,
+        Value::String(gateway.expose().into()),
+    ) {
+        return Err(Unwritable::NoPointer);
+    }
+    let payload = serde_json::to_vec(&doc).expect("a JSON value serializes");
+    Ok(Some(ws::encode_frame(
+        ws::OP_TEXT,
+        &payload,
+        Some(ws::random_mask()),
+    )))
 }
 
 /// Completes a closing handshake started before authentication: the client's close frame
