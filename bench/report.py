@@ -191,4 +191,18 @@ for cfg in sorted({config(r) for r in rows if r["target"] != "direct"}):
             if r.get("errors") and in_pass(r, cfg)]
     if errs:
         out.append("\nerrors (failed sessions or connections): " + ", ".join(sorted(set(errs))))
+# A change measured against the build before it (GW_BEFORE): after / before per mode, paired
+# by round like the nginx ratios.
+before_cfgs = sorted({config(r) for r in rows if r["target"] == "gatewarden-before"})
+if before_cfgs:
+    out.append("\n## gatewarden after / before (the same rounds)\n")
+    out.append("| workers | pinned | mode | after / before, per-round median [90 % interval] | verdict |")
+    out.append("|---|---|---|---|---|")
+    for cfg in before_cfgs:
+        for mode in MODES:
+            pr = paired_ci(runs("gatewarden", cfg, mode), runs("gatewarden-before", cfg, mode))
+            if pr:
+                m, lo, hi = pr
+                out.append(f"| {cfg[0]} | {'yes' if cfg[1] else 'no'} | {mode} | {m:.3f} "
+                           f"{interval(lo, hi)} | {verdict(lo, hi)} |")
 print("\n".join(out))

@@ -15,7 +15,9 @@
 # usage: bench/run.sh [SECONDS_PER_RUN]    (writes bench/results.jsonl, prints the table)
 #   env: WORKERS="1 2", ROUNDS=3, EXTRA_ROUNDS=2, MODES="handshake rtt bulk reject first_message idle",
 #        TARGETS="direct nginx-stock nginx-tuned gatewarden gatewarden-splice", IDLE_CONNS=9000,
-#        PINNED="handshake rtt reject" (modes of the pinned pass; "" skips it), PINNED_ROUNDS=5
+#        PINNED="handshake rtt reject" (modes of the pinned pass; "" skips it), PINNED_ROUNDS=5,
+#        GW_BEFORE=path/to/an/older/gatewarden (adds the target gatewarden-before: a change's
+#        before/after ratio measured in the same rounds, the way every other ratio is)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-1}
@@ -25,6 +27,8 @@ IDLE=${IDLE_CONNS:-9000}   # the machine's hard fd limit is 20000; a proxy needs
 WORKERS=${WORKERS:-1 2}
 MODES=${MODES:-handshake rtt bulk reject first_message idle}
 TARGETS=${TARGETS:-direct nginx-stock nginx-tuned gatewarden gatewarden-splice}
+GW_BEFORE=${GW_BEFORE:-}
+[ -n "$GW_BEFORE" ] && [[ " $TARGETS " != *" gatewarden-before "* ]] && TARGETS="$TARGETS gatewarden-before"
 PINNED=${PINNED-handshake rtt reject}   # first_message too: 15 s more
 PINNED_ROUNDS=${PINNED_ROUNDS:-5}   # a paired interval needs more than 3 rounds
 [ "$(nproc)" -ge 2 ] || PINNED=""
@@ -45,7 +49,8 @@ ECHO_BIN=bench/target/release/bench-echo
 
 ECHO=127.0.0.1:28790
 declare -A ADDR=([direct]=$ECHO [nginx-stock]=127.0.0.1:28791 [nginx-tuned]=127.0.0.1:28792
-                 [gatewarden]=127.0.0.1:28789 [gatewarden-splice]=127.0.0.1:28793)
+                 [gatewarden]=127.0.0.1:28789 [gatewarden-splice]=127.0.0.1:28793
+                 [gatewarden-before]=127.0.0.1:28794)
 declare -A PIDS
 TOKEN=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
 # Away from the logs: gatewarden watches the credential's directory and its parent (to see
@@ -128,7 +133,9 @@ zero_copy = $zero_copy
 [[credentials]]
 path = "$W/cred/token"
 TOML
-  $PIN setsid $GW -c "$W/$variant.toml" 2> "$L/$variant.log" &
+  local bin=$GW
+  [ "$variant" = gatewarden-before ] && bin=$GW_BEFORE
+  $PIN setsid "$bin" -c "$W/$variant.toml" 2> "$L/$variant.log" &
   PIDS[$variant]=$!
   wait_port "$addr"
 }
@@ -138,7 +145,7 @@ stop_proxies() {
     [ -f "$f" ] || continue
     local m; m=$(cat "$f"); kill "$m"; while kill -0 "$m" 2>/dev/null; do sleep 0.1; done; rm -f "$f"
   done
-  for v in gatewarden gatewarden-splice; do
+  for v in gatewarden gatewarden-splice gatewarden-before; do
     if [ -n "${PIDS[$v]:-}" ]; then kill "${PIDS[$v]}"; wait "${PIDS[$v]}" || true; unset "PIDS[$v]"; fi
   done
 }
@@ -171,7 +178,7 @@ first=1
 for workers in $WORKERS; do
   echo "== workers $workers"
   for t in nginx-stock nginx-tuned; do want "$t" && start_nginx "${t#nginx-}" "$workers"; done
-  for t in gatewarden gatewarden-splice; do want "$t" && start_gatewarden "$t" "$workers"; done
+  for t in gatewarden gatewarden-splice gatewarden-before; do want "$t" && start_gatewarden "$t" "$workers"; done
   for mode in $MODES; do
     rounds=$ROUNDS
     case $mode in
@@ -184,6 +191,7 @@ for workers in $WORKERS; do
         direct/reject) continue;;                  # nothing to reject without a proxy
         gatewarden-splice/bulk) ;;
         gatewarden-splice/*) continue;;            # splice(2) only moves large payloads
+        gatewarden-before/idle) continue;;         # memory: no change to compare
       esac
       [ "$t" = direct ] && [ $first = 0 ] && continue   # direct does not depend on workers
       targets+=("$t")
@@ -207,8 +215,9 @@ if [ -n "$PINNED" ]; then
   PIN="taskset -c 1"
   for t in nginx-stock nginx-tuned; do want "$t" && start_nginx "${t#nginx-}" 1; done
   want gatewarden && start_gatewarden gatewarden 1
+  want gatewarden-before && start_gatewarden gatewarden-before 1
   targets=()
-  for t in nginx-stock nginx-tuned gatewarden; do want "$t" && targets+=("$t"); done
+  for t in nginx-stock nginx-tuned gatewarden gatewarden-before; do want "$t" && targets+=("$t"); done
   for mode in $PINNED; do
     for round in $(seq "$PINNED_ROUNDS"); do
       n=${#targets[@]}
