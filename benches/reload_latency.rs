@@ -69,7 +69,7 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 async fn measure(addr: SocketAddr, file: &Path, write: fn(&Path, &str)) -> Vec<Duration> {
     let mut out = Vec::with_capacity(ROTATIONS);
     for _ in 0..ROTATIONS {
-        let token = gatewarden::credentials::generate_token();
+        let token = gatewarden::generate_token();
         write(file, &token);
         let t0 = Instant::now();
         let mut attempts = 0;
@@ -106,7 +106,7 @@ fn main() {
         let upstream = echo_upstream().await;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
-        std::fs::write(&file, gatewarden::credentials::generate_token()).unwrap();
+        std::fs::write(&file, gatewarden::generate_token()).unwrap();
         let mut config = Config {
             listen: ListenAddr("127.0.0.1:0".parse().unwrap()),
             upstream: upstream.to_string().parse().unwrap(),

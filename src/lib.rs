@@ -9,32 +9,64 @@
 //! [`config`], [`credentials`] (with its [`watcher`]), [`metrics`], [`admin`] (health,
 //! readiness, metrics endpoints) and [`logging`] sit beside them.
 
-pub mod admin;
-pub mod auth;
-pub mod cli;
+// Ground floor: what every stage stands on.
 pub mod config;
-pub mod credentials;
-pub mod doctor;
-pub mod files;
-pub mod first_message;
-pub mod gate;
-pub mod http1;
-pub mod limits;
-pub mod logging;
-pub mod metrics;
-pub mod net;
-pub mod path;
-pub mod proxy_protocol;
-pub mod relay;
-pub mod server;
-pub mod signals;
-pub mod throttle;
-pub mod tls;
-pub mod upstream;
-pub mod ws;
+mod credentials;
+mod files;
+mod metrics;
+mod net;
+mod path;
+mod ws;
+// The stages of a connection, in order, and what they consult.
+mod auth;
+mod first_message;
+mod gate;
+mod http1;
+mod limits;
+mod proxy_protocol;
+mod relay;
+mod server;
+mod throttle;
+mod tls;
+mod upstream;
+// Beside them: operating the proxy.
+mod admin;
+mod cli;
+mod doctor;
+mod logging;
+mod signals;
 
+pub use cli::main;
 pub use config::Config;
+pub use credentials::{generate_token, hash_line, CredentialStore, Fingerprint};
 pub use server::{Server, StartError};
+
+/// The parsers that read what a client sends, for the fuzz targets in `fuzz/`: the same
+/// functions the proxy runs, not copies.
+#[doc(hidden)]
+pub mod fuzz {
+    pub use crate::credentials::{parse_source, CredentialError};
+    pub use crate::first_message::{is_device_signed, parse, set_pointer, token_at, Facts, Parsed};
+    pub use crate::http1::fast_head::parse_upgrade;
+    /// Token extraction, redaction and stripping.
+    pub mod auth {
+        pub use crate::auth::*;
+    }
+    /// The WebSocket frame codec and handshake checks.
+    pub mod ws {
+        pub use crate::ws::*;
+    }
+}
+
+/// Pieces the integration tests drive directly: the relay over real sockets, the WebSocket
+/// codec as a client speaks it, and the log capture. Not an interface.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::fuzz::ws;
+    pub use crate::logging::{capture_direct, TextFormat};
+    pub use crate::net::Stream;
+    pub use crate::relay::{relay, Controls, Side};
+}
 
 /// Binds and serves until `shutdown` resolves — what the binary runs.
 pub async fn run(

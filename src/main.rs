@@ -58,5 +58,5 @@ unsafe impl GlobalAlloc for MiMalloc {
 static ALLOC: MiMalloc = MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    gatewarden::cli::main()
+    gatewarden::main()
 }

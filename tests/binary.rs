@@ -138,7 +138,7 @@ async fn embedded_default_generates_a_private_token_file() {
     assert!(line.contains(&path.display().to_string()), "{line}");
     let token = std::fs::read_to_string(&path).unwrap().trim().to_string();
     assert_eq!(token.len(), 43, "32 random bytes, base64url");
-    let fp = gatewarden::credentials::Fingerprint::of(token.as_bytes()).to_string();
+    let fp = gatewarden::Fingerprint::of(token.as_bytes()).to_string();
     let line = p.wait_line("[auth] credential loaded");
     assert!(line.contains(&format!("fingerprint={fp}")), "{line}");
     assert!(line.contains(&path.display().to_string()), "{line}");
@@ -342,7 +342,7 @@ fn check_prints_the_effective_config_with_precedence() {
         out.contains("# token sources: header, query, cookie, subprotocol (default; first_message is off because no credential is the OpenClaw gateway's config"),
         "{out}"
     );
-    let fp = gatewarden::credentials::Fingerprint::of(token.as_bytes()).to_string();
+    let fp = gatewarden::Fingerprint::of(token.as_bytes()).to_string();
     assert!(out.contains(&format!("fp:{fp}")), "{out}");
     assert!(!out.contains(&token) && !err.contains(&token));
 
@@ -554,7 +554,7 @@ async fn sighup_forces_a_reread() {
     p.signal("HUP");
     tokio::task::block_in_place(|| p.wait_line("[reload] SIGHUP: re-reading"));
     let line = tokio::task::block_in_place(|| p.wait_line("[reload] credentials applied"));
-    let fp = gatewarden::credentials::Fingerprint::of(b.as_bytes()).to_string();
+    let fp = gatewarden::Fingerprint::of(b.as_bytes()).to_string();
     assert!(line.contains(&format!("current=fp:{fp}")), "{line}");
     let line = tokio::task::block_in_place(|| p.wait_line("[reload] SIGHUP result"));
     assert!(line.contains("result=applied"), "{line}");
@@ -597,7 +597,7 @@ async fn relative_credential_paths_are_watched_like_absolute_ones() {
         ],
         &[("GATEWARDEN_CREDENTIALS__POLL_INTERVAL", "1h")],
     );
-    let fp = |t: &str| gatewarden::credentials::Fingerprint::of(t.as_bytes()).to_string();
+    let fp = |t: &str| gatewarden::Fingerprint::of(t.as_bytes()).to_string();
     for file in ["rot/tok", "tok"] {
         let line = tokio::task::block_in_place(|| p.wait_line("[auth] credential loaded"));
         let abs = dir.join(file);
@@ -811,7 +811,7 @@ async fn dotenv_credentials_are_read_and_rotated() {
         ],
         &[],
     );
-    let fp = |t: &str| gatewarden::credentials::Fingerprint::of(t.as_bytes()).to_string();
+    let fp = |t: &str| gatewarden::Fingerprint::of(t.as_bytes()).to_string();
     let line = tokio::task::block_in_place(|| p.wait_line("[auth] credential loaded"));
     assert!(
         line.contains("format=dotenv")

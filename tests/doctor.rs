@@ -158,10 +158,7 @@ fn named_client_token_is_identified() {
     let f = write_file(
         home.path(),
         "clients",
-        &format!(
-            "alice {}\n",
-            gatewarden::credentials::hash_line(alice.as_bytes())
-        ),
+        &format!("alice {}\n", gatewarden::hash_line(alice.as_bytes())),
     );
     let cfg = write_file(
         home.path(),

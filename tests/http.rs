@@ -236,7 +236,7 @@ async fn tokens_never_appear_in_logs() {
             }
         }
     }
-    let fp_wrong = gatewarden::credentials::Fingerprint::of(wrong.as_bytes()).to_string();
+    let fp_wrong = gatewarden::Fingerprint::of(wrong.as_bytes()).to_string();
     wait_log(&[
         "[http] unauthorized",
         &format!("presented=fp:{fp_wrong}"),

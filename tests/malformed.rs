@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::*;
 use gatewarden::config::Secs;
-use gatewarden::ws::{self, FrameHeader};
+use gatewarden::testing::ws::{self, FrameHeader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

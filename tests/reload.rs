@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use gatewarden::config::{Config, CredentialFormat, CredentialSource, OnRevoke, Secs, TokenSource};
-use gatewarden::credentials::Fingerprint;
+use gatewarden::Fingerprint;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -437,7 +437,7 @@ fn lines_source(c: &mut Config, file: &Path) {
 #[tokio::test]
 async fn named_client_tokens_plain_and_hashed() {
     let (alice, bob) = (random_token(), random_token());
-    let bob_hash = gatewarden::credentials::hash_line(bob.as_bytes());
+    let bob_hash = gatewarden::hash_line(bob.as_bytes());
     let s = setup(None, lines_source).await;
     std::fs::write(
         &s.file,

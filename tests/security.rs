@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use common::*;
 use gatewarden::config::{Config, CredentialFormat, CredentialSource};
-use gatewarden::ws::{self, FrameHeader};
+use gatewarden::testing::ws::{self, FrameHeader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -671,7 +671,7 @@ async fn plain_credential_files_are_checked_before_they_are_applied() {
         "[reload] credentials applied",
         &format!(
             "current=fp:{}",
-            gatewarden::credentials::Fingerprint::of(second.as_bytes())
+            gatewarden::Fingerprint::of(second.as_bytes())
         ),
     ])
     .await;

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use gatewarden::config::{RejectMode, Secs};
-use gatewarden::credentials::Fingerprint;
+use gatewarden::Fingerprint;
 use rand::RngCore;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -834,17 +834,17 @@ async fn tcp_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn the_answering_close_frame_leaves_with_the_fin() {
-    use gatewarden::net::Stream;
+    use gatewarden::testing::Stream;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut client, proxy_client) = tcp_pair().await;
     let (proxy_upstream, mut upstream) = tcp_pair().await;
-    let relay = tokio::spawn(gatewarden::splice::relay(
+    let relay = tokio::spawn(gatewarden::testing::relay(
         Stream::Tcp(proxy_client),
         Stream::Tcp(proxy_upstream),
         &[],
         &[],
-        gatewarden::ws::FrameTracker::default(),
-        gatewarden::splice::Controls {
+        gatewarden::testing::ws::FrameTracker::default(),
+        gatewarden::testing::Controls {
             revocation: None,
             shutdown: None,
             idle_timeout: None,
@@ -854,13 +854,13 @@ async fn the_answering_close_frame_leaves_with_the_fin() {
         },
     ));
     let before = segments_in(&client);
-    let close = gatewarden::ws::close_frame_masked(1000, "", Some([1, 2, 3, 4]));
+    let close = gatewarden::testing::ws::close_frame_masked(1000, "", Some([1, 2, 3, 4]));
     client.write_all(&close).await.unwrap();
     let mut got = vec![0; close.len()];
     upstream.read_exact(&mut got).await.unwrap();
     assert_eq!(got, close);
     // Held back by MSG_MORE, the answer leaves with the FIN of the shutdown: one segment.
-    let answer = gatewarden::ws::close_frame(1000, "");
+    let answer = gatewarden::testing::ws::close_frame(1000, "");
     rustix::net::send(&upstream, &answer, rustix::net::SendFlags::MORE).unwrap();
     upstream.shutdown().await.unwrap();
     let mut seen = Vec::new();
@@ -869,7 +869,7 @@ async fn the_answering_close_frame_leaves_with_the_fin() {
     let outcome = relay.await.unwrap();
     assert_eq!(
         outcome.close.map(|(side, _)| side),
-        Some(gatewarden::splice::Side::Client)
+        Some(gatewarden::testing::Side::Client)
     );
     assert_eq!(segments_in(&client) - before, 2, "the FIN went alone");
 }

@@ -4,14 +4,15 @@
 #![no_main]
 
 use gatewarden::config::{CredentialFormat, CredentialSource};
-use gatewarden::credentials;
+use gatewarden::fuzz as credentials;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, contents)) = data.split_first() else { return };
-    let format = match selector % 3 {
+    let format = match selector % 4 {
         0 => CredentialFormat::Plain,
         1 => CredentialFormat::Json5,
+        2 => CredentialFormat::Dotenv,
         _ => CredentialFormat::Lines,
     };
     let pointer = match selector / 3 % 3 {
@@ -24,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
         path: "/fuzz/credential".into(),
         format,
         pointer,
+        key: (format == CredentialFormat::Dotenv).then(|| "OPENCLAW_GATEWAY_TOKEN".to_string()),
     };
     match credentials::parse_source(&src, contents, selector & 0x80 != 0) {
         Ok(loaded) => {

@@ -3,8 +3,7 @@
 //! document holds and refuses what it refuses; an injected token is found again.
 #![no_main]
 
-use gatewarden::first_message::{self, Facts, Parsed};
-use gatewarden::ws;
+use gatewarden::fuzz::{self as first_message, ws, Facts, Parsed};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -13,7 +12,7 @@ const POINTER: &str = "/params/auth/token";
 fuzz_target!(|data: &[u8]| {
     // Whole input, and as if it had arrived in two reads.
     let whole = first_message::parse(data, 64 * 1024, None);
-    let _ = first_message::parse(&data[..data.len() / 2], 64 * 1024, Some(gatewarden::ws::Deflate { client_window_bits: 15 }));
+    let _ = first_message::parse(&data[..data.len() / 2], 64 * 1024, Some(ws::Deflate { client_window_bits: 15 }));
     // The scan against the document, on the raw input as a payload too (more JSON reaches it).
     for payload in [data, &data[..data.len() / 2]] {
         let scanned = Facts::scan(payload, POINTER);

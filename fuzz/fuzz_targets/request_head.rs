@@ -1,13 +1,20 @@
 //! Token extraction from an upgrade request head: whatever bytes arrive, finding, redacting
 //! and stripping the token never panics, and what gatewarden forwards or logs no longer
-//! carries the token it found.
+//! carries the token it found. The head is read by the proxy's own fast-path parser
+//! (`parse_upgrade`, what every upgrade goes through); heads it leaves to hyper are read
+//! with httparse, as hyper does, so the extractors see those too.
 #![no_main]
 
-use gatewarden::auth;
+use gatewarden::fuzz::{auth, parse_upgrade, ws};
 use gatewarden::config::{AuthConfig, TokenSource};
 use libfuzzer_sys::fuzz_target;
 
 fn parts(data: &[u8]) -> Option<http::request::Parts> {
+    let bytes = bytes::Bytes::copy_from_slice(data);
+    if let Some((req, consumed, _close)) = parse_upgrade(&bytes, 100) {
+        assert!(consumed <= data.len(), "the head ends inside what was read");
+        return Some(req.into_parts().0);
+    }
     let mut headers = [httparse::EMPTY_HEADER; 128];
     let mut req = httparse::Request::new(&mut headers);
     req.parse(data).ok()?;
@@ -22,7 +29,7 @@ fn parts(data: &[u8]) -> Option<http::request::Parts> {
 
 fuzz_target!(|data: &[u8]| {
     let Some(parts) = parts(data) else { return };
-    let _ = gatewarden::ws::check_upgrade_request(&http::Request::from_parts(parts.clone(), ()));
+    let _ = ws::check_upgrade_request(&http::Request::from_parts(parts.clone(), ()));
     let mut cfg = AuthConfig::default();
     cfg.allowed_origins = vec!["https://app.example.com".into(), "https://*.example.org".into()];
     for websocket in [false, true] {

@@ -77,7 +77,6 @@ pub struct Rejection {
     /// For `token_stale`: the last generation in which the token was valid.
     pub generation: Option<u64>,
     pub down: FrameTracker,
-    pub bytes_out: u64,
 }
 
 pub enum Outcome {
@@ -176,7 +175,6 @@ impl Phase {
             presented,
             generation,
             down: self.down,
-            bytes_out: self.bytes_out,
         })
     }
 

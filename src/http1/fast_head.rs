@@ -104,7 +104,7 @@ pub async fn read_first(
 /// A complete `GET` HTTP/1.1 request head with `Upgrade: websocket` and no body, as a
 /// request plus the head's length. Everything else (partial, malformed, with a body, more
 /// than `max_headers` headers) is `None`, for hyper to deal with.
-fn parse_upgrade(buf: &Bytes, max_headers: usize) -> Option<(Request<()>, usize, bool)> {
+pub fn parse_upgrade(buf: &Bytes, max_headers: usize) -> Option<(Request<()>, usize, bool)> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_FAST_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers[..max_headers.min(MAX_FAST_HEADERS)]);
     let len = match parsed.parse(buf) {

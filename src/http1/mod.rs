@@ -3,5 +3,3 @@
 
 pub mod fast_head;
 pub mod respond;
-
-pub use respond::Body;

@@ -76,11 +76,11 @@ pub fn capture_logs() {
             .with_ansi(false)
             .with_target(false)
             // The binary's own line format, so every test reads what production prints.
-            .event_format(gatewarden::logging::TextFormat)
+            .event_format(gatewarden::testing::TextFormat)
             .with_writer(|| CaptureWriter)
             .try_init();
         // The per-connection lines gatewarden writes by hand go to the same buffer.
-        gatewarden::logging::capture_direct(|line| {
+        gatewarden::testing::capture_direct(|line| {
             let _ = std::io::Write::write(&mut CaptureWriter, line);
         });
     });
@@ -329,7 +329,7 @@ impl Harness {
 }
 
 pub fn random_token() -> String {
-    gatewarden::credentials::generate_token()
+    gatewarden::generate_token()
 }
 
 pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
@@ -387,7 +387,7 @@ pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
 pub struct Running {
     pub addr: SocketAddr,
     pub admin: Option<SocketAddr>,
-    pub creds: Arc<gatewarden::credentials::CredentialStore>,
+    pub creds: Arc<gatewarden::CredentialStore>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
 }
