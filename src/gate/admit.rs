@@ -257,3 +257,160 @@ impl Proxy {
         }
     }
 }
+
+/// The admission without sockets: a request head in, a verdict out, the throttle's and the
+/// metrics' bookkeeping observable.
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use ::http::Request;
+
+    use super::*;
+    use crate::config::{Config, Secs};
+    use crate::credentials::CredentialStore;
+    use crate::metrics::Metrics;
+    use crate::upstream::UpstreamClient;
+
+    const TOKEN: &[u8] = b"s3cret-token";
+
+    fn gate(config: Config, sources: &[TokenSource]) -> Proxy {
+        let creds = crate::credentials::Credentials::new(
+            1,
+            vec![Credential::new(TOKEN, Path::new("/run/token").into())],
+        );
+        let upstream = UpstreamClient::new(
+            "127.0.0.1:9".parse().unwrap(),
+            Duration::from_secs(1),
+            None,
+            false,
+        )
+        .unwrap();
+        Proxy::new(
+            &config,
+            sources.to_vec(),
+            Arc::new(CredentialStore::new(creds)),
+            Arc::new(upstream),
+            Arc::new(Metrics::new()),
+            false,
+            tokio_util::sync::CancellationToken::new(),
+        )
+    }
+
+    fn head(headers: &[(&str, &str)]) -> Parts {
+        let mut b = Request::get("/ws?x=1");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    const PEER: &str = "198.51.100.7:50000";
+
+    fn upgrade() -> Door<'static> {
+        Door::Upgrade {
+            conn: Uuid::from_u128(1),
+        }
+    }
+
+    fn refusal(r: Result<Admitted, Refusal>) -> Refusal {
+        match r {
+            Ok(_) => panic!("admitted"),
+            Err(r) => r,
+        }
+    }
+
+    #[test]
+    fn a_good_token_is_admitted_a_wrong_one_is_a_mismatch_and_none_is_missing() {
+        let g = gate(Config::default(), &[TokenSource::Header]);
+        let ok = g
+            .admit(
+                &head(&[("authorization", "Bearer s3cret-token")]),
+                PEER.parse().unwrap(),
+                None,
+                upgrade(),
+            )
+            .unwrap_or_else(|r| panic!("refused: {r:?}"));
+        let by = ok.by.expect("accepted by a token");
+        assert_eq!(by.source, TokenSource::Header);
+        assert!(!ok.in_band);
+        let wrong = head(&[("authorization", "Bearer nope")]);
+        let r = refusal(g.admit(&wrong, PEER.parse().unwrap(), None, upgrade()));
+        assert_eq!(r.reason, Reason::TokenMismatch);
+        assert_eq!(r.retry_after, None);
+        let r = refusal(g.admit(&head(&[]), PEER.parse().unwrap(), None, upgrade()));
+        assert_eq!(r.reason, Reason::TokenMissing);
+    }
+
+    #[test]
+    fn both_doors_count_failures_and_the_throttle_then_refuses_with_a_time_to_come_back() {
+        let mut config = Config::default();
+        config.auth.max_failures = 2;
+        config.auth.failure_window = Secs(Duration::from_secs(60));
+        let g = gate(config, &[TokenSource::Header]);
+        let wrong = head(&[("authorization", "Bearer nope")]);
+        let get = ::http::Method::GET;
+        let plain = Door::Plain { method: &get };
+        let peer = PEER.parse().unwrap();
+        assert_eq!(
+            refusal(g.admit(&wrong, peer, None, plain)).reason,
+            Reason::TokenMismatch
+        );
+        assert_eq!(
+            refusal(g.admit(&wrong, peer, None, upgrade())).reason,
+            Reason::TokenMismatch
+        );
+        // Blocked now, even with the right token, at either door.
+        let right = head(&[("authorization", "Bearer s3cret-token")]);
+        for door in [plain, upgrade()] {
+            let r = refusal(g.admit(&right, peer, None, door));
+            assert_eq!(r.reason, Reason::RateLimited);
+            assert!(r.retry_after.is_some_and(|d| d > Duration::ZERO));
+        }
+        // Another client is not affected.
+        assert!(g
+            .admit(&right, "198.51.100.8:1".parse().unwrap(), None, plain)
+            .is_ok());
+    }
+
+    #[test]
+    fn a_foreign_origin_is_refused_at_the_upgrade_door_only() {
+        let mut config = Config::default();
+        config.auth.allowed_origins = vec!["https://app.example.com".into()];
+        let g = gate(config, &[TokenSource::Header]);
+        let req = head(&[
+            ("authorization", "Bearer s3cret-token"),
+            ("origin", "https://evil.example.net"),
+        ]);
+        let peer = PEER.parse().unwrap();
+        let r = refusal(g.admit(&req, peer, None, upgrade()));
+        assert_eq!(r.reason, Reason::OriginNotAllowed);
+        let get = ::http::Method::GET;
+        assert!(g
+            .admit(&req, peer, None, Door::Plain { method: &get })
+            .is_ok());
+    }
+
+    #[test]
+    fn an_upgrade_without_a_token_waits_for_its_first_frame_when_that_is_a_source() {
+        let g = gate(
+            Config::default(),
+            &[TokenSource::Header, TokenSource::FirstMessage],
+        );
+        let peer = PEER.parse().unwrap();
+        let a = g
+            .admit(&head(&[]), peer, None, upgrade())
+            .unwrap_or_else(|r| panic!("refused: {r:?}"));
+        assert!(a.in_band && a.by.is_none());
+        // A plain request has no first frame: no token is no token.
+        let get = ::http::Method::GET;
+        let r = refusal(g.admit(&head(&[]), peer, None, Door::Plain { method: &get }));
+        assert_eq!(r.reason, Reason::TokenMissing);
+        // A wrong upgrade-time token is judged at once, not deferred.
+        let wrong = head(&[("authorization", "Bearer nope")]);
+        assert_eq!(
+            refusal(g.admit(&wrong, peer, None, upgrade())).reason,
+            Reason::TokenMismatch
+        );
+    }
+}

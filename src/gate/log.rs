@@ -50,32 +50,60 @@ pub(super) fn log_connected(
             "[ws] accepted stale token"
         );
     }
-    if !tracing::enabled!(tracing::Level::INFO) {
-        return;
+    Connected {
+        conn,
+        remote,
+        source,
+        credential,
     }
-    let direct = crate::logging::line(tracing::Level::INFO, "[ws] connected", |l| {
+    .log();
+}
+
+/// The `[ws] connected` line: every accepted handshake writes one.
+pub(super) struct Connected<'a> {
+    pub(super) conn: Uuid,
+    pub(super) remote: SocketAddr,
+    pub(super) source: TokenSource,
+    pub(super) credential: &'a Credential,
+}
+
+impl Connected<'_> {
+    pub(super) fn log(&self) {
+        if !tracing::enabled!(tracing::Level::INFO) {
+            return;
+        }
+        if !crate::logging::line(tracing::Level::INFO, "[ws] connected", |l| self.fields(l)) {
+            self.event();
+        }
+    }
+
+    fn fields(&self, l: &mut crate::logging::Line) {
         l.text(
             "conn",
-            conn.hyphenated().encode_lower(&mut Uuid::encode_buffer()),
+            self.conn
+                .hyphenated()
+                .encode_lower(&mut Uuid::encode_buffer()),
         );
-        l.peer("remote", remote);
-        l.text("source", source.as_str());
-        let fp = credential.fingerprint.tagged();
+        l.peer("remote", self.remote);
+        l.text("source", self.source.as_str());
+        let fp = self.credential.fingerprint.tagged();
         l.text("presented", std::str::from_utf8(&fp).unwrap_or("-"));
-        l.text("client", credential.who());
-        match credential.source.to_str() {
+        l.text("client", self.credential.who());
+        match self.credential.source.to_str() {
             Some(path) => l.text("credential", path),
-            None => l.display("credential", &credential.source.display()),
+            None => l.display("credential", &self.credential.source.display()),
         }
-    });
-    if !direct {
+    }
+
+    /// The same line through tracing (JSON logs, or no direct writer installed).
+    fn event(&self) {
         info!(
-            conn = %conn,
-            remote = %crate::logging::Peer(remote),
-            source = %source,
-            presented = %presented,
-            client = %credential.who(),
-            credential = %PathText(&credential.source),
+            conn = %self.conn,
+            remote = %crate::logging::Peer(self.remote),
+            source = %self.source,
+            presented = %Fp(Some(self.credential.fingerprint)),
+            client = %self.credential.who(),
+            credential = %PathText(&self.credential.source),
             "[ws] connected"
         );
     }
@@ -163,40 +191,71 @@ impl Refused<'_> {
 pub(super) struct SourceName(pub(super) Option<TokenSource>);
 
 pub(super) fn log_closed(conn: Uuid, remote: SocketAddr, started: Instant, o: &relay::Outcome) {
-    let (code, reason, by) = match &o.close {
-        Some((side, c)) => (c.code.unwrap_or(1005), c.reason.as_str(), side.as_str()),
-        // No close frame crossed: the client sees an abnormal closure.
-        None => (1006, "", "-"),
-    };
     if !tracing::enabled!(tracing::Level::INFO) {
         return;
     }
-    let duration_ms = started.elapsed().as_millis() as u64;
-    let direct = crate::logging::line(tracing::Level::INFO, "[ws] closed", |l| {
+    let closed = Closed {
+        conn,
+        remote,
+        duration_ms: started.elapsed().as_millis() as u64,
+        outcome: o,
+    };
+    if !crate::logging::line(tracing::Level::INFO, "[ws] closed", |l| closed.fields(l)) {
+        closed.event();
+    }
+}
+
+/// The `[ws] closed` line: every tunnel's last word, with who closed it and how.
+pub(super) struct Closed<'a> {
+    pub(super) conn: Uuid,
+    pub(super) remote: SocketAddr,
+    pub(super) duration_ms: u64,
+    pub(super) outcome: &'a relay::Outcome,
+}
+
+impl Closed<'_> {
+    /// Close code, reason and who sent the close first.
+    fn close(&self) -> (u16, &str, &'static str) {
+        match &self.outcome.close {
+            Some((side, c)) => (c.code.unwrap_or(1005), c.reason.as_str(), side.as_str()),
+            // No close frame crossed: the client sees an abnormal closure.
+            None => (1006, "", "-"),
+        }
+    }
+
+    fn fields(&self, l: &mut crate::logging::Line) {
+        let (code, reason, by) = self.close();
+        let o = self.outcome;
         l.text(
             "conn",
-            conn.hyphenated().encode_lower(&mut Uuid::encode_buffer()),
+            self.conn
+                .hyphenated()
+                .encode_lower(&mut Uuid::encode_buffer()),
         );
-        l.peer("remote", remote);
+        l.peer("remote", self.remote);
         l.u64("code", code.into());
         l.quoted("reason", reason);
         l.text("by", by);
-        l.u64("duration_ms", duration_ms);
+        l.u64("duration_ms", self.duration_ms);
         l.u64("bytes_in", o.bytes_in);
         l.u64("bytes_out", o.bytes_out);
         match &o.error {
             Some(e) => l.display("error", e),
             None => l.text("error", "-"),
         }
-    });
-    if !direct {
+    }
+
+    /// The same line through tracing (JSON logs, or no direct writer installed).
+    fn event(&self) {
+        let (code, reason, by) = self.close();
+        let o = self.outcome;
         info!(
-            conn = %conn,
-            remote = %crate::logging::Peer(remote),
+            conn = %self.conn,
+            remote = %crate::logging::Peer(self.remote),
             code = code,
             reason = ?reason,
             by = %by,
-            duration_ms,
+            duration_ms = self.duration_ms,
             bytes_in = o.bytes_in,
             bytes_out = o.bytes_out,
             error = %OrDash(o.error.as_ref()),
@@ -290,17 +349,119 @@ mod tests {
                 detail,
             };
             let path = line.path();
-            let theirs = crate::logging::tests::printed(|| line.event(&path));
-            let mut ours = String::new();
-            crate::logging::render_line(
+            let ours = same_both_ways(
                 tracing::Level::WARN,
                 "[ws] unauthorized",
                 |l| line.fields(l, &path),
-                |text| ours.push_str(std::str::from_utf8(text).unwrap()),
+                || line.event(&path),
             );
-            // Past the timestamp (27 bytes), which the two took at different moments.
-            assert_eq!(ours[27..], theirs[27..], "\nours:   {ours}theirs: {theirs}");
             assert!(ours.contains("reason=token_mismatch"), "{ours}");
+        }
+    }
+
+    /// Renders `line` both ways and compares them past the timestamp (27 bytes), which
+    /// the two took at different moments.
+    fn same_both_ways(
+        level: tracing::Level,
+        message: &str,
+        fields: impl FnOnce(&mut crate::logging::Line),
+        event: impl FnOnce(),
+    ) -> String {
+        let theirs = crate::logging::tests::printed(event);
+        let mut ours = String::new();
+        crate::logging::render_line(level, message, fields, |text| {
+            ours.push_str(std::str::from_utf8(text).unwrap())
+        });
+        assert_eq!(ours[27..], theirs[27..], "\nours:   {ours}theirs: {theirs}");
+        ours
+    }
+
+    /// Differential: the hand-built `[ws] connected` line is the line tracing prints.
+    #[test]
+    fn connected_line_matches_the_event() {
+        let plain = Credential::new(b"token-one", std::path::Path::new("/s/token").into());
+        let mut named = Credential::new(
+            b"token-two",
+            std::path::Path::new("/home/node/.openclaw/openclaw.json").into(),
+        );
+        named.client = Some("laptop".into());
+        for (remote, source, credential) in [
+            ("10.1.2.3:40000", TokenSource::Header, &plain),
+            ("[2001:db8::1]:443", TokenSource::FirstMessage, &named),
+        ] {
+            let line = Connected {
+                conn: Uuid::from_u128(0x5f0c1a2b_0000_4000_8000_00000000beef),
+                remote: remote.parse().unwrap(),
+                source,
+                credential,
+            };
+            let ours = same_both_ways(
+                tracing::Level::INFO,
+                "[ws] connected",
+                |l| line.fields(l),
+                || line.event(),
+            );
+            assert!(ours.contains(&format!("presented={}", Fp(Some(credential.fingerprint)))));
+        }
+    }
+
+    /// Differential: the hand-built `[ws] closed` line is the line tracing prints, for each
+    /// way a tunnel ends (a close from either side, gatewarden's own, none, an error).
+    #[test]
+    fn closed_line_matches_the_event() {
+        use crate::relay::{Outcome, Side};
+        use crate::ws::Close;
+        let close = |side, code, reason: &str| {
+            Some((
+                side,
+                Close {
+                    code,
+                    reason: reason.into(),
+                },
+            ))
+        };
+        let outcomes = [
+            Outcome {
+                bytes_in: 120,
+                bytes_out: 4096,
+                close: close(Side::Client, Some(1000), ""),
+                ..Outcome::default()
+            },
+            Outcome {
+                close: close(
+                    Side::Upstream,
+                    Some(1008),
+                    "unauthorized: gateway token mismatch",
+                ),
+                ..Outcome::default()
+            },
+            Outcome {
+                close: close(Side::Proxy, Some(1001), "token revoked \"quoted\""),
+                ..Outcome::default()
+            },
+            Outcome {
+                close: close(Side::Client, None, ""),
+                ..Outcome::default()
+            },
+            Outcome {
+                error: Some(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+                ..Outcome::default()
+            },
+        ];
+        for (i, outcome) in outcomes.iter().enumerate() {
+            let line = Closed {
+                conn: Uuid::from_u128(0x5f0c1a2b_0000_4000_8000_00000000beef),
+                remote: "127.0.0.1:9".parse().unwrap(),
+                duration_ms: 1234 * i as u64,
+                outcome,
+            };
+            let ours = same_both_ways(
+                tracing::Level::INFO,
+                "[ws] closed",
+                |l| line.fields(l),
+                || line.event(),
+            );
+            assert!(ours.contains("code="), "{ours}");
         }
     }
 }

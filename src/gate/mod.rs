@@ -101,6 +101,44 @@ fn head_size<B>(req: &Request<B>) -> usize {
 }
 
 impl Proxy {
+    /// The gate as `config` sets it up. `sources` are the token sources in effect (see
+    /// `AuthConfig::effective_sources`); `cut` is the shutdown phase that closes tunnels.
+    pub fn new(
+        config: &crate::config::Config,
+        sources: Vec<TokenSource>,
+        creds: Arc<CredentialStore>,
+        upstream: Arc<UpstreamClient>,
+        metrics: Arc<Metrics>,
+        tls: bool,
+        cut: CancellationToken,
+    ) -> Proxy {
+        Proxy {
+            sources,
+            throttle: Arc::new(Throttle::new(
+                config.auth.max_failures,
+                config.auth.failure_window.0,
+                config.auth.max_backoff.0,
+            )),
+            upstream_origin: config.upstream_origin,
+            splice: config.splice.clone(),
+            forwarded_headers: config.forwarded_headers,
+            max_header_bytes: config.limits.max_header_bytes,
+            max_request_line: config.limits.max_request_line,
+            upstream_response: config.timeouts.upstream_response.0,
+            metrics,
+            upstream,
+            auth: config.auth.clone(),
+            upstream_auth: config.upstream_auth.clone(),
+            inject_header: config.upstream_auth.header_name(),
+            trusted_proxies: config.trusted_proxies.clone(),
+            proxy_protocol: config.listen_proxy_protocol,
+            creds,
+            tls,
+            tasks: TaskTracker::new(),
+            cut,
+        }
+    }
+
     /// `cert` is the client's verified certificate when the connection is mTLS. What an
     /// answered upgrade still has to do is left in `handoff` for the connection's task.
     pub async fn handle(

@@ -15,7 +15,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::admin::Admin;
@@ -147,31 +146,15 @@ impl Server {
             "[auth] token sources"
         );
         let shutdown = Shutdown::default();
-        let proxy = Arc::new(Proxy {
-            sources: sources.list,
-            throttle: Arc::new(crate::throttle::Throttle::new(
-                config.auth.max_failures,
-                config.auth.failure_window.0,
-                config.auth.max_backoff.0,
-            )),
-            upstream_origin: config.upstream_origin,
-            splice: config.splice.clone(),
-            forwarded_headers: config.forwarded_headers,
-            max_header_bytes: config.limits.max_header_bytes,
-            max_request_line: config.limits.max_request_line,
-            upstream_response: config.timeouts.upstream_response.0,
-            metrics,
-            upstream,
-            auth: config.auth.clone(),
-            upstream_auth: config.upstream_auth.clone(),
-            inject_header: config.upstream_auth.header_name(),
-            trusted_proxies: config.trusted_proxies.clone(),
-            proxy_protocol: config.listen_proxy_protocol,
+        let proxy = Arc::new(Proxy::new(
+            &config,
+            sources.list,
             creds,
-            tls: server_tls.is_some(),
-            tasks: TaskTracker::new(),
-            cut: shutdown.cut.clone(),
-        });
+            upstream,
+            metrics,
+            server_tls.is_some(),
+            shutdown.cut.clone(),
+        ));
         tokio::spawn(crate::credentials::watcher::run(
             reloader.clone(),
             prepared,
