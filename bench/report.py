@@ -46,7 +46,9 @@ def paired_ci(g, n, reps=4000):
     ratio cancels this VM's minute-to-minute drift (±15 %), which the unpaired interval
     above counts as noise. `g` and `n` are runs (gatewarden's, the other side's)."""
     g, n = by_round(g), by_round(n)
-    ratios = [g[k][0] / statistics.median(n[k]) for k in sorted(g) if k in n]
+    # A round where the other side moved nothing (a broken mode) has no ratio.
+    ratios = [g[k][0] / statistics.median(n[k]) for k in sorted(g)
+              if k in n and statistics.median(n[k]) > 0]
     if len(ratios) < 3:
         return None
     rng = random.Random(1)

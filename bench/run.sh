@@ -124,6 +124,8 @@ workers = $workers
 listen = ""
 [auth]
 reject = "http"      # 401 like nginx
+# The token file is plain, so the first frame is not a source by default; first_message needs it.
+sources = ["header", "query", "cookie", "subprotocol", "first_message"]
 max_failures = 0     # the reject mode is one IP failing on purpose
 [limits]
 max_connections = 0         # nginx has no connection caps either; idle opens thousands

@@ -5,6 +5,7 @@ mod common;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use common::raw::raw_status;
 use common::*;
 use futures_util::SinkExt;
 use gatewarden::config::{Config, RejectMode, TokenSource, UpstreamOrigin};
@@ -404,20 +405,6 @@ async fn forwarded_headers_when_asked_for_and_never_spoofed() {
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen.headers["x-real-ip"], "127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
-}
-
-async fn raw_status(addr: SocketAddr, head: String) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    // The server may answer and close before reading everything we send.
-    let _ = s.write_all(head.as_bytes()).await;
-    let mut buf = vec![0u8; 256];
-    let n = timeout(s.read(&mut buf)).await.unwrap_or(0);
-    String::from_utf8_lossy(&buf[..n])
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string()
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::raw::response_head;
 use common::*;
 use gatewarden::config::Secs;
 use gatewarden::testing::ws::{self, FrameHeader};
@@ -381,7 +382,7 @@ async fn run(row: Row) {
     match row.expect {
         Expect::GoAway(code) => assert_eq!(read_goaway(&mut s).await, Some(code)),
         expect => {
-            let (status, mut rest) = read_head(&mut s).await;
+            let (status, mut rest) = response_head(&mut s).await;
             match expect {
                 Expect::Status(code) => assert_eq!(status, Some(code), "status"),
                 Expect::Close(code) => {
@@ -412,30 +413,6 @@ async fn run(row: Row) {
     if row.reason.is_some_and(|r| r.starts_with("token")) {
         assert!(!logs().contains(&h.token), "a token was logged");
     }
-}
-
-/// Reads a response head; returns its status and whatever followed it.
-async fn read_head(s: &mut TcpStream) -> (Option<u16>, Vec<u8>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let end = timeout(async {
-        loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                return Some(i + 4);
-            }
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    })
-    .await;
-    let Some(end) = end else {
-        return (None, buf);
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).to_string();
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok());
-    (status, buf[end..].to_vec())
 }
 
 /// Reads server frames (skipping data frames, such as the gateway-shaped error response)
@@ -584,7 +561,7 @@ async fn client_that_stops_reading_during_a_100mb_download() {
     s.write_all(&upgrade("/", &bearer(h.token.as_bytes())))
         .await
         .unwrap();
-    let (status, rest) = read_head(&mut s).await;
+    let (status, rest) = response_head(&mut s).await;
     assert_eq!(status, Some(101));
     // Read a little, then stop.
     let mut stream = rest;

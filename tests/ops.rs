@@ -8,7 +8,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn health_and_readiness() {
-    let (p, _up, _t, _d) = running(|_| {}).await;
+    let p = start_with(|_| {}).await;
     let admin = p.admin.expect("admin listener on");
     let (status, body) = admin_get(admin, "/healthz").await;
     assert_eq!(
@@ -28,7 +28,7 @@ async fn health_and_readiness() {
 #[tokio::test]
 async fn readiness_names_the_failing_check() {
     let dead = dead_addr().await;
-    let (p, _up, _t, _d) = running(|c| c.upstream = dead.to_string().parse().unwrap()).await;
+    let p = start_with(|c| c.upstream = dead.to_string().parse().unwrap()).await;
     let (status, body) = admin_get(p.admin.unwrap(), "/readyz").await;
     assert_eq!(status, 503, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -42,10 +42,10 @@ async fn readiness_names_the_failing_check() {
         "{body}"
     );
 
-    let (p, _up, _t, dir) = running(|_| {}).await;
-    let missing = dir.path().join("never");
+    let p = start_with(|_| {}).await;
+    let missing = p.dir.path().join("never");
     drop(p);
-    let (p, _up, _t, _d) = running(|c| {
+    let p = start_with(|c| {
         c.credentials.sources = vec![gatewarden::config::CredentialSource::plain(&missing)]
     })
     .await;
@@ -56,7 +56,8 @@ async fn readiness_names_the_failing_check() {
 
 #[tokio::test]
 async fn metrics_count_what_happened_with_bounded_labels() {
-    let (p, _up, token, _d) = running(|_| {}).await;
+    let p = start_with(|_| {}).await;
+    let token = p.token.clone();
     let admin = p.admin.unwrap();
     let wrong = random_token();
     let mut ws = ws_bearer(p.addr, &wrong).await;
@@ -133,7 +134,7 @@ async fn readiness_fails_while_draining() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_command_exit_codes() {
-    let (p, _up, _t, _d) = running(|_| {}).await;
+    let p = start_with(|_| {}).await;
     let url = format!("http://{}/healthz", p.admin.unwrap());
     let ok = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_gatewarden"))

@@ -172,8 +172,8 @@ async fn resets_on_either_side_are_noticed_and_leak_nothing() {
     let mut client_noticed = Vec::new();
     for batch in (0..CONNECTIONS).collect::<Vec<_>>().chunks(AT_ONCE) {
         let runs = batch.iter().map(|&i| {
-            let token = h.token.clone();
-            tokio::spawn(async move { one(h.addr, &token, i).await })
+            let (addr, token) = (h.addr, h.token.clone());
+            tokio::spawn(async move { one(addr, &token, i).await })
         });
         for r in futures_util::future::join_all(runs).await {
             client_noticed.extend(r.unwrap());

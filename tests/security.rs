@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use common::raw::{raw_http, response_head};
 use common::*;
 use gatewarden::config::{Config, CredentialFormat, CredentialSource};
 use gatewarden::testing::ws::{self, FrameHeader};
@@ -96,28 +97,12 @@ fn upgrade_request(addr: SocketAddr, extra: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Reads the response head; returns its status line's code and the bytes behind it.
+/// Reads the response head; returns its status code and the bytes behind it.
 async fn read_head(s: &mut TcpStream) -> (u16, Vec<u8>) {
-    let mut buf = Vec::new();
-    let mut b = [0u8; 4096];
-    let end = timeout(async {
-        loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                return i + 4;
-            }
-            let n = s.read(&mut b).await.unwrap();
-            assert!(n > 0, "closed before a response head");
-            buf.extend_from_slice(&b[..n]);
-        }
-    })
-    .await;
-    let status = String::from_utf8_lossy(&buf[..end])
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    (status, buf[end..].to_vec())
+    match response_head(s).await {
+        (Some(status), rest) => (status, rest),
+        (None, _) => panic!("closed before a response head"),
+    }
 }
 
 /// Server frames (unmasked) as (opcode, payload), read from `buf` and then the socket.
@@ -378,21 +363,6 @@ async fn a_client_closing_before_it_authenticates_gets_no_upstream_data() {
         "{:?}",
         String::from_utf8_lossy(&frames.all)
     );
-}
-
-/// One raw HTTP/1.1 exchange (the client closes after it): status and the whole response.
-async fn raw_http(addr: SocketAddr, head: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(head.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    timeout(s.read_to_end(&mut out)).await.unwrap();
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, text)
 }
 
 fn get_head(target: &str) -> String {
@@ -660,8 +630,10 @@ async fn status_with(addr: SocketAddr, token: &str) -> u16 {
 /// the last good token stays; a file over `credentials.max_file_bytes` is refused too.
 #[tokio::test]
 async fn plain_credential_files_are_checked_before_they_are_applied() {
-    let (gw, _up, first, dir) =
-        running(|c| c.auth.grace = gatewarden::config::Secs(std::time::Duration::ZERO)).await;
+    let gw =
+        start_with(|c| c.auth.grace = gatewarden::config::Secs(std::time::Duration::ZERO)).await;
+    let first = gw.token.clone();
+    let dir = &gw.dir;
     let tf = dir.path().join("token");
     let second = random_token();
     swap_in(&tf, |tmp| {

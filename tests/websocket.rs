@@ -715,15 +715,11 @@ fn listen_drops() -> u64 {
 }
 
 /// Reads an upstream request head (and whatever came with it).
-async fn read_head(up: &mut tokio::net::TcpStream) -> Vec<u8> {
-    use tokio::io::AsyncReadExt;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = timeout(up.read(&mut buf)).await.unwrap();
-        assert!(n > 0, "the upstream connection closed before a whole head");
-        head.extend_from_slice(&buf[..n]);
-    }
+async fn upstream_head(up: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let (mut head, rest) = common::raw::read_head(up)
+        .await
+        .expect("the upstream connection closed before a whole head");
+    head.extend_from_slice(&rest);
     head
 }
 
@@ -766,7 +762,7 @@ async fn an_upstream_that_accepts_late_still_gets_the_upgrade() {
     drop(timeout(listener.accept()).await.unwrap());
     drop(fillers);
     let (mut up, _) = timeout(listener.accept()).await.unwrap();
-    let head = read_head(&mut up).await;
+    let head = upstream_head(&mut up).await;
     assert!(head.starts_with(b"GET /ws HTTP/1.1\r\n"));
     switch_protocols(&mut up, &mut s).await;
 }
@@ -808,7 +804,7 @@ async fn the_upgrade_request_carries_the_handshake_ack() {
         let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
         s.write_all(&raw_upgrade(&h.token, 0)).await.unwrap();
         let (mut up, _) = timeout(listener.accept()).await.unwrap();
-        read_head(&mut up).await;
+        upstream_head(&mut up).await;
         assert_eq!(
             segments_in(&up),
             expected,

@@ -45,7 +45,8 @@ async fn counts_adding_up_to(admin: SocketAddr, workers: usize, total: u64) -> V
 /// must carry traffic like the others.
 #[tokio::test]
 async fn bursts_of_long_lived_connections_are_spread_evenly_over_workers() {
-    let (p, _up, token, _d) = running(|c| c.workers = 2).await;
+    let p = start_with(|c| c.workers = 2).await;
+    let token = p.token.clone();
     let admin = p.admin.expect("admin listener on");
     let auth = format!("Bearer {token}");
     let headers = [("authorization", auth.as_str())];
@@ -84,7 +85,7 @@ async fn bursts_of_long_lived_connections_are_spread_evenly_over_workers() {
 
 #[tokio::test]
 async fn one_worker_has_no_per_worker_counts() {
-    let (p, _up, _t, _d) = running(|c| c.workers = 1).await;
+    let p = start_with(|c| c.workers = 1).await;
     let (_, text) = admin_get(p.admin.unwrap(), "/metrics").await;
     assert!(!text.contains("gatewarden_worker_connections{"), "{text}");
     assert!(

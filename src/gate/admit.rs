@@ -59,6 +59,16 @@ pub(super) struct Accepted {
     pub credential: Credential,
 }
 
+/// What the decision said of a refused token, for the refusal's line.
+struct Denied<'a> {
+    reason: Reason,
+    source: Option<TokenSource>,
+    presented: Option<crate::credentials::Fingerprint>,
+    generation: Option<u64>,
+    /// Why no credential is loaded, when none is.
+    detail: Option<&'a str>,
+}
+
 /// A request turned away: why, and when a throttled client may come back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Refusal {
@@ -129,32 +139,14 @@ impl Proxy {
                 presented,
                 generation,
             } => {
-                let detail = admitted.creds.unloaded();
-                match door {
-                    Door::Upgrade { conn } => Refused {
-                        conn,
-                        remote,
-                        reason,
-                        presented,
-                        generation,
-                        source,
-                        uri: &parts.uri,
-                        query_param: &self.auth.query_param,
-                        detail,
-                    }
-                    .log(),
-                    Door::Plain { method } => warn!(
-                        remote = %remote,
-                        method = %method,
-                        path = %auth::redact_uri(&parts.uri, &self.auth.query_param),
-                        reason = %reason,
-                        presented = %Fp(presented),
-                        generation = %Gen(generation),
-                        source = %SourceName(source),
-                        detail = detail.map(tracing::field::display),
-                        "[http] unauthorized"
-                    ),
-                }
+                let denied = Denied {
+                    reason,
+                    source,
+                    presented,
+                    generation,
+                    detail: admitted.creds.unloaded(),
+                };
+                self.log_denied(door, parts, remote, &denied);
                 Err(self.refused(reason, source, ip, remote))
             }
             Decision::Allow {
@@ -163,25 +155,7 @@ impl Proxy {
                 grace,
                 presented,
             } => {
-                match door {
-                    Door::Upgrade { conn } => {
-                        log_connected(&self.metrics, conn, remote, source, &credential, grace)
-                    }
-                    Door::Plain { .. } => {
-                        self.metrics.auth_success(source.as_str(), credential.who());
-                        if let Some((generation, left)) = grace {
-                            self.metrics.stale_accepted.inc();
-                            warn!(
-                                remote = %remote,
-                                presented = %Fp(Some(credential.fingerprint)),
-                                generation,
-                                grace_left = %format!("{}s", left.as_secs()),
-                                client = %credential.who(),
-                                "[http] accepted stale token"
-                            );
-                        }
-                    }
-                }
+                self.log_accepted(door, remote, source, &credential, grace);
                 self.throttle.success(ip);
                 admitted.by = Some(Accepted {
                     source,
@@ -189,6 +163,66 @@ impl Proxy {
                     credential,
                 });
                 Ok(admitted)
+            }
+        }
+    }
+
+    /// The refusal's line, in its door's shape.
+    fn log_denied(&self, door: Door<'_>, parts: &Parts, remote: SocketAddr, d: &Denied<'_>) {
+        match door {
+            Door::Upgrade { conn } => Refused {
+                conn,
+                remote,
+                reason: d.reason,
+                presented: d.presented,
+                generation: d.generation,
+                source: d.source,
+                uri: &parts.uri,
+                query_param: &self.auth.query_param,
+                detail: d.detail,
+            }
+            .log(),
+            Door::Plain { method } => warn!(
+                remote = %remote,
+                method = %method,
+                path = %auth::redact_uri(&parts.uri, &self.auth.query_param),
+                reason = %d.reason,
+                presented = %Fp(d.presented),
+                generation = %Gen(d.generation),
+                source = %SourceName(d.source),
+                detail = d.detail.map(tracing::field::display),
+                "[http] unauthorized"
+            ),
+        }
+    }
+
+    /// The acceptance's line and count; a token accepted only within the grace period is a
+    /// warning, so the operator sees which clients still hold old tokens.
+    fn log_accepted(
+        &self,
+        door: Door<'_>,
+        remote: SocketAddr,
+        source: TokenSource,
+        credential: &Credential,
+        grace: Option<(u64, Duration)>,
+    ) {
+        match door {
+            Door::Upgrade { conn } => {
+                log_connected(&self.metrics, conn, remote, source, credential, grace)
+            }
+            Door::Plain { .. } => {
+                self.metrics.auth_success(source.as_str(), credential.who());
+                if let Some((generation, left)) = grace {
+                    self.metrics.stale_accepted.inc();
+                    warn!(
+                        remote = %remote,
+                        presented = %Fp(Some(credential.fingerprint)),
+                        generation,
+                        grace_left = %format!("{}s", left.as_secs()),
+                        client = %credential.who(),
+                        "[http] accepted stale token"
+                    );
+                }
             }
         }
     }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::auth::{self, Reason};
 use crate::config::{OnRevoke, TokenSource};
-use crate::credentials::{self, Credential, Secret};
+use crate::credentials::{self, Credential, Presented, Secret};
 use crate::first_message;
 use crate::net::Stream;
 use crate::relay::{self, EndedBy};
@@ -172,29 +172,8 @@ impl Proxy {
         else {
             return;
         };
-        let revocation = match (&authenticated, self.auth.on_revoke) {
-            (Some((presented, _)), OnRevoke::Close) => {
-                let store = self.creds.clone();
-                let presented = presented.clone();
-                Some(relay::Revocation {
-                    changed: store.subscribe(),
-                    still_valid: Box::new(move || auth::still_valid(&presented, &store.load())),
-                })
-            }
-            _ => None,
-        };
         self.metrics.connections_active.inc();
-        let controls = relay::Controls {
-            zero_copy: self.splice.zero_copy,
-            worker_loop: self
-                .splice
-                .worker_loop
-                .then_some(self.splice.worker_loop_after),
-            revocation,
-            shutdown: Some(self.cut.clone()),
-            idle_timeout: self.splice.idle_timeout(),
-            max_lifetime: self.splice.max_lifetime(),
-        };
+        let controls = self.controls(authenticated.as_ref());
         let mut outcome = relay::relay(
             client,
             upstream,
@@ -205,11 +184,52 @@ impl Proxy {
         )
         .await;
         outcome.bytes_out += prior_out;
+        self.metrics.connections_active.dec();
+        // Released before the log line, so "[ws] closed" means the slot is free again.
+        drop(slot);
+        self.relay_ended(&outcome, conn, t.remote, authenticated.as_ref());
+        log_closed(conn, t.remote, started, &outcome);
+    }
+
+    /// What, besides the two peers, may end this tunnel's relay.
+    fn controls(&self, authenticated: Option<&(Presented, Credential)>) -> relay::Controls {
+        let revocation = match (authenticated, self.auth.on_revoke) {
+            (Some((presented, _)), OnRevoke::Close) => {
+                let store = self.creds.clone();
+                let presented = presented.clone();
+                Some(relay::Revocation {
+                    changed: store.subscribe(),
+                    still_valid: Box::new(move || auth::still_valid(&presented, &store.load())),
+                })
+            }
+            _ => None,
+        };
+        relay::Controls {
+            zero_copy: self.splice.zero_copy,
+            worker_loop: self
+                .splice
+                .worker_loop
+                .then_some(self.splice.worker_loop_after),
+            revocation,
+            shutdown: Some(self.cut.clone()),
+            idle_timeout: self.splice.idle_timeout(),
+            max_lifetime: self.splice.max_lifetime(),
+        }
+    }
+
+    /// The relay's end, counted; gatewarden's own reasons for ending it are logged.
+    fn relay_ended(
+        &self,
+        outcome: &relay::Outcome,
+        conn: Uuid,
+        remote: SocketAddr,
+        authenticated: Option<&(Presented, Credential)>,
+    ) {
         if let Some(why @ (EndedBy::IdleTimeout | EndedBy::MaxLifetime)) = outcome.ended_by {
-            info!(conn = %conn, remote = %t.remote, reason = %why, "[ws] closing");
+            info!(conn = %conn, remote = %remote, reason = %why, "[ws] closing");
         }
         if outcome.ended_by == Some(EndedBy::TokenRevoked) {
-            let (presented, credential) = authenticated.as_ref().expect("revocation needs a token");
+            let (presented, credential) = authenticated.expect("revocation needs a token");
             warn!(
                 conn = %conn,
                 reason = %Reason::TokenRevoked,
@@ -218,9 +238,6 @@ impl Proxy {
                 "[ws] revoked"
             );
         }
-        self.metrics.connections_active.dec();
-        // Released before the log line, so "[ws] closed" means the slot is free again.
-        drop(slot);
         self.metrics.spliced(outcome.bytes_in, outcome.bytes_out);
         if outcome.in_loop {
             self.metrics.worker_loop_tunnels.inc();
@@ -233,7 +250,6 @@ impl Proxy {
                 (None, Some(_)) => "normal",
                 (None, None) => "abnormal",
             });
-        log_closed(conn, t.remote, started, &outcome);
     }
 
     /// The in-band part of a tunnel's start: the client's first frame is read (the gateway's
@@ -297,19 +313,7 @@ impl Proxy {
                 })
             }
             first_message::Outcome::Reject(r) => {
-                warn!(
-                    conn = %conn,
-                    remote = %t.remote,
-                    reason = %r.reason,
-                    presented = %Fp(r.presented),
-                    generation = %Gen(r.generation),
-                    source = %TokenSource::FirstMessage,
-                    detail = %match (r.reason, creds.unloaded()) {
-                        (Reason::TokenMismatch, Some(why)) => why,
-                        _ => r.detail,
-                    },
-                    "[ws] unauthorized"
-                );
+                log_in_band_refusal(conn, t.remote, &r, creds.unloaded());
                 self.refused(r.reason, Some(TokenSource::FirstMessage), t.ip, t.remote);
                 first_message::reject(client, upstream, &r).await;
                 None
@@ -341,4 +345,27 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The `[ws] unauthorized` line of a first frame that did not authenticate its client. While
+/// no credential is loaded, a mismatch says why instead: it is not the client's fault.
+fn log_in_band_refusal(
+    conn: Uuid,
+    remote: SocketAddr,
+    r: &first_message::Rejection,
+    unloaded: Option<&str>,
+) {
+    warn!(
+        conn = %conn,
+        remote = %remote,
+        reason = %r.reason,
+        presented = %Fp(r.presented),
+        generation = %Gen(r.generation),
+        source = %TokenSource::FirstMessage,
+        detail = %match (r.reason, unloaded) {
+            (Reason::TokenMismatch, Some(why)) => why,
+            _ => r.detail,
+        },
+        "[ws] unauthorized"
+    );
 }

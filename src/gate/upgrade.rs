@@ -23,6 +23,7 @@ use super::headers::strip_hop_by_hop;
 use super::headers::Forward;
 use super::session::{Handoff, Pending, Then, Tunnel};
 use super::Proxy;
+use crate::upstream::Answer;
 
 impl Proxy {
     /// `on_client` is hyper's side of the client connection (`None`: the listener's).
@@ -81,47 +82,10 @@ impl Proxy {
             inject_header,
         )
         .upgrade_head(&parts.uri);
-        let dialed = Instant::now();
-        let answer = match self.upstream.upgrade(&upstream_head).await {
-            Ok(r) => {
-                self.metrics
-                    .upstream_connect_seconds
-                    .observe(dialed.elapsed().as_secs_f64());
-                r
-            }
-            Err(e) => {
-                self.metrics.upstream_connect_errors.inc();
-                warn!(conn = %conn, remote = %remote, reason = %e.reason(), cause = %e, "[ws] upstream unavailable");
-                return text(
-                    StatusCode::BAD_GATEWAY,
-                    "bad gateway: upstream unavailable\n",
-                );
-            }
+        let answer = match self.dial(&upstream_head, conn, remote).await {
+            Ok(answer) => answer,
+            Err(resp) => return resp,
         };
-        if answer.status != StatusCode::SWITCHING_PROTOCOLS {
-            info!(
-                conn = %conn,
-                remote = %remote,
-                status = answer.status.as_u16(),
-                "[ws] upstream refused upgrade"
-            );
-            let mut resp = Response::new(
-                Full::new(answer.body)
-                    .map_err(|never| match never {})
-                    .boxed(),
-            );
-            *resp.status_mut() = answer.status;
-            *resp.headers_mut() = answer.headers;
-            strip_hop_by_hop(resp.headers_mut());
-            return resp;
-        }
-        if !ws::header_has_token(&answer.headers, UPGRADE, "websocket") {
-            warn!(conn = %conn, remote = %remote, "[ws] upstream answered 101 without Upgrade: websocket");
-            return text(
-                StatusCode::BAD_GATEWAY,
-                "bad gateway: upstream switched to another protocol\n",
-            );
-        }
         let deflate = ws::Deflate::negotiated(&answer.headers);
         let mut client_resp = Response::new(empty());
         *client_resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -150,5 +114,57 @@ impl Proxy {
             },
         });
         client_resp
+    }
+
+    /// The upgrade toward the gateway: its 101, or what the client is answered instead
+    /// (502 when it cannot be reached, its own answer when it refuses).
+    async fn dial(
+        &self,
+        head: &[u8],
+        conn: Uuid,
+        remote: SocketAddr,
+    ) -> Result<Answer, Response<Body>> {
+        let dialed = Instant::now();
+        let answer = match self.upstream.upgrade(head).await {
+            Ok(r) => {
+                self.metrics
+                    .upstream_connect_seconds
+                    .observe(dialed.elapsed().as_secs_f64());
+                r
+            }
+            Err(e) => {
+                self.metrics.upstream_connect_errors.inc();
+                warn!(conn = %conn, remote = %remote, reason = %e.reason(), cause = %e, "[ws] upstream unavailable");
+                return Err(text(
+                    StatusCode::BAD_GATEWAY,
+                    "bad gateway: upstream unavailable\n",
+                ));
+            }
+        };
+        if answer.status != StatusCode::SWITCHING_PROTOCOLS {
+            info!(
+                conn = %conn,
+                remote = %remote,
+                status = answer.status.as_u16(),
+                "[ws] upstream refused upgrade"
+            );
+            let mut resp = Response::new(
+                Full::new(answer.body)
+                    .map_err(|never| match never {})
+                    .boxed(),
+            );
+            *resp.status_mut() = answer.status;
+            *resp.headers_mut() = answer.headers;
+            strip_hop_by_hop(resp.headers_mut());
+            return Err(resp);
+        }
+        if !ws::header_has_token(&answer.headers, UPGRADE, "websocket") {
+            warn!(conn = %conn, remote = %remote, "[ws] upstream answered 101 without Upgrade: websocket");
+            return Err(text(
+                StatusCode::BAD_GATEWAY,
+                "bad gateway: upstream switched to another protocol\n",
+            ));
+        }
+        Ok(answer)
     }
 }

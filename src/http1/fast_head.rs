@@ -9,6 +9,15 @@
 //! Anything unusual falls through to hyper with the bytes already read in front of the
 //! socket ([`Prefixed`]), so hyper's answers to bad input (400, 408, 431, HTTP/2 preface)
 //! stay exactly what they were.
+//!
+//! Invariants: the fast path answers only what hyper would answer the same way (a complete
+//! bodyless `GET` upgrade within `limits.max_headers`); its answer goes through the same
+//! gate (`Proxy::handle_upgrade` and `Proxy::handle` share the checks, the admission and the
+//! refusal renderer); `respond::write_response` writes what hyper's encoder would (status
+//! line, headers in order, `content-length`, `date`). The differential tests send each
+//! upgrade twice, once padded past the first read so that hyper takes it (tests/websocket.rs,
+//! tests/security.rs), and expect the same answer; the `request_head` fuzz target runs this
+//! parser.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -154,6 +154,15 @@ impl Prefixed {
     pub fn new(io: Stream, pre: Bytes) -> Prefixed {
         Prefixed { pre, io }
     }
+
+    /// The socket's descriptor when the connection is plain TCP (not TLS): bytes written
+    /// to it by hand reach the peer as they are.
+    pub fn plain_fd(&self) -> Option<std::os::fd::RawFd> {
+        match &self.io {
+            Stream::Tcp(t) => Some(std::os::fd::AsRawFd::as_raw_fd(t)),
+            _ => None,
+        }
+    }
 }
 
 impl AsyncRead for Prefixed {

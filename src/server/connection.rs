@@ -12,15 +12,15 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
-use crate::gate::Handoff;
+use crate::gate::{Handoff, Pending};
 use crate::http1::fast_head::{self, First};
 use crate::limits::ConnSlot;
 use crate::net::Prefixed;
 use crate::net::Stream;
+use crate::tls::ClientCert;
 
-use super::accept::{Acceptor, ConnSettings};
+use super::accept::Acceptor;
 use super::first_bytes::{accept_tls, refuse_http2};
-use super::shutdown::Shutdown;
 
 /// Ends a helper task with the function that started it.
 pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
@@ -46,129 +46,169 @@ pub(super) struct Counted(Arc<Acceptor>);
 
 /// What an upgrade left to run. A plain fn, so the connection's future does not keep the
 /// `Pending` beside the tunnel it became.
-pub(super) fn upgraded(
-    next: Option<(crate::gate::Pending, (Stream, bytes::Bytes))>,
-) -> impl Future<Output = ()> {
+pub(super) fn upgraded(next: Upgraded) -> impl Future<Output = ()> {
     match next {
         Some((pending, client)) => tokio_util::either::Either::Left(pending.run(client)),
         None => tokio_util::either::Either::Right(std::future::ready(())),
     }
 }
 
+/// What an upgrade left to run, with the client socket and the bytes behind its head.
+type Upgraded = Option<(Pending, (Stream, bytes::Bytes))>;
+
 /// The connection until an upgrade: the fast path for a first request that is a WebSocket
 /// upgrade, hyper for everything else. Returns what an upgrade left to run, with the client
 /// socket and the bytes read behind the request head.
 pub(super) async fn serve_requests(
-    stream: TcpStream,
+    mut stream: TcpStream,
     remote: SocketAddr,
     slot: Arc<ConnSlot>,
     conn: Arc<Acceptor>,
-) -> Option<(crate::gate::Pending, (Stream, bytes::Bytes))> {
+) -> Upgraded {
     if !conn.nodelay_inherited {
         let _ = stream.set_nodelay(true);
     }
-    let mut stream = stream;
-    // A trusted load balancer names the real client first: from here on it is `remote`
-    // (logs, throttling, X-Forwarded-For). Bounded by the header-read deadline.
-    let remote = if conn.proxy.expects_proxy_header(remote.ip()) {
-        let read = crate::proxy_protocol::read_header(&mut stream);
-        match tokio::time::timeout(conn.settings.header_read_timeout, read).await {
-            Ok(Ok(Some(client))) => client,
-            Ok(Ok(None)) => remote,
-            Ok(Err(e)) => {
-                info!(remote = %remote, reason = %"bad_proxy_header", cause = %e, "[listen] connection refused");
-                return None;
-            }
-            Err(_) => {
-                info!(remote = %remote, reason = %"bad_proxy_header", cause = %"no PROXY protocol header in time", "[listen] connection refused");
-                return None;
-            }
-        }
-    } else {
-        remote
-    };
+    let remote = client_behind_balancer(&mut stream, remote, &conn).await?;
     let (stream, cert) = match &conn.tls {
         None => (Stream::Tcp(stream), None),
         Some(tls) => accept_tls(stream, remote, tls).await?,
     };
-    let Acceptor {
-        proxy,
-        settings:
-            ConnSettings {
-                header_read_timeout,
-                max_headers,
-                max_header_bytes,
-            },
-        shutdown: Shutdown {
-            draining: graceful, ..
-        },
-        ..
-    } = &*conn;
-    let (header_read_timeout, max_headers, max_header_bytes) =
-        (*header_read_timeout, *max_headers, *max_header_bytes);
-    // For answering HTTP/2 prior knowledge after hyper has taken the stream (no peek per
-    // connection: that would cost every client a syscall for a rare mistake).
-    let raw_fd = match &stream {
-        Stream::Tcp(t) => Some(std::os::fd::AsRawFd::as_raw_fd(t)),
-        _ => None,
-    };
     let handoff = Arc::new(Handoff::default());
-    let mut stream = stream;
-    let (io, spent) = loop {
-        match fast_head::read_first(stream, remote, header_read_timeout, max_headers, graceful)
-            .await
-        {
-            First::Done => return None,
-            First::Hyper { io, spent } => break (io, spent),
+    let peer = Peer {
+        remote,
+        slot,
+        cert,
+        handoff,
+    };
+    match fast_path(stream, &peer, &conn).await {
+        FastPath::Done(upgraded) => upgraded,
+        FastPath::Hyper(io, spent) => with_hyper(io, spent, peer, &conn).await,
+    }
+}
+
+/// What every request of a connection is served with.
+struct Peer {
+    remote: SocketAddr,
+    /// The connection-limit slot; it travels with each request so an upgraded tunnel keeps
+    /// holding it after the connection's HTTP part is over.
+    slot: Arc<ConnSlot>,
+    cert: Option<Arc<ClientCert>>,
+    handoff: Arc<Handoff>,
+}
+
+/// A trusted load balancer names the real client first: from here on it is `remote` (logs,
+/// throttling, X-Forwarded-For). Bounded by the header-read deadline; `None` closes.
+async fn client_behind_balancer(
+    stream: &mut TcpStream,
+    remote: SocketAddr,
+    conn: &Acceptor,
+) -> Option<SocketAddr> {
+    if !conn.proxy.expects_proxy_header(remote.ip()) {
+        return Some(remote);
+    }
+    let read = crate::proxy_protocol::read_header(stream);
+    match tokio::time::timeout(conn.settings.header_read_timeout, read).await {
+        Ok(Ok(Some(client))) => Some(client),
+        Ok(Ok(None)) => Some(remote),
+        Ok(Err(e)) => {
+            info!(remote = %remote, reason = %"bad_proxy_header", cause = %e, "[listen] connection refused");
+            None
+        }
+        Err(_) => {
+            info!(remote = %remote, reason = %"bad_proxy_header", cause = %"no PROXY protocol header in time", "[listen] connection refused");
+            None
+        }
+    }
+}
+
+/// Where the fast path leaves a connection.
+#[allow(clippy::large_enum_variant)] // returned once per connection and taken apart at once: no box
+enum FastPath {
+    /// Over: closed, or upgraded (what the upgrade left to run).
+    Done(Upgraded),
+    /// For hyper: the socket with what was read put back in front, and the time the header
+    /// deadline has already spent.
+    Hyper(Prefixed, Duration),
+}
+
+/// Reads first requests that are complete WebSocket upgrades and answers them without
+/// hyper (see `http1::fast_head`), as long as the client sends such requests.
+async fn fast_path(mut stream: Stream, peer: &Peer, conn: &Acceptor) -> FastPath {
+    let settings = conn.settings;
+    let draining = &conn.shutdown.draining;
+    loop {
+        let first = fast_head::read_first(
+            stream,
+            peer.remote,
+            settings.header_read_timeout,
+            settings.max_headers,
+            draining,
+        )
+        .await;
+        let (mut req, mut s, rest, close) = match first {
+            First::Done => return FastPath::Done(None),
+            First::Hyper { io, spent } => return FastPath::Hyper(io, spent),
             First::Upgrade {
-                mut req,
-                stream: mut s,
+                req,
+                stream,
                 rest,
                 close,
-            } => {
-                req.extensions_mut().insert(slot.clone());
-                let resp = proxy
-                    .clone()
-                    .handle_upgrade(req, remote, cert.as_deref(), &handoff)
-                    .await;
-                let switched = resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
-                // An answer that says `Connection: close` ends the connection.
-                let close = close
-                    || resp
-                        .headers()
-                        .get(hyper::header::CONNECTION)
-                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-                let written = crate::http1::respond::write_response(&mut s, resp).await;
-                let pending = handoff.take();
-                if let Err(e) = written {
-                    debug!(remote = %remote, cause = %e, "[http] connection ended with an error");
-                    return None;
-                }
-                if switched {
-                    return pending.map(|p| (p, (s, rest)));
-                }
-                if close {
-                    use tokio::io::AsyncWriteExt;
-                    let _ = s.shutdown().await;
-                    return None;
-                }
-                // Refused without closing. A client that retries on the same connection is
-                // read the same way; one that leaves (what a refused WebSocket client does)
-                // costs a read that finds the end, not a hyper connection set up to see it
-                // (a sixth of a refusal's user-space instructions, callgrind). Bytes already
-                // behind the head (a pipelined request) go to hyper with them.
-                if !rest.is_empty() {
-                    break (Prefixed::new(s, rest), Duration::ZERO);
-                }
-                stream = s;
-            }
+            } => (req, stream, rest, close),
+        };
+        req.extensions_mut().insert(peer.slot.clone());
+        let resp = conn
+            .proxy
+            .clone()
+            .handle_upgrade(req, peer.remote, peer.cert.as_deref(), &peer.handoff)
+            .await;
+        let switched = resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
+        // An answer that says `Connection: close` ends the connection.
+        let close = close
+            || resp
+                .headers()
+                .get(hyper::header::CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let written = crate::http1::respond::write_response(&mut s, resp).await;
+        let pending = peer.handoff.take();
+        if let Err(e) = written {
+            debug!(remote = %peer.remote, cause = %e, "[http] connection ended with an error");
+            return FastPath::Done(None);
         }
-    };
-    // The slot travels with each request so an upgraded tunnel keeps holding it after hyper
-    // has let go of the connection.
+        if switched {
+            return FastPath::Done(pending.map(|p| (p, (s, rest))));
+        }
+        if close {
+            use tokio::io::AsyncWriteExt;
+            let _ = s.shutdown().await;
+            return FastPath::Done(None);
+        }
+        // Refused without closing. A client that retries on the same connection is read the
+        // same way; one that leaves (what a refused WebSocket client does) costs a read that
+        // finds the end, not a hyper connection set up to see it (a sixth of a refusal's
+        // user-space instructions, callgrind). Bytes already behind the head (a pipelined
+        // request) go to hyper with them.
+        if !rest.is_empty() {
+            return FastPath::Hyper(Prefixed::new(s, rest), Duration::ZERO);
+        }
+        stream = s;
+    }
+}
+
+/// hyper's HTTP/1.1 server for the rest of the connection, until it closes or upgrades.
+async fn with_hyper(io: Prefixed, spent: Duration, peer: Peer, conn: &Acceptor) -> Upgraded {
+    let settings = conn.settings;
+    // For answering HTTP/2 prior knowledge after hyper has taken the stream (no peek per
+    // connection: that would cost every client a syscall for a rare mistake).
+    let raw_fd = io.plain_fd();
+    let Peer {
+        remote,
+        slot,
+        cert,
+        handoff,
+    } = peer;
     let svc = {
         let handoff = handoff.clone();
-        let proxy = proxy.clone();
+        let proxy = conn.proxy.clone();
         service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(slot.clone());
             proxy
@@ -182,32 +222,33 @@ pub(super) async fn serve_requests(
         // What the listener's first read left of the header timeout (hyper wants more than
         // nothing).
         .header_read_timeout(
-            header_read_timeout
+            settings
+                .header_read_timeout
                 .saturating_sub(spent)
                 .max(Duration::from_millis(1)),
         )
-        .max_buf_size(max_header_bytes);
+        .max_buf_size(settings.max_header_bytes);
     // hyper keeps up to 100 headers on the stack; a different limit costs a heap allocation
     // per request, so it is only set when configured.
-    if max_headers != 100 {
-        builder.max_headers(max_headers);
+    if settings.max_headers != 100 {
+        builder.max_headers(settings.max_headers);
     }
     // In a block: hyper's connection state is gone before a tunnel starts.
     let result = {
-        let conn = builder
+        let served = builder
             .serve_connection(TokioIo::new(io), svc)
             .with_upgrades();
-        tokio::pin!(conn);
+        tokio::pin!(served);
         let result = tokio::select! {
-            r = conn.as_mut() => r,
-            _ = graceful.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
+            r = served.as_mut() => r,
+            _ = conn.shutdown.draining.cancelled() => {
+                served.as_mut().graceful_shutdown();
+                served.await
             }
         };
         if let (Err(e), Some(fd)) = (&result, raw_fd) {
             if e.is_parse_version_h2() {
-                // SAFETY: `conn` owns the socket and is still alive here (it is dropped at
+                // SAFETY: `served` owns the socket and is still alive here (it is dropped at
                 // the end of this block), so the descriptor is open and still ours.
                 refuse_http2(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
             }
@@ -224,28 +265,34 @@ pub(super) async fn serve_requests(
         return Some((pending, client));
     }
     if let Err(e) = result {
-        if e.is_parse_version_h2() {
-            info!(remote = %remote, reason = %"http2_not_supported", "[http] request refused");
-            return None;
-        }
-        // hyper has already answered 431 / 400 / 414 where an answer is possible.
-        let reason = if e.is_parse_too_large() {
-            Some("header_too_large")
-        } else if e.is_parse() {
-            Some("bad_request")
-        } else if e.is_timeout() {
-            Some("header_timeout")
-        } else {
-            None
-        };
-        match reason {
-            Some(reason) => {
-                info!(remote = %remote, reason = %reason, cause = %e, "[http] request refused")
-            }
-            None => debug!(remote = %remote, cause = %e, "[http] connection ended with an error"),
-        }
+        log_hyper_end(remote, &e);
     }
     None
+}
+
+/// Why hyper ended a connection, when it was the client's doing (hyper has already answered
+/// 431 / 400 / 414 where an answer is possible).
+fn log_hyper_end(remote: SocketAddr, e: &hyper::Error) {
+    let reason = if e.is_parse_version_h2() {
+        Some("http2_not_supported")
+    } else if e.is_parse_too_large() {
+        Some("header_too_large")
+    } else if e.is_parse() {
+        Some("bad_request")
+    } else if e.is_timeout() {
+        Some("header_timeout")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason @ "http2_not_supported") => {
+            info!(remote = %remote, reason = %reason, "[http] request refused")
+        }
+        Some(reason) => {
+            info!(remote = %remote, reason = %reason, cause = %e, "[http] request refused")
+        }
+        None => debug!(remote = %remote, cause = %e, "[http] connection ended with an error"),
+    }
 }
 
 impl Drop for AbortOnDrop {

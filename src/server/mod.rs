@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::admin::Admin;
 use crate::config::Config;
+use crate::credentials::watcher;
 use crate::credentials::{CredentialError, CredentialStore, Reloader};
 use crate::gate::Proxy;
 use crate::metrics::Metrics;
@@ -77,6 +78,19 @@ pub struct Server {
     addr: SocketAddr,
 }
 
+/// The admin listener (`/healthz`, `/readyz`, `/metrics`), bound before anything is served
+/// so a port in use is a start-up error that names `admin.listen`.
+async fn bind_admin(
+    addr: SocketAddr,
+    admin: Admin,
+) -> Result<(TcpListener, Arc<Admin>), StartError> {
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::AdminBind { addr, source })?;
+    info!(addr = %l.local_addr().expect("bound"), "[admin] listening (/healthz, /readyz, /metrics)");
+    Ok((l, Arc::new(admin)))
+}
+
 /// `workers = 0`: one per CPU.
 fn resolve_workers(workers: usize) -> usize {
     match workers {
@@ -120,23 +134,23 @@ impl Server {
             upstream_tls,
             config.tcp.delayed_ack,
         )?);
+        let workers = balance
+            .as_ref()
+            .map(|(b, _)| b.clone() as Arc<dyn crate::admin::WorkerLoad>);
         let admin = match config.admin.addr() {
-            Some(addr) => {
-                let l = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartError::AdminBind { addr, source })?;
-                let admin = Arc::new(Admin::new(
-                    metrics.clone(),
-                    reloader.clone(),
-                    upstream.clone(),
-                    server_tls.clone(),
-                    balance
-                        .as_ref()
-                        .map(|(b, _)| b.clone() as Arc<dyn crate::admin::WorkerLoad>),
-                ));
-                info!(addr = %l.local_addr().expect("bound"), "[admin] listening (/healthz, /readyz, /metrics)");
-                Some((l, admin))
-            }
+            Some(addr) => Some(
+                bind_admin(
+                    addr,
+                    Admin::new(
+                        metrics.clone(),
+                        reloader.clone(),
+                        upstream.clone(),
+                        server_tls.clone(),
+                        workers,
+                    ),
+                )
+                .await?,
+            ),
             None => None,
         };
         let sources = config.auth.effective_sources(reloader.sources());
@@ -155,17 +169,18 @@ impl Server {
             server_tls.is_some(),
             shutdown.cut.clone(),
         ));
-        tokio::spawn(crate::credentials::watcher::run(
+        let poll = config.credentials.poll_interval.0;
+        tokio::spawn(watcher::run(
             reloader.clone(),
             prepared,
-            config.credentials.poll_interval.0,
+            poll,
             shutdown.draining.clone(),
         ));
         if let (Some(tls), Some(prepared)) = (&server_tls, tls_prepared) {
-            tokio::spawn(crate::credentials::watcher::run(
+            tokio::spawn(watcher::run(
                 tls.clone(),
                 prepared,
-                config.credentials.poll_interval.0,
+                poll,
                 shutdown.draining.clone(),
             ));
         }

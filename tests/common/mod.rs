@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod openclaw;
+pub mod raw;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -297,34 +298,26 @@ where
 
 // ---------------------------------------------------------------- gatewarden
 
+/// A test's gatewarden with what it stands in front of: a test upstream and a fresh token
+/// file. Reads as the server it holds (`h.addr`, `h.admin`, `h.shutdown()`, …).
 pub struct Harness {
-    pub addr: SocketAddr,
+    pub server: Running,
     pub upstream: TestUpstream,
     pub token: String,
     pub token_file: PathBuf,
     pub dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    pub done: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Harness {
-    pub fn url(&self, path: &str) -> String {
-        format!("ws://{}{}", self.addr, path)
+impl std::ops::Deref for Harness {
+    type Target = Running;
+    fn deref(&self) -> &Running {
+        &self.server
     }
+}
 
-    /// Starts the drain; `finished` resolves when `run` returns.
-    pub fn shutdown(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
-
-    pub async fn finished(&mut self) {
-        let done = self.done.take().expect("not awaited twice");
-        tokio::time::timeout(WAIT, done)
-            .await
-            .expect("server stopped in time")
-            .unwrap();
+impl std::ops::DerefMut for Harness {
+    fn deref_mut(&mut self) -> &mut Running {
+        &mut self.server
     }
 }
 
@@ -356,40 +349,52 @@ pub fn config_for(upstream: SocketAddr, token_file: &Path) -> Config {
     c
 }
 
+/// gatewarden (`config_for`, then `tweak`) in front of a test upstream, with a fresh token
+/// file.
 pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
-    capture_logs();
     let upstream = start_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let token = random_token();
     let token_file = write_file(dir.path(), "token", &format!("  {token}\n"));
     let mut config = config_for(upstream.addr, &token_file);
     tweak(&mut config);
-    let server = gatewarden::Server::bind(config)
-        .await
-        .expect("gatewarden binds");
-    let addr = server.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let done = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
     Harness {
-        addr,
+        server: serve(config).await,
         upstream,
         token,
         token_file,
         dir,
-        stop: Some(stop),
-        done: Some(done),
     }
 }
 
-/// gatewarden running in-process with `config`.
+/// gatewarden running in-process: the one handle every test holds on a server it started.
 pub struct Running {
     pub addr: SocketAddr,
     pub admin: Option<SocketAddr>,
     pub creds: Arc<gatewarden::CredentialStore>,
     stop: Option<oneshot::Sender<()>>,
-    done: Option<tokio::task::JoinHandle<()>>,
+    pub done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Starts the drain; `finished` resolves when `run` returns.
+    pub fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub async fn finished(&mut self) {
+        let done = self.done.take().expect("not awaited twice");
+        tokio::time::timeout(WAIT, done)
+            .await
+            .expect("server stopped in time")
+            .unwrap();
+    }
 }
 
 impl Drop for Running {
@@ -433,19 +438,6 @@ pub async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
         status,
         String::from_utf8(body_bytes(resp).await.to_vec()).unwrap(),
     )
-}
-
-/// gatewarden (tweaked `config_for`) in front of a test upstream, with a fresh token file.
-pub async fn running(
-    tweak: impl FnOnce(&mut Config),
-) -> (Running, TestUpstream, String, tempfile::TempDir) {
-    let upstream = start_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let token = random_token();
-    let tf = write_file(dir.path(), "token", &token);
-    let mut config = config_for(upstream.addr, &tf);
-    tweak(&mut config);
-    (serve(config).await, upstream, token, dir)
 }
 
 pub async fn start() -> Harness {
