@@ -15,6 +15,15 @@ use crate::credentials::{Credential, Fingerprint};
 use crate::metrics::Metrics;
 use crate::relay::{self};
 
+/// The two fields every line of a connection starts with: its id and the client.
+fn conn_and_peer(l: &mut crate::logging::Line, conn: Uuid, remote: SocketAddr) {
+    l.text(
+        "conn",
+        conn.hyphenated().encode_lower(&mut Uuid::encode_buffer()),
+    );
+    l.peer("remote", remote);
+}
+
 /// `fp:xxxxxxxx`, or `-` when no token was presented.
 pub(super) struct Fp(pub(super) Option<Fingerprint>);
 
@@ -78,13 +87,7 @@ impl Connected<'_> {
     }
 
     fn fields(&self, l: &mut crate::logging::Line) {
-        l.text(
-            "conn",
-            self.conn
-                .hyphenated()
-                .encode_lower(&mut Uuid::encode_buffer()),
-        );
-        l.peer("remote", self.remote);
+        conn_and_peer(l, self.conn, self.remote);
         l.text("source", self.source.as_str());
         let fp = self.credential.fingerprint.tagged();
         l.text("presented", std::str::from_utf8(&fp).unwrap_or("-"));
@@ -146,13 +149,7 @@ impl Refused<'_> {
     }
 
     pub(super) fn fields(&self, l: &mut crate::logging::Line, path: &str) {
-        l.text(
-            "conn",
-            self.conn
-                .hyphenated()
-                .encode_lower(&mut Uuid::encode_buffer()),
-        );
-        l.peer("remote", self.remote);
+        conn_and_peer(l, self.conn, self.remote);
         l.text("reason", self.reason.as_str());
         let fp = self.presented.map(|f| f.tagged());
         l.text(
@@ -226,13 +223,7 @@ impl Closed<'_> {
     fn fields(&self, l: &mut crate::logging::Line) {
         let (code, reason, by) = self.close();
         let o = self.outcome;
-        l.text(
-            "conn",
-            self.conn
-                .hyphenated()
-                .encode_lower(&mut Uuid::encode_buffer()),
-        );
-        l.peer("remote", self.remote);
+        conn_and_peer(l, self.conn, self.remote);
         l.u64("code", code.into());
         l.quoted("reason", reason);
         l.text("by", by);
