@@ -339,6 +339,32 @@ fn check(args: &CommonArgs) -> ExitCode {
     };
     println!("# effective configuration (defaults < file < GATEWARDEN_* env < flags)");
     print!("{}", config::to_toml(&config));
+    let (sources, mut ok) = check_sources(&config);
+    let effective = config.auth.effective_sources(&sources);
+    println!(
+        "# token sources: {} ({})",
+        effective
+            .list
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        effective.why
+    );
+    for src in &sources {
+        ok &= check_credential(src, &config);
+    }
+    ok &= check_tls(&config);
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The credential sources in effect: the configured ones, or the ones gatewarden finds
+/// (said so); `false` when none can be found or made.
+fn check_sources(config: &Config) -> (Vec<CredentialSource>, bool) {
     let mut ok = true;
     let mut sources = config.credentials.sources.clone();
     if sources.is_empty() {
@@ -369,41 +395,38 @@ fn check(args: &CommonArgs) -> ExitCode {
             }
         }
     }
-    let effective = config.auth.effective_sources(&sources);
-    println!(
-        "# token sources: {} ({})",
-        effective
-            .list
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        effective.why
-    );
-    for src in &sources {
-        match credentials::read_source(src, false, config.credentials.max_file_bytes) {
-            Ok(loaded) => {
-                for w in &loaded.warnings {
-                    eprintln!("gatewarden: warning: {}: {w}", src.path.display());
-                }
-                for c in loaded.entries {
-                    println!(
-                        "# credential {}{}: ok, fingerprint fp:{}",
-                        src.path.display(),
-                        src.name
-                            .as_deref()
-                            .map(|n| format!(" ({n})"))
-                            .unwrap_or_default(),
-                        c.fingerprint
-                    );
-                }
+    (sources, ok)
+}
+
+/// One credential file read as the proxy reads it: each token's fingerprint, or the error.
+fn check_credential(src: &CredentialSource, config: &Config) -> bool {
+    match credentials::read_source(src, false, config.credentials.max_file_bytes) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("gatewarden: warning: {}: {w}", src.path.display());
             }
-            Err(e) => {
-                eprintln!("gatewarden: {e}");
-                ok = false;
+            for c in loaded.entries {
+                println!(
+                    "# credential {}{}: ok, fingerprint fp:{}",
+                    src.path.display(),
+                    src.name
+                        .as_deref()
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default(),
+                    c.fingerprint
+                );
             }
         }
+        Err(e) => {
+            eprintln!("gatewarden: {e}");
+            return false;
+        }
     }
+    true
+}
+
+/// The TLS pair loads, and how long the certificate has left.
+fn check_tls(config: &Config) -> bool {
     if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
         match crate::tls::load_pair(cert, key, config.credentials.max_file_bytes) {
             Ok(pair) => {
@@ -424,13 +447,9 @@ fn check(args: &CommonArgs) -> ExitCode {
             }
             Err(e) => {
                 eprintln!("gatewarden: {e}");
-                ok = false;
+                return false;
             }
         }
     }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    true
 }

@@ -96,111 +96,134 @@ const RECENT: Duration = Duration::from_secs(600);
 pub async fn run(config: &Config, opts: &Options) -> Report {
     let mut r = Report::default();
     let sources = effective_sources(config, &mut r);
-    let mut loaded: Vec<(CredentialSource, Vec<Credential>)> = Vec::new();
+    let loaded: Vec<(CredentialSource, Vec<Credential>)> = sources
+        .iter()
+        .filter_map(|src| check_source(src, config, opts, &mut r))
+        .collect();
+    // Usual cause 3: dev and prod profiles with different tokens.
+    profiles(&sources, &mut r);
+    let running = running_instance(opts, &mut r).await;
+    if let Some(t) = &opts.token {
+        identify(t, &loaded, running.as_ref(), &sources, &mut r);
+    }
+    check_upstream(config, &mut r).await;
+    check_listen(config, &mut r);
+    check_tls(config, &mut r);
+    r
+}
 
-    for src in &sources {
-        let p = &src.path;
-        let meta = match std::fs::metadata(p) {
-            Ok(m) => m,
-            Err(e) => {
-                match crate::files::stat_error(p, e) {
-                    crate::files::FileError::Missing => r.add(
-                        Level::Problem,
-                        format!("credentials {}: does not exist", p.display()),
-                        Some("create it, or fix the path; gatewarden watches for it to appear"),
-                    ),
-                    why => r.add(
-                        Level::Problem,
-                        format!("credential file {} {why}", p.display()),
-                        None,
-                    ),
-                }
-                continue;
+/// One credential source: present, private, readable, holding a token, on a volume. Its
+/// tokens, when it has any.
+fn check_source(
+    src: &CredentialSource,
+    config: &Config,
+    opts: &Options,
+    r: &mut Report,
+) -> Option<(CredentialSource, Vec<Credential>)> {
+    let mut loaded = None;
+    let p = &src.path;
+    let meta = match std::fs::metadata(p) {
+        Ok(m) => m,
+        Err(e) => {
+            match crate::files::stat_error(p, e) {
+                crate::files::FileError::Missing => r.add(
+                    Level::Problem,
+                    format!("credentials {}: does not exist", p.display()),
+                    Some("create it, or fix the path; gatewarden watches for it to appear"),
+                ),
+                why => r.add(
+                    Level::Problem,
+                    format!("credential file {} {why}", p.display()),
+                    None,
+                ),
             }
-        };
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o044 != 0 {
+            return None;
+        }
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o044 != 0 {
+            r.add(
+                Level::Warning,
+                format!(
+                    "credentials {}: readable by group/others (mode {mode:03o})",
+                    p.display()
+                ),
+                Some(&format!("chmod 600 {}", p.display())),
+            );
+        }
+    }
+    let modified = meta.modified().ok();
+    match credentials::read_source(src, false, config.credentials.max_file_bytes) {
+        Ok(l) => {
+            for c in &l.entries {
+                r.add(
+                    Level::Ok,
+                    format!(
+                        "credentials {} ({}{}): fingerprint fp:{}, modified {}",
+                        p.display(),
+                        src.format.as_str(),
+                        c.client
+                            .as_deref()
+                            .map(|n| format!(", client {n}"))
+                            .unwrap_or_default(),
+                        c.fingerprint,
+                        modified.map(age).unwrap_or_else(|| "?".into())
+                    ),
+                    None,
+                );
+            }
+            // Usual cause 1b: the token changed recently.
+            if let Some(m) = modified.filter(|m| m.elapsed().is_ok_and(|d| d < RECENT)) {
                 r.add(
                     Level::Warning,
-                    format!(
-                        "credentials {}: readable by group/others (mode {mode:03o})",
-                        p.display()
-                    ),
-                    Some(&format!("chmod 600 {}", p.display())),
+                    format!("credentials {}: changed {} (a restart or rotation?)", p.display(), age(m)),
+                    Some("clients that fetched the token before that now fail with token_mismatch / token_stale; give them the new one or rely on auth.grace"),
                 );
             }
+            loaded = Some((src.clone(), l.entries));
         }
-        let modified = meta.modified().ok();
-        match credentials::read_source(src, false, config.credentials.max_file_bytes) {
-            Ok(l) => {
-                for c in &l.entries {
-                    r.add(
-                        Level::Ok,
-                        format!(
-                            "credentials {} ({}{}): fingerprint fp:{}, modified {}",
-                            p.display(),
-                            src.format.as_str(),
-                            c.client
-                                .as_deref()
-                                .map(|n| format!(", client {n}"))
-                                .unwrap_or_default(),
-                            c.fingerprint,
-                            modified.map(age).unwrap_or_else(|| "?".into())
-                        ),
-                        None,
-                    );
-                }
-                // Usual cause 1b: the token changed recently.
-                if let Some(m) = modified.filter(|m| m.elapsed().is_ok_and(|d| d < RECENT)) {
-                    r.add(
-                        Level::Warning,
-                        format!("credentials {}: changed {} (a restart or rotation?)", p.display(), age(m)),
-                        Some("clients that fetched the token before that now fail with token_mismatch / token_stale; give them the new one or rely on auth.grace"),
-                    );
-                }
-                loaded.push((src.clone(), l.entries));
-            }
-            Err(e @ credentials::CredentialError::TokenAbsent { .. }) => {
-                // Usual cause 1a: no persisted token.
-                r.add(
-                    Level::Problem,
-                    e.to_string(),
-                    Some("run `openclaw config set gateway.auth.token <token>` (e.g. from `gatewarden token generate`) so the token survives restarts"),
-                );
-            }
-            // The text already says who gatewarden runs as, who owns the file and what to do.
-            Err(
-                e @ credentials::CredentialError::File {
-                    why: crate::files::FileError::PermissionDenied { .. },
-                    ..
-                },
-            ) => r.add(Level::Problem, e.to_string(), None),
-            Err(e) => r.add(
+        Err(e @ credentials::CredentialError::TokenAbsent { .. }) => {
+            // Usual cause 1a: no persisted token.
+            r.add(
                 Level::Problem,
                 e.to_string(),
-                Some("fix the file; the last good credentials stay in force meanwhile"),
-            ),
+                Some("run `openclaw config set gateway.auth.token <token>` (e.g. from `gatewarden token generate`) so the token survives restarts"),
+            );
         }
-        // Usual cause 4: the file lives on the container's writable layer.
-        if let Some(mi) = opts.mountinfo.clone().or_else(default_mountinfo) {
-            if let Ok(text) = std::fs::read_to_string(&mi) {
-                if let Some(fs) = ephemeral_fs(&text, p) {
-                    r.add(
-                        Level::Problem,
-                        format!("credentials {}: on the container's writable layer ({fs} /), not a volume", p.display()),
-                        Some("mount a named volume or bind mount there; `docker compose down && up` recreates the container and loses the file (and a regenerated token strands clients)"),
-                    );
-                }
+        // The text already says who gatewarden runs as, who owns the file and what to do.
+        Err(
+            e @ credentials::CredentialError::File {
+                why: crate::files::FileError::PermissionDenied { .. },
+                ..
+            },
+        ) => r.add(Level::Problem, e.to_string(), None),
+        Err(e) => r.add(
+            Level::Problem,
+            e.to_string(),
+            Some("fix the file; the last good credentials stay in force meanwhile"),
+        ),
+    }
+    // Usual cause 4: the file lives on the container's writable layer.
+    if let Some(mi) = opts.mountinfo.clone().or_else(default_mountinfo) {
+        if let Ok(text) = std::fs::read_to_string(&mi) {
+            if let Some(fs) = ephemeral_fs(&text, p) {
+                r.add(
+                    Level::Problem,
+                    format!("credentials {}: on the container's writable layer ({fs} /), not a volume", p.display()),
+                    Some("mount a named volume or bind mount there; `docker compose down && up` recreates the container and loses the file (and a regenerated token strands clients)"),
+                );
             }
         }
     }
 
-    // Usual cause 3: dev and prod profiles with different tokens.
-    profiles(&sources, &mut r);
+    loaded
+}
 
+/// Usual cause 2, rotation churn, as the running instance's admin endpoint tells it.
+async fn running_instance(opts: &Options, r: &mut Report) -> Option<serde_json::Value> {
     // Usual cause 2: churn, from a running instance.
     let running = match &opts.admin {
         Some(a) => crate::admin::get_text(&format!("http://{a}/credentials"))
@@ -230,12 +253,11 @@ pub async fn run(config: &Config, opts: &Options) -> Report {
         ),
         None => {}
     }
+    running
+}
 
-    if let Some(t) = &opts.token {
-        identify(t, &loaded, running.as_ref(), &sources, &mut r);
-    }
-
-    // Upstream reachable.
+/// The upstream accepts connections.
+async fn check_upstream(config: &Config, r: &mut Report) {
     let up = (config.upstream.host.as_str(), config.upstream.port);
     match tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(up)).await {
         Ok(Ok(_)) => r.add(
@@ -249,7 +271,10 @@ pub async fn run(config: &Config, opts: &Options) -> Report {
             Some("is the gateway running, on that port (openclaw config get gateway.port)?"),
         ),
     }
-    // Listen address free (or taken, most likely by gatewarden itself).
+}
+
+/// The listen address is free (or taken, most likely by gatewarden itself).
+fn check_listen(config: &Config, r: &mut Report) {
     match std::net::TcpListener::bind(config.listen.0) {
         Ok(_) => r.add(Level::Ok, format!("listen {} is free", config.listen.0), None),
         Err(e) => r.add(
@@ -258,7 +283,10 @@ pub async fn run(config: &Config, opts: &Options) -> Report {
             Some("fine if gatewarden is already running there; otherwise another program (the gateway itself on 18789?) holds the port"),
         ),
     }
-    // TLS files.
+}
+
+/// The TLS certificate and key load, and how long the certificate has left.
+fn check_tls(config: &Config, r: &mut Report) {
     if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
         match crate::tls::load_pair(cert, key, config.credentials.max_file_bytes) {
             Ok(pair) => {
@@ -288,7 +316,6 @@ pub async fn run(config: &Config, opts: &Options) -> Report {
             ),
         }
     }
-    r
 }
 
 fn effective_sources(config: &Config, r: &mut Report) -> Vec<CredentialSource> {
