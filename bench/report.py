@@ -5,7 +5,10 @@ import random
 import statistics
 import sys
 
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+every = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+# The TLS pass has its own table (below); the plain tables never see its rows.
+rows = [r for r in every if not r.get("tls")]
+tls_rows = [r for r in every if r.get("tls")]
 MODES = ["handshake", "rtt", "bulk", "reject", "first_message", "idle"]
 TARGETS = ["direct", "nginx-stock", "nginx-tuned", "gatewarden", "gatewarden-splice"]
 
@@ -207,4 +210,36 @@ if before_cfgs:
                 m, lo, hi = pr
                 out.append(f"| {cfg[0]} | {'yes' if cfg[1] else 'no'} | {mode} | {m:.3f} "
                            f"{interval(lo, hi)} | {verdict(lo, hi)} |")
+# TLS termination: gatewarden (rustls) against nginx (OpenSSL), and against plain gatewarden,
+# per certificate kind; ratios paired by round.
+for kind in sorted({r["tls"] for r in tls_rows}):
+    kr = [r for r in tls_rows if r["tls"] == kind]
+    def trun(target, mode):
+        return [r for r in kr if r["target"] == target and r["mode"] == mode]
+    def med(rs):
+        return statistics.median(r["rate"] for r in rs) if rs else None
+    out.append(f"\n## TLS, {kind} certificate (1 worker each)\n")
+    out.append("| mode | unit | nginx TLS | gatewarden TLS | gatewarden plain | gatewarden TLS / nginx TLS "
+               "[90 % paired] | gatewarden TLS / plain | proxy CPU µs per op, gatewarden / nginx |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    for mode in ["handshake", "resume", "rtt", "bulk", "idle"]:
+        n, g, p = trun("nginx-tls", mode), trun("gatewarden-tls", mode), trun("gatewarden", mode)
+        if not (n and g):
+            continue
+        unit = g[0]["unit"]
+        mn, mg, mp = med(n), med(g), med(p)
+        if mode == "idle":
+            vs = f"{mn / mg:.2f}× less" if mg else "—"
+            out.append(f"| {mode} | {unit} | {mn:,.0f} | {mg:,.0f} | {mp:,.0f} | {vs} | — | — |"
+                       if mp else f"| {mode} | {unit} | {mn:,.0f} | {mg:,.0f} | — | {vs} | — | — |")
+            continue
+        pr = paired_ci(g, n)
+        ratio = (f"**{pr[0]:.2f}×** {interval(pr[1], pr[2])} {verdict(pr[1], pr[2])}"
+                 if pr else f"{mg / mn:.2f}×")
+        vs_plain = f"{mg / mp:.2f}×" if mp else "—"
+        cost = lambda rs: [r["proxy_cpu_us_per_op"] for r in rs if r.get("proxy_cpu_us_per_op")]
+        cg, cn = cost(g), cost(n)
+        cpu = (f"{statistics.median(cg):.1f} / {statistics.median(cn):.1f}" if cg and cn else "—")
+        out.append(f"| {mode} | {unit} | {mn:,.0f} | {mg:,.0f} | "
+                   f"{'—' if mp is None else f'{mp:,.0f}'} | {ratio} | {vs_plain} | {cpu} |")
 print("\n".join(out))

@@ -16,6 +16,8 @@
 #   env: WORKERS="1 2", ROUNDS=3, EXTRA_ROUNDS=2, MODES="handshake rtt bulk reject first_message idle",
 #        TARGETS="direct nginx-stock nginx-tuned gatewarden gatewarden-splice", IDLE_CONNS=9000,
 #        PINNED="handshake rtt reject" (modes of the pinned pass; "" skips it), PINNED_ROUNDS=5,
+#        TLS_KEYS="ecdsa rsa" (the TLS pass: one per certificate kind; "" skips it),
+#        TLS_MODES="handshake resume rtt bulk idle", TLS_ROUNDS=5,
 #        GW_BEFORE=path/to/an/older/gatewarden (adds the target gatewarden-before: a change's
 #        before/after ratio measured in the same rounds, the way every other ratio is)
 set -euo pipefail
@@ -24,7 +26,7 @@ SECS=${1:-1}
 ROUNDS=${ROUNDS:-3}
 EXTRA=${EXTRA_ROUNDS:-2}   # handshake and rtt: ROUNDS + EXTRA rounds
 IDLE=${IDLE_CONNS:-9000}   # the machine's hard fd limit is 20000; a proxy needs 2 fds per connection
-WORKERS=${WORKERS:-1 2}
+WORKERS=${WORKERS-1 2}   # "" skips the plain passes
 MODES=${MODES:-handshake rtt bulk reject first_message idle}
 TARGETS=${TARGETS:-direct nginx-stock nginx-tuned gatewarden gatewarden-splice}
 GW_BEFORE=${GW_BEFORE:-}
@@ -50,7 +52,13 @@ ECHO_BIN=bench/target/release/bench-echo
 ECHO=127.0.0.1:28790
 declare -A ADDR=([direct]=$ECHO [nginx-stock]=127.0.0.1:28791 [nginx-tuned]=127.0.0.1:28792
                  [gatewarden]=127.0.0.1:28789 [gatewarden-splice]=127.0.0.1:28793
-                 [gatewarden-before]=127.0.0.1:28794)
+                 [gatewarden-before]=127.0.0.1:28794
+                 [nginx-tls]=127.0.0.1:28795 [gatewarden-tls]=127.0.0.1:28796)
+TLS_KEYS=${TLS_KEYS-ecdsa rsa}
+TLS_MODES=${TLS_MODES:-handshake resume rtt bulk idle}
+TLS_ROUNDS=${TLS_ROUNDS:-5}
+TLSKIND=""   # the certificate kind of the TLS pass under way
+TLS_DIR=$W/tls
 declare -A PIDS
 TOKEN=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
 # Away from the logs: gatewarden watches the credential's directory and its parent (to see
@@ -77,8 +85,15 @@ PIDS[direct]=$!
 wait_port $ECHO
 
 start_nginx() {  # flavour workers
-  local flavour=$1 workers=$2 tuned="" addr=${ADDR[nginx-$1]}
+  local flavour=$1 workers=$2 tuned="" addr=${ADDR[nginx-$1]} ssl=""
   [ "$flavour" = tuned ] && tuned="proxy_buffer_size 64k; proxy_buffers 4 64k; proxy_busy_buffers_size 128k;"
+  # TLS: the tuned proxy buffers, and the session cache a production site sets (tickets are
+  # on by default) so reconnecting clients resume.
+  if [ "$flavour" = tls ]; then
+    tuned="proxy_buffer_size 64k; proxy_buffers 4 64k; proxy_busy_buffers_size 128k;"
+    ssl="ssl; ssl_certificate $TLS_DIR/chain.pem; ssl_certificate_key $TLS_DIR/leaf.key;
+    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m"
+  fi
   cat > "$W/nginx-$flavour.conf" <<NGINX
 worker_processes $workers;
 worker_rlimit_nofile 20000;
@@ -92,7 +107,7 @@ http {
   map "\$auth_header\$auth_query" \$authorized { default 0; ~1 1; }
   map \$http_upgrade \$connection_upgrade { default upgrade; "" close; }
   server {
-    listen $addr;
+    listen $addr $ssl;
     proxy_http_version 1.1;
     proxy_set_header Upgrade \$http_upgrade;
     proxy_set_header Connection \$connection_upgrade;
@@ -114,8 +129,11 @@ NGINX
 }
 
 start_gatewarden() {  # variant workers
-  local variant=$1 workers=$2 zero_copy=false addr=${ADDR[$1]}
+  local variant=$1 workers=$2 zero_copy=false addr=${ADDR[$1]} tls=""
   [ "$variant" = gatewarden-splice ] && zero_copy=true
+  [ "$variant" = gatewarden-tls ] && tls="[tls]
+cert = \"$TLS_DIR/chain.pem\"
+key = \"$TLS_DIR/leaf.key\""
   cat > "$W/$variant.toml" <<TOML
 listen = "$addr"
 upstream = "$ECHO"
@@ -134,6 +152,7 @@ max_connections_per_ip = 0  # from one IP
 zero_copy = $zero_copy
 [[credentials]]
 path = "$W/cred/token"
+$tls
 TOML
   local bin=$GW
   [ "$variant" = gatewarden-before ] && bin=$GW_BEFORE
@@ -147,7 +166,7 @@ stop_proxies() {
     [ -f "$f" ] || continue
     local m; m=$(cat "$f"); kill "$m"; while kill -0 "$m" 2>/dev/null; do sleep 0.1; done; rm -f "$f"
   done
-  for v in gatewarden gatewarden-splice gatewarden-before; do
+  for v in gatewarden gatewarden-splice gatewarden-before gatewarden-tls; do
     if [ -n "${PIDS[$v]:-}" ]; then kill "${PIDS[$v]}"; wait "${PIDS[$v]}" || true; unset "PIDS[$v]"; fi
   done
 }
@@ -158,7 +177,12 @@ run_one() {  # target workers mode round [pinned]
   case $mode in rtt) conns=32;; bulk) conns=4;; idle) conns=$IDLE;; esac
   local pids=${PIDS[$name]} p0 e0 t0 line p1 e1 t1
   p0=$(ticks "$pids"); e0=$(ticks "${PIDS[direct]}"); t0=$(date +%s.%N)
-  line=$($load "$mode" "${ADDR[$name]}" --token "$TOKEN" --conns $conns --secs "$SECS" --pids "$pids")
+  # resume: handshakes that resume a TLS session (the client keeps one session cache).
+  local lmode=$mode extra=()
+  [ "$mode" = resume ] && { lmode=handshake; extra=(--resume 1); }
+  [[ "$name" == *-tls ]] && extra+=(--tls-ca "$TLS_DIR/ca.pem")
+  line=$($load "$lmode" "${ADDR[$name]}" --token "$TOKEN" --conns $conns --secs "$SECS" --pids "$pids" "${extra[@]}")
+  [ "$mode" = resume ] && line=${line/\"mode\":\"handshake\"/\"mode\":\"resume\"}
   p1=$(ticks "$pids"); e1=$(ticks "${PIDS[direct]}"); t1=$(date +%s.%N)
   local el pcpu ecpu
   el=$(echo "$t1 - $t0" | bc -l)
@@ -171,7 +195,7 @@ run_one() {  # target workers mode round [pinned]
   [ "$mode" = bulk ] && count=$((count / 65536))   # bytes echoed -> 64 KiB messages
   per_op=$(echo "($p1 - $p0) * 10000 / ($count + (${count} == 0))" | bc -l)
   [ "$name" = direct ] && per_op=0
-  echo "${line%\}},\"target\":\"$name\",\"workers\":$workers,\"round\":$round,\"proxy_cpu_pct\":$(printf %.0f "$pcpu"),\"echo_cpu_pct\":$(printf %.0f "$ecpu"),\"proxy_cpu_us_per_op\":$(printf %.2f "$per_op"),\"pinned\":$pinned}" | tee -a "$OUT"
+  echo "${line%\}},\"target\":\"$name\",\"workers\":$workers,\"round\":$round,\"proxy_cpu_pct\":$(printf %.0f "$pcpu"),\"echo_cpu_pct\":$(printf %.0f "$ecpu"),\"proxy_cpu_us_per_op\":$(printf %.2f "$per_op"),\"pinned\":$pinned,\"tls\":\"$TLSKIND\"}" | tee -a "$OUT"
   # Let closing tunnels and TIME_WAIT sockets settle.
   if [ "$mode" = idle ]; then sleep 1; else sleep 0.2; fi
 }
@@ -230,4 +254,44 @@ if [ -n "$PINNED" ]; then
   done
   stop_proxies
 fi
+# A CA and a leaf for `localhost` of the given kind (ecdsa: P-256; rsa: 2048 bits).
+make_certs() {
+  local kind=$1 newkey
+  case $kind in
+    ecdsa) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1);;
+    rsa) newkey=(-newkey rsa:2048);;
+  esac
+  rm -rf "$TLS_DIR"; mkdir -p "$TLS_DIR"; cd "$TLS_DIR"
+  openssl req -x509 "${newkey[@]}" -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=bench-ca 2>/dev/null
+  openssl req "${newkey[@]}" -nodes -keyout leaf.key -out leaf.csr -subj /CN=localhost 2>/dev/null
+  printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' > ext
+  openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem -days 2 -extfile ext 2>/dev/null
+  cat leaf.pem ca.pem > chain.pem
+  cd - > /dev/null
+}
+
+# TLS: gatewarden terminating TLS against nginx (OpenSSL) terminating TLS, 1 worker each, with
+# plain gatewarden beside as the cost of TLS itself; per certificate kind.
+for kind in $TLS_KEYS; do
+  echo "== TLS, $kind certificate: nginx (OpenSSL) and gatewarden (rustls), 1 worker"
+  TLSKIND=$kind
+  make_certs "$kind"
+  start_nginx tls 1
+  start_gatewarden gatewarden-tls 1
+  start_gatewarden gatewarden 1
+  for mode in $TLS_MODES; do
+    rounds=$TLS_ROUNDS
+    [ "$mode" = idle ] && rounds=1
+    targets=(nginx-tls gatewarden-tls)
+    [ "$mode" = resume ] || targets+=(gatewarden)
+    for round in $(seq "$rounds"); do
+      n=${#targets[@]}
+      for k in $(seq 0 $((n - 1))); do
+        run_one "${targets[$(( (k + round - 1) % n ))]}" 1 "$mode" "$round"
+      done
+    done
+  done
+  stop_proxies
+  TLSKIND=""
+done
 python3 bench/report.py "$OUT"
