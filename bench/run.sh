@@ -45,7 +45,7 @@ command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq ng
 command -v bc >/dev/null || { apt-get update -qq && apt-get install -y -qq bc >/dev/null; }
 cargo build --release -q
 cargo build --release -q --manifest-path bench/Cargo.toml
-GW=target/release/gatewarden
+GW=${GW:-target/release/gatewarden}   # another build: GW=path (e.g. one with --features aws-lc-rs)
 LOAD=bench/target/release/bench-load
 ECHO_BIN=bench/target/release/bench-echo
 

@@ -149,7 +149,7 @@ pub fn load_pair(cert_path: &Path, key_path: &Path, max: u64) -> Result<Pair, Tl
         path: key_path.to_path_buf(),
     })?;
     let signer =
-        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| TlsError::BadKey {
+        crypto::sign_key(&key).map_err(|e| TlsError::BadKey {
             path: key_path.to_path_buf(),
             why: e.to_string(),
         })?;
@@ -184,21 +184,55 @@ impl ResolvesServerCert for CertResolver {
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(crypto::provider())
 }
 
-/// The listener's key exchange: X25519, then P-256 — what browsers offer. Without P-384: a
-/// client whose first key share is P-384 (ring's own client default since rustls 0.23.48)
-/// is asked to retry with one of these, instead of making the server do P-384, which costs
-/// ring four times X25519 (~1 ms a handshake here against ~0.24 ms). One round trip more
-/// for that rare client; a flood of such handshakes costs no more than any other.
+/// The listener's key exchange: X25519, then P-256 — what browsers offer (with aws-lc-rs,
+/// their post-quantum hybrid X25519MLKEM768 first). Without P-384: a client whose first key
+/// share is P-384 (ring's own client default since rustls 0.23.48) is asked to retry with
+/// one of these, instead of making the server do P-384, which costs ring four times X25519
+/// (~1 ms a handshake here against ~0.24 ms). One round trip more for that rare client; a
+/// flood of such handshakes costs no more than any other.
 fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    let mut p = rustls::crypto::ring::default_provider();
-    p.kx_groups = vec![
-        rustls::crypto::ring::kx_group::X25519,
-        rustls::crypto::ring::kx_group::SECP256R1,
-    ];
+    let mut p = crypto::provider();
+    p.kx_groups = crypto::SERVER_KX.to_vec();
     Arc::new(p)
+}
+
+/// The crypto provider, chosen at build time: ring (the default), or aws-lc-rs with
+/// `--features aws-lc-rs`. Everything that names one lives here.
+#[cfg(not(feature = "aws-lc-rs"))]
+mod crypto {
+    use rustls::crypto::ring::{self, kx_group};
+    use rustls::crypto::SupportedKxGroup;
+
+    pub fn provider() -> rustls::crypto::CryptoProvider {
+        ring::default_provider()
+    }
+
+    pub const SERVER_KX: &[&dyn SupportedKxGroup] = &[kx_group::X25519, kx_group::SECP256R1];
+
+    pub use ring::sign::any_supported_type as sign_key;
+    pub use ring::Ticketer;
+}
+
+#[cfg(feature = "aws-lc-rs")]
+mod crypto {
+    use rustls::crypto::aws_lc_rs::{self, kx_group};
+    use rustls::crypto::SupportedKxGroup;
+
+    pub fn provider() -> rustls::crypto::CryptoProvider {
+        aws_lc_rs::default_provider()
+    }
+
+    pub const SERVER_KX: &[&dyn SupportedKxGroup] = &[
+        kx_group::X25519MLKEM768,
+        kx_group::X25519,
+        kx_group::SECP256R1,
+    ];
+
+    pub use aws_lc_rs::sign::any_supported_type as sign_key;
+    pub use aws_lc_rs::Ticketer;
 }
 
 fn warn_expiry(info: &CertInfo, cert: &Path) {
@@ -275,7 +309,7 @@ impl ServerTls {
         // number of clients that reconnect — after a gateway restart, every client at once —
         // resume without a full handshake, where the default session cache holds 256.
         config.ticketer =
-            rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
+            crypto::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
         Ok(ServerTls {
             config: Arc::new(config),
             resolver,
