@@ -148,11 +148,10 @@ pub fn load_pair(cert_path: &Path, key_path: &Path, max: u64) -> Result<Pair, Tl
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey {
         path: key_path.to_path_buf(),
     })?;
-    let signer =
-        crypto::sign_key(&key).map_err(|e| TlsError::BadKey {
-            path: key_path.to_path_buf(),
-            why: e.to_string(),
-        })?;
+    let signer = crypto::sign_key(&key).map_err(|e| TlsError::BadKey {
+        path: key_path.to_path_buf(),
+        why: e.to_string(),
+    })?;
     let info = CertInfo::of(&chain[0], cert_path)?;
     let certified = CertifiedKey::new(chain, signer);
     certified.keys_match().map_err(|_| TlsError::Mismatch {
@@ -308,8 +307,7 @@ impl ServerTls {
         // Stateless session tickets (keys rotated every 6 hours, kept in memory only): any
         // number of clients that reconnect — after a gateway restart, every client at once —
         // resume without a full handshake, where the default session cache holds 256.
-        config.ticketer =
-            crypto::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
+        config.ticketer = crypto::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
         Ok(ServerTls {
             config: Arc::new(config),
             resolver,
