@@ -86,3 +86,35 @@ fn every_key_in_the_reference_is_a_setting() {
         "the reference's table was read ({checked} keys)"
     );
 }
+
+/// The flags `gatewarden --help` lists and the flags the configuration reference gives for
+/// each setting are the same set: a flag added to one is added to the other.
+#[test]
+fn the_reference_and_help_name_the_same_flags() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatewarden"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    let flags = |text: &str, open: &str| -> std::collections::BTreeSet<String> {
+        text.match_indices(open)
+            .map(|(i, _)| {
+                text[i + open.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+                    .collect::<String>()
+            })
+            .filter(|f| !f.is_empty())
+            .collect()
+    };
+    let mut in_help = flags(&help, " --");
+    // Not settings: clap's own, and the config file itself.
+    for own in ["help", "version", "config"] {
+        in_help.remove(own);
+    }
+    let in_doc = flags(&reference(), "`--");
+    assert_eq!(
+        in_help, in_doc,
+        "--help (left) and docs/configuration.md (right)"
+    );
+}
