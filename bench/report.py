@@ -212,13 +212,14 @@ if before_cfgs:
                            f"{interval(lo, hi)} | {verdict(lo, hi)} |")
 # TLS termination: gatewarden (rustls) against nginx (OpenSSL), and against plain gatewarden,
 # per certificate kind; ratios paired by round.
-for kind in sorted({r["tls"] for r in tls_rows}):
-    kr = [r for r in tls_rows if r["tls"] == kind]
+for kind, workers in sorted({(r["tls"], r["workers"]) for r in tls_rows}):
+    kr = [r for r in tls_rows if r["tls"] == kind and r["workers"] == workers]
     def trun(target, mode):
         return [r for r in kr if r["target"] == target and r["mode"] == mode]
     def med(rs):
         return statistics.median(r["rate"] for r in rs) if rs else None
-    out.append(f"\n## TLS, {kind} certificate (1 worker each)\n")
+    each = "1 worker" if workers == 1 else f"{workers} workers"
+    out.append(f"\n## TLS, {kind} certificate ({each} each)\n")
     out.append("| mode | unit | nginx TLS | gatewarden TLS | gatewarden plain | gatewarden TLS / nginx TLS "
                "[90 % paired] | gatewarden TLS / plain | proxy CPU µs per op, gatewarden / nginx |")
     out.append("|---|---|---|---|---|---|---|---|")

@@ -17,7 +17,7 @@
 #        TARGETS="direct nginx-stock nginx-tuned gatewarden gatewarden-splice", IDLE_CONNS=9000,
 #        PINNED="handshake rtt reject" (modes of the pinned pass; "" skips it), PINNED_ROUNDS=5,
 #        TLS_KEYS="ecdsa rsa" (the TLS pass: one per certificate kind; "" skips it),
-#        TLS_MODES="handshake resume rtt bulk idle", TLS_ROUNDS=5,
+#        TLS_MODES="handshake resume rtt bulk idle", TLS_ROUNDS=5, TLS_WORKERS=1,
 #        GW_BEFORE=path/to/an/older/gatewarden (adds the target gatewarden-before: a change's
 #        before/after ratio measured in the same rounds, the way every other ratio is)
 set -euo pipefail
@@ -57,6 +57,7 @@ declare -A ADDR=([direct]=$ECHO [nginx-stock]=127.0.0.1:28791 [nginx-tuned]=127.
 TLS_KEYS=${TLS_KEYS-ecdsa rsa}
 TLS_MODES=${TLS_MODES:-handshake resume rtt bulk idle}
 TLS_ROUNDS=${TLS_ROUNDS:-5}
+TLS_WORKERS=${TLS_WORKERS:-1}   # nginx worker_processes and gatewarden workers in the TLS pass
 TLSKIND=""   # the certificate kind of the TLS pass under way
 TLS_DIR=$W/tls
 declare -A PIDS
@@ -273,12 +274,12 @@ make_certs() {
 # TLS: gatewarden terminating TLS against nginx (OpenSSL) terminating TLS, 1 worker each, with
 # plain gatewarden beside as the cost of TLS itself; per certificate kind.
 for kind in $TLS_KEYS; do
-  echo "== TLS, $kind certificate: nginx (OpenSSL) and gatewarden (rustls), 1 worker"
+  echo "== TLS, $kind certificate: nginx (OpenSSL) and gatewarden (rustls), $TLS_WORKERS worker(s)"
   TLSKIND=$kind
   make_certs "$kind"
-  start_nginx tls 1
-  start_gatewarden gatewarden-tls 1
-  start_gatewarden gatewarden 1
+  start_nginx tls "$TLS_WORKERS"
+  start_gatewarden gatewarden-tls "$TLS_WORKERS"
+  start_gatewarden gatewarden "$TLS_WORKERS"
   for mode in $TLS_MODES; do
     rounds=$TLS_ROUNDS
     [ "$mode" = idle ] && rounds=1
@@ -287,7 +288,7 @@ for kind in $TLS_KEYS; do
     for round in $(seq "$rounds"); do
       n=${#targets[@]}
       for k in $(seq 0 $((n - 1))); do
-        run_one "${targets[$(( (k + round - 1) % n ))]}" 1 "$mode" "$round"
+        run_one "${targets[$(( (k + round - 1) % n ))]}" "$TLS_WORKERS" "$mode" "$round"
       done
     done
   done
