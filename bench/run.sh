@@ -201,6 +201,19 @@ run_one() {  # target workers mode round [pinned]
   if [ "$mode" = idle ]; then sleep 1; else sleep 0.2; fi
 }
 
+# ROUNDS rounds of MODE over TARGETS. Each round starts one target later: no target always
+# runs right after the same others (their TIME_WAIT sockets, their cache footprint) or
+# always first.
+rotate() {  # rounds workers mode pinned targets...
+  local rounds=$1 workers=$2 mode=$3 pinned=$4 round k; shift 4
+  local targets=("$@") n=$#
+  for round in $(seq "$rounds"); do
+    for k in $(seq 0 $((n - 1))); do
+      run_one "${targets[$(( (k + round - 1) % n ))]}" "$workers" "$mode" "$round" "$pinned"
+    done
+  done
+}
+
 first=1
 for workers in $WORKERS; do
   echo "== workers $workers"
@@ -223,14 +236,7 @@ for workers in $WORKERS; do
       [ "$t" = direct ] && [ $first = 0 ] && continue   # direct does not depend on workers
       targets+=("$t")
     done
-    # Each round starts one target later: no target always runs right after the same
-    # others (their TIME_WAIT sockets, their cache footprint) or always first.
-    for round in $(seq "$rounds"); do
-      n=${#targets[@]}
-      for k in $(seq 0 $((n - 1))); do
-        run_one "${targets[$(( (k + round - 1) % n ))]}" "$workers" "$mode" "$round"
-      done
-    done
+    rotate "$rounds" "$workers" "$mode" false "${targets[@]}"
   done
   stop_proxies
   first=0
@@ -246,12 +252,7 @@ if [ -n "$PINNED" ]; then
   targets=()
   for t in nginx-stock nginx-tuned gatewarden gatewarden-before; do want "$t" && targets+=("$t"); done
   for mode in $PINNED; do
-    for round in $(seq "$PINNED_ROUNDS"); do
-      n=${#targets[@]}
-      for k in $(seq 0 $((n - 1))); do
-        run_one "${targets[$(( (k + round - 1) % n ))]}" 1 "$mode" "$round" true
-      done
-    done
+    rotate "$PINNED_ROUNDS" 1 "$mode" true "${targets[@]}"
   done
   stop_proxies
 fi
@@ -285,12 +286,7 @@ for kind in $TLS_KEYS; do
     [ "$mode" = idle ] && rounds=1
     targets=(nginx-tls gatewarden-tls)
     [ "$mode" = resume ] || targets+=(gatewarden)
-    for round in $(seq "$rounds"); do
-      n=${#targets[@]}
-      for k in $(seq 0 $((n - 1))); do
-        run_one "${targets[$(( (k + round - 1) % n ))]}" "$TLS_WORKERS" "$mode" "$round"
-      done
-    done
+    rotate "$rounds" "$TLS_WORKERS" "$mode" false "${targets[@]}"
   done
   stop_proxies
   TLSKIND=""
