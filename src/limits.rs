@@ -81,6 +81,14 @@ impl ConnLimits {
     }
 }
 
+impl ConnSlot {
+    /// One more slot for the same client: each WebSocket stream of an HTTP/2 connection is
+    /// a tunnel with its own gateway connection, and counts like an HTTP/1.1 one.
+    pub fn another(&self) -> Result<Arc<ConnSlot>, LimitHit> {
+        self.limits.acquire(self.ip)
+    }
+}
+
 impl Drop for ConnSlot {
     fn drop(&mut self) {
         if self.limits.max_per_ip != usize::MAX {

@@ -263,11 +263,13 @@ pub struct ServerTls {
 
 impl ServerTls {
     /// Loads the pair (start-up errors name the file and the problem) and builds the config:
-    /// TLS 1.2 and 1.3, ALPN `http/1.1`, and client certificates when `client_ca` is set.
+    /// TLS 1.2 and 1.3, the `alpn` protocols (`tls.alpn`), and client certificates when
+    /// `client_ca` is set.
     pub fn new(
         cert: &Path,
         key: &Path,
         client_ca: Option<&Path>,
+        alpn: &[String],
         max_file_bytes: u64,
     ) -> Result<ServerTls, TlsError> {
         let pair = load_pair(cert, key, max_file_bytes)?;
@@ -303,7 +305,7 @@ impl ServerTls {
             None => builder.with_no_client_auth(),
         };
         let mut config = builder.with_cert_resolver(resolver.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         // Stateless session tickets (keys rotated every 6 hours, kept in memory only): any
         // number of clients that reconnect — after a gateway restart, every client at once —
         // resume without a full handshake, where the default session cache holds 256.

@@ -37,12 +37,15 @@ pub enum BadUpgrade {
     InvalidKey,
     #[error("unsupported Sec-WebSocket-Version (13 is supported)")]
     Version,
+    #[error("extended CONNECT for a protocol other than websocket")]
+    Protocol,
 }
 
 impl BadUpgrade {
     pub fn status(self) -> http::StatusCode {
         match self {
             BadUpgrade::Version => http::StatusCode::UPGRADE_REQUIRED,
+            BadUpgrade::Protocol => http::StatusCode::NOT_IMPLEMENTED,
             _ => http::StatusCode::BAD_REQUEST,
         }
     }
@@ -76,6 +79,38 @@ pub fn check_upgrade_request<B>(req: &http::Request<B>) -> Result<(), BadUpgrade
         return Err(BadUpgrade::Version);
     }
     Ok(())
+}
+
+/// An HTTP/2 extended CONNECT (RFC 8441 §4-5) that opens a WebSocket: `:protocol` is
+/// `websocket` (checked by the caller, which routes on it) and the version is 13. It has no
+/// key, `Upgrade` or `Connection`: the stream itself is the tunnel.
+pub fn check_extended_connect<B>(req: &http::Request<B>) -> Result<(), BadUpgrade> {
+    if req.version() != http::Version::HTTP_2 {
+        return Err(BadUpgrade::HttpVersion);
+    }
+    if req.method() != http::Method::CONNECT {
+        return Err(BadUpgrade::Method);
+    }
+    let mut versions = req
+        .headers()
+        .get_all(http::header::SEC_WEBSOCKET_VERSION)
+        .iter();
+    if versions
+        .next()
+        .is_none_or(|v| v.as_bytes().trim_ascii() != b"13")
+        || versions.next().is_some()
+    {
+        return Err(BadUpgrade::Version);
+    }
+    Ok(())
+}
+
+/// A fresh `Sec-WebSocket-Key` (16 random bytes, base64): for the gateway's handshake when
+/// the client's came over HTTP/2, which has none.
+pub fn new_key() -> http::HeaderValue {
+    let key: [u8; 16] = rand::random();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+    http::HeaderValue::from_str(&b64).expect("base64 is a valid header value")
 }
 
 /// Whether a comma-separated header contains `token` (case-insensitive).

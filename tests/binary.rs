@@ -229,6 +229,39 @@ fn config_errors_read_cleanly_and_suggest_near_misses() {
     assert!(!err.contains("``"), "nested backticks: {err}");
 }
 
+/// HTTP/2's settings are checked at load like the others: the key, the value, why, and
+/// where the value came from.
+#[test]
+fn bad_alpn_and_http2_windows_name_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_file(dir.path(), "gw.toml", "[tls]\nalpn = [\"h3\"]\n");
+    let (code, _, err) = run_check(&["-c", cfg.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("key `tls.alpn`") && err.contains("\"h3\"") && err.contains("gw.toml"),
+        "{err}"
+    );
+    let cfg = write_file(
+        dir.path(),
+        "gw2.toml",
+        "[http2]\nstream_window_bytes = 1048576\nconnection_window_bytes = 65535\n",
+    );
+    let (code, _, err) = run_check(&["-c", cfg.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("key `http2.connection_window_bytes`: value `65535` must be at least http2.stream_window_bytes")
+            && err.contains("gw2.toml"),
+        "{err}"
+    );
+    let (code, _, err) = run_check(&[], &[("GATEWARDEN_HTTP2__MAX_CONCURRENT_STREAMS", "0")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("key `http2.max_concurrent_streams`: value `0` must be at least 1")
+            && err.contains("GATEWARDEN_HTTP2__MAX_CONCURRENT_STREAMS"),
+        "{err}"
+    );
+}
+
 /// Kubernetes injects `<SERVICE>_*` variables for every Service; with a Service named
 /// `gatewarden` they start with GATEWARDEN_. They are ignored with one warning naming them
 /// (a near miss gets a suggestion), and gatewarden serves.

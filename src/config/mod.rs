@@ -44,6 +44,8 @@ pub struct Config {
     pub upstream_auth: UpstreamAuthConfig,
     /// TLS termination for clients (`wss://`, `https://`).
     pub tls: TlsConfig,
+    /// HTTP/2 toward clients (TLS listeners that offer `h2`).
+    pub http2: Http2Config,
     /// The admin listener (health, readiness, metrics).
     pub admin: AdminConfig,
     pub limits: LimitsConfig,
@@ -88,6 +90,7 @@ impl Default for Config {
             log: LogConfig::default(),
             upstream_auth: UpstreamAuthConfig::default(),
             tls: TlsConfig::default(),
+            http2: Http2Config::default(),
             admin: AdminConfig::default(),
             limits: LimitsConfig::default(),
             splice: SpliceConfig::default(),

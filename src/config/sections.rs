@@ -22,6 +22,10 @@ pub struct TlsConfig {
     pub client_ca: Option<PathBuf>,
     /// A connection must complete its TLS handshake within this time.
     pub handshake_timeout: Secs,
+    /// Application protocols offered in the handshake (ALPN), most preferred first: `h2`
+    /// (HTTP/2, with WebSockets over it as RFC 8441 says) and `http/1.1`. A client that
+    /// offers none speaks HTTP/1.1.
+    pub alpn: Vec<String>,
 }
 
 impl Default for TlsConfig {
@@ -31,6 +35,38 @@ impl Default for TlsConfig {
             key: None,
             client_ca: None,
             handshake_timeout: Secs(Duration::from_secs(10)),
+            alpn: vec!["h2".into(), "http/1.1".into()],
+        }
+    }
+}
+
+/// HTTP/2 connections (TLS listeners offering `h2`): how many streams one connection may
+/// carry and how much each may have in flight, so one client's connection is bounded and
+/// one slow stream cannot stall its neighbours.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http2Config {
+    /// Streams (requests and WebSocket tunnels) open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// Bytes a client may send on one stream before gatewarden has passed them on (the
+    /// stream's flow-control window).
+    pub stream_window_bytes: u32,
+    /// Bytes a client may send on all its streams together before gatewarden has passed
+    /// them on. Larger than one stream's window, so a stream whose gateway side is slow
+    /// cannot use up the connection's window.
+    pub connection_window_bytes: u32,
+    /// Ping an HTTP/2 connection that has been quiet this long, and close it when the ping
+    /// is not answered within the same time; 0 = no pings.
+    pub keepalive_interval: Secs,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Http2Config {
+            max_concurrent_streams: 128,
+            stream_window_bytes: 256 * 1024,
+            connection_window_bytes: 4 * 1024 * 1024,
+            keepalive_interval: Secs(Duration::from_secs(60)),
         }
     }
 }

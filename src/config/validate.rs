@@ -20,6 +20,7 @@ pub(super) fn validate(config: &Config, fig: &Figment) -> Result<(), ConfigError
     upstream_auth(config, &check)?;
     timeouts_and_admin(config, &check)?;
     tls(config, &check)?;
+    http2(config, &check)?;
     log(config, &check)?;
     Ok(())
 }
@@ -324,11 +325,64 @@ fn tls(config: &Config, check: &Check<'_>) -> Result<(), ConfigError> {
     if tls.handshake_timeout.0.is_zero() {
         return check.fail("tls.handshake_timeout", &"0s", "must be greater than zero");
     }
+    alpn(&tls.alpn, check)?;
     if (config.upstream_tls.ca.is_some() || config.upstream_tls.insecure) && !config.upstream.tls {
         return check.fail(
             "upstream_tls",
             &config.upstream,
             "applies only to an https:// or wss:// upstream",
+        );
+    }
+    Ok(())
+}
+
+/// `tls.alpn`: known protocols, each once.
+fn alpn(alpn: &[String], check: &Check<'_>) -> Result<(), ConfigError> {
+    let list = || format!("{alpn:?}");
+    if alpn.is_empty() {
+        return check.fail(
+            "tls.alpn",
+            &list(),
+            "must name at least one of \"h2\", \"http/1.1\"",
+        );
+    }
+    for (i, p) in alpn.iter().enumerate() {
+        if p != "h2" && p != "http/1.1" {
+            return check.fail(
+                "tls.alpn",
+                &list(),
+                &format!("names {p:?}; gatewarden speaks \"h2\" and \"http/1.1\""),
+            );
+        }
+        if alpn[..i].contains(p) {
+            return check.fail("tls.alpn", &list(), &format!("names {p:?} twice"));
+        }
+    }
+    Ok(())
+}
+
+/// HTTP/2's limits: within what RFC 9113 allows, the connection's window no smaller than
+/// one stream's.
+fn http2(config: &Config, check: &Check<'_>) -> Result<(), ConfigError> {
+    let h2 = &config.http2;
+    if h2.max_concurrent_streams == 0 {
+        return check.fail("http2.max_concurrent_streams", &0, "must be at least 1");
+    }
+    // RFC 9113 §6.9.1: windows run from 65,535 (the protocol's default) to 2^31 - 1.
+    const MAX_WINDOW: u32 = (1 << 31) - 1;
+    for (key, v) in [
+        ("http2.stream_window_bytes", h2.stream_window_bytes),
+        ("http2.connection_window_bytes", h2.connection_window_bytes),
+    ] {
+        if !(65_535..=MAX_WINDOW).contains(&v) {
+            return check.fail(key, &v, "must be from 65535 to 2147483647");
+        }
+    }
+    if h2.connection_window_bytes < h2.stream_window_bytes {
+        return check.fail(
+            "http2.connection_window_bytes",
+            &h2.connection_window_bytes,
+            "must be at least http2.stream_window_bytes (or one stream can stall the others)",
         );
     }
     Ok(())

@@ -1,8 +1,9 @@
 //! The gate: what a client's request must pass before anything reaches the gateway.
 //!
-//! Two entry points, one judgement: [`Proxy::handle`] is hyper's service (any request),
-//! [`Proxy::handle_upgrade`] the fast path's (a first request that is a WebSocket upgrade,
-//! read by `http1::fast_head`). Both check the head's limits here, then:
+//! Three entry points, one judgement: [`Proxy::handle`] is hyper's HTTP/1.1 service (any
+//! request), [`Proxy::handle_upgrade`] the fast path's (a first request that is a WebSocket
+//! upgrade, read by `http1::fast_head`), `Proxy::handle_h2` hyper's HTTP/2 service (`http2`:
+//! a stream, WebSocket by extended CONNECT or plain). All check the head's limits here, then:
 //! - `admit`: the one admission (throttle, Origin, token, decision), logged and counted;
 //! - `refuse`: a refusal rendered as an HTTP status or a 101 and a close frame;
 //! - `headers`: the one policy for what the upstream is told;
@@ -32,6 +33,7 @@ use crate::ws;
 
 mod admit;
 mod headers;
+mod http2;
 mod log;
 mod plain;
 mod refuse;
@@ -39,6 +41,7 @@ mod session;
 mod upgrade;
 use refuse::*;
 pub use session::{Handoff, Pending};
+use upgrade::Over;
 
 /// What `OPTIONS *` and a refused `CONNECT` list as allowed.
 const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
@@ -159,7 +162,14 @@ impl Proxy {
             let on_client = hyper::upgrade::on(&mut req);
             let (parts, _body) = req.into_parts();
             Ok(self
-                .websocket(parts, Some(on_client), remote, cert.as_deref(), &handoff)
+                .websocket(
+                    parts,
+                    Some(on_client),
+                    remote,
+                    cert.as_deref(),
+                    &handoff,
+                    Over::Http1,
+                )
                 .await)
         } else {
             Ok(self.plain(req, remote, cert.as_deref()).await)
@@ -184,7 +194,8 @@ impl Proxy {
             return bad_upgrade(bad);
         }
         let (parts, ()) = req.into_parts();
-        self.websocket(parts, None, remote, cert, handoff).await
+        self.websocket(parts, None, remote, cert, handoff, Over::Http1)
+            .await
     }
 
     /// The size limits on a request head, answered 431 / 414, and a head whose target

@@ -73,7 +73,7 @@ impl Proxy {
         refusal: Refusal,
         on_client: Option<OnUpgrade>,
         handoff: &Handoff,
-        key: &HeaderValue,
+        key: Option<&HeaderValue>,
         headers: &HeaderMap,
     ) -> Response<Body> {
         match self.auth.reject {
@@ -93,19 +93,23 @@ impl Proxy {
 
     /// Completes the handshake ourselves and closes with 1008 and the gateway's own reason
     /// text: a browser's WebSocket API exposes close codes and reasons, never HTTP statuses.
+    /// With the client's `key` a 101 (HTTP/1.1); without, an HTTP/2 stream's 200.
     pub(super) fn reject_with_close(
         &self,
-        key: &HeaderValue,
+        key: Option<&HeaderValue>,
         headers: &HeaderMap,
     ) -> Response<Body> {
         let mut resp = Response::new(empty());
-        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let h = resp.headers_mut();
-        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
-        if let Ok(v) = HeaderValue::from_str(&ws::accept_key(key.as_bytes())) {
-            h.insert(SEC_WEBSOCKET_ACCEPT, v);
+        if let Some(key) = key {
+            h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+            h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+            if let Ok(v) = HeaderValue::from_str(&ws::accept_key(key.as_bytes())) {
+                h.insert(SEC_WEBSOCKET_ACCEPT, v);
+            }
+            *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         }
+        let h = resp.headers_mut();
         // Strict clients fail a handshake that offered subprotocols and got none back; pick the
         // first one that does not carry a token (never echo a token).
         let prefix = self.auth.subprotocol_prefix.as_bytes();

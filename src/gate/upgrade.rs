@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ::http::header::{SEC_WEBSOCKET_KEY, UPGRADE};
+use ::http::header::{HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
 use ::http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::upgrade::OnUpgrade;
@@ -25,23 +25,40 @@ use super::session::{Handoff, Pending, Then, Tunnel};
 use super::Proxy;
 use crate::upstream::Answer;
 
+/// Which HTTP a client's WebSocket came over. The judgement and the gateway's HTTP/1.1
+/// handshake are the same; the key and the answer's shape are not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Over {
+    /// A GET with `Upgrade: websocket`, answered 101 (RFC 6455).
+    Http1,
+    /// An extended CONNECT with `:protocol = websocket`, answered 200 (RFC 8441): no key
+    /// from the client, so gatewarden makes the gateway's and checks its answer.
+    Http2,
+}
+
 impl Proxy {
     /// `on_client` is hyper's side of the client connection (`None`: the listener's).
     pub(super) async fn websocket(
         self: Arc<Self>,
-        parts: ::http::request::Parts,
+        mut parts: ::http::request::Parts,
         on_client: Option<OnUpgrade>,
         remote: SocketAddr,
         cert: Option<&ClientCert>,
         handoff: &Handoff,
+        over: Over,
     ) -> Response<Body> {
         let started = Instant::now();
         let conn = Uuid::new_v4();
-        let key = parts
-            .headers
-            .get(SEC_WEBSOCKET_KEY)
-            .cloned()
-            .expect("checked by ws::check_upgrade_request");
+        let key = match over {
+            Over::Http1 => Some(
+                parts
+                    .headers
+                    .get(SEC_WEBSOCKET_KEY)
+                    .cloned()
+                    .expect("checked by ws::check_upgrade_request"),
+            ),
+            Over::Http2 => None,
+        };
         let slot = parts
             .extensions
             .get::<Arc<crate::limits::ConnSlot>>()
@@ -55,7 +72,7 @@ impl Proxy {
         } = match self.admit(&parts, remote, cert, Door::Upgrade { conn }) {
             Ok(admitted) => admitted,
             Err(refusal) => {
-                return self.refuse(refusal, on_client, handoff, &key, &parts.headers);
+                return self.refuse(refusal, on_client, handoff, key.as_ref(), &parts.headers);
             }
         };
         // A client certificate is not a reloadable credential: nothing to revoke.
@@ -73,6 +90,12 @@ impl Proxy {
         let inject_header = (self.upstream_auth.inject == Inject::Header)
             .then_some(gateway.as_ref())
             .flatten();
+        // Admitted: only now does the gateway's handshake get a key of gatewarden's making.
+        let made_key = (over == Over::Http2).then(|| {
+            let key = ws::new_key();
+            parts.headers.insert(SEC_WEBSOCKET_KEY, key.clone());
+            key
+        });
         let upstream_head = Forward::new(
             &self,
             &parts.headers,
@@ -87,9 +110,21 @@ impl Proxy {
             Err(resp) => return resp,
         };
         let deflate = ws::Deflate::negotiated(&answer.headers);
-        let mut client_resp = Response::new(empty());
-        *client_resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        *client_resp.headers_mut() = answer.headers;
+        let client_resp = match made_key {
+            None => {
+                let mut resp = Response::new(empty());
+                *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                *resp.headers_mut() = answer.headers;
+                resp
+            }
+            Some(key) => match over_http2(answer.headers, &key) {
+                Ok(resp) => resp,
+                Err(resp) => {
+                    warn!(conn = %conn, remote = %remote, "[ws] upstream answered 101 with a wrong Sec-WebSocket-Accept");
+                    return resp;
+                }
+            },
+        };
         let tunnel = Tunnel {
             conn,
             started,
@@ -115,7 +150,30 @@ impl Proxy {
         });
         client_resp
     }
+}
 
+/// The 200 that opens an HTTP/2 WebSocket stream, with what the gateway's 101 agreed
+/// (subprotocol, extensions, cookies) but none of HTTP/1.1's upgrade machinery. The
+/// gateway's `Sec-WebSocket-Accept` is checked here, since the client cannot.
+#[allow(clippy::result_large_err)] // the error is the answer itself, built once
+fn over_http2(
+    mut headers: ::http::HeaderMap,
+    key: &HeaderValue,
+) -> Result<Response<Body>, Response<Body>> {
+    let accept = headers.remove(SEC_WEBSOCKET_ACCEPT);
+    if accept.is_none_or(|a| a.as_bytes() != ws::accept_key(key.as_bytes()).as_bytes()) {
+        return Err(text(
+            StatusCode::BAD_GATEWAY,
+            "bad gateway: upstream answered the WebSocket handshake wrongly\n",
+        ));
+    }
+    strip_hop_by_hop(&mut headers);
+    let mut resp = Response::new(empty());
+    *resp.headers_mut() = headers;
+    Ok(resp)
+}
+
+impl Proxy {
     /// The upgrade toward the gateway: its 101, or what the client is answered instead
     /// (502 when it cannot be reached, its own answer when it refuses).
     async fn dial(

@@ -35,6 +35,8 @@ pub(super) struct TlsSide {
     pub(super) acceptor: tokio_rustls::TlsAcceptor,
     pub(super) handshake_timeout: Duration,
     pub(super) state: Arc<ServerTls>,
+    /// How connections that chose `h2` are served.
+    pub(super) http2: crate::config::Http2Config,
 }
 
 /// One worker thread: its own runtime, its descriptor of the listening socket, and the

@@ -30,6 +30,7 @@ pub(super) fn read_files(config: &Config) -> Result<Files, StartError> {
             cert,
             key,
             config.tls.client_ca.as_deref(),
+            &config.tls.alpn,
             max,
         )?)),
         _ => None,

@@ -71,7 +71,15 @@ pub(super) async fn serve_requests(
     let remote = client_behind_balancer(&mut stream, remote, &conn).await?;
     let (stream, cert) = match &conn.tls {
         None => (Stream::Tcp(stream), None),
-        Some(tls) => accept_tls(stream, remote, tls).await?,
+        Some(tls) => {
+            let secured = accept_tls(stream, remote, tls).await?;
+            if secured.h2 {
+                let (stream, cert) = (secured.stream, secured.cert);
+                super::http2::serve(stream, remote, slot, cert, &tls.http2, &conn).await;
+                return None;
+            }
+            (secured.stream, secured.cert)
+        }
     };
     let handoff = Arc::new(Handoff::default());
     let peer = Peer {

@@ -27,13 +27,21 @@ pub(super) fn refuse_http2(fd: std::os::fd::BorrowedFd<'_>) {
     let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Write);
 }
 
+/// What a TLS handshake settled: the stream, the client's certificate (mTLS), and whether
+/// the client chose HTTP/2 (ALPN `h2`).
+pub(super) struct Secured {
+    pub(super) stream: Stream,
+    pub(super) cert: Option<Arc<ClientCert>>,
+    pub(super) h2: bool,
+}
+
 /// Starts TLS on an accepted connection within the handshake timeout. A client that speaks
 /// plain HTTP to the TLS port gets a readable 400 instead of a handshake error.
 pub(super) async fn accept_tls(
     stream: TcpStream,
     remote: SocketAddr,
     tls: &TlsSide,
-) -> Option<(Stream, Option<Arc<ClientCert>>)> {
+) -> Option<Secured> {
     let deadline = tokio::time::Instant::now() + tls.handshake_timeout;
     let mut first = [0u8; 1];
     match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
@@ -56,14 +64,18 @@ pub(super) async fn accept_tls(
     }
     match tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)).await {
         Ok(Ok(s)) => {
-            let cert = s
-                .get_ref()
-                .1
+            let session = s.get_ref().1;
+            let cert = session
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(ClientCert::from_der)
                 .map(Arc::new);
-            Some((Stream::ServerTls(Box::new(s)), cert))
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            Some(Secured {
+                stream: Stream::ServerTls(Box::new(s)),
+                cert,
+                h2,
+            })
         }
         Ok(Err(e)) => {
             info!(remote = %remote, cause = %e, "[tls] handshake failed");

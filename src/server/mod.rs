@@ -37,6 +37,7 @@ pub(crate) mod balance;
 mod bootstrap;
 mod connection;
 mod first_bytes;
+mod http2;
 mod shutdown;
 #[cfg(test)]
 mod tests;
@@ -211,6 +212,7 @@ impl Server {
                 acceptor: tokio_rustls::TlsAcceptor::from(t.config.clone()),
                 handshake_timeout: config.tls.handshake_timeout.0,
                 state: t,
+                http2: config.http2.clone(),
             }),
             drain: config.shutdown.drain.0,
             addr,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod certs;
 pub mod openclaw;
 pub mod raw;
 
@@ -93,11 +94,18 @@ pub fn logs() -> String {
 
 /// Waits for a log line that contains every needle; returns it.
 pub async fn wait_log(needles: &[&str]) -> String {
+    wait_logs(needles, 1).await.remove(0)
+}
+
+/// Waits for `n` log lines that each contain every needle; returns them in order.
+pub async fn wait_logs(needles: &[&str], n: usize) -> Vec<String> {
     let find = || {
-        logs()
+        let found: Vec<String> = logs()
             .lines()
-            .find(|l| needles.iter().all(|n| l.contains(n)))
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
             .map(str::to_string)
+            .collect();
+        (found.len() >= n).then_some(found)
     };
     let waited = tokio::time::timeout(WAIT, async {
         loop {
@@ -114,7 +122,7 @@ pub async fn wait_log(needles: &[&str]) -> String {
     match waited {
         Ok(l) => l,
         Err(_) => panic!(
-            "no log line with {needles:?} within {WAIT:?}; logs:\n{}",
+            "not {n} log lines with {needles:?} within {WAIT:?}; logs:\n{}",
             logs()
         ),
     }

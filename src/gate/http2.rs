@@ -1,0 +1,106 @@
+//! A request that came as an HTTP/2 stream. Plain requests go the way HTTP/1.1 ones do; an
+//! extended CONNECT with `:protocol = websocket` (RFC 8441) is a WebSocket upgrade, judged
+//! and handed to the gateway exactly like an HTTP/1.1 one, except that its tunnel runs in a
+//! task of its own: the connection's task is busy with the connection's other streams.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ::http::header::{HeaderValue, HOST};
+use ::http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tracing::info;
+
+use crate::http1::respond::{text, Body};
+use crate::limits::ConnSlot;
+use crate::tls::ClientCert;
+use crate::ws;
+
+use super::refuse::bad_upgrade;
+use super::session::Handoff;
+use super::{Over, Proxy};
+
+impl Proxy {
+    /// hyper's HTTP/2 service: one call per stream.
+    pub async fn handle_h2(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        remote: SocketAddr,
+        cert: Option<Arc<ClientCert>>,
+    ) -> Result<Response<Body>, Infallible> {
+        authority_as_host(&mut req);
+        if let Some(refused) = self.check_head(&req, remote) {
+            return Ok(refused);
+        }
+        let Some(protocol) = req.extensions().get::<hyper::ext::Protocol>() else {
+            return Ok(self.plain(req, remote, cert.as_deref()).await);
+        };
+        let bad = if !protocol.as_str().eq_ignore_ascii_case("websocket") {
+            Err(ws::BadUpgrade::Protocol)
+        } else {
+            ws::check_extended_connect(&req)
+        };
+        if let Err(bad) = bad {
+            info!(remote = %remote, reason = %"bad_upgrade", detail = %bad, "[ws] request refused");
+            return Ok(bad_upgrade(bad));
+        }
+        // The stream's own slot: its tunnel holds a gateway connection of its own.
+        if let Some(conn_slot) = req.extensions().get::<Arc<ConnSlot>>() {
+            match conn_slot.another() {
+                Ok(slot) => {
+                    req.extensions_mut().insert(slot);
+                }
+                Err(hit) => {
+                    info!(remote = %remote, reason = %hit.as_str(), "[ws] request refused");
+                    self.metrics.closed(hit.as_str());
+                    return Ok(text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "service unavailable: too many connections\n",
+                    ));
+                }
+            }
+        }
+        let on_client = hyper::upgrade::on(&mut req);
+        let (parts, _body) = req.into_parts();
+        let handoff = Handoff::default();
+        let resp = self
+            .clone()
+            .websocket(
+                parts,
+                Some(on_client),
+                remote,
+                cert.as_deref(),
+                &handoff,
+                Over::Http2,
+            )
+            .await;
+        if let Some(mut pending) = handoff.take() {
+            self.tasks.spawn(async move {
+                if let Some(client) = pending.upgraded().await {
+                    pending.run(client).await;
+                }
+            });
+        }
+        Ok(resp)
+    }
+}
+
+/// An HTTP/2 request names its server in `:authority`, never in `Host`: the gateway, which
+/// speaks HTTP/1.1, gets it as `Host`, as it would from an HTTP/1.1 client (user info, which
+/// RFC 9113 §8.3.1 forbids there, is dropped). A `Host` the client sent as well is kept.
+fn authority_as_host<B>(req: &mut Request<B>) {
+    if req.headers().contains_key(HOST) {
+        return;
+    }
+    let Some(authority) = req.uri().authority() else {
+        return;
+    };
+    let host = match authority.port() {
+        Some(port) => format!("{}:{}", authority.host(), port),
+        None => authority.host().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&host) {
+        req.headers_mut().insert(HOST, v);
+    }
+}
