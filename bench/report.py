@@ -8,7 +8,8 @@ import sys
 every = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 # The TLS pass has its own table (below); the plain tables never see its rows.
 rows = [r for r in every if not r.get("tls")]
-tls_rows = [r for r in every if r.get("tls")]
+tls_rows = [r for r in every if r.get("tls") and not r["tls"].startswith("h2-")]
+h2_rows = [r for r in every if r.get("tls", "").startswith("h2-")]
 MODES = ["handshake", "rtt", "bulk", "reject", "first_message", "idle"]
 TARGETS = ["direct", "nginx-stock", "nginx-tuned", "gatewarden", "gatewarden-splice"]
 
@@ -243,4 +244,27 @@ for kind, workers in sorted({(r["tls"], r["workers"]) for r in tls_rows}):
         cpu = (f"{statistics.median(cg):.1f} / {statistics.median(cn):.1f}" if cg and cn else "—")
         out.append(f"| {mode} | {unit} | {mn:,.0f} | {mg:,.0f} | "
                    f"{'—' if mp is None else f'{mp:,.0f}'} | {ratio} | {vs_plain} | {cpu} |")
+# WebSockets over HTTP/2 streams against wss over HTTP/1.1, the same gatewarden.
+if h2_rows:
+    def hrun(target, mode):
+        return [r for r in h2_rows if r["target"] == target and r["mode"] == mode]
+    out.append("\n## wss over HTTP/2 (RFC 8441) and over HTTP/1.1, gatewarden, 1 worker\n")
+    out.append("| mode | unit | over HTTP/1.1 | over HTTP/2 | HTTP/2 / HTTP/1.1 [90 % paired] | "
+               "proxy CPU µs per op, HTTP/2 / HTTP/1.1 |")
+    out.append("|---|---|---|---|---|---|")
+    for mode in ["rtt", "bulk", "idle"]:
+        h1, h2 = hrun("gatewarden-tls", mode), hrun("gatewarden-h2", mode)
+        if not (h1 and h2):
+            continue
+        m1 = statistics.median(r["rate"] for r in h1)
+        m2 = statistics.median(r["rate"] for r in h2)
+        if mode == "idle":
+            out.append(f"| {mode} | {h1[0]['unit']} | {m1:,.0f} | {m2:,.0f} | {m2 / m1:.2f}× | — |")
+            continue
+        pr = paired_ci(h2, h1)
+        ratio = f"**{pr[0]:.2f}×** {interval(pr[1], pr[2])}" if pr else f"{m2 / m1:.2f}×"
+        cost = lambda rs: [r["proxy_cpu_us_per_op"] for r in rs if r.get("proxy_cpu_us_per_op")]
+        c1, c2 = cost(h1), cost(h2)
+        cpu = (f"{statistics.median(c2):.1f} / {statistics.median(c1):.1f}" if c1 and c2 else "—")
+        out.append(f"| {mode} | {h1[0]['unit']} | {m1:,.0f} | {m2:,.0f} | {ratio} | {cpu} |")
 print("\n".join(out))

@@ -18,6 +18,8 @@
 #        PINNED="handshake rtt reject" (modes of the pinned pass; "" skips it), PINNED_ROUNDS=5,
 #        TLS_KEYS="ecdsa rsa" (the TLS pass: one per certificate kind; "" skips it),
 #        TLS_MODES="handshake resume rtt bulk idle", TLS_ROUNDS=5, TLS_WORKERS=1,
+#        H2_MODES="rtt bulk idle" (the HTTP/2 pass: gatewarden's wss over HTTP/2 streams against
+#        wss over HTTP/1.1, same process, ECDSA; "" skips it), H2_ROUNDS=5, H2_STREAMS=100,
 #        GW_BEFORE=path/to/an/older/gatewarden (adds the target gatewarden-before: a change's
 #        before/after ratio measured in the same rounds, the way every other ratio is)
 set -euo pipefail
@@ -58,6 +60,10 @@ TLS_KEYS=${TLS_KEYS-ecdsa rsa}
 TLS_MODES=${TLS_MODES:-handshake resume rtt bulk idle}
 TLS_ROUNDS=${TLS_ROUNDS:-5}
 TLS_WORKERS=${TLS_WORKERS:-1}   # nginx worker_processes and gatewarden workers in the TLS pass
+H2_MODES=${H2_MODES-rtt bulk idle}
+H2_ROUNDS=${H2_ROUNDS:-5}
+H2_STREAMS=${H2_STREAMS:-100}   # WebSocket streams per HTTP/2 connection (rtt: 32, bulk: 4 in all)
+ADDR[gatewarden-h2]=${ADDR[gatewarden-tls]}   # the same server, reached over HTTP/2
 TLSKIND=""   # the certificate kind of the TLS pass under way
 TLS_DIR=$W/tls
 declare -A PIDS
@@ -176,12 +182,13 @@ run_one() {  # target workers mode round [pinned]
   local name=$1 workers=$2 mode=$3 round=$4 pinned=${5:-false} conns=16 load=$LOAD
   [ "$pinned" = true ] && load="taskset -c 0 $LOAD"
   case $mode in rtt) conns=32;; bulk) conns=4;; idle) conns=$IDLE;; esac
-  local pids=${PIDS[$name]} p0 e0 t0 line p1 e1 t1
+  local pids=${PIDS[${name/%-h2/-tls}]} p0 e0 t0 line p1 e1 t1
   p0=$(ticks "$pids"); e0=$(ticks "${PIDS[direct]}"); t0=$(date +%s.%N)
   # resume: handshakes that resume a TLS session (the client keeps one session cache).
   local lmode=$mode extra=()
   [ "$mode" = resume ] && { lmode=handshake; extra=(--resume 1); }
-  [[ "$name" == *-tls ]] && extra+=(--tls-ca "$TLS_DIR/ca.pem")
+  [[ "$name" == *-tls || "$name" == *-h2 ]] && extra+=(--tls-ca "$TLS_DIR/ca.pem")
+  [[ "$name" == *-h2 ]] && extra+=(--h2 "$H2_STREAMS")
   line=$($load "$lmode" "${ADDR[$name]}" --token "$TOKEN" --conns $conns --secs "$SECS" --pids "$pids" "${extra[@]}")
   [ "$mode" = resume ] && line=${line/\"mode\":\"handshake\"/\"mode\":\"resume\"}
   p1=$(ticks "$pids"); e1=$(ticks "${PIDS[direct]}"); t1=$(date +%s.%N)
@@ -291,4 +298,26 @@ for kind in $TLS_KEYS; do
   stop_proxies
   TLSKIND=""
 done
+# WebSockets over HTTP/2 (RFC 8441) against wss over HTTP/1.1: the same gatewarden process,
+# the client choosing ALPN h2 (H2_STREAMS streams to a connection) or http/1.1.
+if [ -n "$H2_MODES" ]; then
+  echo "== wss over HTTP/2 and over HTTP/1.1, ECDSA certificate, 1 worker"
+  TLSKIND=h2-ecdsa
+  make_certs ecdsa
+  for mode in $H2_MODES; do
+    if [ "$mode" = idle ]; then
+      # Memory: each in a fresh process, so neither finds pages the other left behind.
+      for t in gatewarden-tls gatewarden-h2; do
+        start_gatewarden gatewarden-tls 1
+        run_one "$t" 1 idle 1
+        stop_proxies
+      done
+      continue
+    fi
+    start_gatewarden gatewarden-tls 1
+    rotate "$H2_ROUNDS" 1 "$mode" false gatewarden-tls gatewarden-h2
+    stop_proxies
+  done
+  TLSKIND=""
+fi
 python3 bench/report.py "$OUT"

@@ -482,3 +482,42 @@ async fn a_token_source_list_without_first_message_refuses_a_tokenless_stream() 
     assert_eq!(got["close"]["code"], 1008, "{got}");
     assert_eq!(s.upstream.count(), 0);
 }
+
+#[tokio::test]
+async fn a_drain_sends_goaway_and_open_streams_finish_until_its_end() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut s = setup(|c, _| {
+        c.shutdown.drain = gatewarden::config::Secs(std::time::Duration::from_secs(2))
+    })
+    .await;
+    let script = format!("{}/tests/support/h2_peer.py", env!("CARGO_MANIFEST_DIR"));
+    let mut child = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg("hold")
+        .arg("127.0.0.1")
+        .arg(s.proxy.addr.port().to_string())
+        .arg(&s.ca_file)
+        .arg(json!({"headers": bearer(&s.token)}).to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready: Value =
+        serde_json::from_str(&timeout(out.next_line()).await.unwrap().unwrap()).unwrap();
+    assert_eq!(ready["messages"], json!(["before"]), "{ready}");
+    s.proxy.shutdown();
+    wait_log(&["[shutdown] stopped accepting; draining"]).await;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\n").await.unwrap();
+    let end: Value =
+        serde_json::from_str(&timeout(out.next_line()).await.unwrap().unwrap()).unwrap();
+    assert!(end.get("error").is_none(), "{end}");
+    // GOAWAY with NO_ERROR: no new streams, the open one goes on...
+    assert_eq!(end["goaway"], 0, "{end}");
+    assert_eq!(end["messages"], json!(["before", "during drain"]), "{end}");
+    // ...until the drain's end closes it the way a shutdown closes an HTTP/1.1 tunnel.
+    assert_eq!(end["close"]["code"], 1001, "{end}");
+    s.proxy.finished().await;
+}

@@ -16,6 +16,8 @@ Scenarios:
   reset     three streams; the middle one is reset; the other two keep echoing
   slow      stream A floods and never reads; stream B's round trips meanwhile
   plain     a plain HTTP request over HTTP/2
+  hold      one stream kept open through the server's drain (prints a line when ready,
+            waits for one on stdin)
 """
 
 import hashlib
@@ -366,6 +368,35 @@ def slow(args):
     }
 
 
+def hold(args):
+    """One stream, echoed once; then, told on stdin that the server is draining, the GOAWAY
+    and the same stream echoing on, until the drain's end closes it."""
+    c = client(args)
+    # Python's h2 takes any GOAWAY as the connection's end (and then refuses the PING a
+    # graceful GOAWAY comes with); RFC 9113 §6.8 lets the streams it did not cut finish,
+    # and that is what is being tested.
+    from hyperframe.frame import GoAwayFrame
+    receive_goaway = c.conn._frame_dispatch_table[GoAwayFrame]
+
+    def goaway_keeps_streams(frame):
+        frames, events = receive_goaway(frame)
+        c.conn.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+        return frames, events
+
+    c.conn._frame_dispatch_table[GoAwayFrame] = goaway_keeps_streams
+    s = c.open_ws(args.get("path", "/"), args.get("headers", []))
+    c.pump(lambda: s.status is not None or s.ended)
+    c.message(s, "before")
+    c.pump(lambda: s.messages or s.ended)
+    print(json.dumps({"ready": True, "messages": s.messages}), flush=True)
+    sys.stdin.readline()
+    c.pump(lambda: c.goaway is not None)
+    c.message(s, "during drain")
+    c.pump(lambda: len(s.messages) >= 2 or s.ended)
+    c.pump(lambda: s.close is not None or s.ended, deadline=60)
+    return {"goaway": c.goaway, "messages": s.messages, "close": s.close, "reset": s.reset}
+
+
 def plain(args):
     c = client(args)
     headers = [(":method", args.get("method", "GET"))]
@@ -393,7 +424,7 @@ def main():
     args = json.loads(raw)
     args.update(host=host, port=int(port), ca=ca)
     fn = {"hello": hello, "ws": ws, "many": many, "bulk": bulk, "reset": reset,
-          "slow": slow, "plain": plain}[scenario]
+          "slow": slow, "plain": plain, "hold": hold}[scenario]
     try:
         out = fn(args)
     except (TimeoutError, ConnectionError, ssl.SSLError, OSError) as e:

@@ -12,6 +12,9 @@
 //! `--tls-ca FILE` speaks TLS (rustls, ring; the server named `localhost`, verified against
 //! FILE): every connection a full handshake, or with `--resume 1` a resumed one where the
 //! server allows it (one session cache shared by all connections, as a browser keeps).
+//! `--h2 K` (with `--tls-ca`) opens each WebSocket as an HTTP/2 stream (extended CONNECT,
+//! RFC 8441), K streams to a connection, as a browser tab puts its sockets on one
+//! connection: the same frames, over h2's DATA frames instead of the TLS stream itself.
 //!
 //! Connections to a loopback target leave from K source addresses in turn (127.0.0.1 to
 //! 127.0.0.K, default 16): a client that closes first leaves its port in TIME_WAIT, which
@@ -36,10 +39,135 @@ use tokio::net::{TcpSocket, TcpStream};
 /// The client's TLS side, when the run speaks TLS.
 static TLS: OnceLock<tokio_rustls::TlsConnector> = OnceLock::new();
 
-/// A connection to the target, plain or TLS.
+/// A connection to the target, plain or TLS, or a WebSocket stream of an HTTP/2 one.
 enum Conn {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    H2(H2Ws),
+}
+
+/// A WebSocket on an HTTP/2 stream, read and written as bytes (flow control included).
+struct H2Ws {
+    send: h2::SendStream<bytes::Bytes>,
+    recv: h2::RecvStream,
+    /// Received and not read yet.
+    pending: bytes::Bytes,
+}
+
+impl AsyncRead for H2Ws {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            if !self.pending.is_empty() {
+                let n = self.pending.len().min(buf.remaining());
+                buf.put_slice(&self.pending.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            match std::task::ready!(self.recv.poll_data(cx)) {
+                None => return Poll::Ready(Ok(())),
+                Some(Ok(d)) => {
+                    let _ = self.recv.flow_control().release_capacity(d.len());
+                    self.pending = d;
+                }
+                Some(Err(e)) => return Poll::Ready(Err(std::io::Error::other(e))),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for H2Ws {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.send.reserve_capacity(buf.len());
+        match std::task::ready!(self.send.poll_capacity(cx)) {
+            Some(Ok(n)) => {
+                let n = n.min(buf.len());
+                self.send
+                    .send_data(bytes::Bytes::copy_from_slice(&buf[..n]), false)
+                    .map_err(std::io::Error::other)?;
+                Poll::Ready(Ok(n))
+            }
+            Some(Err(e)) => Poll::Ready(Err(std::io::Error::other(e))),
+            None => Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let _ = self.send.send_data(bytes::Bytes::new(), true);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The HTTP/2 connection new streams go on, and how many it carries.
+static H2_POOL: tokio::sync::Mutex<Option<(h2::client::SendRequest<bytes::Bytes>, usize)>> =
+    tokio::sync::Mutex::const_new(None);
+
+/// A WebSocket stream on the current HTTP/2 connection (a new one every `per_conn` streams).
+async fn h2_open(o: &Opts) -> std::io::Result<Conn> {
+    let send_req = {
+        let mut pool = H2_POOL.lock().await;
+        match pool.as_mut() {
+            Some((s, n)) if *n < o.h2 => {
+                *n += 1;
+                s.clone()
+            }
+            _ => {
+                let tls = connection(o.target, o.sources).await?;
+                let (s, conn) = h2::client::Builder::new()
+                    .initial_window_size(1 << 20)
+                    .initial_connection_window_size(64 << 20)
+                    .handshake::<_, bytes::Bytes>(tls)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                // The server's SETTINGS (ENABLE_CONNECT_PROTOCOL) arrive after the handshake.
+                let mut ready = s.clone().ready().await.map_err(std::io::Error::other)?;
+                for _ in 0..5000 {
+                    if ready.is_extended_connect_protocol_enabled() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    ready = ready.ready().await.map_err(std::io::Error::other)?;
+                }
+                *pool = Some((s.clone(), 1));
+                s
+            }
+        }
+    };
+    let mut send_req = send_req.ready().await.map_err(std::io::Error::other)?;
+    let mut req = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri("https://localhost/ws")
+        .header("sec-websocket-version", "13")
+        .header("authorization", format!("Bearer {}", o.token))
+        .body(())
+        .unwrap();
+    req.extensions_mut()
+        .insert(h2::ext::Protocol::from_static("websocket"));
+    let (resp, send) = send_req
+        .send_request(req, false)
+        .map_err(std::io::Error::other)?;
+    let resp = resp.await.map_err(std::io::Error::other)?;
+    if resp.status() != http::StatusCode::OK {
+        return Err(std::io::Error::other(format!("status {}", resp.status())));
+    }
+    Ok(Conn::H2(H2Ws {
+        send,
+        recv: resp.into_body(),
+        pending: bytes::Bytes::new(),
+    }))
 }
 
 impl AsyncRead for Conn {
@@ -51,6 +179,7 @@ impl AsyncRead for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::H2(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -64,6 +193,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::H2(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -71,6 +201,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
             Conn::Tls(s) => Pin::new(s).poll_flush(cx),
+            Conn::H2(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -78,12 +209,13 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::H2(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
 
 /// The TLS client: trusts `ca` only; resumes sessions when `resume`.
-fn tls_connector(ca: &str, resume: bool) -> tokio_rustls::TlsConnector {
+fn tls_connector(ca: &str, resume: bool, h2: bool) -> tokio_rustls::TlsConnector {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).expect("CA file") {
@@ -111,7 +243,7 @@ fn tls_connector(ca: &str, resume: bool) -> tokio_rustls::TlsConnector {
     } else {
         rustls::client::Resumption::disabled()
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![if h2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
@@ -138,6 +270,8 @@ struct Opts {
     sources: u32,
     tls_ca: Option<String>,
     resume: bool,
+    /// WebSocket streams per HTTP/2 connection; 0: HTTP/1.1.
+    h2: usize,
 }
 
 fn opts() -> Opts {
@@ -154,6 +288,7 @@ fn opts() -> Opts {
         sources: 16,
         tls_ca: None,
         resume: false,
+        h2: 0,
     };
     while let Some(k) = a.next() {
         let v = a.next().expect("value");
@@ -161,6 +296,7 @@ fn opts() -> Opts {
             "--token" => o.token = v,
             "--tls-ca" => o.tls_ca = Some(v),
             "--resume" => o.resume = v == "1",
+            "--h2" => o.h2 = v.parse().unwrap(),
             "--conns" => o.conns = v.parse().unwrap(),
             "--secs" => o.secs = v.parse().unwrap(),
             "--sources" => o.sources = v.parse::<u32>().unwrap().clamp(1, 250),
@@ -180,7 +316,7 @@ fn opts() -> Opts {
 fn main() {
     let o = opts();
     if let Some(ca) = &o.tls_ca {
-        let _ = TLS.set(tls_connector(ca, o.resume));
+        let _ = TLS.set(tls_connector(ca, o.resume, o.h2 > 0));
     }
     // Single-threaded: the generator should take as little of the 2 cores as it can.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -425,6 +561,9 @@ async fn read_until_frames(s: &mut Conn, buf: &mut Vec<u8>, frames: usize) -> st
 }
 
 async fn open(o: &Opts) -> std::io::Result<(Conn, Vec<u8>)> {
+    if o.h2 > 0 {
+        return Ok((h2_open(o).await?, Vec::new()));
+    }
     let mut s = connection(o.target, o.sources).await?;
     s.write_all(&upgrade_request(o, "/ws", Some(&o.token)))
         .await?;
@@ -570,6 +709,7 @@ async fn futures_join(n: usize, o: &Opts) -> Vec<std::io::Result<(Conn, Vec<u8>)
             sources: o.sources,
             tls_ca: o.tls_ca.clone(),
             resume: o.resume,
+            h2: o.h2,
         };
         set.spawn(async move { open(&o2).await });
     }
