@@ -316,6 +316,26 @@ async fn a_malformed_extended_connect_is_refused_before_the_gateway() {
 }
 
 #[tokio::test]
+async fn the_header_limits_hold_for_h2_requests() {
+    let s = setup(|c, _| c.limits.max_headers = 20).await;
+    let many: Vec<Value> = (0..30).map(|i| json!([format!("x-h{i}"), "v"])).collect();
+    let got = peer(&s, "ws", json!({"headers": many})).await;
+    assert_eq!(got["status"], 431, "{got}");
+    let plain = peer(&s, "plain", json!({"path": "/", "headers": many})).await;
+    assert_eq!(plain["status"], 431, "{plain}");
+    // A long target: 414, as over HTTP/1.1.
+    let long = format!("/{}", "a".repeat(9000));
+    let got = peer(
+        &s,
+        "plain",
+        json!({"path": long, "headers": bearer(&s.token)}),
+    )
+    .await;
+    assert_eq!(got["status"], 414, "{got}");
+    assert_eq!(s.upstream.count(), 0);
+}
+
+#[tokio::test]
 async fn a_hundred_websocket_streams_share_one_connection() {
     let s = setup(|_, _| {}).await;
     let got = peer(&s, "many", json!({"n": 100, "headers": bearer(&s.token)})).await;
@@ -520,4 +540,78 @@ async fn a_drain_sends_goaway_and_open_streams_finish_until_its_end() {
     // ...until the drain's end closes it the way a shutdown closes an HTTP/1.1 tunnel.
     assert_eq!(end["close"]["code"], 1001, "{end}");
     s.proxy.finished().await;
+}
+
+#[tokio::test]
+async fn a_client_certificate_authenticates_streams_over_h2() {
+    let client_ca = ca("client CA");
+    let pem = client_ca.cert.pem();
+    let s = setup(move |c, dir| {
+        c.tls.client_ca = Some(write_file(dir, "client-ca.pem", &pem));
+        c.auth.sources = Some(vec![TokenSource::ClientCert, TokenSource::Header]);
+    })
+    .await;
+    let (cert, key) = leaf(&client_ca, "laptop-alice", 7);
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_file(dir.path(), "alice.pem", &cert);
+    let key = write_file(dir.path(), "alice.key", &key);
+    let got = peer(
+        &s,
+        "ws",
+        json!({"client_cert": cert, "client_key": key, "send": ["no token, a certificate"],
+               "expect": 1}),
+    )
+    .await;
+    assert_eq!(got["status"], 200, "{got}");
+    assert_eq!(got["messages"], json!(["no token, a certificate"]));
+    let port = got["local_port"].to_string();
+    wait_log(&[
+        "[ws] connected",
+        "source=client_cert",
+        "client=laptop-alice",
+        &format!("remote=127.0.0.1:{port}"),
+    ])
+    .await;
+}
+
+/// curl (nghttp2) as a second HTTP/2 implementation nobody here wrote: it negotiates `h2`
+/// by ALPN and its request is proxied; forced to HTTP/1.1 it is served on the same port.
+#[tokio::test]
+async fn curl_negotiates_h2_and_is_proxied() {
+    let s = setup(|_, _| {}).await;
+    let port = s.proxy.addr.port();
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let ca_file = s.ca_file.clone();
+        let token = s.token.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("curl")
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "20",
+                    flag,
+                    "-w",
+                    "\n%{http_version}",
+                    "--cacert",
+                ])
+                .arg(&ca_file)
+                .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+                .args(["-H", &format!("Authorization: Bearer {token}")])
+                .arg(format!("https://localhost:{port}/from-curl?x=1"))
+                .output()
+                .expect("curl is installed (.ci/run installs it)")
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "curl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("upstream saw GET /from-curl?x=1\n\n{version}"),
+            "{flag}"
+        );
+    }
 }

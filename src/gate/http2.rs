@@ -33,6 +33,15 @@ impl Proxy {
         if let Some(refused) = self.check_head(&req, remote) {
             return Ok(refused);
         }
+        // hyper counts an HTTP/1.1 head's lines (`limits.max_headers`); an HTTP/2 one's
+        // size is bounded by the HPACK limit, its count here.
+        if req.headers().len() > self.max_headers {
+            info!(remote = %remote, reason = %"header_too_large", headers = req.headers().len(), "[http] request refused");
+            return Ok(text(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request header fields too large\n",
+            ));
+        }
         let Some(protocol) = req.extensions().get::<hyper::ext::Protocol>() else {
             return Ok(self.plain(req, remote, cert.as_deref()).await);
         };

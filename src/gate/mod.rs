@@ -77,6 +77,8 @@ pub struct Proxy {
     /// `limits.max_header_bytes`, checked exactly on the parsed head (hyper's buffer limit
     /// is only approximate).
     pub max_header_bytes: usize,
+    /// `limits.max_headers`: hyper enforces it on HTTP/1.1 heads; HTTP/2's are counted here.
+    pub max_headers: usize,
     /// `limits.max_request_line`.
     pub max_request_line: usize,
     /// `timeouts.upstream_response`: the deadline for a proxied request's response head.
@@ -126,6 +128,7 @@ impl Proxy {
             splice: config.splice.clone(),
             forwarded_headers: config.forwarded_headers,
             max_header_bytes: config.limits.max_header_bytes,
+            max_headers: config.limits.max_headers,
             max_request_line: config.limits.max_request_line,
             upstream_response: config.timeouts.upstream_response.0,
             metrics,

@@ -59,8 +59,10 @@ class Stream:
 
 
 class Client:
-    def __init__(self, host, port, ca):
+    def __init__(self, host, port, ca, cert=None, key=None):
         ctx = ssl.create_default_context(cafile=ca)
+        if cert:
+            ctx.load_cert_chain(cert, key)
         ctx.set_alpn_protocols(["h2", "http/1.1"])
         raw = socket.create_connection((host, port), timeout=DEADLINE)
         self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
@@ -202,7 +204,8 @@ class Client:
 
 
 def client(args):
-    return Client(args["host"], args["port"], args["ca"])
+    return Client(args["host"], args["port"], args["ca"], args.get("client_cert"),
+                  args.get("client_key"))
 
 
 def shape(s, c=None):
