@@ -75,7 +75,12 @@ pub(super) async fn serve_requests(
             let secured = accept_tls(stream, remote, tls).await?;
             if secured.h2 {
                 let (stream, cert) = (secured.stream, secured.cert);
-                super::http2::serve(stream, remote, slot, cert, &tls.http2, &conn).await;
+                // Boxed: an HTTP/2 connection's state is large, and every other connection's
+                // future would otherwise be sized for it.
+                Box::pin(super::http2::serve(
+                    stream, remote, slot, cert, &tls.http2, &conn,
+                ))
+                .await;
                 return None;
             }
             (secured.stream, secured.cert)
