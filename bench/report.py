@@ -244,6 +244,13 @@ for kind, workers in sorted({(r["tls"], r["workers"]) for r in tls_rows}):
         cpu = (f"{statistics.median(cg):.1f} / {statistics.median(cn):.1f}" if cg and cn else "—")
         out.append(f"| {mode} | {unit} | {mn:,.0f} | {mg:,.0f} | "
                    f"{'—' if mp is None else f'{mp:,.0f}'} | {ratio} | {vs_plain} | {cpu} |")
+    # The TLS path before the change (GW_BEFORE), paired by round like the rest.
+    before = [(mode, paired_ci(trun("gatewarden-tls", mode), trun("gatewarden-before-tls", mode)))
+              for mode in ["handshake", "resume", "rtt", "bulk"]]
+    before = [(m, pr) for m, pr in before if pr]
+    if before:
+        out.append("\nTLS, after / before (the same rounds): " + ", ".join(
+            f"{m} {pr[0]:.3f} {interval(pr[1], pr[2])}" for m, pr in before))
 # WebSockets over HTTP/2 streams against wss over HTTP/1.1, the same gatewarden.
 if h2_rows:
     def hrun(target, mode):

@@ -20,8 +20,9 @@
 #        TLS_MODES="handshake resume rtt bulk idle", TLS_ROUNDS=5, TLS_WORKERS=1,
 #        H2_MODES="rtt bulk idle" (the HTTP/2 pass: gatewarden's wss over HTTP/2 streams against
 #        wss over HTTP/1.1, same process, ECDSA; "" skips it), H2_ROUNDS=5, H2_STREAMS=100,
-#        GW_BEFORE=path/to/an/older/gatewarden (adds the target gatewarden-before: a change's
-#        before/after ratio measured in the same rounds, the way every other ratio is)
+#        GW_BEFORE=path/to/an/older/gatewarden (adds the targets gatewarden-before and, in the
+#        TLS pass, gatewarden-before-tls: a change's before/after ratio measured in the same
+#        rounds, the way every other ratio is)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-1}
@@ -55,7 +56,8 @@ ECHO=127.0.0.1:28790
 declare -A ADDR=([direct]=$ECHO [nginx-stock]=127.0.0.1:28791 [nginx-tuned]=127.0.0.1:28792
                  [gatewarden]=127.0.0.1:28789 [gatewarden-splice]=127.0.0.1:28793
                  [gatewarden-before]=127.0.0.1:28794
-                 [nginx-tls]=127.0.0.1:28795 [gatewarden-tls]=127.0.0.1:28796)
+                 [nginx-tls]=127.0.0.1:28795 [gatewarden-tls]=127.0.0.1:28796
+                 [gatewarden-before-tls]=127.0.0.1:28797)
 TLS_KEYS=${TLS_KEYS-ecdsa rsa}
 TLS_MODES=${TLS_MODES:-handshake resume rtt bulk idle}
 TLS_ROUNDS=${TLS_ROUNDS:-5}
@@ -138,7 +140,7 @@ NGINX
 start_gatewarden() {  # variant workers
   local variant=$1 workers=$2 zero_copy=false addr=${ADDR[$1]} tls=""
   [ "$variant" = gatewarden-splice ] && zero_copy=true
-  [ "$variant" = gatewarden-tls ] && tls="[tls]
+  [[ "$variant" == *-tls ]] && tls="[tls]
 cert = \"$TLS_DIR/chain.pem\"
 key = \"$TLS_DIR/leaf.key\""
   cat > "$W/$variant.toml" <<TOML
@@ -162,7 +164,7 @@ path = "$W/cred/token"
 $tls
 TOML
   local bin=$GW
-  [ "$variant" = gatewarden-before ] && bin=$GW_BEFORE
+  [[ "$variant" == gatewarden-before* ]] && bin=$GW_BEFORE
   $PIN setsid "$bin" -c "$W/$variant.toml" 2> "$L/$variant.log" &
   PIDS[$variant]=$!
   wait_port "$addr"
@@ -173,7 +175,7 @@ stop_proxies() {
     [ -f "$f" ] || continue
     local m; m=$(cat "$f"); kill "$m"; while kill -0 "$m" 2>/dev/null; do sleep 0.1; done; rm -f "$f"
   done
-  for v in gatewarden gatewarden-splice gatewarden-before gatewarden-tls; do
+  for v in gatewarden gatewarden-splice gatewarden-before gatewarden-tls gatewarden-before-tls; do
     if [ -n "${PIDS[$v]:-}" ]; then kill "${PIDS[$v]}"; wait "${PIDS[$v]}" || true; unset "PIDS[$v]"; fi
   done
 }
@@ -288,10 +290,12 @@ for kind in $TLS_KEYS; do
   start_nginx tls "$TLS_WORKERS"
   start_gatewarden gatewarden-tls "$TLS_WORKERS"
   start_gatewarden gatewarden "$TLS_WORKERS"
+  [ -n "$GW_BEFORE" ] && start_gatewarden gatewarden-before-tls "$TLS_WORKERS"
   for mode in $TLS_MODES; do
     rounds=$TLS_ROUNDS
     [ "$mode" = idle ] && rounds=1
     targets=(nginx-tls gatewarden-tls)
+    [ -n "$GW_BEFORE" ] && targets+=(gatewarden-before-tls)
     [ "$mode" = resume ] || targets+=(gatewarden)
     rotate "$rounds" "$TLS_WORKERS" "$mode" false "${targets[@]}"
   done
