@@ -70,6 +70,11 @@ pub fn check_upgrade_request<B>(req: &http::Request<B>) -> Result<(), BadUpgrade
     if keys.next().is_some() || !decoded.is_ok_and(|k| k.len() == 16) {
         return Err(BadUpgrade::InvalidKey);
     }
+    version_13(h)
+}
+
+/// Exactly one `Sec-WebSocket-Version`, and it is 13: both HTTP versions' handshakes need it.
+fn version_13(h: &HeaderMap) -> Result<(), BadUpgrade> {
     let mut versions = h.get_all(http::header::SEC_WEBSOCKET_VERSION).iter();
     if versions
         .next()
@@ -91,18 +96,7 @@ pub fn check_extended_connect<B>(req: &http::Request<B>) -> Result<(), BadUpgrad
     if req.method() != http::Method::CONNECT {
         return Err(BadUpgrade::Method);
     }
-    let mut versions = req
-        .headers()
-        .get_all(http::header::SEC_WEBSOCKET_VERSION)
-        .iter();
-    if versions
-        .next()
-        .is_none_or(|v| v.as_bytes().trim_ascii() != b"13")
-        || versions.next().is_some()
-    {
-        return Err(BadUpgrade::Version);
-    }
-    Ok(())
+    version_13(req.headers())
 }
 
 /// A fresh `Sec-WebSocket-Key` (16 random bytes, base64): for the gateway's handshake when
