@@ -451,28 +451,6 @@ pub fn strip_token_subprotocols(headers: &HeaderMap, prefix: &str) -> Option<Vec
     (!kept.is_empty()).then(|| kept.join(&b", "[..]))
 }
 
-/// The URI with the token query parameter's value replaced, for logs.
-pub fn redact_uri(uri: &http::Uri, param: &str) -> String {
-    let path = uri.path();
-    match uri.query() {
-        None => path.to_string(),
-        Some(q) => {
-            let redacted: Vec<String> = q
-                .split('&')
-                .map(|pair| {
-                    let k = pair.split_once('=').map_or(pair, |(k, _)| k);
-                    if decode_component(k) == param.as_bytes() {
-                        format!("{k}=REDACTED")
-                    } else {
-                        pair.to_string()
-                    }
-                })
-                .collect();
-            format!("{path}?{}", redacted.join("&"))
-        }
-    }
-}
-
 /// The query without the token parameter (for the `?token=` → cookie redirect).
 pub fn query_without(query: &str, param: &str) -> String {
     query
@@ -666,9 +644,7 @@ mod tests {
     }
 
     #[test]
-    fn redaction_and_removal() {
-        let uri: http::Uri = "/a?x=1&token=secret&y=2".parse().unwrap();
-        assert_eq!(redact_uri(&uri, "token"), "/a?x=1&token=REDACTED&y=2");
+    fn query_token_removal() {
         assert_eq!(query_without("x=1&token=secret&y=2", "token"), "x=1&y=2");
         assert_eq!(query_without("token=secret", "token"), "");
     }

@@ -16,6 +16,7 @@ mod files;
 mod metrics;
 mod net;
 mod path;
+mod redact;
 mod ws;
 // The stages of a connection, in order, and what they consult.
 mod auth;
@@ -51,6 +52,10 @@ pub mod fuzz {
     /// Token extraction, redaction and stripping.
     pub mod auth {
         pub use crate::auth::*;
+    }
+    /// What a logged request target keeps.
+    pub mod redact {
+        pub use crate::redact::*;
     }
     /// The WebSocket frame codec and handshake checks.
     pub mod ws {

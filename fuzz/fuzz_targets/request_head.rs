@@ -50,10 +50,12 @@ fuzz_target!(|data: &[u8]| {
     if let Some(q) = parts.uri.query() {
         let kept = auth::query_without(q, &cfg.query_param);
         assert!(auth::query_value(&kept, &cfg.query_param).is_none(), "query token survived stripping");
-        let logged = auth::redact_uri(&parts.uri, &cfg.query_param);
+        let logged = gatewarden::fuzz::redact::target(&parts.uri, |_| false);
         let logged_query = logged.split_once('?').map_or("", |(_, q)| q);
-        if let Some(v) = auth::query_value(logged_query, &cfg.query_param) {
-            assert_eq!(v, b"REDACTED", "query token survived redaction");
+        for pair in logged_query.split(['&', ';']) {
+            if let Some((_, v)) = pair.split_once('=') {
+                assert!(v.is_empty() || v == "REDACTED", "a query value survived redaction");
+            }
         }
     }
     let mut rest = http::HeaderMap::new();

@@ -309,6 +309,15 @@ impl Credentials {
         }
     }
 
+    /// Whether `token` is one this snapshot knows, current or retired: a secret that must
+    /// not appear in a log line.
+    pub fn knows(&self, token: &[u8]) -> bool {
+        !matches!(
+            self.verify(&Presented::new(token), Instant::now()),
+            Verdict::Unknown
+        )
+    }
+
     /// The earliest grace period still running, for the revocation timer.
     pub fn next_grace_end(&self, now: Instant) -> Option<Instant> {
         self.retired

@@ -23,7 +23,7 @@ use crate::config::TokenSource;
 use crate::credentials::{Credential, Credentials, Presented};
 use crate::tls::ClientCert;
 
-use super::log::{log_connected, Fp, Gen, Refused, SourceName};
+use super::log::{log_connected, logged_target, Fp, Gen, Refused, SourceName};
 use super::Proxy;
 
 /// Which door a request came through: the judgement is the same, the log lines and a few
@@ -67,6 +67,8 @@ struct Denied<'a> {
     generation: Option<u64>,
     /// Why no credential is loaded, when none is.
     detail: Option<&'a str>,
+    /// What it was judged against (a known token in the logged path is redacted).
+    creds: &'a Credentials,
 }
 
 /// A request turned away: why, and when a throttled client may come back.
@@ -145,6 +147,7 @@ impl Proxy {
                     presented,
                     generation,
                     detail: admitted.creds.unloaded(),
+                    creds: &admitted.creds,
                 };
                 self.log_denied(door, parts, remote, &denied);
                 Err(self.refused(reason, source, ip, remote))
@@ -178,14 +181,14 @@ impl Proxy {
                 generation: d.generation,
                 source: d.source,
                 uri: &parts.uri,
-                query_param: &self.auth.query_param,
+                creds: d.creds,
                 detail: d.detail,
             }
             .log(),
             Door::Plain { method } => warn!(
                 remote = %remote,
                 method = %method,
-                path = %auth::redact_uri(&parts.uri, &self.auth.query_param),
+                path = %logged_target(&parts.uri, d.creds),
                 reason = %d.reason,
                 presented = %Fp(d.presented),
                 generation = %Gen(d.generation),

@@ -21,6 +21,20 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+/// What a proxy says about the client and the original request: believed, and passed on,
+/// only from `trusted_proxies`. From anyone else they are spoofing: the OpenClaw gateway
+/// treats any of them as proxy-shaped traffic (403 `proxy_attribution_required` from an
+/// unlisted proxy), and `X-Forwarded-Host` feeds host-based origin checks.
+pub(super) fn is_forwarded_family(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.starts_with("x-forwarded-")
+        || n.starts_with("x-original-")
+        || matches!(
+            n,
+            "forwarded" | "x-real-ip" | "x-client-ip" | "true-client-ip" | "x-cluster-client-ip"
+        )
+}
+
 /// RFC 9110 §7.6.1: `Connection` and every header it names (`listed`), the well-known
 /// hop-by-hop ones and any `Proxy-*` header.
 fn is_hop_by_hop(name: &HeaderName, listed: &GetAll<'_, HeaderValue>) -> bool {
@@ -127,11 +141,8 @@ impl<'a> Forward<'a> {
         let inject_name = self.inject.map(|(n, _)| n);
         for (name, value) in h {
             let dropped = is_hop_by_hop(name, &listed)
+                || (!trusted && is_forwarded_family(name))
                 || match name.as_str() {
-                    // Believed, and passed on, only from `trusted_proxies`: the OpenClaw
-                    // gateway answers 403 to them from an unlisted loopback proxy, and
-                    // from an untrusted client they are a spoofing vector.
-                    "x-forwarded-for" | "x-real-ip" | "forwarded" if !trusted => true,
                     // Replaced below.
                     "x-forwarded-for" | "x-real-ip" | "x-forwarded-proto" => p.forwarded_headers,
                     "sec-websocket-protocol" => self.upgrade,

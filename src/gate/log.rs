@@ -9,9 +9,9 @@ use std::time::Instant;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::auth::{self, Reason};
+use crate::auth::Reason;
 use crate::config::TokenSource;
-use crate::credentials::{Credential, Fingerprint};
+use crate::credentials::{Credential, Credentials, Fingerprint};
 use crate::metrics::Metrics;
 use crate::relay::{self};
 
@@ -124,8 +124,8 @@ pub(super) struct Refused<'a> {
     pub(super) generation: Option<u64>,
     pub(super) source: Option<TokenSource>,
     pub(super) uri: &'a ::http::Uri,
-    /// The token's query parameter, shown as `REDACTED` in the logged path.
-    pub(super) query_param: &'a str,
+    /// The credentials judged against: a known token in the path is redacted too.
+    pub(super) creds: &'a Credentials,
     /// Why no credential is loaded, when none is: the mismatch is not the client's fault.
     pub(super) detail: Option<&'a str>,
 }
@@ -145,7 +145,7 @@ impl Refused<'_> {
     }
 
     pub(super) fn path(&self) -> String {
-        auth::redact_uri(self.uri, self.query_param)
+        logged_target(self.uri, self.creds)
     }
 
     pub(super) fn fields(&self, l: &mut crate::logging::Line, path: &str) {
@@ -186,6 +186,12 @@ impl Refused<'_> {
 }
 
 pub(super) struct SourceName(pub(super) Option<TokenSource>);
+
+/// A request's target as every log line shows it: query values, and parts that are or look
+/// like tokens, redacted (see [`crate::redact`]).
+pub(super) fn logged_target(uri: &::http::Uri, creds: &Credentials) -> String {
+    crate::redact::target(uri, |part| creds.knows(part))
+}
 
 pub(super) fn log_closed(conn: Uuid, remote: SocketAddr, started: Instant, o: &relay::Outcome) {
     if !tracing::enabled!(tracing::Level::INFO) {
@@ -336,7 +342,7 @@ mod tests {
                 generation,
                 source,
                 uri: &uri,
-                query_param: "token",
+                creds: &Credentials::default(),
                 detail,
             };
             let path = line.path();

@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::{info, warn};
 
-use crate::auth::{self};
+use crate::auth;
 use crate::config::{HttpAuthMode, Inject, TokenSource};
 use crate::http1::respond::{empty, text, Body};
 use crate::tls::ClientCert;
@@ -19,6 +19,7 @@ use crate::tls::ClientCert;
 use super::admit::Door;
 use super::headers::strip_hop_by_hop;
 use super::headers::Forward;
+use super::log::logged_target;
 use super::{Proxy, ALLOWED_METHODS};
 
 /// RFC 6265 cookie-octet.
@@ -60,7 +61,7 @@ impl Proxy {
             }
             authenticated = Some((admitted.found, self.gateway_token(&admitted.creds)));
         }
-        let path = auth::redact_uri(&parts.uri, &self.auth.query_param);
+        let path = logged_target(&parts.uri, &self.creds.load());
         // Only requests gatewarden authenticated get the gateway's token.
         let (found, inject) = match &authenticated {
             Some((found, secret)) if self.upstream_auth.inject == Inject::Header => {
