@@ -28,6 +28,11 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabels {
     pub direction: &'static str,
 }
@@ -65,6 +70,8 @@ pub struct Metrics {
     pub bytes: Family<DirectionLabels, Counter>,
     pub upstream_connect_errors: Counter,
     pub upstream_timeouts: Counter,
+    /// HTTP requests gatewarden answered itself as the client's error (400, 405, 414, 431).
+    pub requests_refused: Family<ReasonLabels, Counter>,
     pub upstream_connect_seconds: Histogram,
     pub handshake_seconds: Histogram,
     pub reloads: Family<ResultLabels, Counter>,
@@ -112,6 +119,7 @@ impl Metrics {
             bytes: Family::default(),
             upstream_connect_errors: Counter::default(),
             upstream_timeouts: Counter::default(),
+            requests_refused: Family::default(),
             // 0.1 ms to ~6.5 s
             upstream_connect_seconds: Histogram::new(exponential_buckets(0.0001, 3.0, 11)),
             handshake_seconds: Histogram::new(exponential_buckets(0.0001, 3.0, 11)),
@@ -185,6 +193,16 @@ impl Metrics {
             "upstream_timeouts",
             "Proxied HTTP requests the upstream did not answer within timeouts.upstream_response",
             m.upstream_timeouts.clone(),
+        );
+        r.register(
+            "requests_refused",
+            "HTTP requests refused as the client's error (malformed, too large, not allowed), by reason",
+            m.requests_refused.clone(),
+        );
+        r.register(
+            "log_lines_dropped",
+            "Log lines dropped because stderr did not keep up (logging never blocks serving)",
+            crate::logging::lines_dropped(),
         );
         r.register(
             "upstream_connect_seconds",
@@ -270,6 +288,13 @@ impl Metrics {
                 client: client.to_string(),
             })
             .clone()
+    }
+
+    /// A request answered as the client's error.
+    pub fn refused(&self, reason: &'static str) {
+        self.requests_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub fn closed(&self, outcome: &'static str) {

@@ -82,7 +82,7 @@ pub async fn read_first(
         }
         Err(_) => {
             // The line hyper's own header timeout leads to (listener::serve_connection).
-            info!(remote = %remote, reason = %"header_timeout", cause = %"read header from client timeout", "[http] request refused");
+            info!(target: crate::logging::FLOOD, remote = %remote, reason = %"header_timeout", cause = %"read header from client timeout", "[http] request refused");
             return First::Done;
         }
     }

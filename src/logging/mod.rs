@@ -6,8 +6,10 @@
 //! the proxy) and a burst of lines costs one syscall. While lines keep coming the thread
 //! writes what gathered every `TICK`, and nobody wakes it; when a tick finds nothing it
 //! sleeps on a condition variable until the next line (no spinning, no timer while idle: on
-//! a 2-core sidecar host a busy logger steals the proxy's core). Nothing is dropped: past
-//! `MAX_PENDING` bytes, logging waits for the writer.
+//! a 2-core sidecar host a busy logger steals the proxy's core). Logging never waits: past
+//! `MAX_PENDING` bytes, lines are dropped and counted (`gatewarden_log_lines_dropped_total`,
+//! and a line saying how many once the writer caught up), and lines that come in floods are
+//! folded to one a second per call site (`fold`).
 
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogConfig, LogFormat};
 
 mod direct;
+mod fold;
 mod json;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -25,8 +28,11 @@ mod text;
 mod writer;
 
 pub use direct::*;
+use fold::Folding;
+pub use fold::FLOOD;
 use json::JsonFormat;
 pub use text::*;
+pub use writer::lines_dropped;
 use writer::*;
 
 /// The writer thread, for [`flush`].
@@ -57,19 +63,31 @@ pub fn init(cfg: &LogConfig) {
         .with_timer(Timestamp)
         .with_target(false);
     match cfg.format {
-        LogFormat::Text if ansi => builder.with_ansi(true).init(),
-        LogFormat::Text => builder.with_ansi(false).event_format(TextFormat).init(),
-        LogFormat::Json => builder.event_format(JsonFormat).init(),
+        LogFormat::Text if ansi => {
+            let format = tracing_subscriber::fmt::format()
+                .with_timer(Timestamp)
+                .with_target(false);
+            builder.with_ansi(true).event_format(Folding(format)).init()
+        }
+        LogFormat::Text => builder
+            .with_ansi(false)
+            .event_format(Folding(TextFormat))
+            .init(),
+        LogFormat::Json => builder.event_format(Folding(JsonFormat)).init(),
     }
 }
 
+/// How long the exit waits for pending lines to reach a stderr that does not drain.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Writes out every pending line; call before the process exits. Later lines go to stderr
-/// directly.
+/// directly. Waits at most `FLUSH_WAIT`: a stuck stderr must not keep the process alive.
 pub fn flush() {
     let writer = WRITER.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some((shared, thread)) = writer {
-        shared.lock().closed = true;
-        shared.lines.notify_one();
-        let _ = thread.join();
+        shared.close(FLUSH_WAIT);
+        if thread.is_finished() {
+            let _ = thread.join();
+        }
     }
 }

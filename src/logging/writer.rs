@@ -1,33 +1,49 @@
 //! The writer thread: lines gather in a shared buffer and go out in one write(2) per tick,
-//! so no connection task ever waits on stderr.
+//! so no connection task ever waits on stderr. Past `MAX_PENDING` bytes waiting, a line is
+//! dropped and counted instead: a thread that serves sockets or signals never blocks on a
+//! stderr that does not drain (a busy journald, `docker logs` on a slow disk, a pipe nobody
+//! reads). The writer says how many were dropped once it has caught up.
 
 use std::io::Write;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use tracing_subscriber::fmt::MakeWriter;
+
+use super::fold;
 
 pub(super) const MAX_PENDING: usize = 1 << 20;
 /// How long lines gather while the log is busy: one write (and one wake-up) per tick, not
 /// per line. Waking the writer per batch (a futex wake from the proxy's thread, the writer's
 /// own sleep) was ~3 % of the proxy's CPU at 6,000 handshakes/s.
-pub(super) const TICK: std::time::Duration = std::time::Duration::from_millis(10);
+pub(super) const TICK: Duration = Duration::from_millis(10);
+
+/// Lines dropped since start (`gatewarden_log_lines_dropped_total`).
+pub fn lines_dropped() -> Counter {
+    static DROPPED: OnceLock<Counter> = OnceLock::new();
+    DROPPED.get_or_init(Counter::default).clone()
+}
 
 #[derive(Default)]
 pub(super) struct Pending {
     pub(super) buf: Vec<u8>,
     pub(super) closed: bool,
+    /// The writer has written everything and ended: stderr drains.
+    pub(super) finished: bool,
     /// The writer waits on `lines`: the next line must wake it.
     pub(super) writer_idle: bool,
-    /// Threads waiting on `room`.
-    pub(super) full_waiters: usize,
+    /// Lines dropped since the writer last said so.
+    pub(super) dropped: u64,
 }
 
 #[derive(Default)]
 pub(super) struct Shared {
     pub(super) pending: Mutex<Pending>,
-    /// Signalled when lines are waiting (writer side) or room was made (logging side).
+    /// Signalled when lines are waiting.
     pub(super) lines: Condvar,
-    pub(super) room: Condvar,
+    /// Signalled when the writer has finished (after `closed`).
+    pub(super) done: Condvar,
 }
 
 impl Shared {
@@ -41,17 +57,29 @@ impl Shared {
 pub(super) struct Batched(pub(super) Arc<Shared>);
 
 impl Shared {
-    /// Appends one line (or several) in one piece.
+    /// Appends one line (or several) in one piece, or drops it when the writer is that far
+    /// behind. Never waits for the writer.
     pub(super) fn push(&self, data: &[u8]) -> std::io::Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
         let mut p = self.lock();
         if p.closed {
+            // After the end of the writer: straight to stderr if it drained, else dropped
+            // (the process is exiting; it must not hang on a stuck stderr).
+            let finished = p.finished;
             drop(p);
-            return std::io::stderr().write(data);
+            if finished {
+                return std::io::stderr().write(data);
+            }
+            lines_dropped().inc();
+            return Ok(data.len());
         }
-        while p.buf.len() > MAX_PENDING {
-            p.full_waiters += 1;
-            p = self.room.wait(p).unwrap_or_else(|e| e.into_inner());
-            p.full_waiters -= 1;
+        if p.buf.len() + data.len() > MAX_PENDING {
+            p.dropped += 1;
+            drop(p);
+            lines_dropped().inc();
+            return Ok(data.len());
         }
         p.buf.extend_from_slice(data);
         let wake = std::mem::take(&mut p.writer_idle);
@@ -60,6 +88,25 @@ impl Shared {
             self.lines.notify_one();
         }
         Ok(data.len())
+    }
+
+    /// Marks the log closed and waits up to `wait` for the writer to write what is pending.
+    pub(super) fn close(&self, wait: Duration) {
+        let mut p = self.lock();
+        p.closed = true;
+        self.lines.notify_one();
+        let deadline = std::time::Instant::now() + wait;
+        while !p.finished {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            p = self
+                .done
+                .wait_timeout(p, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 }
 
@@ -85,36 +132,64 @@ impl<'a> MakeWriter<'a> for Batched {
     }
 }
 
+/// The writer thread's loop: sleeps while nothing is pending (waking for a folded line's
+/// count when one is due), writes every tick while lines keep coming.
 pub(super) fn write_out(shared: Arc<Shared>) {
     let mut out = Vec::new();
     let mut stderr = std::io::stderr();
     loop {
         {
             let mut p = shared.lock();
-            while p.buf.is_empty() && !p.closed {
+            while p.buf.is_empty() && !p.closed && p.dropped == 0 {
                 p.writer_idle = true;
-                p = shared.lines.wait(p).unwrap_or_else(|e| e.into_inner());
+                p = match fold::next_due() {
+                    Some(left) => {
+                        let (p, waited) = shared
+                            .lines
+                            .wait_timeout(p, left)
+                            .unwrap_or_else(|e| e.into_inner());
+                        if waited.timed_out() {
+                            drop(p);
+                            // Through tracing, into the buffer: it wakes nobody (we are the
+                            // writer), so look again.
+                            fold::report_due();
+                            shared.lock()
+                        } else {
+                            p
+                        }
+                    }
+                    None => shared.lines.wait(p).unwrap_or_else(|e| e.into_inner()),
+                };
             }
             p.writer_idle = false;
         }
         // Busy: write every tick until a tick brings nothing.
         loop {
-            let closed = {
+            let (closed, dropped) = {
                 let mut p = shared.lock();
                 std::mem::swap(&mut p.buf, &mut out);
-                if p.full_waiters > 0 {
-                    shared.room.notify_all();
-                }
-                p.closed
+                (p.closed, std::mem::take(&mut p.dropped))
             };
-            if out.is_empty() {
+            if out.is_empty() && dropped == 0 {
                 if closed {
+                    let mut p = shared.lock();
+                    p.finished = true;
+                    shared.done.notify_all();
                     return;
                 }
                 break;
             }
             let _ = stderr.write_all(&out);
             out.clear();
+            if dropped > 0 {
+                // Caught up: say what was lost (this line goes into the buffer we just
+                // emptied, and out on the next round).
+                tracing::warn!(
+                    dropped,
+                    "[log] lines dropped: stderr did not keep up (logging never blocks serving)"
+                );
+            }
+            fold::report_due();
             if closed {
                 continue;
             }

@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use crate::gate::Proxy;
 use crate::limits::ConnSlot;
+use crate::logging::FLOOD;
 use crate::tls::ServerTls;
 
 use super::balance::{Adopt, Balance};
@@ -159,7 +160,7 @@ impl Acceptor {
                         Ok(slot) => slot,
                         Err(hit) => {
                             // Dropping the socket is the cheapest answer to a flood.
-                            info!(remote = %remote, reason = %hit.as_str(), open = self.limits.open(), "[listen] connection refused");
+                            info!(target: FLOOD, remote = %remote, reason = %hit.as_str(), open = self.limits.open(), "[listen] connection refused");
                             self.proxy.metrics.closed(hit.as_str());
                             continue;
                         }
@@ -180,7 +181,7 @@ impl Acceptor {
                 Err(e) => {
                     // Typically EMFILE: back off instead of spinning on a full fd table.
                     backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
-                    warn!(cause = %e, retry_in_ms = backoff.as_millis() as u64, "[listen] accept failed");
+                    warn!(target: FLOOD, cause = %e, retry_in_ms = backoff.as_millis() as u64, "[listen] accept failed");
                     tokio::select! {
                         _ = &mut shutdown => break,
                         _ = tokio::time::sleep(backoff) => {}

@@ -15,6 +15,7 @@ use tracing::{debug, info};
 use crate::gate::{Handoff, Pending};
 use crate::http1::fast_head::{self, First};
 use crate::limits::ConnSlot;
+use crate::logging::FLOOD;
 use crate::net::Prefixed;
 use crate::net::Stream;
 use crate::tls::ClientCert;
@@ -124,11 +125,11 @@ async fn client_behind_balancer(
         Ok(Ok(Some(client))) => Some(client),
         Ok(Ok(None)) => Some(remote),
         Ok(Err(e)) => {
-            info!(remote = %remote, reason = %"bad_proxy_header", cause = %e, "[listen] connection refused");
+            info!(target: FLOOD, remote = %remote, reason = %"bad_proxy_header", cause = %e, "[listen] connection refused");
             None
         }
         Err(_) => {
-            info!(remote = %remote, reason = %"bad_proxy_header", cause = %"no PROXY protocol header in time", "[listen] connection refused");
+            info!(target: FLOOD, remote = %remote, reason = %"bad_proxy_header", cause = %"no PROXY protocol header in time", "[listen] connection refused");
             None
         }
     }
@@ -299,10 +300,10 @@ fn log_hyper_end(remote: SocketAddr, e: &hyper::Error) {
     };
     match reason {
         Some(reason @ "http2_not_supported") => {
-            info!(remote = %remote, reason = %reason, "[http] request refused")
+            info!(target: FLOOD, remote = %remote, reason = %reason, "[http] request refused")
         }
         Some(reason) => {
-            info!(remote = %remote, reason = %reason, cause = %e, "[http] request refused")
+            info!(target: FLOOD, remote = %remote, reason = %reason, cause = %e, "[http] request refused")
         }
         None => debug!(remote = %remote, cause = %e, "[http] connection ended with an error"),
     }

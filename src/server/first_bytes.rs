@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tracing::info;
 
+use crate::logging::FLOOD;
 use crate::net::Stream;
 use crate::tls::ClientCert;
 
@@ -48,17 +49,17 @@ pub(super) async fn accept_tls(
         Ok(Ok(1)) => {}
         Ok(_) => return None,
         Err(_) => {
-            info!(remote = %remote, "[tls] handshake timeout (client sent nothing)");
+            info!(target: FLOOD, remote = %remote, "[tls] handshake timeout (client sent nothing)");
             return None;
         }
     }
     // 0x16 starts a TLS handshake record; an ASCII letter starts an HTTP method.
     if first[0] != 0x16 {
         if first[0].is_ascii_alphabetic() {
-            info!(remote = %remote, "[tls] plain HTTP on the TLS port; answered 400");
+            info!(target: FLOOD, remote = %remote, "[tls] plain HTTP on the TLS port; answered 400");
             plain_http_on_tls_port(stream).await;
         } else {
-            info!(remote = %remote, first_byte = first[0], "[tls] not a TLS handshake; closed");
+            info!(target: FLOOD, remote = %remote, first_byte = first[0], "[tls] not a TLS handshake; closed");
         }
         return None;
     }
@@ -78,11 +79,11 @@ pub(super) async fn accept_tls(
             })
         }
         Ok(Err(e)) => {
-            info!(remote = %remote, cause = %e, "[tls] handshake failed");
+            info!(target: FLOOD, remote = %remote, cause = %e, "[tls] handshake failed");
             None
         }
         Err(_) => {
-            info!(remote = %remote, "[tls] handshake timeout");
+            info!(target: FLOOD, remote = %remote, "[tls] handshake timeout");
             None
         }
     }

@@ -15,6 +15,8 @@ pub struct Proc {
     pub child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    /// With [`Proc::spawn_stalling`]: dropped with the `Proc`, which lets the reader go.
+    _release: Option<mpsc::Sender<()>>,
 }
 
 impl Proc {
@@ -37,7 +39,31 @@ impl Proc {
         Proc::start(as_user(uid, gid), args, env)
     }
 
-    fn start(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Proc {
+    /// Like [`Proc::spawn`], but its stderr stops being read after the line that contains
+    /// `stall_after`: a pipe nobody reads, held open (writes to it block) until the `Proc`
+    /// is dropped.
+    pub fn spawn_stalling(args: &[&str], env: &[(&str, &str)], stall_after: &str) -> Proc {
+        let (release, held) = mpsc::channel::<()>();
+        let mut p = Proc::start_with(
+            Command::new(BIN),
+            args,
+            env,
+            Some((stall_after.into(), held)),
+        );
+        p._release = Some(release);
+        p
+    }
+
+    fn start(cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        Proc::start_with(cmd, args, env, None)
+    }
+
+    fn start_with(
+        mut cmd: Command,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stall: Option<(String, mpsc::Receiver<()>)>,
+    ) -> Proc {
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -56,9 +82,21 @@ impl Proc {
         let stderr = child.stderr.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
+            let mut reader = BufReader::new(stderr);
+            let mut line = String::new();
+            while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+                let l = line.trim_end_matches('\n').to_string();
+                line.clear();
+                let stall_now = stall
+                    .as_ref()
+                    .is_some_and(|(after, _)| l.contains(after.as_str()));
+                if tx.send(l).is_err() {
                     break;
+                }
+                if stall_now {
+                    // Nobody reads from here on; the pipe stays open until the Proc goes.
+                    let _ = stall.as_ref().map(|(_, held)| held.recv());
+                    return;
                 }
             }
         });
@@ -66,6 +104,7 @@ impl Proc {
             child,
             lines,
             seen: Vec::new(),
+            _release: None,
         }
     }
 
