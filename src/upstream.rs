@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::Upstream;
+use crate::http1::body::ClientBody;
 use crate::net::Stream;
 
 /// Why the upstream could not be used. Shown in logs, never to clients in detail.
@@ -170,7 +171,7 @@ pub struct UpstreamClient {
     connect_timeout: Duration,
     /// `tcp.delayed_ack`: quick ACKs off on sockets connected by hand.
     delayed_ack: bool,
-    pool: Client<HttpsConnector<HttpConnector>, Incoming>,
+    pool: Client<HttpsConnector<HttpConnector>, ClientBody>,
     /// Set for an `https://`/`wss://` upstream.
     tls: Option<(
         tokio_rustls::TlsConnector,
@@ -253,7 +254,7 @@ impl UpstreamClient {
     /// the request's path and query), never by pasting text together.
     pub async fn request(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let pq = req
             .uri()

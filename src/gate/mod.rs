@@ -210,6 +210,7 @@ impl Proxy {
     ) -> Option<Response<Body>> {
         let mut hosts = req.headers().get_all(HOST).iter();
         if hosts.next().is_some() && hosts.next().is_some() {
+            self.metrics.refused("duplicate_host");
             info!(remote = %remote, reason = %"duplicate_host", "[http] request refused");
             let mut resp = text(
                 StatusCode::BAD_REQUEST,
@@ -222,6 +223,7 @@ impl Proxy {
         }
         let head = head_size(req);
         if head > self.max_header_bytes {
+            self.metrics.refused("header_too_large");
             info!(remote = %remote, reason = %"header_too_large", bytes = head, "[http] request refused");
             return Some(text(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -230,6 +232,7 @@ impl Proxy {
         }
         let line = request_line_len(req);
         if line > self.max_request_line {
+            self.metrics.refused("request_line_too_long");
             info!(remote = %remote, reason = %"request_line_too_long", bytes = line, "[http] request refused");
             return Some(text(StatusCode::URI_TOO_LONG, "request line too long\n"));
         }

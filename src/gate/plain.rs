@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::auth;
 use crate::config::{HttpAuthMode, Inject, TokenSource};
+use crate::http1::body::ClientBody;
 use crate::http1::respond::{empty, text, Body};
 use crate::tls::ClientCert;
 
@@ -78,6 +79,7 @@ impl Proxy {
         if parts.version != Version::HTTP_11 && parts.version != Version::HTTP_10 {
             parts.version = Version::HTTP_11;
         }
+        let (body, watch) = ClientBody::new(body);
         let sent = self.upstream.request(Request::from_parts(parts, body));
         let Ok(answer) = tokio::time::timeout(self.upstream_response, sent).await else {
             self.metrics.upstream_timeouts.inc();
@@ -95,6 +97,20 @@ impl Proxy {
         };
         match answer {
             Ok(resp) => passthrough(resp),
+            // The client's own body broke the request: its error, not the upstream's.
+            Err(e) if watch.broken() => {
+                self.metrics.refused("bad_request");
+                info!(remote = %remote, path = %path, reason = %"bad_request", cause = %e, "[http] request refused");
+                let mut resp = text(
+                    StatusCode::BAD_REQUEST,
+                    "bad request: malformed request body\n",
+                );
+                resp.headers_mut().insert(
+                    ::http::header::CONNECTION,
+                    HeaderValue::from_static("close"),
+                );
+                resp
+            }
             Err(e) => {
                 self.metrics.upstream_connect_errors.inc();
                 warn!(remote = %remote, path = %path, reason = %e.reason(), cause = %e, "[http] upstream unavailable");
@@ -114,7 +130,8 @@ impl Proxy {
         parts: &mut ::http::request::Parts,
         remote: SocketAddr,
     ) -> Option<Response<Body>> {
-        let refuse = |status, reason: &str, msg: String| {
+        let refuse = |status, reason: &'static str, msg: String| {
+            self.metrics.refused(reason);
             info!(remote = %remote, method = %parts.method, reason = %reason, "[http] request refused");
             Some(text(status, msg))
         };
