@@ -13,6 +13,7 @@
 pub mod config;
 mod credentials;
 mod files;
+mod h2_streams;
 mod metrics;
 mod net;
 mod path;

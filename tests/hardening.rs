@@ -521,3 +521,41 @@ async fn proxy_protocol_names_the_client_only_from_trusted_balancers() {
     .await;
     assert_eq!(h.upstream.count(), 0);
 }
+
+/// One deadline from accept: a trusted balancer that takes its time with the PROXY header
+/// has that much less for the request head (it cannot hold a slot for 2 × header_read).
+#[tokio::test]
+async fn a_proxy_header_does_not_restart_the_header_deadline() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const HEADER_READ: Duration = Duration::from_secs(3);
+    let h = start_with(|c| {
+        c.listen_proxy_protocol = true;
+        c.trusted_proxies = vec!["127.0.0.7/32".parse().unwrap()];
+        c.timeouts.header_read = gatewarden::config::Secs(HEADER_READ);
+    })
+    .await;
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.7:0".parse().unwrap()).unwrap();
+    let started = Instant::now();
+    let mut s: TcpStream = sock.connect(h.addr).await.unwrap();
+    // The scenario itself, not a wait for an event: the header comes 2 s into the 3.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.write_all(b"PROXY TCP4 203.0.113.9 127.0.0.1 5555 18789\r\n")
+        .await
+        .unwrap();
+    s.write_all(b"GET /api HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = timeout(s.read_to_end(&mut out)).await;
+    let took = started.elapsed();
+    // At 3 s (the old code: 2 + 3 = 5 s); a loaded machine has a second and a half.
+    assert!(took < Duration::from_millis(4500), "closed after {took:?}");
+    wait_log(&[
+        "[http] request refused",
+        "remote=203.0.113.9:5555",
+        "reason=header_timeout",
+    ])
+    .await;
+}

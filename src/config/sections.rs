@@ -58,6 +58,10 @@ pub struct Http2Config {
     /// Ping an HTTP/2 connection that has been quiet this long, and close it when the ping
     /// is not answered within the same time; 0 = no pings.
     pub keepalive_interval: Secs,
+    /// Close a connection that has had no open stream for this long (GOAWAY); 0 = never.
+    /// A connection on which nothing passed the gate yet is closed after
+    /// `timeouts.header_read` instead.
+    pub idle_timeout: Secs,
 }
 
 impl Default for Http2Config {
@@ -67,6 +71,7 @@ impl Default for Http2Config {
             stream_window_bytes: 256 * 1024,
             connection_window_bytes: 4 * 1024 * 1024,
             keepalive_interval: Secs(Duration::from_secs(60)),
+            idle_timeout: Secs(Duration::from_secs(60)),
         }
     }
 }

@@ -3,7 +3,6 @@
 //! and handed to the gateway exactly like an HTTP/1.1 one, except that its tunnel runs in a
 //! task of its own: the connection's task is busy with the connection's other streams.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -12,6 +11,7 @@ use ::http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tracing::info;
 
+use crate::h2_streams::StreamEnd;
 use crate::http1::respond::{text, Body};
 use crate::limits::ConnSlot;
 use crate::tls::ClientCert;
@@ -22,14 +22,19 @@ use super::session::Handoff;
 use super::{Over, Proxy};
 
 impl Proxy {
-    /// hyper's HTTP/2 service: one call per stream.
+    /// hyper's HTTP/2 service: one call per stream. A malformed request (RFC 9113 §8.1.1) is
+    /// an error, which hyper answers with RST_STREAM(PROTOCOL_ERROR).
     pub async fn handle_h2(
         self: Arc<Self>,
         mut req: Request<Incoming>,
         remote: SocketAddr,
         cert: Option<Arc<ClientCert>>,
-    ) -> Result<Response<Body>, Infallible> {
-        authority_as_host(&mut req);
+    ) -> Result<Response<Body>, h2::Error> {
+        if let Err(why) = authority_as_host(&mut req) {
+            self.metrics.refused("malformed_h2");
+            info!(remote = %remote, reason = %"malformed_h2", detail = %why, "[http] request refused");
+            return Err(h2::Error::from(h2::Reason::PROTOCOL_ERROR));
+        }
         if let Some(refused) = self.check_head(&req, remote) {
             return Ok(refused);
         }
@@ -73,6 +78,8 @@ impl Proxy {
         let on_client = hyper::upgrade::on(&mut req);
         let (parts, _body) = req.into_parts();
         let handoff = Handoff::default();
+        // This stream's end, to reset it when its tunnel is over (see `h2_streams`).
+        let end = StreamEnd::current();
         let resp = self
             .clone()
             .websocket(
@@ -89,6 +96,9 @@ impl Proxy {
                 if let Some(client) = pending.upgraded().await {
                     pending.run(client).await;
                 }
+                if let Some(end) = end {
+                    end.finish().await;
+                }
             });
         }
         Ok(resp)
@@ -97,19 +107,27 @@ impl Proxy {
 
 /// An HTTP/2 request names its server in `:authority`, never in `Host`: the gateway, which
 /// speaks HTTP/1.1, gets it as `Host`, as it would from an HTTP/1.1 client (user info, which
-/// RFC 9113 §8.3.1 forbids there, is dropped). A `Host` the client sent as well is kept.
-fn authority_as_host<B>(req: &mut Request<B>) {
-    if req.headers().contains_key(HOST) {
-        return;
-    }
+/// RFC 9113 §8.3.1 forbids there, is dropped). A `Host` the client sent as well must name the
+/// same (§8.3.1: malformed otherwise); a CONNECT must have an `:authority` (§8.5).
+fn authority_as_host<B>(req: &mut Request<B>) -> Result<(), &'static str> {
     let Some(authority) = req.uri().authority() else {
-        return;
+        if req.method() == ::http::Method::CONNECT {
+            return Err("CONNECT without :authority");
+        }
+        return Ok(());
     };
     let host = match authority.port() {
         Some(port) => format!("{}:{}", authority.host(), port),
         None => authority.host().to_string(),
     };
+    if let Some(sent) = req.headers().get(HOST) {
+        if !sent.as_bytes().eq_ignore_ascii_case(host.as_bytes()) {
+            return Err("Host differs from :authority");
+        }
+        return Ok(());
+    }
     if let Ok(v) = HeaderValue::from_str(&host) {
         req.headers_mut().insert(HOST, v);
     }
+    Ok(())
 }

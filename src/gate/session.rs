@@ -126,6 +126,8 @@ pub(super) struct Tunnel {
     pub(super) ip: std::net::IpAddr,
     /// The connection-limit slot, held for the tunnel's lifetime.
     pub(super) slot: Option<Arc<crate::limits::ConnSlot>>,
+    /// Over HTTP/2: the stream, counted open on its connection for the tunnel's lifetime.
+    pub(super) stream: Option<crate::h2_streams::StreamHold>,
     /// The client presented no upgrade-time token: its first frame must authenticate it.
     pub(super) in_band: bool,
     /// The gateway accepted `permessage-deflate` for this connection.
@@ -304,6 +306,9 @@ impl Proxy {
                         p.grace,
                     );
                     self.throttle.success(t.ip);
+                    if let Some(stream) = &t.stream {
+                        stream.admitted();
+                    }
                     *authenticated = Some((presented, c));
                 }
                 if p.rewritten {

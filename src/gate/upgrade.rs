@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::config::{Inject, TokenSource};
+use crate::h2_streams::StreamHold;
 use crate::http1::respond::{empty, text, Body};
 use crate::tls::ClientCert;
 use crate::ws;
@@ -75,6 +76,10 @@ impl Proxy {
                 return self.refuse(refusal, on_client, handoff, key.as_ref(), &parts.headers);
             }
         };
+        // An in-band client passes the gate with its first frame (see `session`).
+        if !in_band {
+            crate::h2_streams::mark_admitted(&parts.extensions);
+        }
         // A client certificate is not a reloadable credential: nothing to revoke.
         let authenticated = by
             .filter(|a| a.source != TokenSource::ClientCert)
@@ -131,6 +136,7 @@ impl Proxy {
             remote,
             ip,
             slot,
+            stream: parts.extensions.get::<StreamHold>().cloned(),
             in_band,
             deflate,
             inject: gateway.filter(|_| self.upstream_auth.inject == Inject::FirstMessage),

@@ -18,6 +18,11 @@ use super::{EndedBy, Revocation};
 /// frame boundary before it is cut.
 pub(super) const REVOKE_BOUNDARY_WAIT: Duration = Duration::from_secs(5);
 
+/// The same for an HTTP/2 stream: a stream whose flow-control window is closed holds its
+/// close frame behind everything queued, for as long as the client wants. It is reset
+/// instead, at once (its queued data dropped), and other streams carry on.
+pub(super) const STREAM_BOUNDARY_WAIT: Duration = Duration::from_millis(250);
+
 /// What, besides the two peers, may end a relay, in motion: timers, the revocation and
 /// shutdown signals, and gatewarden's own close once one of them fired.
 pub(super) struct Watch {
@@ -29,6 +34,9 @@ pub(super) struct Watch {
     pub(super) moved: (u64, u64),
     pub(super) stopping: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
     pub(super) revoke_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// How long a close may wait for a frame boundary ([`REVOKE_BOUNDARY_WAIT`] or
+    /// [`STREAM_BOUNDARY_WAIT`]).
+    pub(super) boundary_wait: Duration,
     pub(super) changes: Option<ReusableBoxFuture<'static, Option<watch::Receiver<u64>>>>,
     pub(super) still_valid: Option<Box<dyn Fn() -> bool + Send + Sync>>,
 }
@@ -39,6 +47,7 @@ impl Watch {
         shutdown: Option<CancellationToken>,
         idle_timeout: Option<Duration>,
         max_lifetime: Option<Duration>,
+        boundary_wait: Duration,
     ) -> Watch {
         let (changes, still_valid) = match revocation {
             Some(r) => (
@@ -54,6 +63,7 @@ impl Watch {
             moved: (0, 0),
             stopping: shutdown.map(|t| Box::pin(t.cancelled_owned())),
             revoke_deadline: None,
+            boundary_wait,
             changes,
             still_valid,
         }
@@ -64,7 +74,7 @@ impl Watch {
         self.closing = Some(why);
         t.closing = true;
         t.down.inject = Some(close_frame(code, reason));
-        self.revoke_deadline = Some(Box::pin(tokio::time::sleep(REVOKE_BOUNDARY_WAIT)));
+        self.revoke_deadline = Some(Box::pin(tokio::time::sleep(self.boundary_wait)));
     }
 
     /// A reload between the handshake and the relay would otherwise go unnoticed.

@@ -123,6 +123,11 @@ pub fn relay(
     let mut up = Half::new(from_client, FrameTracker::default());
     let mut down = Half::new(from_upstream, down);
     let plain = matches!((&client, &upstream), (Stream::Tcp(_), Stream::Tcp(_)));
+    // A client's stream of hyper's is an HTTP/2 stream (HTTP/1.1 upgrades are unwrapped).
+    let boundary_wait = match client {
+        Stream::Upgraded(_) => endings::STREAM_BOUNDARY_WAIT,
+        _ => endings::REVOKE_BOUNDARY_WAIT,
+    };
     // Only between two plain sockets: a TLS stream's bytes must pass through rustls.
     let zero_copy = zero_copy && cfg!(target_os = "linux") && plain;
     up.zero_copy = zero_copy;
@@ -136,7 +141,13 @@ pub fn relay(
         first_close: None,
     };
     t.note_close();
-    let mut watch = Watch::new(revocation, shutdown, idle_timeout, max_lifetime);
+    let mut watch = Watch::new(
+        revocation,
+        shutdown,
+        idle_timeout,
+        max_lifetime,
+        boundary_wait,
+    );
     watch.check_start(&mut t);
     let lp = worker_loop
         .filter(|_| plain && !zero_copy)

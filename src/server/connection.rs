@@ -69,7 +69,15 @@ pub(super) async fn serve_requests(
     if !conn.nodelay_inherited {
         let _ = stream.set_nodelay(true);
     }
+    let accepted = tokio::time::Instant::now();
     let remote = client_behind_balancer(&mut stream, remote, &conn).await?;
+    // One deadline from accept: a PROXY header's time is the request head's too (the TLS
+    // handshake has a deadline of its own).
+    let head_budget = conn
+        .settings
+        .header_read_timeout
+        .saturating_sub(accepted.elapsed())
+        .max(Duration::from_millis(1));
     let (stream, cert) = match &conn.tls {
         None => (Stream::Tcp(stream), None),
         Some(tls) => {
@@ -79,7 +87,13 @@ pub(super) async fn serve_requests(
                 // Boxed: an HTTP/2 connection's state is large, and every other connection's
                 // future would otherwise be sized for it.
                 Box::pin(super::http2::serve(
-                    stream, remote, slot, cert, &tls.http2, &conn,
+                    stream,
+                    remote,
+                    slot,
+                    cert,
+                    head_budget,
+                    &tls.http2,
+                    &conn,
                 ))
                 .await;
                 return None;
@@ -93,6 +107,7 @@ pub(super) async fn serve_requests(
         slot,
         cert,
         handoff,
+        head_budget,
     };
     match fast_path(stream, &peer, &conn).await {
         FastPath::Done(upgraded) => upgraded,
@@ -108,6 +123,8 @@ struct Peer {
     slot: Arc<ConnSlot>,
     cert: Option<Arc<ClientCert>>,
     handoff: Arc<Handoff>,
+    /// What is left of `timeouts.header_read` for the first request head.
+    head_budget: Duration,
 }
 
 /// A trusted load balancer names the real client first: from here on it is `remote` (logs,
@@ -150,18 +167,17 @@ enum FastPath {
 async fn fast_path(mut stream: Stream, peer: &Peer, conn: &Acceptor) -> FastPath {
     let settings = conn.settings;
     let draining = &conn.shutdown.draining;
+    let mut budget = peer.head_budget;
     loop {
-        let first = fast_head::read_first(
-            stream,
-            peer.remote,
-            settings.header_read_timeout,
-            settings.max_headers,
-            draining,
-        )
-        .await;
+        let first =
+            fast_head::read_first(stream, peer.remote, budget, settings.max_headers, draining)
+                .await;
         let (mut req, mut s, rest, close) = match first {
             First::Done => return FastPath::Done(None),
-            First::Hyper { io, spent } => return FastPath::Hyper(io, spent),
+            First::Hyper { io, spent } => {
+                let before = settings.header_read_timeout.saturating_sub(budget);
+                return FastPath::Hyper(io, spent + before);
+            }
             First::Upgrade {
                 req,
                 stream,
@@ -205,6 +221,7 @@ async fn fast_path(mut stream: Stream, peer: &Peer, conn: &Acceptor) -> FastPath
             return FastPath::Hyper(Prefixed::new(s, rest), Duration::ZERO);
         }
         stream = s;
+        budget = settings.header_read_timeout;
     }
 }
 
@@ -219,6 +236,7 @@ async fn with_hyper(io: Prefixed, spent: Duration, peer: Peer, conn: &Acceptor) 
         slot,
         cert,
         handoff,
+        ..
     } = peer;
     let svc = {
         let handoff = handoff.clone();

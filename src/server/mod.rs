@@ -37,6 +37,7 @@ pub(crate) mod balance;
 mod bootstrap;
 mod connection;
 mod first_bytes;
+mod h2_frames;
 mod http2;
 mod shutdown;
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod certs;
+pub mod h2raw;
 pub mod openclaw;
 pub mod raw;
 
