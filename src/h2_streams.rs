@@ -24,14 +24,16 @@ use tokio::sync::Notify;
 pub struct Streams {
     open: AtomicUsize,
     admitted: AtomicBool,
-    /// Woken when the count drops to zero or the first admission happens.
+    /// Woken when the count leaves or reaches zero, and at the first admission.
     changed: Notify,
 }
 
 impl Streams {
     /// Counts one more open stream until the hold (and every clone of it) is dropped.
     pub fn hold(self: &Arc<Self>) -> StreamHold {
-        self.open.fetch_add(1, Ordering::AcqRel);
+        if self.open.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.changed.notify_one();
+        }
         StreamHold(Arc::new(Held(self.clone())))
     }
 
@@ -44,7 +46,8 @@ impl Streams {
         self.admitted.load(Ordering::Acquire)
     }
 
-    /// Resolves after the next change (the last stream closed, the first admission).
+    /// Resolves after the next change (the first stream opened or the last closed, the
+    /// first admission).
     pub async fn changed(&self) {
         self.changed.notified().await
     }

@@ -612,3 +612,52 @@ async fn alpn_without_a_common_protocol_is_refused_and_without_alpn_is_http11() 
         }
     }
 }
+
+/// A WebSocket stream is an open stream however quiet it is: the idle timeout leaves its
+/// connection alone.
+#[tokio::test]
+async fn a_quiet_websocket_stream_keeps_its_connection_past_the_idle_timeout() {
+    let idle = Duration::from_secs(2);
+    let s = setup(|c| c.http2.idle_timeout = Secs(idle)).await;
+    let mut c = connect(&s).await;
+    c.open().await;
+    let block = header_block(&[
+        (":method", "CONNECT"),
+        (":protocol", "websocket"),
+        (":scheme", "https"),
+        (":path", "/ws"),
+        (":authority", &format!("localhost:{}", s.proxy.addr.port())),
+        ("sec-websocket-version", "13"),
+        ("authorization", &format!("Bearer {}", s.token)),
+    ]);
+    c.send(&frame(HEADERS, END_HEADERS, 1, &block)).await;
+    assert_eq!(reset_code(&mut c, 1).await, None, "the stream opened");
+    // Quiet for twice the idle timeout (the scenario, not a wait for an event), answering
+    // what the server sends meanwhile.
+    let quiet_until = Instant::now() + 2 * idle;
+    while let Some(f) = c
+        .read_frame(quiet_until.saturating_duration_since(Instant::now()))
+        .await
+    {
+        assert_ne!(f.kind, GOAWAY, "closed while a stream was open");
+        if f.kind == PING && f.flags & ACK == 0 {
+            c.send(&frame(PING, ACK, 0, &f.payload)).await;
+        }
+    }
+    // A masked text frame "hi", echoed back.
+    c.send(&frame(
+        DATA,
+        0,
+        1,
+        &[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2],
+    ))
+    .await;
+    loop {
+        let f = c.read_frame(WAIT).await.expect("the echo");
+        assert_ne!(f.kind, GOAWAY);
+        if f.kind == DATA && f.stream == 1 {
+            assert_eq!(f.payload, [0x81, 2, b'h', b'i']);
+            break;
+        }
+    }
+}

@@ -107,6 +107,20 @@ pub(super) async fn serve(
             _ = seen.changed.notified() => {}
             _ = sleep_until(due.map(|(at, _)| at)) => {
                 let why = due.expect("a deadline fired").1;
+                // What changed since it was set (a stream opened, a request admitted)
+                // without a wake-up yet is looked at again.
+                let stale = match why {
+                    Deadline::Unadmitted => streams.admitted(),
+                    Deadline::HeaderBlock => seen.open_block().is_none(),
+                    Deadline::Idle => streams.open() > 0,
+                };
+                if stale {
+                    idle_since = match streams.open() {
+                        0 => idle_since.or_else(|| Some(Instant::now())),
+                        _ => None,
+                    };
+                    continue;
+                }
                 info!(target: FLOOD, remote = %remote, reason = %why.as_str(), open_streams = streams.open(), "[http] HTTP/2 connection closed");
                 // GOAWAY, then what hyper makes of the streams still open, for a while.
                 served.as_mut().graceful_shutdown();
