@@ -23,6 +23,9 @@ const SECRET_MIN: usize = 20;
 /// The path and query of `uri` for a log line. `known` tells whether bytes are a loaded
 /// credential's token (asked only of parts the shape rule does not already catch).
 pub fn target(uri: &http::Uri, known: impl Fn(&[u8]) -> bool) -> String {
+    if uri.query().is_none() && plainly_harmless(uri.path()) {
+        return uri.path().to_string();
+    }
     let mut out = String::with_capacity(uri.path().len() + 16);
     for (i, segment) in uri.path().split('/').enumerate() {
         if i > 0 {
@@ -43,6 +46,24 @@ pub fn target(uri: &http::Uri, known: impl Fn(&[u8]) -> bool) -> String {
         push_pairs(&mut out, q, &known);
     }
     out
+}
+
+/// No segment long enough to be looked at, no matrix parameters: `/ws`, `/`, `/api/v1`.
+fn plainly_harmless(path: &str) -> bool {
+    let mut run = 0;
+    for &b in path.as_bytes() {
+        match b {
+            b'/' => run = 0,
+            b';' => return false,
+            _ => {
+                run += 1;
+                if run >= KNOWN_MIN {
+                    return false;
+                }
+            }
+        }
+    }
+    true
 }
 
 /// `a=1&b;c` → `a=REDACTED&b;c`, keeping the separators as they were.

@@ -69,14 +69,13 @@ pub(super) async fn serve_requests(
     if !conn.nodelay_inherited {
         let _ = stream.set_nodelay(true);
     }
-    let accepted = tokio::time::Instant::now();
-    let remote = client_behind_balancer(&mut stream, remote, &conn).await?;
+    let (remote, spent) = client_behind_balancer(&mut stream, remote, &conn).await?;
     // One deadline from accept: a PROXY header's time is the request head's too (the TLS
     // handshake has a deadline of its own).
     let head_budget = conn
         .settings
         .header_read_timeout
-        .saturating_sub(accepted.elapsed())
+        .saturating_sub(spent)
         .max(Duration::from_millis(1));
     let (stream, cert) = match &conn.tls {
         None => (Stream::Tcp(stream), None),
@@ -128,19 +127,21 @@ struct Peer {
 }
 
 /// A trusted load balancer names the real client first: from here on it is `remote` (logs,
-/// throttling, X-Forwarded-For). Bounded by the header-read deadline; `None` closes.
+/// throttling, X-Forwarded-For). Bounded by the header-read deadline; `None` closes. With
+/// the time reading it took (zero when no header is expected: no clock read).
 async fn client_behind_balancer(
     stream: &mut TcpStream,
     remote: SocketAddr,
     conn: &Acceptor,
-) -> Option<SocketAddr> {
+) -> Option<(SocketAddr, Duration)> {
     if !conn.proxy.expects_proxy_header(remote.ip()) {
-        return Some(remote);
+        return Some((remote, Duration::ZERO));
     }
+    let started = tokio::time::Instant::now();
     let read = crate::proxy_protocol::read_header(stream);
     match tokio::time::timeout(conn.settings.header_read_timeout, read).await {
-        Ok(Ok(Some(client))) => Some(client),
-        Ok(Ok(None)) => Some(remote),
+        Ok(Ok(Some(client))) => Some((client, started.elapsed())),
+        Ok(Ok(None)) => Some((remote, started.elapsed())),
         Ok(Err(e)) => {
             info!(target: FLOOD, remote = %remote, reason = %"bad_proxy_header", cause = %e, "[listen] connection refused");
             None
