@@ -163,6 +163,8 @@ pub enum Decision {
         presented: Option<Fingerprint>,
         /// For `token_stale`: the last generation in which the token was valid.
         generation: Option<u64>,
+        /// Tells this token from another (`Presented::key`; 0 without a token).
+        key: u64,
     },
 }
 
@@ -232,6 +234,7 @@ pub fn decide(found: Option<&Found>, creds: &Credentials) -> Decision {
             source: Some(f.source),
             presented: Some(Fingerprint::of(&f.token)),
             generation: None,
+            key: Presented::new(&f.token).key(),
         },
         Some(f) => judge(&f.token, f.source, creds),
         None => Decision::Deny {
@@ -239,6 +242,7 @@ pub fn decide(found: Option<&Found>, creds: &Credentials) -> Decision {
             source: None,
             presented: None,
             generation: None,
+            key: 0,
         },
     }
 }
@@ -255,6 +259,7 @@ pub fn judge_presented(presented: Presented, source: TokenSource, creds: &Creden
         source: Some(source),
         presented: Some(presented.fingerprint),
         generation,
+        key: presented.key(),
     };
     match creds.verify(&presented, Instant::now()) {
         Verdict::Current(c) => Decision::Allow {

@@ -67,6 +67,9 @@ pub struct Metrics {
     pub auth_failures: Family<FailureLabels, Counter>,
     pub auth_success: Family<SuccessLabels, Counter>,
     pub stale_accepted: Counter,
+    /// Refusals of a token the same address was refused for already (not counted as
+    /// guesses): stale clients.
+    pub auth_repeated: Family<ReasonLabels, Counter>,
     pub bytes: Family<DirectionLabels, Counter>,
     pub upstream_connect_errors: Counter,
     pub upstream_timeouts: Counter,
@@ -116,6 +119,7 @@ impl Metrics {
             auth_failures: Family::default(),
             auth_success: Family::default(),
             stale_accepted: Counter::default(),
+            auth_repeated: Family::default(),
             bytes: Family::default(),
             upstream_connect_errors: Counter::default(),
             upstream_timeouts: Counter::default(),
@@ -178,6 +182,11 @@ impl Metrics {
             "auth_stale_accepted",
             "Clients accepted with a rotated-away token inside the grace period",
             m.stale_accepted.clone(),
+        );
+        r.register(
+            "auth_repeated",
+            "Refusals of a token the same address was refused for already, in the same credential generation (stale clients; not counted as guesses), by reason",
+            m.auth_repeated.clone(),
         );
         r.register(
             "spliced_bytes",
@@ -288,6 +297,13 @@ impl Metrics {
                 client: client.to_string(),
             })
             .clone()
+    }
+
+    /// A refusal of a token refused before from the same address.
+    pub fn auth_repeated(&self, reason: &'static str) {
+        self.auth_repeated
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// A request answered as the client's error.

@@ -162,11 +162,12 @@ async fn ten_thousand_failures_from_one_ip_do_not_affect_another() {
     tokio::spawn(conn);
     let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
     let mut retry_after = None;
-    for _ in 0..10_000 {
+    // Distinct guesses (one token repeated is a stale client, not counted: tests/stale_clients.rs).
+    for i in 0..10_000 {
         let req = hyper::Request::builder()
             .uri("/x")
             .header("host", "x")
-            .header("authorization", "Bearer wrong")
+            .header("authorization", format!("Bearer wrong-{i}"))
             .body(http_body_util::Empty::<Bytes>::new())
             .unwrap();
         let resp = timeout(sender.send_request(req)).await.unwrap();
@@ -206,19 +207,23 @@ async fn close_mode_says_rate_limited_and_success_resets_the_count() {
         c.auth.max_failures = 3;
     })
     .await;
-    for _ in 0..2 {
-        let mut ws = ws_from("127.0.0.3", h.addr, "wrong").await.unwrap();
+    for i in 0..2 {
+        let mut ws = ws_from("127.0.0.3", h.addr, &format!("wrong-{i}"))
+            .await
+            .unwrap();
         expect_close(&mut ws, "token mismatch").await;
     }
     // A success forgives the two failures: two more do not reach the limit of 3.
     let mut ok = ws_from("127.0.0.3", h.addr, &h.token).await.unwrap();
     ok.send(Message::text("hi")).await.unwrap();
     assert_eq!(next_msg(&mut ok).await, Some(Message::text("hi")));
-    for _ in 0..2 {
-        let mut ws = ws_from("127.0.0.3", h.addr, "wrong").await.unwrap();
+    for i in 2..4 {
+        let mut ws = ws_from("127.0.0.3", h.addr, &format!("wrong-{i}"))
+            .await
+            .unwrap();
         expect_close(&mut ws, "token mismatch").await;
     }
-    let mut ws = ws_from("127.0.0.3", h.addr, "wrong").await.unwrap();
+    let mut ws = ws_from("127.0.0.3", h.addr, "wrong-4").await.unwrap();
     expect_close(&mut ws, "token mismatch").await;
     // The third failure in a row started a block — logged once, with what started it.
     let line = wait_log(&["[auth] throttling", "client_ip=127.0.0.3"]).await;
@@ -263,8 +268,8 @@ async fn forwarded_client_ip_is_believed_only_from_trusted_proxies() {
             http_request(addr, req).await.status().as_u16()
         }
     };
-    assert_eq!(attempt("203.0.113.5", "bad".into()).await, 401);
-    assert_eq!(attempt("203.0.113.5", "bad".into()).await, 401);
+    assert_eq!(attempt("203.0.113.5", "bad-1".into()).await, 401);
+    assert_eq!(attempt("203.0.113.5", "bad-2".into()).await, 401);
     assert_eq!(
         attempt("203.0.113.5", h.token.clone()).await,
         429,
@@ -476,8 +481,10 @@ async fn proxy_protocol_names_the_client_only_from_trusted_balancers() {
     let req =
         "GET /api HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nConnection: close\r\n\r\n";
     let v1 = b"PROXY TCP4 203.0.113.9 127.0.0.1 5555 18789\r\n";
-    for _ in 0..3 {
-        let status = raw_from("127.0.0.5", h.addr, v1, req).await;
+    // Three distinct guesses.
+    for i in 0..3 {
+        let guess = req.replace("Bearer wrong", &format!("Bearer wrong-{i}"));
+        let status = raw_from("127.0.0.5", h.addr, v1, &guess).await;
         assert!(status.contains(" 401 "), "{status}");
     }
     wait_log(&["[http] unauthorized", "remote=203.0.113.9:5555"]).await;

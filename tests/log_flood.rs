@@ -29,13 +29,20 @@ fn addr_in(line: &str) -> SocketAddr {
 /// Bad-token upgrades until `stop`, each refused (401) and logged as `[ws] unauthorized`;
 /// `done` counts the answered ones.
 async fn refusals(addr: SocketAddr, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) {
-    let head = "GET /ws HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-                Authorization: Bearer wrong-token-wrong-token\r\n\r\n";
+    // Distinct tokens: a token refused before from the same address is a repeat, logged
+    // at debug only; these are all new, each a warning line.
+    let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let Ok(mut s) = TcpStream::connect(addr).await else {
             continue;
         };
+        n += 1;
+        let head = format!(
+            "GET /ws HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Authorization: Bearer wrong-token-{n}-{:p}\r\n\r\n",
+            &stop
+        );
         if s.write_all(head.as_bytes()).await.is_ok() && response_head(&mut s).await.0 == Some(401)
         {
             done.fetch_add(1, Ordering::Relaxed);

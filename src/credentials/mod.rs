@@ -163,6 +163,11 @@ impl Presented {
         }
     }
 
+    /// 64 bits of the digest: tells one refused token from another (the throttle's repeats).
+    pub fn key(&self) -> u64 {
+        u64::from_be_bytes(self.digest[..8].try_into().expect("8 bytes"))
+    }
+
     /// Whether two presented tokens are the same (constant time).
     pub fn digest_eq(&self, other: &Presented) -> bool {
         self.digest.ct_eq(&other.digest).into()

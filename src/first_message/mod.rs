@@ -21,10 +21,12 @@ use crate::net::Stream;
 use crate::relay::{self, Side};
 use crate::ws::{self, FrameTracker};
 
+mod client;
 mod scan;
 #[cfg(test)]
 mod tests;
 
+pub use client::ClientInfo;
 pub use scan::*;
 
 /// How long the gateway gets to answer a client's close before the sockets are dropped.
@@ -74,8 +76,12 @@ pub struct Rejection {
     pub detail: &'static str,
     pub id: Option<Value>,
     pub presented: Option<Fingerprint>,
+    /// Tells this token from another (`Presented::key`; 0 without one): the throttle's repeats.
+    pub key: u64,
     /// For `token_stale`: the last generation in which the token was valid.
     pub generation: Option<u64>,
+    /// Who the `connect` says its client is, when it says.
+    pub client: Option<ClientInfo>,
     pub down: FrameTracker,
 }
 
@@ -157,23 +163,27 @@ struct First {
 
 impl Phase {
     fn reject(self, reason: Reason, detail: &'static str) -> Outcome {
-        self.refuse(reason, detail, None, None, None)
+        self.refuse(reason, detail, None, None, None, None)
     }
 
+    /// `payload`: the first message, when it was read as one (its client is named in logs).
     fn refuse(
         self,
         reason: Reason,
         detail: &'static str,
         id: Option<Value>,
-        presented: Option<Fingerprint>,
+        presented: Option<&Presented>,
         generation: Option<u64>,
+        payload: Option<&[u8]>,
     ) -> Outcome {
         Outcome::Reject(Rejection {
             reason,
             detail,
             id,
-            presented,
+            presented: presented.map(|p| p.fingerprint),
+            key: presented.map_or(0, Presented::key),
             generation,
+            client: payload.and_then(ClientInfo::of),
             down: self.down,
         })
     }
@@ -318,17 +328,17 @@ impl Phase {
         };
         let Facts { id, token } = facts;
         let presented = token.as_deref().map(|t| Presented::new(t.as_bytes()));
-        let fingerprint = presented.as_ref().map(|p| p.fingerprint);
         let (credential, grace) = match verify(presented.as_ref(), creds, check) {
             Ok(accepted) => accepted,
             Err((reason, detail, generation)) => {
-                return self.refuse(reason, detail, id, fingerprint, generation);
+                let payload = Some(&first.payload[..]);
+                return self.refuse(reason, detail, id, presented.as_ref(), generation, payload);
             }
         };
         let First {
             buf,
             frame_len,
-            payload: _,
+            payload,
         } = first;
         let (mut to_upstream, rewritten) = match rewrite(doc, presented.as_ref(), check) {
             Ok(Some(frame)) => (frame, true),
@@ -338,8 +348,9 @@ impl Phase {
                     Reason::TokenRewriteRefused,
                     "device signature covers the token",
                     id,
-                    fingerprint,
+                    presented.as_ref(),
                     None,
+                    Some(&payload),
                 )
             }
             Err(Unwritable::NoPointer) => {

@@ -21,9 +21,10 @@ use uuid::Uuid;
 use crate::auth::{self, Decision, Found, Reason};
 use crate::config::TokenSource;
 use crate::credentials::{Credential, Credentials, Presented};
+use crate::throttle::{Block, Failure};
 use crate::tls::ClientCert;
 
-use super::log::{log_connected, logged_target, Fp, Gen, Refused, SourceName};
+use super::log::{log_connected, log_stale_client, logged_target, Fp, Gen, Refused, SourceName};
 use super::Proxy;
 
 /// Which door a request came through: the judgement is the same, the log lines and a few
@@ -116,7 +117,13 @@ impl Proxy {
                     origin = %parts.headers.get(ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("-"),
                     "[ws] unauthorized"
                 );
-                return Err(self.refused(Reason::OriginNotAllowed, None, ip, remote));
+                let seen = Seen {
+                    key: ORIGIN_KEY,
+                    ..Seen::default()
+                };
+                return Err(self
+                    .refused(Reason::OriginNotAllowed, None, ip, remote, &seen)
+                    .0);
             }
         }
         let found = auth::extract(&self.auth, &self.sources, parts, upgrade, cert);
@@ -140,7 +147,17 @@ impl Proxy {
                 source,
                 presented,
                 generation,
+                key,
             } => {
+                let seen = Seen {
+                    key,
+                    generation: admitted.creds.generation,
+                    presented,
+                    retired: generation,
+                    client: None,
+                    nothing_loaded: admitted.creds.unloaded().is_some(),
+                };
+                let (refusal, repeat) = self.refused(reason, source, ip, remote, &seen);
                 let denied = Denied {
                     reason,
                     source,
@@ -149,8 +166,8 @@ impl Proxy {
                     detail: admitted.creds.unloaded(),
                     creds: &admitted.creds,
                 };
-                self.log_denied(door, parts, remote, &denied);
-                Err(self.refused(reason, source, ip, remote))
+                self.log_denied(door, parts, remote, &denied, repeat);
+                Err(refusal)
             }
             Decision::Allow {
                 source,
@@ -170,8 +187,15 @@ impl Proxy {
         }
     }
 
-    /// The refusal's line, in its door's shape.
-    fn log_denied(&self, door: Door<'_>, parts: &Parts, remote: SocketAddr, d: &Denied<'_>) {
+    /// The refusal's line, in its door's shape; debug only for a `repeat`.
+    fn log_denied(
+        &self,
+        door: Door<'_>,
+        parts: &Parts,
+        remote: SocketAddr,
+        d: &Denied<'_>,
+        repeat: bool,
+    ) {
         match door {
             Door::Upgrade { conn } => Refused {
                 conn,
@@ -184,18 +208,28 @@ impl Proxy {
                 creds: d.creds,
                 detail: d.detail,
             }
-            .log(),
-            Door::Plain { method } => warn!(
-                remote = %remote,
-                method = %method,
-                path = %logged_target(&parts.uri, d.creds),
-                reason = %d.reason,
-                presented = %Fp(d.presented),
-                generation = %Gen(d.generation),
-                source = %SourceName(d.source),
-                detail = d.detail.map(tracing::field::display),
-                "[http] unauthorized"
-            ),
+            .log(repeat),
+            Door::Plain { method } => {
+                macro_rules! line {
+                    ($level:ident) => {
+                        tracing::$level!(
+                            remote = %remote,
+                            method = %method,
+                            path = %logged_target(&parts.uri, d.creds),
+                            reason = %d.reason,
+                            presented = %Fp(d.presented),
+                            generation = %Gen(d.generation),
+                            source = %SourceName(d.source),
+                            detail = d.detail.map(tracing::field::display),
+                            "[http] unauthorized"
+                        )
+                    };
+                }
+                match repeat {
+                    false => line!(warn),
+                    true => line!(debug),
+                }
+            }
         }
     }
 
@@ -231,21 +265,51 @@ impl Proxy {
     }
 
     /// A refusal's bookkeeping, for [`Proxy::admit`] and for a first frame that fails:
-    /// counted by reason and source, and a failure against the IP.
+    /// counted by reason and source, and judged by the throttle: a guess (counted against the
+    /// IP) or a repeat of a token the IP was refused for already (not counted; reported once
+    /// per window as a stale client). The `bool` says it was a repeat: its own refusal line
+    /// is then left out.
     pub(super) fn refused(
         &self,
         reason: Reason,
         source: Option<TokenSource>,
         ip: std::net::IpAddr,
         remote: SocketAddr,
-    ) -> Refusal {
-        self.metrics
-            .auth_failure(reason.as_str(), source.map_or("none", TokenSource::as_str));
-        self.note_failure(ip, remote);
-        Refusal {
-            reason,
-            retry_after: None,
+        seen: &Seen<'_>,
+    ) -> (Refusal, bool) {
+        let source_name = source.map_or("none", TokenSource::as_str);
+        self.metrics.auth_failure(reason.as_str(), source_name);
+        if seen.nothing_loaded {
+            // No token can pass: not the client's doing, so neither a guess nor a repeat
+            // (every refusal says why, in its detail).
+            let refusal = Refusal {
+                reason,
+                retry_after: None,
+            };
+            return (refusal, false);
         }
+        let repeat = match self.throttle.failure(ip, seen.key, seen.generation) {
+            Failure::Counted(block) => {
+                if let Some(block) = block {
+                    self.log_block(ip, remote, block);
+                }
+                false
+            }
+            Failure::Repeat { repeats, report } => {
+                self.metrics.auth_repeated(reason.as_str());
+                if report {
+                    log_stale_client(remote, ip, reason, source, seen, repeats);
+                }
+                true
+            }
+        };
+        (
+            Refusal {
+                reason,
+                retry_after: None,
+            },
+            repeat,
+        )
     }
 
     /// Whether a connection from `peer` must open with a PROXY protocol header.
@@ -277,23 +341,39 @@ impl Proxy {
             .unwrap_or(peer)
     }
 
-    /// Counts a failed attempt; logs once when the IP starts being refused.
-    /// Counts a failed attempt; the one that starts a block is logged (the attempts refused
-    /// during it are not: a flood must not become a log flood).
-    fn note_failure(&self, ip: std::net::IpAddr, remote: SocketAddr) {
-        if let Some(block) = self.throttle.failure(ip) {
-            warn!(
-                remote = %remote,
-                client_ip = %ip,
-                failures = block.failures,
-                window = %humantime::format_duration(self.auth.failure_window.0),
-                blocked_for = %humantime::format_duration(block.blocked_for),
-                strike = block.strike,
-                "[auth] throttling"
-            );
-        }
+    /// The refusal that starts a block is logged (the attempts refused during it are not: a
+    /// flood must not become a log flood).
+    fn log_block(&self, ip: std::net::IpAddr, remote: SocketAddr, block: Block) {
+        warn!(
+            remote = %remote,
+            client_ip = %ip,
+            failures = block.failures,
+            window = %humantime::format_duration(self.auth.failure_window.0),
+            blocked_for = %humantime::format_duration(block.blocked_for),
+            strike = block.strike,
+            "[auth] throttling"
+        );
     }
 }
+
+/// What the throttle and a stale client's line need of a refused token.
+#[derive(Default)]
+pub(super) struct Seen<'a> {
+    /// `Presented::key` of the token (0: none; [`ORIGIN_KEY`]: refused for its Origin).
+    pub key: u64,
+    /// The credential generation it was judged against.
+    pub generation: u64,
+    pub presented: Option<crate::credentials::Fingerprint>,
+    /// For `token_stale`: the generation it was retired at.
+    pub retired: Option<u64>,
+    /// Who the first frame says the client is.
+    pub client: Option<&'a crate::first_message::ClientInfo>,
+    /// No credential is loaded at all: nothing could have passed.
+    pub nothing_loaded: bool,
+}
+
+/// The repeat key of a refusal for a foreign Origin (no token judged).
+const ORIGIN_KEY: u64 = u64::MAX;
 
 /// The admission without sockets: a request head in, a verdict out, the throttle's and the
 /// metrics' bookkeeping observable.
@@ -385,7 +465,9 @@ mod tests {
         config.auth.max_failures = 2;
         config.auth.failure_window = Secs(Duration::from_secs(60));
         let g = gate(config, &[TokenSource::Header]);
+        // Two different guesses (the same token again would be a repeat, not a guess).
         let wrong = head(&[("authorization", "Bearer nope")]);
+        let other = head(&[("authorization", "Bearer nope-2")]);
         let get = ::http::Method::GET;
         let plain = Door::Plain { method: &get };
         let peer = PEER.parse().unwrap();
@@ -394,7 +476,7 @@ mod tests {
             Reason::TokenMismatch
         );
         assert_eq!(
-            refusal(g.admit(&wrong, peer, None, upgrade())).reason,
+            refusal(g.admit(&other, peer, None, upgrade())).reason,
             Reason::TokenMismatch
         );
         // Blocked now, even with the right token, at either door.

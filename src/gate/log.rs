@@ -112,6 +112,23 @@ impl Connected<'_> {
     }
 }
 
+/// [`Refused`]'s line through tracing, at a level given by the macro's name.
+macro_rules! refused_event {
+    ($r:expr, $path:expr, $level:ident) => {
+        tracing::$level!(
+            conn = %$r.conn,
+            remote = %crate::logging::Peer($r.remote),
+            reason = %$r.reason,
+            presented = %Fp($r.presented),
+            generation = %Gen($r.generation),
+            source = %SourceName($r.source),
+            path = %$path,
+            // Absent unless set: an `Option` field records only its `Some`.
+            detail = $r.detail.map(tracing::field::display),
+            "[ws] unauthorized"
+        )
+    };
+}
 /// The `[ws] unauthorized` line of an upgrade refused for its token (the usual refusal).
 /// Written by hand like [`log_connected`]'s: through tracing's formatter it cost ~4.8k
 /// instructions, 14 % of a whole refusal (callgrind), a quarter of that in core's
@@ -131,16 +148,30 @@ pub(super) struct Refused<'a> {
 }
 
 impl Refused<'_> {
-    pub(super) fn log(&self) {
-        if !tracing::enabled!(tracing::Level::WARN) {
+    /// A warning; a repeat (the same token from the same address again, see `throttle`) is
+    /// only debug: the stale client's own line says it once per window.
+    pub(super) fn log(&self, repeat: bool) {
+        let (enabled, level) = if repeat {
+            (
+                tracing::enabled!(tracing::Level::DEBUG),
+                tracing::Level::DEBUG,
+            )
+        } else {
+            (
+                tracing::enabled!(tracing::Level::WARN),
+                tracing::Level::WARN,
+            )
+        };
+        if !enabled {
             return;
         }
         // Only now: the redacted path is a new string, wasted when the line is filtered out.
         let path = self.path();
-        if !crate::logging::line(tracing::Level::WARN, "[ws] unauthorized", |l| {
-            self.fields(l, &path)
-        }) {
-            self.event(&path);
+        if !crate::logging::line(level, "[ws] unauthorized", |l| self.fields(l, &path)) {
+            match repeat {
+                false => self.event(&path),
+                true => refused_event!(self, &path, debug),
+            }
         }
     }
 
@@ -170,22 +201,61 @@ impl Refused<'_> {
 
     /// The same line through tracing (JSON logs, or no direct writer installed).
     pub(super) fn event(&self, path: &str) {
-        warn!(
-            conn = %self.conn,
-            remote = %crate::logging::Peer(self.remote),
-            reason = %self.reason,
-            presented = %Fp(self.presented),
-            generation = %Gen(self.generation),
-            source = %SourceName(self.source),
-            path = %path,
-            // Absent unless set: an `Option` field records only its `Some`.
-            detail = self.detail.map(tracing::field::display),
-            "[ws] unauthorized"
-        );
+        refused_event!(self, path, warn);
     }
 }
 
 pub(super) struct SourceName(pub(super) Option<TokenSource>);
+
+/// A client that keeps presenting a token it was refused for: once per fingerprint and
+/// window, named as well as gatewarden can (the first frame's client, the generation its
+/// token was retired at), with what to do.
+pub(super) fn log_stale_client(
+    remote: SocketAddr,
+    ip: std::net::IpAddr,
+    reason: Reason,
+    source: Option<TokenSource>,
+    seen: &super::admit::Seen<'_>,
+    repeats: u64,
+) {
+    let who = seen
+        .client
+        .map(|c| c.describe())
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| "a client".to_string(), |d| format!("client {d}"));
+    let fp = Fp(seen.presented);
+    let detail = match (reason, seen.retired) {
+        (Reason::TokenStale, Some(g)) => format!(
+            "{who} keeps presenting token {fp} retired at generation {g}; restart or update that client"
+        ),
+        (Reason::TokenMissing, _) => {
+            format!("{who} keeps connecting without a token; configure its token")
+        }
+        (Reason::OriginNotAllowed, _) => format!(
+            "{who} keeps connecting from an Origin that is not allowed; add it to auth.allowed_origins if it is yours"
+        ),
+        _ => format!(
+            "{who} keeps presenting token {fp}, which no credential has (from before a restart or another profile?); give that client the current token"
+        ),
+    };
+    let client = |f: fn(&crate::first_message::ClientInfo) -> &Option<String>| {
+        seen.client.and_then(|c| f(c).as_deref()).unwrap_or("-")
+    };
+    warn!(
+        remote = %remote,
+        client_ip = %ip,
+        reason = %reason,
+        presented = %fp,
+        generation = %Gen(seen.retired),
+        source = %SourceName(source),
+        repeats,
+        client.id = %client(|c| &c.id),
+        client.mode = %client(|c| &c.mode),
+        client.version = %client(|c| &c.version),
+        detail = %detail,
+        "[auth] stale client"
+    );
+}
 
 /// A request's target as every log line shows it: query values, and parts that are or look
 /// like tokens, redacted (see [`crate::redact`]).

@@ -20,6 +20,7 @@ use crate::net::Stream;
 use crate::relay::{self, EndedBy};
 use crate::ws;
 
+use super::admit::Seen;
 use super::log::{log_closed, log_connected, Fp, Gen};
 use super::Proxy;
 
@@ -322,8 +323,17 @@ impl Proxy {
                 })
             }
             first_message::Outcome::Reject(r) => {
-                log_in_band_refusal(conn, t.remote, &r, creds.unloaded());
-                self.refused(r.reason, Some(TokenSource::FirstMessage), t.ip, t.remote);
+                let seen = Seen {
+                    key: r.key,
+                    generation: creds.generation,
+                    presented: r.presented,
+                    retired: r.generation,
+                    client: r.client.as_ref(),
+                    nothing_loaded: creds.unloaded().is_some(),
+                };
+                let source = Some(TokenSource::FirstMessage);
+                let (_, repeat) = self.refused(r.reason, source, t.ip, t.remote, &seen);
+                log_in_band_refusal(conn, t.remote, &r, creds.unloaded(), repeat);
                 first_message::reject(client, upstream, &r).await;
                 None
             }
@@ -357,24 +367,35 @@ impl Proxy {
 }
 
 /// The `[ws] unauthorized` line of a first frame that did not authenticate its client. While
-/// no credential is loaded, a mismatch says why instead: it is not the client's fault.
+/// no credential is loaded, a mismatch says why instead: it is not the client's fault. Only
+/// debug for a `repeat` (the stale client's own line says it once per window).
 fn log_in_band_refusal(
     conn: Uuid,
     remote: SocketAddr,
     r: &first_message::Rejection,
     unloaded: Option<&str>,
+    repeat: bool,
 ) {
-    warn!(
-        conn = %conn,
-        remote = %remote,
-        reason = %r.reason,
-        presented = %Fp(r.presented),
-        generation = %Gen(r.generation),
-        source = %TokenSource::FirstMessage,
-        detail = %match (r.reason, unloaded) {
-            (Reason::TokenMismatch, Some(why)) => why,
-            _ => r.detail,
-        },
-        "[ws] unauthorized"
-    );
+    let detail = match (r.reason, unloaded) {
+        (Reason::TokenMismatch, Some(why)) => why,
+        _ => r.detail,
+    };
+    macro_rules! line {
+        ($level:ident) => {
+            tracing::$level!(
+                conn = %conn,
+                remote = %remote,
+                reason = %r.reason,
+                presented = %Fp(r.presented),
+                generation = %Gen(r.generation),
+                source = %TokenSource::FirstMessage,
+                detail = %detail,
+                "[ws] unauthorized"
+            )
+        };
+    }
+    match repeat {
+        false => line!(warn),
+        true => line!(debug),
+    }
 }
