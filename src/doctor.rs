@@ -180,7 +180,11 @@ fn check_source(
                 r.add(
                     Level::Warning,
                     format!("credentials {}: changed {} (a restart or rotation?)", p.display(), age(m)),
-                    Some("clients that fetched the token before that now fail with token_mismatch / token_stale; give them the new one or rely on auth.grace"),
+                    Some(if src.is_openclaw_config() && config.upstream_auth.inject == crate::config::Inject::None {
+                        "clients that fetched the gateway's token before that are now refused (token_stale): it is forwarded as they send it, so it gets no grace period; give them the new one, or give clients tokens of their own and let gatewarden present the gateway's (upstream_auth.inject, README \"Stable client tokens\")"
+                    } else {
+                        "clients that fetched the token before that now fail with token_mismatch / token_stale once auth.grace is over; give them the new one"
+                    }),
                 );
             }
             loaded = Some((src.clone(), l.entries));

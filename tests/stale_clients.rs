@@ -165,3 +165,135 @@ async fn a_stale_openclaw_client_is_named_from_its_connect() {
     let (_, metrics) = admin_get(proxy.admin.unwrap(), "/metrics").await;
     assert!(!metrics.contains("rate_limited"), "{metrics}");
 }
+
+/// gatewarden in front of the fake gateway, credentials read from its `openclaw.json`, plus
+/// client tokens of gatewarden's own; `inject` set as given.
+async fn behind_openclaw(
+    inject: gatewarden::config::Inject,
+) -> (
+    Running,
+    openclaw::FakeGateway,
+    std::path::PathBuf,
+    String,
+    String,
+    tempfile::TempDir,
+) {
+    let gateway_token = random_token();
+    let gw = openclaw::start(&gateway_token).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client_token = random_token();
+    let oc = write_file(
+        dir.path(),
+        "openclaw.json",
+        &format!(r#"{{"gateway":{{"auth":{{"token":"{gateway_token}"}}}}}}"#),
+    );
+    let mut config = Config {
+        upstream: gw.addr.to_string().parse().unwrap(),
+        ..Config::default()
+    };
+    config.credentials.sources = vec![
+        CredentialSource {
+            name: Some("gateway".into()),
+            path: oc.clone(),
+            format: CredentialFormat::Json5,
+            pointer: None,
+            key: None,
+        },
+        CredentialSource::plain(write_file(dir.path(), "clients", &client_token)),
+    ];
+    config.upstream_auth.inject = inject;
+    if inject != gatewarden::config::Inject::None {
+        config.upstream_auth.credential = Some("gateway".into());
+    }
+    (
+        serve(config).await,
+        gw,
+        oc,
+        gateway_token,
+        client_token,
+        dir,
+    )
+}
+
+/// Connects like the CLI with `token`: the close code and reason it ends with.
+async fn cli_with(addr: std::net::SocketAddr, token: &str) -> (u16, String) {
+    let (mut ws, _) = ws_connect(addr, "/", &[]).await.unwrap();
+    let _challenge = next_msg(&mut ws).await;
+    ws.send(Message::text(cli_connect("1", Some(token))))
+        .await
+        .unwrap();
+    loop {
+        match next_msg(&mut ws).await {
+            Some(Message::Close(Some(f))) => return (f.code.into(), f.reason.to_string()),
+            Some(Message::Text(t)) if t.contains("hello-ok") => return (0, "hello-ok".into()),
+            Some(_) => {}
+            None => return (1006, String::new()),
+        }
+    }
+}
+
+async fn rotate_gateway(gw: &openclaw::FakeGateway, oc: &std::path::Path) -> String {
+    let new = random_token();
+    *gw.token.lock().unwrap() = new.clone();
+    let tmp = oc.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        format!(r#"{{"gateway":{{"auth":{{"token":"{new}"}}}}}}"#),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, oc).unwrap();
+    wait_log(&[
+        "[reload] credentials applied",
+        &format!("current=fp:{}", fp(&new)),
+    ])
+    .await;
+    new
+}
+
+/// Pass-through: the gateway's own token is forwarded as the client sent it, and after a
+/// rotation the gateway knows only the new one. So there is no grace for it: gatewarden
+/// refuses the old token itself (`token_stale`), and its connect never reaches the gateway.
+#[tokio::test]
+async fn without_injection_a_retired_gateway_token_gets_no_grace() {
+    let (proxy, gw, oc, old, _, _dir) = behind_openclaw(gatewarden::config::Inject::None).await;
+    assert_eq!(cli_with(proxy.addr, &old).await.1, "hello-ok");
+    let new = rotate_gateway(&gw, &oc).await;
+    let before = gw.connects().len();
+    let (code, reason) = cli_with(proxy.addr, &old).await;
+    assert_eq!(code, 1008, "{reason}");
+    wait_log(&[
+        "[ws] unauthorized",
+        "reason=token_stale",
+        &format!("presented=fp:{}", fp(&old)),
+    ])
+    .await;
+    assert_eq!(
+        gw.connects().len(),
+        before,
+        "the old token reached the gateway"
+    );
+    wait_log(&[
+        "[reload] credentials applied",
+        "grace=none (the gateway's own token",
+    ])
+    .await;
+    assert_eq!(cli_with(proxy.addr, &new).await.1, "hello-ok");
+}
+
+/// With injection the gateway always gets its current token: grace is kept, for the
+/// gateway's old token and for gatewarden's own client tokens alike.
+#[tokio::test]
+async fn with_injection_a_retired_token_is_accepted_within_grace() {
+    let (proxy, gw, oc, old, client, _dir) =
+        behind_openclaw(gatewarden::config::Inject::FirstMessage).await;
+    let new = rotate_gateway(&gw, &oc).await;
+    assert_eq!(cli_with(proxy.addr, &old).await.1, "hello-ok");
+    wait_log(&[
+        "[ws] accepted stale token",
+        &format!("presented=fp:{}", fp(&old)),
+    ])
+    .await;
+    let last = gw.connects().last().cloned().unwrap();
+    assert_eq!(last["params"]["auth"]["token"], new.as_str());
+    assert_eq!(cli_with(proxy.addr, &client).await.1, "hello-ok");
+}

@@ -35,6 +35,9 @@ pub struct Reloader {
     sources: Vec<CredentialSource>,
     upstream: Option<String>,
     grace: Duration,
+    /// Per source: its rotated-away tokens get no grace period (a gateway's own token that
+    /// gatewarden forwards unchanged: the gateway refuses the old one at once).
+    no_grace: Vec<bool>,
     /// `credentials.max_file_bytes`.
     max_file_bytes: u64,
     store: Arc<CredentialStore>,
@@ -78,6 +81,7 @@ impl Reloader {
             sources,
             upstream,
             grace,
+            no_grace: vec![false; n],
             max_file_bytes: crate::files::DEFAULT_MAX_BYTES,
             store: Arc::new(CredentialStore::new(Credentials::default())),
             state: Mutex::new(ReloadState {
@@ -90,6 +94,12 @@ impl Reloader {
             }),
             metrics: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sources whose rotated-away tokens get no grace period (see `no_grace`).
+    pub fn with_no_grace(mut self, no_grace: impl Fn(&CredentialSource) -> bool) -> Reloader {
+        self.no_grace = self.sources.iter().map(no_grace).collect();
+        self
     }
 
     /// Files larger than this are refused (the last good tokens stay).
@@ -208,6 +218,11 @@ impl Reloader {
         // change replaced (generation n-2 and older) are stale from now on, even if their
         // grace had not run out: a token rotated twice in a hurry is one that leaked.
         let last_current = st.generation;
+        let grace = if self.no_grace[idx] {
+            Duration::ZERO
+        } else {
+            self.grace
+        };
         let older = std::mem::replace(
             &mut st.previous[idx],
             previous
@@ -215,7 +230,7 @@ impl Reloader {
                 .map(|credential| Retired {
                     credential: credential.clone(),
                     generation: last_current,
-                    until: now + self.grace,
+                    until: now + grace,
                 })
                 .collect(),
         );
@@ -244,6 +259,10 @@ impl Reloader {
             source = %path,
             current = %current,
             previous = %fps(&previous),
+            // Absent unless set: an `Option` field records only its `Some`.
+            grace = (self.no_grace[idx] && !previous.is_empty())
+                .then_some("none (the gateway's own token, forwarded unchanged: the gateway refuses the previous one, so it is refused here as token_stale)")
+                .map(tracing::field::display),
             "[reload] credentials applied"
         );
         ReloadResult::Applied { generation }

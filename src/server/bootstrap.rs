@@ -103,11 +103,15 @@ pub(super) fn load_credentials(
         config.credentials.watch,
         config.credentials.poll_interval.0,
     );
+    // Grace only where the upstream will accept the session: without injection, a gateway's
+    // own token is forwarded as the client sent it, and the gateway knows only its current one.
+    let forwarded_as_is = config.upstream_auth.inject == crate::config::Inject::None;
     let reloader = Reloader::new(
         sources,
         config.upstream_auth.credential.clone(),
         config.auth.grace.0,
     )
+    .with_no_grace(|s| forwarded_as_is && s.is_openclaw_config())
     .with_max_file_bytes(config.credentials.max_file_bytes);
     let ok = reloader.load_initial();
     let creds = reloader.store().load();
