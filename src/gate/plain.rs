@@ -63,7 +63,9 @@ impl Proxy {
             authenticated = Some((admitted.found, self.gateway_token(&admitted.creds)));
         }
         // Past the gate (a token accepted, a public path, or `auth.http = "pass"`).
-        crate::h2_streams::mark_admitted(&parts.extensions);
+        if parts.version == Version::HTTP_2 {
+            crate::h2_streams::mark_admitted(&parts.extensions);
+        }
         let path = logged_target(&parts.uri, &self.creds.load());
         // Only requests gatewarden authenticated get the gateway's token.
         let (found, inject) = match &authenticated {

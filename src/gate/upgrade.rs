@@ -76,9 +76,13 @@ impl Proxy {
                 return self.refuse(refusal, on_client, handoff, key.as_ref(), &parts.headers);
             }
         };
-        // An in-band client passes the gate with its first frame (see `session`).
-        if !in_band {
-            crate::h2_streams::mark_admitted(&parts.extensions);
+        // An in-band client passes the gate with its first frame (see `session`). Only an
+        // HTTP/2 stream carries a hold (no extension lookups on the HTTP/1.1 path).
+        let stream = (over == Over::Http2)
+            .then(|| parts.extensions.get::<StreamHold>().cloned())
+            .flatten();
+        if let (Some(stream), false) = (&stream, in_band) {
+            stream.admitted();
         }
         // A client certificate is not a reloadable credential: nothing to revoke.
         let authenticated = by
@@ -136,7 +140,7 @@ impl Proxy {
             remote,
             ip,
             slot,
-            stream: parts.extensions.get::<StreamHold>().cloned(),
+            stream,
             in_band,
             deflate,
             inject: gateway.filter(|_| self.upstream_auth.inject == Inject::FirstMessage),
