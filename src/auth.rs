@@ -43,6 +43,9 @@ pub enum Reason {
     OriginNotAllowed,
     /// Too many failed attempts from this client IP: refused without looking at the token.
     RateLimited,
+    /// No credential is loaded at all (a file not there yet, unreadable, holding no token):
+    /// no token can pass, and it is not the client's fault. The log's `detail` says why.
+    CredentialUnavailable,
     /// One source carries two different tokens (two `Authorization` headers, two cookies or
     /// query parameters of the same name, two token subprotocols): which one the client meant
     /// is a guess, and the upstream might guess differently.
@@ -64,6 +67,7 @@ impl Reason {
             Reason::OriginNotAllowed => "origin_not_allowed",
             Reason::RateLimited => "rate_limited",
             Reason::TokenAmbiguous => "token_ambiguous",
+            Reason::CredentialUnavailable => "credential_unavailable",
         }
     }
 
@@ -78,6 +82,10 @@ impl Reason {
             // clients match on; the log says `token_stale`.
             Reason::TokenMismatch | Reason::TokenStale => {
                 "unauthorized: gateway token mismatch (provide gateway auth token)"
+            }
+            // Still "token mismatch": what clients match on.
+            Reason::CredentialUnavailable => {
+                "unauthorized: gateway token mismatch (gatewarden has no gateway token loaded yet; see its log)"
             }
             Reason::TokenRevoked => "token revoked",
             Reason::OriginNotAllowed => "origin not allowed",
@@ -107,7 +115,9 @@ impl Reason {
     pub fn detail_code(self) -> &'static str {
         match self {
             Reason::TokenMissing => "AUTH_TOKEN_MISSING",
-            Reason::TokenMismatch | Reason::TokenStale => "AUTH_TOKEN_MISMATCH",
+            Reason::TokenMismatch | Reason::TokenStale | Reason::CredentialUnavailable => {
+                "AUTH_TOKEN_MISMATCH"
+            }
             Reason::TokenRevoked => "AUTH_TOKEN_REVOKED",
             Reason::OriginNotAllowed => "ORIGIN_NOT_ALLOWED",
             Reason::RateLimited => "RATE_LIMITED",
@@ -213,6 +223,15 @@ pub fn extract(
 
 /// Decides on an extracted token (or its absence).
 pub fn decide(found: Option<&Found>, creds: &Credentials) -> Decision {
+    if creds.unloaded().is_some() && !matches!(found, Some(Found { cert: Some(_), .. })) {
+        return Decision::Deny {
+            reason: Reason::CredentialUnavailable,
+            source: found.map(|f| f.source),
+            presented: found.map(|f| Fingerprint::of(&f.token)),
+            generation: None,
+            key: 0,
+        };
+    }
     match found {
         // rustls verified the certificate against tls.client_ca during the handshake.
         Some(Found {
@@ -261,6 +280,9 @@ pub fn judge_presented(presented: Presented, source: TokenSource, creds: &Creden
         generation,
         key: presented.key(),
     };
+    if creds.unloaded().is_some() {
+        return deny(Reason::CredentialUnavailable, None);
+    }
     match creds.verify(&presented, Instant::now()) {
         Verdict::Current(c) => Decision::Allow {
             source,

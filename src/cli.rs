@@ -367,32 +367,31 @@ fn check(args: &CommonArgs) -> ExitCode {
 fn check_sources(config: &Config) -> (Vec<CredentialSource>, bool) {
     let mut ok = true;
     let mut sources = config.credentials.sources.clone();
-    if sources.is_empty() {
-        let openclaw = credentials::discover_openclaw();
-        match (openclaw, credentials::default_token_path()) {
-            (Some(p), _) => {
-                println!(
-                    "# credentials: none configured; using the OpenClaw gateway's config {} at {}",
-                    p.display(),
-                    config::OPENCLAW_TOKEN_POINTER
-                );
-                sources.push(CredentialSource {
-                    name: Some(credentials::DISCOVERED_OPENCLAW.into()),
-                    path: p,
-                    format: config::CredentialFormat::Json5,
-                    pointer: None,
-                    key: None,
-                });
-            }
-            (None, Ok(p)) => println!(
-                "# credentials: none configured and no OpenClaw config found; the generated token file {} will be used ({})",
-                p.display(),
-                if p.exists() { "exists" } else { "created at start-up" }
-            ),
-            (None, Err(e)) => {
-                eprintln!("gatewarden: {e}");
-                ok = false;
-            }
+    match credentials::plan(&sources) {
+        Ok(credentials::Origin::Configured) => {}
+        Ok(origin @ credentials::Origin::OpenClaw(_)) => {
+            sources = origin.sources(&[]);
+            println!(
+                "# credentials: none configured; using the OpenClaw gateway's config {} at {}",
+                sources[0].path.display(),
+                config::OPENCLAW_TOKEN_POINTER
+            );
+        }
+        Ok(origin @ credentials::Origin::AwaitingOpenClaw(_)) => {
+            sources = origin.sources(&[]);
+            println!(
+                "# credentials: none configured; OpenClaw is expected here but {} does not exist yet: gatewarden waits for the gateway to write it (clients are refused until then)",
+                sources[0].path.display(),
+            );
+        }
+        Ok(credentials::Origin::Generated { path, .. }) => println!(
+            "# credentials: none configured and no OpenClaw config found; the generated token file {} will be used ({})",
+            path.display(),
+            if path.exists() { "exists" } else { "created at start-up" }
+        ),
+        Err(e) => {
+            eprintln!("gatewarden: {e}");
+            ok = false;
         }
     }
     (sources, ok)

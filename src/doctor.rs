@@ -323,30 +323,36 @@ fn check_tls(config: &Config, r: &mut Report) {
 }
 
 fn effective_sources(config: &Config, r: &mut Report) -> Vec<CredentialSource> {
-    if !config.credentials.sources.is_empty() {
-        return config.credentials.sources.clone();
-    }
-    if let Some(p) = credentials::discover_openclaw() {
-        r.add(
-            Level::Ok,
-            format!(
-                "no credentials configured: using OpenClaw's config {}",
-                p.display()
-            ),
-            None,
-        );
-        return vec![CredentialSource {
-            name: Some(credentials::DISCOVERED_OPENCLAW.into()),
-            path: p,
-            format: CredentialFormat::Json5,
-            pointer: None,
-            key: None,
-        }];
-    }
-    match credentials::default_token_path() {
-        Ok(p) => {
-            r.add(Level::Ok, format!("no credentials configured and no OpenClaw config found: gatewarden's own token file {}", p.display()), None);
-            vec![CredentialSource::plain(p)]
+    let configured = &config.credentials.sources;
+    match credentials::plan(configured) {
+        Ok(credentials::Origin::Configured) => configured.clone(),
+        Ok(origin @ credentials::Origin::OpenClaw(_)) => {
+            let sources = origin.sources(configured);
+            r.add(
+                Level::Ok,
+                format!(
+                    "no credentials configured: using OpenClaw's config {}",
+                    sources[0].path.display()
+                ),
+                None,
+            );
+            sources
+        }
+        Ok(origin @ credentials::Origin::AwaitingOpenClaw(_)) => {
+            let sources = origin.sources(configured);
+            r.add(
+                Level::Warning,
+                format!(
+                    "no credentials configured: OpenClaw is expected here, and gatewarden waits for {} to appear",
+                    sources[0].path.display()
+                ),
+                Some("start the gateway with a persisted token (openclaw config set gateway.auth.token …); until its config holds one, every client is refused"),
+            );
+            sources
+        }
+        Ok(credentials::Origin::Generated { path, .. }) => {
+            r.add(Level::Ok, format!("no credentials configured and no OpenClaw config found: gatewarden's own token file {}", path.display()), None);
+            vec![CredentialSource::plain(path)]
         }
         Err(e) => {
             r.add(Level::Problem, e.to_string(), None);

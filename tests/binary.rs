@@ -538,7 +538,12 @@ async fn openclaw_config_without_a_token_is_explained_and_picked_up_once_persist
     let Some(Message::Text(res)) = next_msg(&mut ws).await else {
         panic!("expected error res")
     };
-    assert!(res.contains("token_mismatch"), "{res}");
+    // The gateway's shape and words, with the reason why: nothing is loaded yet.
+    assert!(res.contains("gateway token mismatch"), "{res}");
+    assert!(
+        res.contains(r#""authReason":"credential_unavailable""#),
+        "{res}"
+    );
     // The operator persists the token the way OpenClaw does (temp file + rename): picked up.
     let tmp = write_file(
         state.path(),
@@ -922,4 +927,86 @@ async fn second_signal_exits_at_once_during_the_drain() {
     let status = tokio::task::block_in_place(|| p.wait_exit());
     assert_eq!(status.code(), Some(130));
     assert!(p.rest().contains("second signal"));
+}
+
+/// OpenClaw's state directory is named, its config is not there yet (gatewarden started
+/// first, or a fresh volume): no token is invented. gatewarden waits, refuses clients with a
+/// reason that says why, is not ready, and adopts the config when the gateway writes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_config_that_appears_after_start_is_adopted_without_a_restart() {
+    let gw_token = random_token();
+    let gw = common::openclaw::start(&gw_token).await;
+    let home = tempfile::tempdir().unwrap();
+    let state = home.path().join("state");
+    let mut p = Proc::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &gw.addr.to_string(),
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        &[
+            ("OPENCLAW_STATE_DIR", state.to_str().unwrap()),
+            ("HOME", home.path().to_str().unwrap()),
+            ("XDG_CONFIG_HOME", home.path().join("xdg").to_str().unwrap()),
+        ],
+    );
+    let line = tokio::task::block_in_place(|| p.wait_line("[auth] no credential configured"));
+    assert!(line.contains("waiting for it"), "{line}");
+    assert!(
+        line.contains(&state.join("openclaw.json").display().to_string()),
+        "{line}"
+    );
+    let admin_line = tokio::task::block_in_place(|| p.wait_line("[admin] listening"));
+    let admin: std::net::SocketAddr = admin_line
+        .split("addr=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let addr = p.listening_addr();
+    assert!(
+        !home.path().join("xdg/gatewarden/token").exists(),
+        "a token was invented"
+    );
+    assert_eq!(admin_get(admin, "/readyz").await.0, 503);
+    let refused = |id: &'static str| {
+        let gw_token = gw_token.clone();
+        async move {
+            let (mut ws, _) = ws_connect(addr, "/", &[]).await.unwrap();
+            let _challenge = next_msg(&mut ws).await;
+            ws.send(Message::text(common::openclaw::cli_connect(
+                id,
+                Some(&gw_token),
+            )))
+            .await
+            .unwrap();
+            match next_msg(&mut ws).await {
+                Some(Message::Text(res)) => res.to_string(),
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let res = refused("1").await;
+    assert!(
+        res.contains(r#""authReason":"credential_unavailable""#),
+        "{res}"
+    );
+    // The gateway starts on the fresh state directory and writes its config (temp + rename).
+    std::fs::create_dir_all(&state).unwrap();
+    let tmp = write_file(
+        &state,
+        "openclaw.json.tmp",
+        &format!("{{\"gateway\":{{\"auth\":{{\"token\":\"{gw_token}\"}}}}}}"),
+    );
+    std::fs::rename(&tmp, state.join("openclaw.json")).unwrap();
+    tokio::task::block_in_place(|| p.wait_line("[auth] credential adopted"));
+    let res = refused("2").await;
+    assert!(res.contains("hello-ok"), "{res}");
+    assert_eq!(admin_get(admin, "/readyz").await.0, 200);
 }

@@ -47,43 +47,92 @@ pub fn discover_openclaw() -> Option<PathBuf> {
 /// Name given to the discovered OpenClaw credential (usable in `upstream_auth.credential`).
 pub const DISCOVERED_OPENCLAW: &str = "openclaw";
 
-/// How the effective credential sources were chosen.
-#[derive(Debug)]
+/// Whether this machine names an OpenClaw gateway's state even though its config is not
+/// there (yet): one of OpenClaw's own environment variables is set, or `~/.openclaw` exists.
+/// Then the gateway is expected to write its config (a gateway that starts after
+/// gatewarden, a fresh volume), and gatewarden waits for it rather than invent a token.
+pub fn openclaw_expected() -> bool {
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    if [
+        "OPENCLAW_CONFIG_PATH",
+        "OPENCLAW_STATE_DIR",
+        "OPENCLAW_HOME",
+    ]
+    .iter()
+    .any(|k| set(k))
+    {
+        return true;
+    }
+    std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .is_some_and(|h| PathBuf::from(h).join(".openclaw").is_dir())
+}
+
+/// Where the credentials come from when the config names none, decided without touching
+/// the disk beyond looking (the proxy, `check` and `doctor` all decide it this way).
+#[derive(Debug, Clone)]
 pub enum Origin {
     Configured,
     /// No credential configured; OpenClaw's own config file was found.
     OpenClaw(PathBuf),
-    /// No credential configured and no OpenClaw config: gatewarden's own token file.
+    /// No credential configured and OpenClaw's config not there yet, though OpenClaw is
+    /// expected ([`openclaw_expected`]): its path is watched until it appears.
+    AwaitingOpenClaw(PathBuf),
+    /// No credential configured and no OpenClaw here: gatewarden's own token file.
     Generated {
         path: PathBuf,
+        /// Made just now (only [`resolve_sources`] makes it).
         created: bool,
     },
 }
 
-/// The configured sources, or (when none) OpenClaw's config file, or (when none exists)
-/// gatewarden's generated token file, created if needed.
-pub fn resolve_sources(
-    configured: &[CredentialSource],
-) -> Result<(Vec<CredentialSource>, Origin), CredentialError> {
-    if !configured.is_empty() {
-        return Ok((configured.to_vec(), Origin::Configured));
-    }
-    if let Some(found) = discover_openclaw() {
-        let src = CredentialSource {
+impl Origin {
+    /// The sources this origin reads (the configured ones for `Configured`).
+    pub fn sources(&self, configured: &[CredentialSource]) -> Vec<CredentialSource> {
+        let openclaw = |path: &Path| CredentialSource {
             name: Some(DISCOVERED_OPENCLAW.into()),
-            path: found.clone(),
+            path: path.to_path_buf(),
             format: CredentialFormat::Json5,
             pointer: None,
             key: None,
         };
-        return Ok((vec![src], Origin::OpenClaw(found)));
+        match self {
+            Origin::Configured => configured.to_vec(),
+            Origin::OpenClaw(p) | Origin::AwaitingOpenClaw(p) => vec![openclaw(p)],
+            Origin::Generated { path, .. } => vec![CredentialSource::plain(path.clone())],
+        }
     }
-    let path = crate::config::absolute(&default_token_path()?);
-    let created = ensure_token_file(&path)?;
-    Ok((
-        vec![CredentialSource::plain(path.clone())],
-        Origin::Generated { path, created },
-    ))
+}
+
+/// The origin of the credentials, without creating anything.
+pub fn plan(configured: &[CredentialSource]) -> Result<Origin, CredentialError> {
+    if !configured.is_empty() {
+        return Ok(Origin::Configured);
+    }
+    if let Some(found) = discover_openclaw() {
+        return Ok(Origin::OpenClaw(found));
+    }
+    if openclaw_expected() {
+        if let Some(first) = openclaw_candidates().into_iter().next() {
+            return Ok(Origin::AwaitingOpenClaw(crate::config::absolute(&first)));
+        }
+    }
+    Ok(Origin::Generated {
+        path: crate::config::absolute(&default_token_path()?),
+        created: false,
+    })
+}
+
+/// The configured sources, or (when none) OpenClaw's config file (found, or expected), or
+/// gatewarden's generated token file, created if needed.
+pub fn resolve_sources(
+    configured: &[CredentialSource],
+) -> Result<(Vec<CredentialSource>, Origin), CredentialError> {
+    let mut origin = plan(configured)?;
+    if let Origin::Generated { path, created } = &mut origin {
+        *created = ensure_token_file(path)?;
+    }
+    Ok((origin.sources(configured), origin))
 }
 
 /// Where the embedded default keeps its generated token.

@@ -200,6 +200,7 @@ impl Reloader {
             }
         };
         st.failing[idx] = None;
+        let first_time = st.current[idx].is_none();
         let old = st.current[idx].take().unwrap_or_default();
         let unchanged = old.len() == entries.len()
             && entries.iter().all(|n| old.iter().any(|o| o.same(n)))
@@ -265,6 +266,15 @@ impl Reloader {
                 .map(tracing::field::display),
             "[reload] credentials applied"
         );
+        if first_time {
+            // A file that was not there (or not readable) at start: a gateway that started
+            // after gatewarden, a volume filled later.
+            tracing::info!(
+                source = %path,
+                current = %current,
+                "[auth] credential adopted: it appeared after start, and is in force now"
+            );
+        }
         ReloadResult::Applied { generation }
     }
 

@@ -385,6 +385,9 @@ fn verify(
     if !check.authenticate {
         return Ok((None, None));
     }
+    if creds.unloaded().is_some() {
+        return Err((Reason::CredentialUnavailable, "no credential loaded", None));
+    }
     let Some(p) = presented else {
         return Err((Reason::TokenMissing, "no token at the pointer", None));
     };

@@ -55,6 +55,8 @@ pub(super) fn unauthorized(reason: Reason) -> Response<Body> {
     let status = match reason {
         Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         Reason::OriginNotAllowed => StatusCode::FORBIDDEN,
+        // Not the client's fault: nothing could pass until a credential is loaded.
+        Reason::CredentialUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::UNAUTHORIZED,
     };
     let mut resp = text(status, format!("unauthorized: {reason}\n"));

@@ -377,7 +377,7 @@ fn log_in_band_refusal(
     repeat: bool,
 ) {
     let detail = match (r.reason, unloaded) {
-        (Reason::TokenMismatch, Some(why)) => why,
+        (Reason::CredentialUnavailable, Some(why)) => why,
         _ => r.detail,
     };
     macro_rules! line {

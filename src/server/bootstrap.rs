@@ -82,6 +82,11 @@ pub(super) fn load_credentials(
             pointer = %crate::config::OPENCLAW_TOKEN_POINTER,
             "[auth] no credential configured; using the OpenClaw gateway's config"
         ),
+        credentials::Origin::AwaitingOpenClaw(path) => warn!(
+            path = %path.display(),
+            pointer = %crate::config::OPENCLAW_TOKEN_POINTER,
+            "[auth] no credential configured and the OpenClaw gateway's config is not there yet; waiting for it (watched, adopted when it appears) instead of inventing a token: until then clients are refused (reason=credential_unavailable) and /readyz is 503"
+        ),
         credentials::Origin::Generated {
             path,
             created: true,
