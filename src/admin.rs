@@ -46,6 +46,9 @@ pub struct Admin {
     pub workers: Option<Arc<dyn WorkerLoad>>,
     /// Set once shutdown starts: readiness fails so load balancers stop sending.
     pub draining: AtomicBool,
+    /// Where this instance accepts clients (`doctor` asks, to tell "taken by gatewarden
+    /// itself" from "taken by another program").
+    pub listen: std::sync::OnceLock<SocketAddr>,
     probe: Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
@@ -64,6 +67,7 @@ impl Admin {
             tls,
             workers,
             draining: AtomicBool::new(false),
+            listen: std::sync::OnceLock::new(),
             probe: Mutex::new(None),
         }
     }
@@ -150,6 +154,7 @@ impl Admin {
             )
             .collect();
         json!({
+            "listen": self.listen.get().map(|a| a.to_string()),
             "generation": snap.generation,
             "seconds_since_change": self.reloader.changed_at().elapsed().as_secs(),
             "current": current,

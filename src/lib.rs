@@ -31,6 +31,8 @@ mod server;
 mod throttle;
 mod tls;
 mod upstream;
+// Asking the gateway what it is and whether it takes our secret (doctor, start-up).
+mod gateway_probe;
 // Beside them: operating the proxy.
 mod admin;
 mod cli;

@@ -15,9 +15,11 @@ struct Out {
 /// Runs `gatewarden doctor` with HOME isolated and no OpenClaw variables.
 fn doctor(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Out {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatewarden"));
-    cmd.arg("doctor")
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
+    cmd.arg("doctor");
+    if !args.contains(&"--listen") {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    cmd.args(args)
         .env("HOME", home)
         .env("XDG_CONFIG_HOME", home.join(".config"))
         .env_remove("OPENCLAW_HOME")
@@ -59,19 +61,104 @@ fn openclaw(dir: &Path, token: Option<&str>) {
     }
 }
 
+/// doctor asks the gateway: a `connect` with the token gatewarden would present, accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_setup_exits_0() {
-    let up = start_upstream().await;
     let home = tempfile::tempdir().unwrap();
     let t = random_token();
+    let gw = openclaw::start(&t).await;
     openclaw(&home.path().join(".openclaw"), Some(&t));
     let out = tokio::task::block_in_place(|| {
-        doctor(home.path(), &["--upstream", &up.addr.to_string()], &[])
+        doctor(home.path(), &["--upstream", &gw.addr.to_string()], &[])
     });
     assert_eq!(out.code, 0, "{}", out.text);
     assert!(out.text.contains("using OpenClaw's config"), "{}", out.text);
     assert!(
-        out.text.contains("upstream http://") && out.text.contains("accepts connections"),
+        out.text.contains("accepts the token gatewarden presents"),
+        "{}",
+        out.text
+    );
+    let probe = &gw.connects()[0];
+    assert_eq!(probe["params"]["client"]["id"], "openclaw-probe");
+    assert_eq!(probe["params"]["scopes"], serde_json::json!([]));
+    assert!(!out.text.contains(&t), "no token in the output");
+}
+
+/// The gateway runs with another token than its config holds (a runtime-only token, another
+/// profile on the port, a config changed without a restart): the config alone looks fine,
+/// only the gateway can say, and doctor says what it answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_the_gateways_own_answer_to_a_mismatched_token() {
+    let home = tempfile::tempdir().unwrap();
+    let configured = random_token();
+    let running = random_token();
+    let gw = openclaw::start(&running).await;
+    openclaw(&home.path().join(".openclaw"), Some(&configured));
+    let out = tokio::task::block_in_place(|| {
+        doctor(home.path(), &["--upstream", &gw.addr.to_string()], &[])
+    });
+    assert_eq!(out.code, 1, "{}", out.text);
+    assert!(
+        out.text.contains("refuses the token gatewarden presents")
+            && out.text.contains("token_mismatch")
+            && out.text.contains(&format!(
+                "fp:{}",
+                gatewarden::Fingerprint::of(configured.as_bytes())
+            )),
+        "{}",
+        out.text
+    );
+    assert!(out.text.contains("runtime-only token"), "{}", out.text);
+    assert!(!out.text.contains(&configured) && !out.text.contains(&running));
+}
+
+/// A WebSocket upstream that does not speak first is not an OpenClaw gateway: said so,
+/// not reported as a gateway refusing tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_does_not_send_a_challenge_is_not_called_openclaw() {
+    let up = start_upstream().await;
+    let home = tempfile::tempdir().unwrap();
+    let tf = write_file(home.path(), "token", &random_token());
+    let out = tokio::task::block_in_place(|| {
+        doctor(
+            home.path(),
+            &[
+                "--upstream",
+                &up.addr.to_string(),
+                "--token-file",
+                tf.to_str().unwrap(),
+            ],
+            &[],
+        )
+    });
+    assert!(
+        out.text.contains("is not an OpenClaw gateway"),
+        "{}",
+        out.text
+    );
+}
+
+/// doctor run beside a running gatewarden does not call its own listen port taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listen_port_held_by_the_running_gatewarden_is_not_a_conflict() {
+    let upstream = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tf = write_file(dir.path(), "token", &random_token());
+    let p = serve(config_for(upstream.addr, &tf)).await;
+    let args = [
+        "--token-file",
+        tf.to_str().unwrap(),
+        "--admin-listen",
+        &p.admin.unwrap().to_string(),
+        "--listen",
+        &p.addr.to_string(),
+    ];
+    let out = tokio::task::block_in_place(|| doctor(dir.path(), &args, &[]));
+    assert!(
+        out.text.contains(&format!(
+            "listen {} is held by the running gatewarden",
+            p.addr
+        )),
         "{}",
         out.text
     );

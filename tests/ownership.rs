@@ -163,7 +163,7 @@ async fn an_unreadable_credential_is_explained_at_start_and_in_each_refusal() {
         let _ = next_msg(&mut ws).await;
     }
     let line = tokio::task::block_in_place(|| p.wait_line("[ws] unauthorized"));
-    assert!(line.contains("reason=token_mismatch"), "{line}");
+    assert!(line.contains("reason=credential_unavailable"), "{line}");
     assert!(
         line.contains("detail=no credential loaded: credential file") && line.contains(&denied),
         "{line}"
@@ -176,7 +176,7 @@ async fn an_unreadable_credential_is_explained_at_start_and_in_each_refusal() {
             .unwrap(),
     )
     .await;
-    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.status(), 503);
     let line = tokio::task::block_in_place(|| p.wait_line("[http] unauthorized"));
     assert!(line.contains(&denied), "{line}");
 

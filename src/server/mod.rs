@@ -192,6 +192,9 @@ impl Server {
                 addr: config.listen.0,
                 source,
             })?;
+        if let Some((_, admin)) = &admin {
+            let _ = admin.listen.set(addr);
+        }
         let server = Server {
             nodelay_inherited,
             conn_settings: ConnSettings {

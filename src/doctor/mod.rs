@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime};
 use crate::config::{Config, CredentialFormat, CredentialSource};
 use crate::credentials::{self, Credential, Fingerprint, Presented};
 
+mod gateway;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     Ok,
@@ -96,9 +98,17 @@ const RECENT: Duration = Duration::from_secs(600);
 pub async fn run(config: &Config, opts: &Options) -> Report {
     let mut r = Report::default();
     let sources = effective_sources(config, &mut r);
+    // A token file gatewarden made itself changes when it was made: no rotation to report.
+    let generated = match credentials::plan(&config.credentials.sources) {
+        Ok(credentials::Origin::Generated { path, .. }) => Some(path),
+        _ => None,
+    };
     let loaded: Vec<(CredentialSource, Vec<Credential>)> = sources
         .iter()
-        .filter_map(|src| check_source(src, config, opts, &mut r))
+        .filter_map(|src| {
+            let own = generated.as_deref() == Some(src.path.as_path());
+            check_source(src, config, opts, own, &mut r)
+        })
         .collect();
     // Usual cause 3: dev and prod profiles with different tokens.
     profiles(&sources, &mut r);
@@ -106,8 +116,8 @@ pub async fn run(config: &Config, opts: &Options) -> Report {
     if let Some(t) = &opts.token {
         identify(t, &loaded, running.as_ref(), &sources, &mut r);
     }
-    check_upstream(config, &mut r).await;
-    check_listen(config, &mut r);
+    gateway::check(config, &sources, &mut r).await;
+    check_listen(config, running.as_ref(), &mut r);
     check_tls(config, &mut r);
     r
 }
@@ -118,6 +128,7 @@ fn check_source(
     src: &CredentialSource,
     config: &Config,
     opts: &Options,
+    generated: bool,
     r: &mut Report,
 ) -> Option<(CredentialSource, Vec<Credential>)> {
     let mut loaded = None;
@@ -176,7 +187,8 @@ fn check_source(
                 );
             }
             // Usual cause 1b: the token changed recently.
-            if let Some(m) = modified.filter(|m| m.elapsed().is_ok_and(|d| d < RECENT)) {
+            let recent = modified.filter(|m| m.elapsed().is_ok_and(|d| d < RECENT));
+            if let Some(m) = recent.filter(|_| !generated) {
                 r.add(
                     Level::Warning,
                     format!("credentials {}: changed {} (a restart or rotation?)", p.display(), age(m)),
@@ -260,31 +272,27 @@ async fn running_instance(opts: &Options, r: &mut Report) -> Option<serde_json::
     running
 }
 
-/// The upstream accepts connections.
-async fn check_upstream(config: &Config, r: &mut Report) {
-    let up = (config.upstream.host.as_str(), config.upstream.port);
-    match tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(up)).await {
-        Ok(Ok(_)) => r.add(
+/// The listen address is free, held by the running gatewarden (its admin listener says
+/// where it listens), or taken by another program.
+fn check_listen(config: &Config, running: Option<&serde_json::Value>, r: &mut Report) {
+    let want = config.listen.0;
+    let ours = running
+        .and_then(|v| v["listen"].as_str())
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .is_some_and(|a| {
+            a.port() == want.port() && (want.ip().is_unspecified() || a.ip() == want.ip())
+        });
+    match std::net::TcpListener::bind(want) {
+        Ok(_) => r.add(Level::Ok, format!("listen {want} is free"), None),
+        Err(_) if ours => r.add(
             Level::Ok,
-            format!("upstream {} accepts connections", config.upstream),
+            format!("listen {want} is held by the running gatewarden"),
             None,
         ),
-        _ => r.add(
-            Level::Problem,
-            format!("upstream {} does not accept connections", config.upstream),
-            Some("is the gateway running, on that port (openclaw config get gateway.port)?"),
-        ),
-    }
-}
-
-/// The listen address is free (or taken, most likely by gatewarden itself).
-fn check_listen(config: &Config, r: &mut Report) {
-    match std::net::TcpListener::bind(config.listen.0) {
-        Ok(_) => r.add(Level::Ok, format!("listen {} is free", config.listen.0), None),
         Err(e) => r.add(
             Level::Warning,
-            format!("listen {} is taken ({e})", config.listen.0),
-            Some("fine if gatewarden is already running there; otherwise another program (the gateway itself on 18789?) holds the port"),
+            format!("listen {want} is taken ({e}), and not by a gatewarden whose admin listener answered"),
+            Some("another program holds the port (the gateway itself on 18789?); or gatewarden runs with its admin listener elsewhere: pass --admin-listen"),
         ),
     }
 }
