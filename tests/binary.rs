@@ -1010,3 +1010,61 @@ async fn a_gateway_config_that_appears_after_start_is_adopted_without_a_restart(
     assert!(res.contains("hello-ok"), "{res}");
     assert_eq!(admin_get(admin, "/readyz").await.0, 200);
 }
+
+/// No credential configured and no OpenClaw state here, so gatewarden generates its own
+/// token; but the upstream, started after gatewarden, turns out to be an OpenClaw gateway
+/// (it speaks first, connect.challenge): said at once, not found out client by client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openclaw_gateway_behind_a_generated_token_is_named_when_it_appears() {
+    let spot = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gw_addr = spot.local_addr().unwrap();
+    drop(spot);
+    let home = tempfile::tempdir().unwrap();
+    let mut p = Proc::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &gw_addr.to_string(),
+        ],
+        &[
+            ("HOME", home.path().to_str().unwrap()),
+            ("XDG_CONFIG_HOME", home.path().join("xdg").to_str().unwrap()),
+        ],
+    );
+    let line = tokio::task::block_in_place(|| p.wait_line("[auth] no credential configured"));
+    assert!(line.contains("generated a token file"), "{line}");
+    p.listening_addr();
+    let listener = tokio::net::TcpListener::bind(gw_addr).await.unwrap();
+    let _gw = common::openclaw::start_on(
+        listener,
+        &random_token(),
+        std::time::Duration::from_secs(15),
+    );
+    let line = tokio::task::block_in_place(|| p.wait_line("[auth] the upstream is"));
+    assert!(
+        line.contains("is an OpenClaw gateway") && line.contains("a token it generated itself"),
+        "{line}"
+    );
+}
+
+/// The same with a plain WebSocket upstream: the generated token is gatewarden's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_upstream_behind_a_generated_token_is_not_called_openclaw() {
+    let upstream = start_upstream().await;
+    let home = tempfile::tempdir().unwrap();
+    let mut p = Proc::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream.addr.to_string(),
+        ],
+        &[
+            ("HOME", home.path().to_str().unwrap()),
+            ("XDG_CONFIG_HOME", home.path().join("xdg").to_str().unwrap()),
+        ],
+    );
+    let line = tokio::task::block_in_place(|| p.wait_line("[auth] the upstream is"));
+    assert!(line.contains("is not an OpenClaw gateway"), "{line}");
+}

@@ -18,12 +18,18 @@ pub(super) struct Files {
     pub(super) server_tls: Option<Arc<ServerTls>>,
     pub(super) tls_prepared: Option<crate::credentials::watcher::Prepared>,
     pub(super) upstream_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The token file gatewarden generated itself, when that is where credentials come from.
+    pub(super) generated: Option<std::path::PathBuf>,
 }
 
 /// Credentials, the serving certificate and the upstream's CA, each watched from before
 /// its first read. Blocking: runs on a blocking thread.
 pub(super) fn read_files(config: &Config) -> Result<Files, StartError> {
-    let (reloader, prepared) = load_credentials(config)?;
+    let (reloader, prepared, origin) = load_credentials(config)?;
+    let generated = match origin {
+        credentials::Origin::Generated { path, .. } => Some(path),
+        _ => None,
+    };
     let max = config.credentials.max_file_bytes;
     let server_tls = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => Some(Arc::new(ServerTls::new(
@@ -66,6 +72,7 @@ pub(super) fn read_files(config: &Config) -> Result<Files, StartError> {
         server_tls,
         tls_prepared,
         upstream_tls,
+        generated,
     })
 }
 
@@ -73,7 +80,14 @@ pub(super) fn read_files(config: &Config) -> Result<Files, StartError> {
 /// reloader that keeps them current with the prepared watches.
 pub(super) fn load_credentials(
     config: &Config,
-) -> Result<(Reloader, crate::credentials::watcher::Prepared), CredentialError> {
+) -> Result<
+    (
+        Reloader,
+        crate::credentials::watcher::Prepared,
+        credentials::Origin,
+    ),
+    CredentialError,
+> {
     let (sources, origin) = credentials::resolve_sources(&config.credentials.sources)?;
     match &origin {
         credentials::Origin::Configured => {}
@@ -148,5 +162,5 @@ pub(super) fn load_credentials(
         );
     }
     reloader.check_upstream()?;
-    Ok((reloader, prepared))
+    Ok((reloader, prepared, origin))
 }

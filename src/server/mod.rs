@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::admin::Admin;
-use crate::config::Config;
+use crate::config::{Config, Inject};
 use crate::credentials::watcher;
 use crate::credentials::{CredentialError, CredentialStore, Reloader};
 use crate::gate::Proxy;
@@ -42,6 +42,7 @@ mod http2;
 mod shutdown;
 #[cfg(test)]
 mod tests;
+mod upstream_kind;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +112,7 @@ impl Server {
             server_tls,
             tls_prepared,
             upstream_tls,
+            generated,
         } = {
             let config = config.clone();
             match tokio::task::spawn_blocking(move || read_files(&config)).await {
@@ -162,6 +164,10 @@ impl Server {
             "[auth] token sources"
         );
         let shutdown = Shutdown::default();
+        if let Some(path) = generated.filter(|_| config.upstream_auth.inject == Inject::None) {
+            let stop = shutdown.draining.clone();
+            tokio::spawn(upstream_kind::watch(upstream.clone(), path, stop));
+        }
         let proxy = Arc::new(Proxy::new(
             &config,
             sources.list,

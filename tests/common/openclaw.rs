@@ -120,6 +120,11 @@ pub async fn start(token: &str) -> FakeGateway {
 
 pub async fn start_with(token: &str, silent_timeout: Duration) -> FakeGateway {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_on(listener, token, silent_timeout)
+}
+
+/// A gateway on a listener the caller bound (to start it on an address chosen earlier).
+pub fn start_on(listener: TcpListener, token: &str, silent_timeout: Duration) -> FakeGateway {
     let gw = FakeGateway {
         addr: listener.local_addr().unwrap(),
         token: Arc::new(Mutex::new(token.to_string())),
