@@ -67,6 +67,9 @@ pub struct Metrics {
     pub auth_failures: Family<FailureLabels, Counter>,
     pub auth_success: Family<SuccessLabels, Counter>,
     pub stale_accepted: Counter,
+    /// Tunnels the upstream closed with 1008 (policy: the gateway refused the session,
+    /// e.g. a token it does not hold) — refusals gatewarden did not catch itself.
+    pub upstream_refusals: Counter,
     /// Refusals of a token the same address was refused for already (not counted as
     /// guesses): stale clients.
     pub auth_repeated: Family<ReasonLabels, Counter>,
@@ -119,6 +122,7 @@ impl Metrics {
             auth_failures: Family::default(),
             auth_success: Family::default(),
             stale_accepted: Counter::default(),
+            upstream_refusals: Counter::default(),
             auth_repeated: Family::default(),
             bytes: Family::default(),
             upstream_connect_errors: Counter::default(),
@@ -182,6 +186,11 @@ impl Metrics {
             "auth_stale_accepted",
             "Clients accepted with a rotated-away token inside the grace period",
             m.stale_accepted.clone(),
+        );
+        r.register(
+            "upstream_refusals",
+            "Tunnels the upstream closed with 1008 (the gateway refused the session itself)",
+            m.upstream_refusals.clone(),
         );
         r.register(
             "auth_repeated",

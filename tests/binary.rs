@@ -1068,3 +1068,35 @@ async fn a_plain_upstream_behind_a_generated_token_is_not_called_openclaw() {
     let line = tokio::task::block_in_place(|| p.wait_line("[auth] the upstream is"));
     assert!(line.contains("is not an OpenClaw gateway"), "{line}");
 }
+
+/// OPENCLAW_STATE_DIR names the gateway's state, still empty; `~/.openclaw` holds another
+/// gateway's config (another profile). OpenClaw would use the named one, so gatewarden waits
+/// for it instead of mirroring the other gateway's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_state_directory_is_waited_for_not_swapped_for_the_one_in_home() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".openclaw")).unwrap();
+    write_file(
+        &home.path().join(".openclaw"),
+        "openclaw.json",
+        &format!(
+            "{{ gateway: {{ auth: {{ token: '{}' }} }} }}",
+            random_token()
+        ),
+    );
+    let state = home.path().join("named-state");
+    let mut p = Proc::spawn(
+        &["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9"],
+        &[
+            ("OPENCLAW_STATE_DIR", state.to_str().unwrap()),
+            ("HOME", home.path().to_str().unwrap()),
+            ("XDG_CONFIG_HOME", home.path().join("xdg").to_str().unwrap()),
+        ],
+    );
+    let line = tokio::task::block_in_place(|| p.wait_line("[auth] no credential configured"));
+    assert!(
+        line.contains("waiting for it")
+            && line.contains(&state.join("openclaw.json").display().to_string()),
+        "{line}"
+    );
+}

@@ -946,3 +946,29 @@ async fn busy_tunnels_move_to_the_worker_loop_short_ones_stay() {
     );
     wait_log(&["[ws] closed", "code=4321", "by=client"]).await;
 }
+
+/// A session the gateway itself refuses (1008 from upstream) is counted: the refusals
+/// gatewarden did not catch, which the monitoring rules alert on.
+#[tokio::test]
+async fn an_upstream_1008_is_counted_as_an_upstream_refusal() {
+    let h = start().await;
+    let (mut ws, _) = ws_connect(
+        h.addr,
+        "/ws",
+        &[("authorization", &format!("Bearer {}", h.token))],
+    )
+    .await
+    .unwrap();
+    ws.send(Message::text("close-1008")).await.unwrap();
+    let Some(Message::Close(Some(frame))) = next_msg(&mut ws).await else {
+        panic!("expected close")
+    };
+    assert_eq!(frame.code, CloseCode::Policy);
+    assert!(timeout(ws.next()).await.is_none());
+    wait_log(&["[ws] closed", "code=1008", "by=upstream"]).await;
+    let (_, text) = admin_get(h.server.admin.unwrap(), "/metrics").await;
+    assert!(
+        text.contains("gatewarden_upstream_refusals_total 1"),
+        "{text}"
+    );
+}

@@ -24,6 +24,12 @@ pub struct AuthConfig {
     pub http: HttpAuthMode,
     /// Path prefixes served without a token (plain HTTP only).
     pub public_paths: Vec<String>,
+    /// The OpenClaw Control UI's shell (its page and static files, GET/HEAD) without a
+    /// token: `auto` when a credential is OpenClaw's config, `public`, or `private`.
+    pub control_ui: ControlUiMode,
+    /// Path prefixes that are Control UI routes: a browser navigation to one without a
+    /// token is answered with the UI's page (the upstream is asked for `/`, nothing else).
+    pub control_ui_routes: Vec<String>,
     /// Largest first WebSocket frame read for a token (`first_message` source).
     pub first_message_max_bytes: usize,
     /// With `first_message`: whole frames of the upstream's relayed to a client before it
@@ -54,6 +60,60 @@ pub struct AuthConfig {
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
+pub enum ControlUiMode {
+    /// Public when a credential is the OpenClaw gateway's config (gatewarden is in front of
+    /// OpenClaw), private otherwise.
+    Auto,
+    Public,
+    Private,
+}
+
+/// The Control UI's client-side routes (OpenClaw 2026.9): the gateway answers a browser
+/// navigation to any of them with the UI's page.
+pub const DEFAULT_CONTROL_UI_ROUTES: &[&str] = &[
+    "/activity",
+    "/agents",
+    "/ai-agents",
+    "/appearance",
+    "/apps",
+    "/automation",
+    "/automations",
+    "/channels",
+    "/chat",
+    "/communications",
+    "/config",
+    "/cron",
+    "/custodian",
+    "/dashboard",
+    "/dashboards",
+    "/debug",
+    "/infrastructure",
+    "/lobsterdex",
+    "/logs",
+    "/mcp",
+    "/meetings",
+    "/memory-import",
+    "/model-providers",
+    "/model-setup",
+    "/new",
+    "/nodes",
+    "/plugin",
+    "/plugins",
+    "/portals",
+    "/profile",
+    "/sessions",
+    "/settings",
+    "/skills",
+    "/systems",
+    "/tasks",
+    "/terminal",
+    "/usage",
+    "/workboard",
+    "/worktrees",
+];
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
 pub enum UpstreamOrigin {
     Keep,
     Rewrite,
@@ -78,6 +138,11 @@ impl Default for AuthConfig {
             reject: RejectMode::Close,
             http: HttpAuthMode::Require,
             public_paths: Vec::new(),
+            control_ui: ControlUiMode::Auto,
+            control_ui_routes: DEFAULT_CONTROL_UI_ROUTES
+                .iter()
+                .map(|r| r.to_string())
+                .collect(),
             first_message_max_bytes: 64 * 1024,
             first_message_preauth_frames: 1,
             first_message_timeout: Secs(Duration::from_secs(10)),
@@ -139,6 +204,24 @@ impl AuthConfig {
                 list,
                 why: "default; first_message is off because no credential is the OpenClaw gateway's config (an upgrade without a token is refused before any upstream connection)".into(),
             },
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Whether the Control UI's shell is served without a token, and why.
+    pub fn control_ui_public(&self, credentials: &[CredentialSource]) -> (bool, &'static str) {
+        match self.control_ui {
+            ControlUiMode::Public => (true, "auth.control_ui = \"public\""),
+            ControlUiMode::Private => (false, "auth.control_ui = \"private\""),
+            ControlUiMode::Auto if credentials.iter().any(|c| c.is_openclaw_config()) => (
+                true,
+                "default; a credential is the OpenClaw gateway's config",
+            ),
+            ControlUiMode::Auto => (
+                false,
+                "default; no credential is the OpenClaw gateway's config",
+            ),
         }
     }
 }

@@ -121,21 +121,27 @@ fn limits(config: &Config, check: &Check<'_>) -> Result<(), ConfigError> {
 /// `auth.public_paths`, each checked as the upstream will normalize it.
 fn public_paths(config: &Config, check: &Check<'_>) -> Result<(), ConfigError> {
     let auth = &config.auth;
-    for p in &auth.public_paths {
+    let lists = [
+        ("auth.public_paths", &auth.public_paths),
+        ("auth.control_ui_routes", &auth.control_ui_routes),
+    ];
+    for (key, list) in lists {
+        normalized_paths(key, list, check)?;
+    }
+    Ok(())
+}
+
+/// Each entry of `key` a normalized absolute path: requests are matched after normalization.
+fn normalized_paths(key: &str, list: &[String], check: &Check<'_>) -> Result<(), ConfigError> {
+    for p in list {
         if !p.starts_with('/') {
-            return check.fail("auth.public_paths", p, "must start with '/'");
+            return check.fail(key, p, "must start with '/'");
         }
         // Requests are matched after normalization, so an entry must be normalized too.
         match crate::path::normalize(p) {
             Ok(n) if n == p.as_str() => {}
-            Ok(n) => {
-                return check.fail(
-                    "auth.public_paths",
-                    p,
-                    &format!("is not a normalized path (write `{n}`)"),
-                )
-            }
-            Err(why) => return check.fail("auth.public_paths", p, &format!("is refused: {why}")),
+            Ok(n) => return check.fail(key, p, &format!("is not a normalized path (write `{n}`)")),
+            Err(why) => return check.fail(key, p, &format!("is refused: {why}")),
         }
     }
     Ok(())

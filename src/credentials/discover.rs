@@ -8,36 +8,32 @@ use crate::config::{CredentialFormat, CredentialSource};
 
 use super::CredentialError;
 
-/// Where OpenClaw itself looks for its config, in its own order of precedence:
-/// `$OPENCLAW_CONFIG_PATH`, `$OPENCLAW_STATE_DIR/openclaw.json`,
-/// `$OPENCLAW_HOME/.openclaw/openclaw.json` (or `~/.openclaw/openclaw.json`).
-pub fn openclaw_candidates() -> Vec<PathBuf> {
+/// The one config OpenClaw itself would use: `$OPENCLAW_CONFIG_PATH`, else
+/// `$OPENCLAW_STATE_DIR/openclaw.json`, else `$OPENCLAW_HOME/.openclaw/openclaw.json` (or
+/// `~/.openclaw/openclaw.json`). The first that is *set* decides, there or not: a state
+/// directory named but still empty is waited for, never swapped for the one in `~`, which
+/// belongs to another gateway (the other profile is exactly the mismatch users hit).
+pub fn openclaw_config_path() -> Option<PathBuf> {
     let env = |k: &str| {
         std::env::var_os(k)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     };
-    let mut c = Vec::new();
-    if let Some(p) = env("OPENCLAW_CONFIG_PATH") {
-        c.push(p);
-    }
-    if let Some(d) = env("OPENCLAW_STATE_DIR") {
-        c.push(d.join("openclaw.json"));
-    }
-    if let Some(home) = env("OPENCLAW_HOME").or_else(|| env("HOME")) {
-        c.push(home.join(".openclaw").join("openclaw.json"));
-    }
-    c
+    env("OPENCLAW_CONFIG_PATH")
+        .or_else(|| env("OPENCLAW_STATE_DIR").map(|d| d.join("openclaw.json")))
+        .or_else(|| {
+            let home = env("OPENCLAW_HOME").or_else(|| env("HOME"))?;
+            Some(home.join(".openclaw").join("openclaw.json"))
+        })
 }
 
-/// The OpenClaw config gatewarden uses when no credential is configured: the first
-/// candidate that is a file — or that exists but cannot be looked at (a 0700 state
-/// directory of another user's): skipping it would silently fall back to gatewarden's own
+/// The OpenClaw config gatewarden uses when no credential is configured, when it is there:
+/// a file — or a path that exists but cannot be looked at (a 0700 state directory of
+/// another user's): treating it as absent would silently fall back to gatewarden's own
 /// token and hide the real problem, which the first read then reports.
 pub fn discover_openclaw() -> Option<PathBuf> {
-    openclaw_candidates()
-        .into_iter()
-        .find(|p| match std::fs::metadata(p) {
+    openclaw_config_path()
+        .filter(|p| match std::fs::metadata(p) {
             Ok(m) => m.is_file(),
             Err(e) => e.kind() == std::io::ErrorKind::PermissionDenied,
         })
@@ -113,8 +109,8 @@ pub fn plan(configured: &[CredentialSource]) -> Result<Origin, CredentialError> 
         return Ok(Origin::OpenClaw(found));
     }
     if openclaw_expected() {
-        if let Some(first) = openclaw_candidates().into_iter().next() {
-            return Ok(Origin::AwaitingOpenClaw(crate::config::absolute(&first)));
+        if let Some(path) = openclaw_config_path() {
+            return Ok(Origin::AwaitingOpenClaw(crate::config::absolute(&path)));
         }
     }
     Ok(Origin::Generated {

@@ -411,6 +411,46 @@ mod tests {
     }
 
     #[test]
+    fn a_json5_config_given_as_a_plain_token_file_is_named_as_such() {
+        let src = CredentialSource::plain("/home/me/.openclaw/openclaw.json");
+        let text = "{\n  // OpenClaw\n  gateway: { auth: { mode: 'token', token: 's3cret-token-abcdef' } },\n}\n";
+        let e = parse_source(&src, text.as_bytes(), false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("is a JSON5 config (OpenClaw's openclaw.json)")
+                && e.contains("format = \"json5\"")
+                && e.contains("/gateway/auth/token"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
+        // Not JSON5 at all: the line-by-line reason stays.
+        let e = parse_source(&src, b"{not-json\nx\n", false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("second non-empty line"), "{e}");
+    }
+
+    #[test]
+    fn a_placeholder_is_not_a_token() {
+        let plain = CredentialSource::plain("/run/t");
+        let e = parse_source(&plain, b"REPLACE-ME\n", false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("placeholder `REPLACE-ME`"), "{e}");
+        let json = CredentialSource {
+            format: crate::config::CredentialFormat::Json5,
+            ..CredentialSource::plain("/etc/openclaw/openclaw.json")
+        };
+        let doc = br#"{ "gateway": { "auth": { "mode": "token", "token": "REPLACE-ME" } } }"#;
+        let e = parse_source(&json, doc, false).err().unwrap().to_string();
+        assert!(e.contains("placeholder"), "{e}");
+    }
+
+    #[test]
     fn check_finds_any_entry() {
         let src: Arc<Path> = Arc::from(Path::new("/x"));
         let creds = Credentials::new(

@@ -184,11 +184,20 @@ impl Reloader {
         let entries = match self.read(idx) {
             Ok(e) => e,
             Err(e) => {
-                tracing::warn!(
-                    "[reload] credentials rejected source={path} cause={e} keeping generation={}",
-                    st.generation
-                );
                 let why = Some(e.to_string());
+                // Said once per cause: a missing file is re-read on every event in its
+                // directory (a gateway writing its state), and that is not news each time.
+                if st.failing[idx] == why {
+                    tracing::debug!(
+                        "[reload] credentials rejected source={path} cause={e} keeping generation={}",
+                        st.generation
+                    );
+                } else {
+                    tracing::warn!(
+                        "[reload] credentials rejected source={path} cause={e} keeping generation={}",
+                        st.generation
+                    );
+                }
                 if st.failing[idx] != why {
                     st.failing[idx] = why;
                     // Only the reason changes, and only while nothing is loaded.

@@ -29,6 +29,22 @@ pub enum CredentialError {
         line: usize,
         why: &'static str,
     },
+    #[error(
+        "credential file {path} is a JSON5 config{what}, not a plain token file: give it format = \"json5\" (the token at {pointer}), e.g. [[credentials]] path = \"{path}\" format = \"json5\""
+    )]
+    LooksLikeJson5 {
+        path: PathBuf,
+        /// ` (OpenClaw's openclaw.json)` when it has a `gateway` section.
+        what: &'static str,
+        pointer: &'static str,
+    },
+    #[error(
+        "credential file {path} holds the placeholder `{placeholder}`, not a token: put a real one in (`gatewarden token generate`, or `openssl rand -hex 24`); until then every client is refused"
+    )]
+    Placeholder {
+        path: PathBuf,
+        placeholder: &'static str,
+    },
     #[error("credential file {path} is not valid UTF-8")]
     NotUtf8 { path: PathBuf },
     #[error("credential file {path} is not valid JSON5: {what}")]
@@ -109,8 +125,16 @@ pub fn parse_source(
     let token = match src.format {
         CredentialFormat::Json5 => json5_token(path, text, src.json_pointer())?,
         CredentialFormat::Dotenv => dotenv_token(path, text, src.env_key())?,
-        _ => plain_token(path, text)?.to_string(),
+        _ => plain_token(path, text)
+            .map_err(|e| json5_instead(path, text).unwrap_or(e))?
+            .to_string(),
     };
+    if let Some(placeholder) = placeholder(&token) {
+        return Err(CredentialError::Placeholder {
+            path: path.clone(),
+            placeholder,
+        });
+    }
     let mut c = Credential::new(token.as_bytes(), origin);
     c.name = name;
     if keep_secret {
@@ -119,6 +143,42 @@ pub fn parse_source(
     Ok(Loaded {
         entries: vec![c],
         warnings: Vec::new(),
+    })
+}
+
+/// Recipes ship these where the token goes; started as they are, the token is public.
+const PLACEHOLDERS: &[&str] = &[
+    "REPLACE-ME",
+    "REPLACE_ME",
+    "CHANGE-ME",
+    "CHANGEME",
+    "<token>",
+];
+
+fn placeholder(token: &str) -> Option<&'static str> {
+    PLACEHOLDERS
+        .iter()
+        .find(|p| token.eq_ignore_ascii_case(p))
+        .copied()
+}
+
+/// A `plain` file that is really a JSON5 object (`--token-file ~/.openclaw/openclaw.json`):
+/// said as such, with the format that reads it, instead of "line 2 is a second line".
+fn json5_instead(path: &Path, text: &str) -> Option<CredentialError> {
+    let start = text.trim_start();
+    if !(start.starts_with('{') || start.starts_with("//") || start.starts_with("/*")) {
+        return None;
+    }
+    let doc: serde_json::Value = json5::from_str(text).ok()?;
+    let openclaw = doc.get("gateway").is_some_and(|g| g.is_object());
+    Some(CredentialError::LooksLikeJson5 {
+        path: path.to_path_buf(),
+        what: if openclaw {
+            " (OpenClaw's openclaw.json)"
+        } else {
+            ""
+        },
+        pointer: crate::config::OPENCLAW_TOKEN_POINTER,
     })
 }
 

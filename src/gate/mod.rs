@@ -32,6 +32,7 @@ use crate::upstream::UpstreamClient;
 use crate::ws;
 
 mod admit;
+pub(crate) mod control_ui;
 mod headers;
 mod http2;
 mod log;
@@ -83,6 +84,8 @@ pub struct Proxy {
     pub max_request_line: usize,
     /// `timeouts.upstream_response`: the deadline for a proxied request's response head.
     pub upstream_response: std::time::Duration,
+    /// The Control UI's shell, when it is served without a token.
+    pub(crate) control_ui: Option<Arc<control_ui::ControlUi>>,
 }
 
 /// Bytes of the request line as received (give or take separators).
@@ -142,7 +145,15 @@ impl Proxy {
             tls,
             tasks: TaskTracker::new(),
             cut,
+            control_ui: None,
         }
+    }
+
+    /// Serves the OpenClaw Control UI's shell without a token (see `control_ui`).
+    pub fn with_control_ui(mut self, public: bool) -> Proxy {
+        self.control_ui =
+            public.then(|| Arc::new(control_ui::ControlUi::new(&self.auth.control_ui_routes)));
+        self
     }
 
     /// `cert` is the client's verified certificate when the connection is mTLS. What an

@@ -18,6 +18,7 @@ use crate::http1::respond::{empty, text, Body};
 use crate::tls::ClientCert;
 
 use super::admit::Door;
+use super::control_ui::{self, Shell};
 use super::headers::strip_hop_by_hop;
 use super::headers::Forward;
 use super::log::logged_target;
@@ -46,7 +47,11 @@ impl Proxy {
             return answer;
         }
         let mut authenticated = None;
-        if self.auth.http == HttpAuthMode::Require && !self.is_public(parts.uri.path()) {
+        let shell = self.control_ui_shell(&parts);
+        if self.auth.http == HttpAuthMode::Require
+            && shell.is_none()
+            && !self.is_public(parts.uri.path())
+        {
             let door = Door::Plain {
                 method: &parts.method,
             };
@@ -67,6 +72,9 @@ impl Proxy {
             crate::h2_streams::mark_admitted(&parts.extensions);
         }
         let path = logged_target(&parts.uri, &self.creds.load());
+        if shell == Some(Shell::Page) {
+            parts.uri = control_ui::page_uri();
+        }
         // Only requests gatewarden authenticated get the gateway's token.
         let (found, inject) = match &authenticated {
             Some((found, secret)) if self.upstream_auth.inject == Inject::Header => {
@@ -206,6 +214,14 @@ impl Proxy {
                 "bad request: the path cannot be normalized\n".into(),
             ),
         }
+    }
+
+    /// What of the Control UI's shell this request is, when it carries no credential.
+    fn control_ui_shell(&self, parts: &::http::request::Parts) -> Option<Shell> {
+        let ui = self.control_ui.as_ref()?;
+        let carries =
+            control_ui::carries_credential(parts, &self.auth.cookie, &self.auth.query_param);
+        ui.classify(parts, parts.uri.path(), carries)
     }
 
     /// Under `auth.public_paths`, matched on whole segments of the normalized path.

@@ -246,6 +246,11 @@ impl Proxy {
             );
         }
         self.metrics.spliced(outcome.bytes_in, outcome.bytes_out);
+        if let Some((crate::relay::Side::Upstream, c)) = &outcome.close {
+            if c.code == Some(1008) {
+                self.metrics.upstream_refusals.inc();
+            }
+        }
         if outcome.in_loop {
             self.metrics.worker_loop_tunnels.inc();
         }

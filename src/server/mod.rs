@@ -163,20 +163,25 @@ impl Server {
             why = %sources.why,
             "[auth] token sources"
         );
+        let (ui_public, ui_why) = config.auth.control_ui_public(reloader.sources());
+        info!(public = ui_public, why = %ui_why, "[auth] control ui shell");
         let shutdown = Shutdown::default();
         if let Some(path) = generated.filter(|_| config.upstream_auth.inject == Inject::None) {
             let stop = shutdown.draining.clone();
             tokio::spawn(upstream_kind::watch(upstream.clone(), path, stop));
         }
-        let proxy = Arc::new(Proxy::new(
-            &config,
-            sources.list,
-            creds,
-            upstream,
-            metrics,
-            server_tls.is_some(),
-            shutdown.cut.clone(),
-        ));
+        let proxy = Arc::new(
+            Proxy::new(
+                &config,
+                sources.list,
+                creds,
+                upstream,
+                metrics,
+                server_tls.is_some(),
+                shutdown.cut.clone(),
+            )
+            .with_control_ui(ui_public),
+        );
         let poll = config.credentials.poll_interval.0;
         tokio::spawn(watcher::run(
             reloader.clone(),

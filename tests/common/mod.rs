@@ -163,7 +163,8 @@ impl TestUpstream {
 /// Starts the upstream:
 /// - WebSocket upgrades are accepted (except on `/refuse`: 403), the first offered
 ///   subprotocol among `chat`/`v2` is selected, and messages are echoed; the text
-///   `close-4001` makes it close with 4001 "gateway auth changed".
+///   `close-4001` makes it close with 4001 "gateway auth changed"; `close-1008` with
+///   1008, as a gateway refusing the session.
 /// - `/echo` streams the request body back; any other path answers `upstream saw M URI`.
 pub async fn start_upstream() -> TestUpstream {
     start_upstream_with(None).await
@@ -297,6 +298,12 @@ where
             let close = CloseFrame {
                 code: CloseCode::Library(4001),
                 reason: "gateway auth changed".into(),
+            };
+            let _ = ws.close(Some(close)).await;
+        } else if msg == Message::text("close-1008") {
+            let close = CloseFrame {
+                code: CloseCode::Policy,
+                reason: "unauthorized: gateway token mismatch".into(),
             };
             let _ = ws.close(Some(close)).await;
         } else if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {

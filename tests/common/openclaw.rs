@@ -57,6 +57,11 @@ impl FakeGateway {
         self.record.lock().unwrap().challenges.clone()
     }
 
+    /// Every HTTP request the gateway saw: target and headers.
+    pub fn requests(&self) -> Vec<(String, http::HeaderMap)> {
+        self.record.lock().unwrap().requests.clone()
+    }
+
     pub fn last_request(&self) -> (String, http::HeaderMap) {
         self.record
             .lock()
