@@ -34,3 +34,21 @@ sed "s|/usr/local/bin/gatewarden|$bin|" deploy/systemd/gatewarden.service > "$tm
 out=$(systemd-analyze verify "$tmp/gatewarden.service" 2>&1) || { echo "$out"; exit 1; }
 if [ -n "$out" ]; then echo "$out"; echo "systemd-analyze reported problems" >&2; exit 1; fi
 echo "ok -- systemd-analyze verify: no warnings"
+
+echo "== systemd: deploy/systemd/gatewarden.toml (the VM config) loads, admin on loopback"
+# With stand-in certificate and credential files where the config names them, `check`
+# validates every key; the admin listener must not be reachable from outside the VM.
+python3 - deploy/systemd/gatewarden.toml <<'PY'
+import sys, tomllib
+c = tomllib.load(open(sys.argv[1], "rb"))
+assert c["admin"]["listen"].startswith("127.0.0.1:"), c["admin"]
+assert c["listen"] == "0.0.0.0:443" and c["credentials"][0]["format"] == "json5", c
+PY
+mkdir -p "$tmp/vm"
+sed -e "s|/etc/letsencrypt/live/gateway.example.com|$tmp/vm|; s|/home/openclaw/.openclaw|$tmp/vm|" \
+    -e 's|listen = "0.0.0.0:443"|listen = "127.0.0.1:0"|' deploy/systemd/gatewarden.toml > "$tmp/vm/gatewarden.toml"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=gateway.example.com \
+  -keyout "$tmp/vm/privkey.pem" -out "$tmp/vm/fullchain.pem" -days 2 2>/dev/null
+printf '{ gateway: { auth: { mode: "token", token: "%s" } } }\n' "$(openssl rand -hex 24)" > "$tmp/vm/openclaw.json"
+"$bin" check -c "$tmp/vm/gatewarden.toml" >/dev/null || { echo "the VM config does not load" >&2; exit 1; }
+echo "ok -- the VM config loads; admin on loopback"

@@ -27,12 +27,20 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy (the default when no subcommand is given).
-    Run,
+    Run {
+        #[command(flatten)]
+        args: CommonArgs,
+    },
     /// Validate the configuration, print the effective one, and check every credential file.
-    Check,
+    Check {
+        #[command(flatten)]
+        args: CommonArgs,
+    },
     /// Exit 0 if the admin listener answers 200 (for a Docker HEALTHCHECK without curl). It
     /// probes `admin.listen` from the same config file, environment and flags as the proxy.
     Health {
+        #[command(flatten)]
+        target: HealthTarget,
         /// Probe readiness (`/readyz`: credentials loaded and the gateway reachable) instead
         /// of liveness (`/healthz`).
         #[arg(long)]
@@ -43,6 +51,8 @@ pub enum Command {
     },
     /// Diagnose token mismatches: credential files, the usual causes, a given token.
     Doctor {
+        #[command(flatten)]
+        args: CommonArgs,
         /// A token to identify (compared by fingerprint, never printed); `-` reads stdin.
         /// (Tokens may start with '-', as base64url ones often do.)
         #[arg(long, allow_hyphen_values = true)]
@@ -64,38 +74,74 @@ pub enum TokenCommand {
     Generate,
 }
 
+/// What `health` needs to find the admin listener: the config and its one override.
 #[derive(Debug, Clone, Args)]
+pub struct HealthTarget {
+    /// TOML config file (also GATEWARDEN_CONFIG).
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Admin listener to probe [default: from the config, 127.0.0.1:9187].
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+}
+
+/// The proxy's flags, for running it and for the subcommands that read its whole config
+/// (`check`, `doctor`). Given before a subcommand they still count; after it, they win.
+#[derive(Debug, Clone, Default, Args)]
 pub struct CommonArgs {
     /// TOML config file (also GATEWARDEN_CONFIG).
-    #[arg(short = 'c', long, global = true, value_name = "FILE")]
+    #[arg(short = 'c', long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to accept clients on [default: 127.0.0.1:18789].
-    #[arg(long, global = true, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// The gateway: host:port or http://host:port [default: 127.0.0.1:18790].
-    #[arg(long, global = true, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     pub upstream: Option<String>,
     /// A file holding a valid token (repeatable). Replaces `[[credentials]]` from the config.
-    #[arg(long = "token-file", global = true, value_name = "FILE")]
+    #[arg(long = "token-file", value_name = "FILE")]
     pub token_files: Vec<PathBuf>,
     /// Log format.
-    #[arg(long, global = true, value_enum)]
+    #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
     /// Admin listener for /healthz, /readyz, /metrics [default: 127.0.0.1:9187]; "" disables.
-    #[arg(long, global = true, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<String>,
     /// PEM certificate chain: the listener speaks TLS (with --tls-key).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
     /// Log filter such as `info` or `gatewarden=debug` (RUST_LOG wins when set).
-    #[arg(long, global = true, value_name = "FILTER")]
+    #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
 }
 
+fn pick<T: Clone>(before: &Option<T>, after: &Option<T>) -> Option<T> {
+    after.clone().or_else(|| before.clone())
+}
+
 impl CommonArgs {
+    /// `self` (flags before the subcommand) overridden by `sub` (flags after it).
+    fn merged(&self, sub: &CommonArgs) -> CommonArgs {
+        CommonArgs {
+            config: pick(&self.config, &sub.config),
+            listen: pick(&self.listen, &sub.listen),
+            upstream: pick(&self.upstream, &sub.upstream),
+            token_files: if sub.token_files.is_empty() {
+                self.token_files.clone()
+            } else {
+                sub.token_files.clone()
+            },
+            log_format: sub.log_format.or(self.log_format),
+            admin_listen: pick(&self.admin_listen, &sub.admin_listen),
+            tls_cert: pick(&self.tls_cert, &sub.tls_cert),
+            tls_key: pick(&self.tls_key, &sub.tls_key),
+            log_level: pick(&self.log_level, &sub.log_level),
+        }
+    }
+
     pub fn overrides(&self) -> FlagOverrides {
         let log = (self.log_format.is_some() || self.log_level.is_some()).then(|| LogOverrides {
             format: self.log_format,
@@ -131,17 +177,27 @@ impl CommonArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
-        None | Some(Command::Run) => run(&cli.args),
-        Some(Command::Check) => check(&cli.args),
+        None => run(&cli.args),
+        Some(Command::Run { args }) => run(&cli.args.merged(args)),
+        Some(Command::Check { args }) => check(&cli.args.merged(args)),
         Some(Command::Token(TokenCommand::Generate)) => {
             println!("{}", credentials::generate_token());
             ExitCode::SUCCESS
         }
         Some(Command::Token(TokenCommand::Hash)) => token_hash(),
-        Some(Command::Health { ready, url }) => health(&cli.args, *ready, url.as_deref()),
-        Some(Command::Doctor { token, mountinfo }) => {
-            doctor(&cli.args, token.clone(), mountinfo.clone())
+        Some(Command::Health { target, ready, url }) => {
+            let args = CommonArgs {
+                config: target.config.clone(),
+                admin_listen: target.admin_listen.clone(),
+                ..CommonArgs::default()
+            };
+            health(&cli.args.merged(&args), *ready, url.as_deref())
         }
+        Some(Command::Doctor {
+            args,
+            token,
+            mountinfo,
+        }) => doctor(&cli.args.merged(args), token.clone(), mountinfo.clone()),
     }
 }
 

@@ -1100,3 +1100,47 @@ async fn a_named_state_directory_is_waited_for_not_swapped_for_the_one_in_home()
         "{line}"
     );
 }
+
+/// Each subcommand takes only the flags it uses (`token --help` used to list `--tls-cert`);
+/// the proxy's flags still count before a subcommand that reads the whole config.
+#[test]
+fn each_subcommand_lists_only_the_flags_it_uses() {
+    let help = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let token = help(&["token", "--help"]);
+    assert!(
+        !token.contains("--tls-cert") && !token.contains("--listen"),
+        "{token}"
+    );
+    let health = help(&["health", "--help"]);
+    assert!(
+        health.contains("--ready") && health.contains("--admin-listen"),
+        "{health}"
+    );
+    assert!(
+        !health.contains("--upstream") && !health.contains("--tls-key"),
+        "{health}"
+    );
+    let doctor = help(&["doctor", "--help"]);
+    assert!(
+        doctor.contains("--upstream") && doctor.contains("--token-file"),
+        "{doctor}"
+    );
+    let out = Command::new(BIN)
+        .args(["token", "generate", "--tls-cert", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // Before the subcommand: still read.
+    let dir = tempfile::tempdir().unwrap();
+    let tf = write_file(dir.path(), "token", &random_token());
+    let out = Command::new(BIN)
+        .args(["--token-file", tf.to_str().unwrap(), "check"])
+        .env("GATEWARDEN_ADMIN__LISTEN", "")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&tf.display().to_string()), "{text}");
+}
