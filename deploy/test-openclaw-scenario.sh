@@ -40,6 +40,7 @@ fail() { echo "FAIL: $*" >&2; for f in "$work"/*.log; do echo "--- $f" >&2; tail
 # shellcheck source=deploy/openclaw-install.sh
 source deploy/openclaw-install.sh
 command -v ip >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2; }
+command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl; }
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi

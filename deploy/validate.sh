@@ -36,6 +36,7 @@ if [ -n "$out" ]; then echo "$out"; echo "systemd-analyze reported problems" >&2
 echo "ok -- systemd-analyze verify: no warnings"
 
 echo "== systemd: deploy/systemd/gatewarden.toml (the VM config) loads, admin on loopback"
+command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl; }
 # With stand-in certificate and credential files where the config names them, `check`
 # validates every key; the admin listener must not be reachable from outside the VM.
 python3 - deploy/systemd/gatewarden.toml <<'PY'
