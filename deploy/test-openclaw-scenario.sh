@@ -79,6 +79,15 @@ wait_log() { # file pattern [seconds]
   for _ in $(seq 1 $(( ${3:-30} * 10 ))); do grep -q -- "$2" "$1" && return 0; sleep 0.1; done
   fail "no line matching '$2' in $1"
 }
+# Waits for the gateway just started ($gateway_pid) to answer /readyz on 18790.
+gateway_ready() {
+  for _ in $(seq 1 240); do
+    inns curl -fsS -o /dev/null "http://127.0.0.1:18790/readyz" 2>/dev/null && return 0
+    kill -0 "$gateway_pid" 2>/dev/null || fail "$1 exited"
+    sleep 0.5
+  done
+  fail "$1 did not become ready in 120 s"
+}
 stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # An existing install, as `openclaw onboard` leaves it: local mode on 18789, no token.
@@ -94,11 +103,7 @@ token=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["gateway
 "${nsx[@]}" env -i PATH=/usr/bin:/bin HOME="$home" "${quiet[@]}" \
   "$node" "$oc_pkg/openclaw.mjs" gateway run --port 18790 >>"$work/gateway.log" 2>&1 &
 gateway_pid=$!; pids+=("$gateway_pid")
-for _ in $(seq 1 240); do
-  inns curl -fsS -o /dev/null "http://127.0.0.1:18790/readyz" 2>/dev/null && break
-  kill -0 "$gateway_pid" 2>/dev/null || fail "the gateway exited"
-  sleep 0.5
-done
+gateway_ready "the gateway"
 echo "== 1. README step 2: gatewarden on 18789"
 "${nsx[@]}" env -i PATH=/usr/bin:/bin HOME="$home" "$gd" --listen 127.0.0.1:18789 --upstream 127.0.0.1:18790 \
   >"$work/gatewarden.log" 2>&1 &
@@ -174,11 +179,7 @@ if inns env -i "$gd" health --ready >/dev/null 2>&1; then fail "ready without a 
 "${nsx[@]}" env -i PATH=/usr/bin:/bin HOME="$home" OPENCLAW_STATE_DIR="$fresh" "${quiet[@]}" \
   "$node" "$oc_pkg/openclaw.mjs" gateway run --port 18790 --bind loopback --allow-unconfigured >>"$work/gateway-fresh.log" 2>&1 &
 gateway_pid=$!; pids+=("$gateway_pid")
-for _ in $(seq 1 240); do
-  inns curl -fsS -o /dev/null "http://127.0.0.1:18790/readyz" 2>/dev/null && break
-  kill -0 "$gateway_pid" 2>/dev/null || fail "the fresh gateway exited"
-  sleep 0.5
-done
+gateway_ready "the fresh gateway"
 fresh_token=$(openssl rand -hex 24)
 oc OPENCLAW_STATE_DIR="$fresh" config set gateway.auth.token "$fresh_token" >>"$work/cli.log" 2>&1 || fail "config set (fresh)"
 wait_log "$work/gatewarden-fresh.log" "\[auth\] credential adopted.*$(fp "$fresh_token")"
@@ -188,11 +189,7 @@ stop "$gateway_pid"
 "${nsx[@]}" env -i PATH=/usr/bin:/bin HOME="$home" OPENCLAW_STATE_DIR="$fresh" "${quiet[@]}" \
   "$node" "$oc_pkg/openclaw.mjs" gateway run --port 18790 --bind loopback --allow-unconfigured >>"$work/gateway-fresh.log" 2>&1 &
 gateway_pid=$!; pids+=("$gateway_pid")
-for _ in $(seq 1 240); do
-  inns curl -fsS -o /dev/null "http://127.0.0.1:18790/readyz" 2>/dev/null && break
-  kill -0 "$gateway_pid" 2>/dev/null || fail "the fresh gateway exited after its restart"
-  sleep 0.5
-done
+gateway_ready "the fresh gateway after its restart"
 inns env -i "$gd" health --ready >/dev/null || fail "not ready after the credential was adopted"
 ok=
 for _ in $(seq 1 10); do
