@@ -410,6 +410,18 @@ fn check(args: &CommonArgs) -> ExitCode {
     for src in &sources {
         ok &= check_credential(src, &config);
     }
+    // The gateway's auth mode against upstream_auth.inject (read from its config; `doctor`
+    // also asks the gateway itself).
+    if let Some((path, doc)) = crate::doctor::modes::gateway_config(&sources) {
+        let mut r = crate::doctor::Report::default();
+        crate::doctor::modes::compare(&config, &doc, &path, &mut r);
+        for f in &r.findings {
+            match &f.advice {
+                Some(a) => println!("# gateway: {}: {} ({a})", f.level, f.what),
+                None => println!("# gateway: {}: {}", f.level, f.what),
+            }
+        }
+    }
     ok &= check_tls(&config);
     if ok {
         ExitCode::SUCCESS

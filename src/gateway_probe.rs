@@ -18,6 +18,8 @@ use crate::ws;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretKind {
     Token,
+    /// `params.auth.password`, for a gateway in password mode.
+    Password,
 }
 
 /// What the upstream turned out to be.
@@ -120,6 +122,7 @@ const PROBE_ID: &str = "gatewarden-doctor";
 async fn connect(conn: &mut Frames, kind: SecretKind, secret: &str, wait: Duration) -> Answer {
     let auth = match kind {
         SecretKind::Token => json!({ "token": secret }),
+        SecretKind::Password => json!({ "password": secret }),
     };
     let req = json!({
         "type": "req",

@@ -26,6 +26,7 @@ mod gate;
 mod http1;
 mod limits;
 mod proxy_protocol;
+mod reason;
 mod relay;
 mod server;
 mod throttle;

@@ -195,6 +195,8 @@ async fn a_first_message_token_authenticates_like_an_openclaw_client() {
             format: CredentialFormat::Json5,
             pointer: None,
             key: None,
+            scopes: None,
+            roles: None,
         }];
     })
     .await;

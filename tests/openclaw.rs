@@ -64,6 +64,8 @@ where
             format: CredentialFormat::Json5,
             pointer: None,
             key: None,
+            scopes: None,
+            roles: None,
         },
         CredentialSource {
             name: Some("clients".into()),

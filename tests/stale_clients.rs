@@ -128,6 +128,8 @@ async fn a_stale_openclaw_client_is_named_from_its_connect() {
             format: CredentialFormat::Json5,
             pointer: None,
             key: None,
+            scopes: None,
+            roles: None,
         },
         CredentialSource::plain(clients),
     ];
@@ -198,6 +200,8 @@ async fn behind_openclaw(
             format: CredentialFormat::Json5,
             pointer: None,
             key: None,
+            scopes: None,
+            roles: None,
         },
         CredentialSource::plain(write_file(dir.path(), "clients", &client_token)),
     ];

@@ -56,6 +56,19 @@ pub struct AuthConfig {
     pub failure_window: Secs,
     /// The longest backoff a throttled IP gets.
     pub max_backoff: Secs,
+    /// A `connect` carrying only `params.auth.deviceToken` (a paired device's token, issued
+    /// by the gateway): `refuse` it, or forward it for the `gateway` to judge.
+    pub device_tokens: DeviceTokens,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceTokens {
+    /// gatewarden knows no device tokens: such a connect is a client without a token.
+    Refuse,
+    /// Forwarded untouched (nothing injected), logged `authenticated_by=gateway`; a refusal
+    /// by the gateway counts as a failed attempt of the client's IP.
+    Gateway,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -154,6 +167,7 @@ impl Default for AuthConfig {
             max_failures: 10,
             failure_window: Secs(Duration::from_secs(60)),
             max_backoff: Secs(Duration::from_secs(300)),
+            device_tokens: DeviceTokens::Refuse,
         }
     }
 }
@@ -289,6 +303,9 @@ pub struct UpstreamAuthConfig {
     /// Header set by `inject = "header"`; `authorization` gets `Bearer <token>`, any other
     /// header the bare token.
     pub header: String,
+    /// The identity header of `inject = "trusted_proxy"` (the gateway's
+    /// `gateway.auth.trustedProxy.userHeader`).
+    pub user_header: String,
 }
 
 impl UpstreamAuthConfig {
@@ -299,6 +316,13 @@ impl UpstreamAuthConfig {
             .then(|| http::HeaderName::from_bytes(self.header.as_bytes()).ok())
             .flatten()
     }
+
+    /// The identity header, with `inject = "trusted_proxy"` (refused at load when invalid).
+    pub fn user_header_name(&self) -> Option<http::HeaderName> {
+        (self.inject == Inject::TrustedProxy)
+            .then(|| http::HeaderName::from_bytes(self.user_header.as_bytes()).ok())
+            .flatten()
+    }
 }
 
 impl Default for UpstreamAuthConfig {
@@ -307,6 +331,7 @@ impl Default for UpstreamAuthConfig {
             inject: Inject::None,
             credential: None,
             header: "authorization".into(),
+            user_header: "x-forwarded-user".into(),
         }
     }
 }
@@ -320,4 +345,36 @@ pub enum Inject {
     FirstMessage,
     /// Present the gateway's token in a header on the upgrade and on HTTP requests.
     Header,
+    /// Add or replace `params.auth.password` in the client's first frame with the gateway's
+    /// password, leaving the client's own (signed) `auth.token` alone: the gateway in
+    /// `password` mode checks `auth.password` first, the device signature covers `auth.token`.
+    Password,
+    /// Name the client on the upstream upgrade (`user_header`, `X-Forwarded-*`) for a gateway
+    /// in `trusted-proxy` mode.
+    TrustedProxy,
+}
+
+impl Inject {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Inject::None => "none",
+            Inject::FirstMessage => "first_message",
+            Inject::Header => "header",
+            Inject::Password => "password",
+            Inject::TrustedProxy => "trusted_proxy",
+        }
+    }
+
+    /// Whether the client's first frame is re-encoded on its way to the gateway.
+    pub fn rewrites_first_frame(self) -> bool {
+        matches!(self, Inject::FirstMessage | Inject::Password)
+    }
+
+    /// Whether a gateway secret (`upstream_auth.credential`) is presented.
+    pub fn needs_credential(self) -> bool {
+        matches!(
+            self,
+            Inject::FirstMessage | Inject::Header | Inject::Password
+        )
+    }
 }

@@ -48,6 +48,12 @@ pub struct CredentialSource {
     /// For `dotenv`: the variable holding the token (default `OPENCLAW_GATEWAY_TOKEN`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// The scopes a `connect` with one of this file's tokens may ask for (unset: any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// The roles a `connect` with one of this file's tokens may ask for (unset: any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
 }
 
 impl CredentialSource {
@@ -58,14 +64,20 @@ impl CredentialSource {
             format: CredentialFormat::Plain,
             pointer: None,
             key: None,
+            scopes: None,
+            roles: None,
         }
     }
 
-    /// Whether this is the OpenClaw gateway's own token: its config (JSON5 with the token at
-    /// `gateway.auth.token`) or the `.env` that gives it `OPENCLAW_GATEWAY_TOKEN`.
+    /// Whether this is the OpenClaw gateway's own secret: its config (JSON5 with the token at
+    /// `gateway.auth.token`, or the password at `gateway.auth.password`) or the `.env` that
+    /// gives it `OPENCLAW_GATEWAY_TOKEN`.
     pub fn is_openclaw_config(&self) -> bool {
         match self.format {
-            CredentialFormat::Json5 => self.json_pointer() == OPENCLAW_TOKEN_POINTER,
+            CredentialFormat::Json5 => {
+                let p = self.json_pointer();
+                p == OPENCLAW_TOKEN_POINTER || p == OPENCLAW_PASSWORD_POINTER
+            }
             CredentialFormat::Dotenv => self.env_key() == OPENCLAW_TOKEN_ENV,
             _ => false,
         }
@@ -87,6 +99,9 @@ pub const OPENCLAW_TOKEN_ENV: &str = "OPENCLAW_GATEWAY_TOKEN";
 
 /// Where the OpenClaw gateway keeps its token inside `openclaw.json`.
 pub const OPENCLAW_TOKEN_POINTER: &str = "/gateway/auth/token";
+
+/// Where the OpenClaw gateway keeps its password (`gateway.auth.mode = "password"`).
+pub const OPENCLAW_PASSWORD_POINTER: &str = "/gateway/auth/password";
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

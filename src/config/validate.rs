@@ -232,7 +232,23 @@ fn first_message(config: &Config, check: &Check<'_>) -> Result<(), ConfigError> 
 /// The gateway's own token, presented by gatewarden.
 fn upstream_auth(config: &Config, check: &Check<'_>) -> Result<(), ConfigError> {
     let ua = &config.upstream_auth;
-    if ua.inject != Inject::None {
+    if ua.inject == Inject::TrustedProxy {
+        if http::HeaderName::from_bytes(ua.user_header.as_bytes()).is_err() {
+            return check.fail(
+                "upstream_auth.user_header",
+                &ua.user_header,
+                "is not a valid header name",
+            );
+        }
+        if let Some(n) = &ua.credential {
+            return check.fail(
+                "upstream_auth.credential",
+                n,
+                "is not used with inject = \"trusted_proxy\": the gateway takes the user from the upgrade, and a gateway in trusted-proxy mode has no token (remove the key)",
+            );
+        }
+    }
+    if ua.inject.needs_credential() {
         match &ua.credential {
             None => {
                 return check.fail(

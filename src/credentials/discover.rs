@@ -91,6 +91,8 @@ impl Origin {
             format: CredentialFormat::Json5,
             pointer: None,
             key: None,
+            scopes: None,
+            roles: None,
         };
         match self {
             Origin::Configured => configured.to_vec(),

@@ -14,11 +14,13 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+mod allowed;
 mod discover;
 mod reloader;
 mod sources;
 pub mod watcher;
 
+pub use allowed::{Allowed, Ask};
 pub use discover::*;
 pub use reloader::*;
 pub use sources::*;
@@ -98,6 +100,8 @@ pub struct Credential {
     pub client: Option<Arc<str>>,
     /// Kept only for the credential named by `upstream_auth.credential`.
     pub secret: Option<Secret>,
+    /// The roles and scopes its clients may ask for (`None`: any).
+    pub allowed: Option<Arc<Allowed>>,
 }
 
 impl fmt::Debug for Credential {
@@ -125,6 +129,7 @@ impl Credential {
             name: None,
             client: None,
             secret: None,
+            allowed: None,
         }
     }
 
@@ -138,7 +143,10 @@ impl Credential {
 
     /// Same token and same identity: a reload that yields only these changed nothing.
     fn same(&self, other: &Credential) -> bool {
-        self.digest == other.digest && self.client == other.client && self.name == other.name
+        self.digest == other.digest
+            && self.client == other.client
+            && self.name == other.name
+            && self.allowed == other.allowed
     }
 
     /// Whether `presented` is this credential's token (constant time).

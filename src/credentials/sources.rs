@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::config::{CredentialFormat, CredentialSource};
 
-use super::{digest, Credential, Secret};
+use super::{digest, Allowed, Credential, Secret};
 
 /// Why a credential file could not be used. Never carries file contents.
 #[derive(Debug, thiserror::Error)]
@@ -115,10 +115,12 @@ pub fn parse_source(
     }
     let origin: Arc<Path> = Arc::from(path.as_path());
     let name = src.name.as_deref().map(Arc::from);
+    let allowed = Allowed::new(src.roles.as_deref(), src.scopes.as_deref());
     if src.format == CredentialFormat::Lines {
         let (mut entries, warnings) = parse_lines(path, text, &origin)?;
         for e in &mut entries {
             e.name.clone_from(&name);
+            e.allowed.clone_from(&allowed);
         }
         return Ok(Loaded { entries, warnings });
     }
@@ -137,6 +139,7 @@ pub fn parse_source(
     }
     let mut c = Credential::new(token.as_bytes(), origin);
     c.name = name;
+    c.allowed = allowed;
     if keep_secret {
         c.secret = Some(Secret(Arc::from(token)));
     }

@@ -20,7 +20,7 @@ fn presented(
     config: &Config,
     sources: &[CredentialSource],
 ) -> Option<(CredentialSource, Option<String>)> {
-    let injecting = config.upstream_auth.inject != Inject::None;
+    let injecting = config.upstream_auth.inject.needs_credential();
     let src = sources
         .iter()
         .find(|s| injecting && s.name.is_some() && s.name == config.upstream_auth.credential)
@@ -36,12 +36,8 @@ fn presented(
 
 /// The gateway's `gateway.auth.mode`, when its config is one of the sources and readable.
 fn configured_mode(sources: &[CredentialSource]) -> Option<String> {
-    let src = sources.iter().find(|s| s.is_openclaw_config())?;
-    let text = std::fs::read_to_string(&src.path).ok()?;
-    let doc: serde_json::Value = json5::from_str(&text).ok()?;
-    doc.pointer("/gateway/auth/mode")?
-        .as_str()
-        .map(str::to_string)
+    let (_, doc) = super::modes::gateway_config(sources)?;
+    Some(super::modes::mode_of(&doc))
 }
 
 pub(super) async fn check(config: &Config, sources: &[CredentialSource], r: &mut Report) {
@@ -63,10 +59,12 @@ pub(super) async fn check(config: &Config, sources: &[CredentialSource], r: &mut
         Err(e) => return r.add(Level::Problem, e.to_string(), None),
     };
     let secret = presented(config, sources);
-    let offered = secret
-        .as_ref()
-        .and_then(|(_, s)| s.as_deref())
-        .map(|s| (SecretKind::Token, s));
+    let offered = secret.as_ref().and_then(|(_, s)| s.as_deref()).map(|s| {
+        match config.upstream_auth.inject {
+            Inject::Password => (SecretKind::Password, s),
+            _ => (SecretKind::Token, s),
+        }
+    });
     let found = probe(&client, offered, WAIT).await;
     let mode = configured_mode(sources);
     report(config, found, secret.as_ref(), mode.as_deref(), r);

@@ -13,6 +13,7 @@ use crate::config::{Config, CredentialFormat, CredentialSource};
 use crate::credentials::{self, Credential, Fingerprint, Presented};
 
 mod gateway;
+pub mod modes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -117,6 +118,9 @@ pub async fn run(config: &Config, opts: &Options) -> Report {
         identify(t, &loaded, running.as_ref(), &sources, &mut r);
     }
     gateway::check(config, &sources, &mut r).await;
+    if let Some((path, doc)) = modes::gateway_config(&sources) {
+        modes::compare(config, &doc, &path, &mut r);
+    }
     check_listen(config, running.as_ref(), &mut r);
     check_tls(config, &mut r);
     r
@@ -401,6 +405,8 @@ fn profile_token(p: &Path) -> Option<Credential> {
         format: CredentialFormat::Json5,
         pointer: None,
         key: None,
+        scopes: None,
+        roles: None,
     };
     credentials::read_source(&src, false, crate::files::DEFAULT_MAX_BYTES)
         .ok()?

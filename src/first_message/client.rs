@@ -1,7 +1,10 @@
-//! Who a `connect` request says its client is (`params.client`: id, mode, version), for the
-//! log lines that name a client: read only when such a line is written, never to judge.
+//! Who a `connect` request says its client is (`params.client`: id, mode, version) and what
+//! it asks for (`params.role`, `params.scopes`, a paired device's `auth.deviceToken`): one
+//! typed pass over the payload, for the session's audit and the credential's scope check.
 
 use serde::Deserialize;
+
+use crate::credentials::Ask;
 
 /// `params.client` of a `connect` request, as far as it is there and is text.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -16,20 +19,62 @@ struct Doc {
     params: Option<Params>,
 }
 
+/// Every member read as any JSON value: a member of an unexpected type must not make the
+/// whole document unreadable (a scope check reading nothing would let everything pass).
 #[derive(Deserialize)]
 struct Params {
-    client: Option<Client>,
+    client: Option<serde_json::Value>,
+    role: Option<serde_json::Value>,
+    scopes: Option<serde_json::Value>,
+    auth: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
-struct Client {
-    id: Option<serde_json::Value>,
-    mode: Option<serde_json::Value>,
-    version: Option<serde_json::Value>,
+/// What a session's `connect` says, as far as it is there.
+#[derive(Debug, Clone, Default)]
+pub struct Connect {
+    pub client: Option<ClientInfo>,
+    /// `None` when the ask cannot be read (no JSON object with an object `params`, or
+    /// `scopes` that is no array): a credential with scopes refuses it.
+    pub ask: Option<Ask>,
+    /// `params.auth.deviceToken`, when a non-empty string: its throttle key
+    /// (`Presented::key`), to tell one refused device token from another.
+    pub device_token: Option<u64>,
+}
+
+impl Connect {
+    /// From a first message's (unmasked, inflated) payload.
+    pub fn of(payload: &[u8]) -> Connect {
+        let Ok(Doc {
+            params: Some(params),
+        }) = serde_json::from_slice::<Doc>(payload)
+        else {
+            return Connect::default();
+        };
+        let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+        let scopes = match &params.scopes {
+            None | Some(serde_json::Value::Null) => Some(Vec::new()),
+            Some(serde_json::Value::Array(a)) => Some(a.iter().map(text).collect()),
+            Some(_) => None,
+        };
+        Connect {
+            client: params.client.and_then(ClientInfo::from_value),
+            ask: scopes.map(|scopes| Ask {
+                role: params.role.as_ref().map(text),
+                scopes,
+            }),
+            device_token: params
+                .auth
+                .as_ref()
+                .and_then(|a| a.get("deviceToken"))
+                .and_then(|t| t.as_str())
+                .filter(|t| !t.is_empty())
+                .map(|t| crate::credentials::Presented::new(t.as_bytes()).key()),
+        }
+    }
 }
 
 /// A short, printable string, or nothing: a client's fields reach log lines.
-fn text(v: Option<serde_json::Value>) -> Option<String> {
+fn text(v: Option<&serde_json::Value>) -> Option<String> {
     let s = v?.as_str()?.to_string();
     (!s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_graphic())).then_some(s)
 }
@@ -37,14 +82,14 @@ fn text(v: Option<serde_json::Value>) -> Option<String> {
 impl ClientInfo {
     /// From a first message's (unmasked, inflated) payload; `None` when it names no client.
     pub fn of(payload: &[u8]) -> Option<ClientInfo> {
-        let client = serde_json::from_slice::<Doc>(payload)
-            .ok()?
-            .params?
-            .client?;
+        Connect::of(payload).client
+    }
+
+    fn from_value(client: serde_json::Value) -> Option<ClientInfo> {
         let info = ClientInfo {
-            id: text(client.id),
-            mode: text(client.mode),
-            version: text(client.version),
+            id: text(client.get("id")),
+            mode: text(client.get("mode")),
+            version: text(client.get("version")),
         };
         (info != ClientInfo::default()).then_some(info)
     }
@@ -74,5 +119,26 @@ mod tests {
         assert_eq!(ClientInfo::of(b"not json"), None);
         let odd = br#"{"params":{"client":{"id":"a b\nc","mode":7,"version":"1"}}}"#;
         assert_eq!(ClientInfo::of(odd).unwrap().describe(), "1");
+    }
+
+    #[test]
+    fn reads_the_ask_and_refuses_to_guess_it() {
+        let p = br#"{"params":{"client":"odd","role":"operator","scopes":["operator.read"],"auth":{"deviceToken":"dt"}}}"#;
+        let c = Connect::of(p);
+        let ask = c.ask.unwrap();
+        assert_eq!(ask.role.as_deref(), Some("operator"));
+        assert_eq!(ask.scopes, ["operator.read"]);
+        assert!(c.device_token.is_some() && c.client.is_none());
+        assert!(Connect::of(br#"{"params":{"scopes":"operator.admin"}}"#)
+            .ask
+            .is_none());
+        assert!(Connect::of(br#"{"params":{"scopes":[],"scopes":["x"]}}"#)
+            .ask
+            .is_none());
+        assert_eq!(
+            Connect::of(br#"{"params":{}}"#).ask.unwrap().scopes.len(),
+            0
+        );
+        assert!(Connect::of(b"[]").ask.is_none());
     }
 }

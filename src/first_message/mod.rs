@@ -15,18 +15,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::auth::{self, Decision, Reason};
-use crate::config::TokenSource;
-use crate::credentials::{Credential, Credentials, Fingerprint, Presented, Secret};
+use crate::config::{DeviceTokens, TokenSource};
+use crate::credentials::{Credential, Credentials, Fingerprint, Presented};
 use crate::net::Stream;
 use crate::relay::{self, Side};
 use crate::ws::{self, FrameTracker};
 
 mod client;
+mod inject;
 mod scan;
 #[cfg(test)]
 mod tests;
 
-pub use client::ClientInfo;
+pub use client::{ClientInfo, Connect};
+pub use inject::Injection;
+use inject::Unwritable;
 pub use scan::*;
 
 /// How long the gateway gets to answer a client's close before the sockets are dropped.
@@ -39,8 +42,14 @@ const HOLD_MAX: usize = 64 * 1024;
 pub struct Check<'a> {
     /// Authenticate with the token found in the frame (the `first_message` source).
     pub authenticate: bool,
-    /// The gateway token to put in the frame (`upstream_auth.inject = "first_message"`).
-    pub inject: Option<&'a Secret>,
+    /// The gateway's secret to put in the frame (`upstream_auth.inject = "first_message"`
+    /// or `"password"`).
+    pub inject: Option<Injection<'a>>,
+    /// The credential that admitted the client at the upgrade: its roles and scopes bound
+    /// what the `connect` may ask for.
+    pub admitted: Option<&'a Credential>,
+    /// A `connect` with only a device token: refused, or left for the gateway to judge.
+    pub device_tokens: DeviceTokens,
     pub pointer: &'a str,
     pub max_bytes: usize,
     pub timeout: Duration,
@@ -67,6 +76,11 @@ pub struct Proceed {
     /// Accepted within a grace period: (generation, time left).
     pub grace: Option<(u64, Duration)>,
     pub rewritten: bool,
+    /// What the `connect` says of its client and asks for (the session's audit).
+    pub connect: Connect,
+    /// Forwarded for the gateway to judge (a paired device's token, `auth.device_tokens =
+    /// "gateway"`): nothing was checked or injected.
+    pub by_gateway: bool,
 }
 
 /// The client is refused; [`reject`] tells it so in the gateway's own shape.
@@ -307,11 +321,13 @@ impl Phase {
         Ok(())
     }
 
-    /// Judges the first message: its token (when it must authenticate the client), then
-    /// the gateway's token put in (when configured).
+    /// Judges the first message: its token (when it must authenticate the client), the
+    /// role and scopes it asks for (when its credential bounds them), then the gateway's
+    /// secret put in (when configured).
     fn judge(self, first: First, creds: &Credentials, check: &Check<'_>) -> Outcome {
-        // Only a rewrite needs the whole document; judging needs two values out of it.
-        let (facts, doc) = if check.inject.is_some() {
+        // Only a token rewrite needs the whole document; judging needs two values out of it.
+        let token_rewrite = matches!(check.inject, Some(Injection::Token(_)));
+        let (facts, doc) = if token_rewrite {
             match serde_json::from_slice::<Value>(&first.payload) {
                 Ok(doc) => (Facts::of(&doc, check.pointer), Some(doc)),
                 Err(_) => {
@@ -327,6 +343,14 @@ impl Phase {
             }
         };
         let Facts { id, token } = facts;
+        let connect = Connect::of(&first.payload);
+        if token.is_none()
+            && connect.device_token.is_some()
+            && check.authenticate
+            && check.device_tokens == DeviceTokens::Gateway
+        {
+            return self.for_the_gateway(first, connect);
+        }
         let presented = token.as_deref().map(|t| Presented::new(t.as_bytes()));
         let (credential, grace) = match verify(presented.as_ref(), creds, check) {
             Ok(accepted) => accepted,
@@ -335,12 +359,38 @@ impl Phase {
                 return self.refuse(reason, detail, id, presented.as_ref(), generation, payload);
             }
         };
+        let bound = credential.as_ref().or(check.admitted);
+        if let Some(allowed) = bound.and_then(|c| c.allowed.as_deref()) {
+            let permitted = match &connect.ask {
+                Some(ask) => allowed
+                    .permits(ask)
+                    .map_err(|_| "asks for a role or scope outside its credential's"),
+                None => Err("role and scopes unreadable (scopes is no array)"),
+            };
+            if let Err(detail) = permitted {
+                let payload = Some(&first.payload[..]);
+                return self.refuse(
+                    Reason::ScopeNotAllowed,
+                    detail,
+                    id,
+                    presented.as_ref(),
+                    None,
+                    payload,
+                );
+            }
+        }
         let First {
             buf,
             frame_len,
             payload,
         } = first;
-        let (mut to_upstream, rewritten) = match rewrite(doc, presented.as_ref(), check) {
+        let (mut to_upstream, rewritten) = match inject::rewrite(
+            check.inject,
+            &payload,
+            doc,
+            presented.as_ref(),
+            check.pointer,
+        ) {
             Ok(Some(frame)) => (frame, true),
             Ok(None) => (buf[..frame_len].to_vec(), false),
             Err(Unwritable::DeviceSigned) => {
@@ -356,7 +406,7 @@ impl Phase {
             Err(Unwritable::NoPointer) => {
                 return self.reject(
                     Reason::FirstMessageInvalid,
-                    "token pointer cannot be set in this message",
+                    "the gateway's secret has no place in this message",
                 )
             }
         };
@@ -370,6 +420,26 @@ impl Phase {
             presented,
             grace,
             rewritten,
+            connect,
+            by_gateway: false,
+        })
+    }
+
+    /// A paired device's `connect` (a device token, no shared token) under
+    /// `auth.device_tokens = "gateway"`: forwarded as it came, nothing injected (an injected
+    /// secret would let it in whatever its device token is worth).
+    fn for_the_gateway(self, first: First, connect: Connect) -> Outcome {
+        Outcome::Proceed(Proceed {
+            to_upstream: first.buf,
+            down: self.down,
+            held: self.held,
+            bytes_out: self.bytes_out,
+            credential: None,
+            presented: None,
+            grace: None,
+            rewritten: false,
+            connect,
+            by_gateway: true,
         })
     }
 }
@@ -400,48 +470,6 @@ fn verify(
             reason, generation, ..
         } => Err((reason, "token matches no current credential", generation)),
     }
-}
-
-/// Why the gateway's token cannot go into a first message.
-enum Unwritable {
-    /// A device signature covers the token: a rewritten message would fail its check.
-    DeviceSigned,
-    /// The token's pointer cannot be set in this document.
-    NoPointer,
-}
-
-/// With `upstream_auth.inject = "first_message"`: the first frame re-encoded with the
-/// gateway's token, or `None` when the client already presented that very token (or
-/// nothing is injected).
-fn rewrite(
-    doc: Option<Value>,
-    presented: Option<&Presented>,
-    check: &Check<'_>,
-) -> Result<Option<Vec<u8>>, Unwritable> {
-    let (Some(gateway), Some(mut doc)) = (check.inject, doc) else {
-        return Ok(None);
-    };
-    let already =
-        presented.is_some_and(|p| Presented::new(gateway.expose().as_bytes()).digest_eq(p));
-    if already {
-        return Ok(None);
-    }
-    if is_device_signed(&doc) {
-        return Err(Unwritable::DeviceSigned);
-    }
-    if !set_pointer(
-        &mut doc,
-        check.pointer,
-        Value::String(gateway.expose().into()),
-    ) {
-        return Err(Unwritable::NoPointer);
-    }
-    let payload = serde_json::to_vec(&doc).expect("a JSON value serializes");
-    Ok(Some(ws::encode_frame(
-        ws::OP_TEXT,
-        &payload,
-        Some(ws::random_mask()),
-    )))
 }
 
 /// Completes a closing handshake started before authentication: the client's close frame

@@ -245,7 +245,7 @@ impl Proxy {
     ) {
         match door {
             Door::Upgrade { conn } => {
-                log_connected(&self.metrics, conn, remote, source, credential, grace)
+                log_connected(&self.metrics, conn, remote, source, credential, grace, None)
             }
             Door::Plain { .. } => {
                 self.metrics.auth_success(source.as_str(), credential.who());
@@ -343,7 +343,7 @@ impl Proxy {
 
     /// The refusal that starts a block is logged (the attempts refused during it are not: a
     /// flood must not become a log flood).
-    fn log_block(&self, ip: std::net::IpAddr, remote: SocketAddr, block: Block) {
+    pub(super) fn log_block(&self, ip: std::net::IpAddr, remote: SocketAddr, block: Block) {
         warn!(
             remote = %remote,
             client_ip = %ip,

@@ -12,7 +12,7 @@ use ::http::header::{
 use ::http::{HeaderMap, Uri};
 
 use crate::auth;
-use crate::config::{Inject, TokenSource, UpstreamOrigin};
+use crate::config::{TokenSource, UpstreamOrigin};
 use crate::credentials::{Credentials, Secret};
 
 use super::Proxy;
@@ -20,6 +20,18 @@ use super::Proxy;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// Caps a connection's scopes at the OpenClaw gateway, in any auth mode.
+const X_OPENCLAW_SCOPES: HeaderName = HeaderName::from_static("x-openclaw-scopes");
+
+/// Who the client is, for a gateway in `trusted-proxy` mode (`upstream_auth.inject =
+/// "trusted_proxy"`): set on the upgrade, every client-sent copy of these headers removed.
+pub(super) struct Identity<'a> {
+    /// The credential's name, or the client certificate's subject.
+    pub name: &'a str,
+    /// The credential's `scopes`, as `x-openclaw-scopes`.
+    pub scopes: Option<String>,
+}
 
 /// What a proxy says about the client and the original request: believed, and passed on,
 /// only from `trusted_proxies`. From anyone else they are spoofing: the OpenClaw gateway
@@ -90,6 +102,10 @@ pub(super) struct Forward<'a> {
     inject: Option<(&'a HeaderName, &'a Secret)>,
     /// Where the client's own token came from, when it is replaced by the gateway's.
     replaced: Option<TokenSource>,
+    /// `upstream_auth.inject = "trusted_proxy"`: the client named to the gateway.
+    identity: Option<Identity<'a>>,
+    /// Where the client's token came from.
+    found: Option<TokenSource>,
 }
 
 impl<'a> Forward<'a> {
@@ -113,7 +129,19 @@ impl<'a> Forward<'a> {
             upgrade,
             replaced: inject.and(found.map(|f| f.source)),
             inject,
+            identity: None,
+            found: found.map(|f| f.source),
         }
+    }
+
+    /// The client named to a gateway in trusted-proxy mode.
+    /// The client's own token goes too: the gateway is told who, not with what.
+    pub(super) fn with_identity(mut self, identity: Option<Identity<'a>>) -> Forward<'a> {
+        if identity.is_some() {
+            self.replaced = self.found;
+        }
+        self.identity = identity;
+        self
     }
 
     /// The request target as forwarded: the token's query parameter goes when the
@@ -139,25 +167,33 @@ impl<'a> Forward<'a> {
         // Looked up once, not once per header.
         let listed = h.get_all(CONNECTION);
         let inject_name = self.inject.map(|(n, _)| n);
+        // Naming the client is gatewarden's alone: no client-sent copy passes, not even
+        // from a trusted proxy.
+        let naming = p.user_header.is_some();
+        let user_header = p.user_header.as_ref();
         for (name, value) in h {
             let dropped = is_hop_by_hop(name, &listed)
                 || (!trusted && is_forwarded_family(name))
                 || match name.as_str() {
                     // Replaced below.
-                    "x-forwarded-for" | "x-real-ip" | "x-forwarded-proto" => p.forwarded_headers,
+                    "x-forwarded-for" | "x-real-ip" | "x-forwarded-proto" => {
+                        p.forwarded_headers || self.identity.is_some()
+                    }
+                    "x-forwarded-host" | "x-openclaw-scopes" => naming,
                     "sec-websocket-protocol" => self.upgrade,
                     // The first frame may be rewritten: an extension that transforms
                     // payloads (permessage-deflate with context takeover) would make the
                     // client's later frames refer to bytes the gateway never saw.
                     "sec-websocket-extensions" => {
-                        self.upgrade && p.upstream_auth.inject == Inject::FirstMessage
+                        self.upgrade && p.upstream_auth.inject.rewrites_first_frame()
                     }
                     "origin" => self.upgrade && p.upstream_origin == UpstreamOrigin::Rewrite,
                     "authorization" => self.replaced == Some(TokenSource::Header),
                     "cookie" => self.replaced == Some(TokenSource::Cookie),
                     _ => false,
                 }
-                || inject_name == Some(name);
+                || inject_name == Some(name)
+                || user_header == Some(name);
             if !dropped {
                 put(name, value.as_bytes());
             }
@@ -181,7 +217,9 @@ impl<'a> Forward<'a> {
                 put(&HOST, p.upstream.authority().as_bytes());
             }
         }
-        if p.forwarded_headers {
+        if let Some(id) = &self.identity {
+            self.name_the_client(id, trusted, &mut put);
+        } else if p.forwarded_headers {
             // The peer is appended to a (trusted, else dropped above) `X-Forwarded-For` chain.
             let peer = self.remote.ip().to_canonical().to_string();
             let prev = h
@@ -200,12 +238,12 @@ impl<'a> Forward<'a> {
             );
             put(&X_FORWARDED_PROTO, if p.tls { b"https" } else { b"http" });
         }
-        if let Some((name, secret)) = self.inject {
-            if self.replaced == Some(TokenSource::Cookie) {
-                if let Some(v) = auth::cookies_without(h, &p.auth.cookie) {
-                    put(&COOKIE, v.as_bytes());
-                }
+        if self.replaced == Some(TokenSource::Cookie) {
+            if let Some(v) = auth::cookies_without(h, &p.auth.cookie) {
+                put(&COOKIE, v.as_bytes());
             }
+        }
+        if let Some((name, secret)) = self.inject {
             let value = if *name == AUTHORIZATION {
                 format!("Bearer {}", secret.expose())
             } else {
@@ -214,6 +252,38 @@ impl<'a> Forward<'a> {
             if HeaderValue::from_str(&value).is_ok() {
                 put(name, value.as_bytes());
             }
+        }
+    }
+
+    /// The trusted-proxy headers: the user, the client's address (appended to a trusted
+    /// proxy's chain), the scheme and host it asked for, and its scopes where bounded.
+    fn name_the_client(
+        &self,
+        id: &Identity<'_>,
+        trusted: bool,
+        put: &mut impl FnMut(&HeaderName, &[u8]),
+    ) {
+        let (p, h) = (self.proxy, self.headers);
+        if let Some(name) = &p.user_header {
+            put(name, id.name.as_bytes());
+        }
+        let peer = self.remote.ip().to_canonical().to_string();
+        let prev = h
+            .get(X_FORWARDED_FOR)
+            .filter(|_| trusted)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.trim().is_empty());
+        let chain = match prev {
+            Some(prev) => format!("{prev}, {peer}"),
+            None => peer,
+        };
+        put(&X_FORWARDED_FOR, chain.as_bytes());
+        put(&X_FORWARDED_PROTO, if p.tls { b"https" } else { b"http" });
+        if let Some(host) = h.get(HOST) {
+            put(&X_FORWARDED_HOST, host.as_bytes());
+        }
+        if let Some(scopes) = &id.scopes {
+            put(&X_OPENCLAW_SCOPES, scopes.as_bytes());
         }
     }
 
@@ -265,7 +335,7 @@ impl<'a> Forward<'a> {
 impl Proxy {
     /// The token gatewarden presents upstream, when `upstream_auth` asks for one.
     pub(super) fn gateway_token(&self, creds: &Credentials) -> Option<Secret> {
-        if self.upstream_auth.inject == Inject::None {
+        if !self.upstream_auth.inject.needs_credential() {
             return None;
         }
         let name = self.upstream_auth.credential.as_deref()?;

@@ -15,6 +15,8 @@ use crate::credentials::{Credential, Credentials, Fingerprint};
 use crate::metrics::Metrics;
 use crate::relay::{self};
 
+use super::audit::Who;
+
 /// The two fields every line of a connection starts with: its id and the client.
 fn conn_and_peer(l: &mut crate::logging::Line, conn: Uuid, remote: SocketAddr) {
     l.text(
@@ -45,8 +47,10 @@ pub(super) fn log_connected(
     source: TokenSource,
     credential: &Credential,
     grace: Option<(u64, std::time::Duration)>,
+    who: Option<&Who>,
 ) {
     metrics.auth_success(source.as_str(), credential.who());
+    metrics.sessions.accepted(credential.who(), "gatewarden");
     let presented = Fp(Some(credential.fingerprint));
     if let Some((generation, left)) = grace {
         metrics.stale_accepted.inc();
@@ -64,6 +68,7 @@ pub(super) fn log_connected(
         remote,
         source,
         credential,
+        who,
     }
     .log();
 }
@@ -74,6 +79,8 @@ pub(super) struct Connected<'a> {
     pub(super) remote: SocketAddr,
     pub(super) source: TokenSource,
     pub(super) credential: &'a Credential,
+    /// What the first frame said, when it was read before this line.
+    pub(super) who: Option<&'a Who>,
 }
 
 impl Connected<'_> {
@@ -96,19 +103,37 @@ impl Connected<'_> {
             Some(path) => l.text("credential", path),
             None => l.display("credential", &self.credential.source.display()),
         }
+        if let Some(who) = self.who {
+            who.fields(l);
+        }
     }
 
     /// The same line through tracing (JSON logs, or no direct writer installed).
     fn event(&self) {
-        info!(
-            conn = %self.conn,
-            remote = %crate::logging::Peer(self.remote),
-            source = %self.source,
-            presented = %Fp(Some(self.credential.fingerprint)),
-            client = %self.credential.who(),
-            credential = %PathText(&self.credential.source),
-            "[ws] connected"
-        );
+        match self.who {
+            None => info!(
+                conn = %self.conn,
+                remote = %crate::logging::Peer(self.remote),
+                source = %self.source,
+                presented = %Fp(Some(self.credential.fingerprint)),
+                client = %self.credential.who(),
+                credential = %PathText(&self.credential.source),
+                "[ws] connected"
+            ),
+            Some(who) => info!(
+                conn = %self.conn,
+                remote = %crate::logging::Peer(self.remote),
+                source = %self.source,
+                presented = %Fp(Some(self.credential.fingerprint)),
+                client = %self.credential.who(),
+                credential = %PathText(&self.credential.source),
+                client_id = %who.client_id(),
+                client_version = %who.client_version(),
+                scopes = %who.scopes(),
+                authenticated_by = %who.authenticated_by(),
+                "[ws] connected"
+            ),
+        }
     }
 }
 
@@ -263,7 +288,13 @@ pub(super) fn logged_target(uri: &::http::Uri, creds: &Credentials) -> String {
     crate::redact::target(uri, |part| creds.knows(part))
 }
 
-pub(super) fn log_closed(conn: Uuid, remote: SocketAddr, started: Instant, o: &relay::Outcome) {
+pub(super) fn log_closed(
+    conn: Uuid,
+    remote: SocketAddr,
+    started: Instant,
+    o: &relay::Outcome,
+    who: &Who,
+) {
     if !tracing::enabled!(tracing::Level::INFO) {
         return;
     }
@@ -272,6 +303,7 @@ pub(super) fn log_closed(conn: Uuid, remote: SocketAddr, started: Instant, o: &r
         remote,
         duration_ms: started.elapsed().as_millis() as u64,
         outcome: o,
+        who,
     };
     if !crate::logging::line(tracing::Level::INFO, "[ws] closed", |l| closed.fields(l)) {
         closed.event();
@@ -284,6 +316,7 @@ pub(super) struct Closed<'a> {
     pub(super) remote: SocketAddr,
     pub(super) duration_ms: u64,
     pub(super) outcome: &'a relay::Outcome,
+    pub(super) who: &'a Who,
 }
 
 impl Closed<'_> {
@@ -310,6 +343,8 @@ impl Closed<'_> {
             Some(e) => l.display("error", e),
             None => l.text("error", "-"),
         }
+        l.text("client", self.who.client());
+        self.who.fields(l);
     }
 
     /// The same line through tracing (JSON logs, or no direct writer installed).
@@ -326,6 +361,11 @@ impl Closed<'_> {
             bytes_in = o.bytes_in,
             bytes_out = o.bytes_out,
             error = %OrDash(o.error.as_ref()),
+            client = %self.who.client(),
+            client_id = %self.who.client_id(),
+            client_version = %self.who.client_version(),
+            scopes = %self.who.scopes(),
+            authenticated_by = %self.who.authenticated_by(),
             "[ws] closed"
         );
     }
@@ -452,15 +492,26 @@ mod tests {
             std::path::Path::new("/home/node/.openclaw/openclaw.json").into(),
         );
         named.client = Some("laptop".into());
-        for (remote, source, credential) in [
-            ("10.1.2.3:40000", TokenSource::Header, &plain),
-            ("[2001:db8::1]:443", TokenSource::FirstMessage, &named),
+        let who = Who {
+            client_id: Some("cli".into()),
+            scopes: Some("operator.read,operator.write".into()),
+            ..Who::default()
+        };
+        for (remote, source, credential, who) in [
+            ("10.1.2.3:40000", TokenSource::Header, &plain, None),
+            (
+                "[2001:db8::1]:443",
+                TokenSource::FirstMessage,
+                &named,
+                Some(&who),
+            ),
         ] {
             let line = Connected {
                 conn: Uuid::from_u128(0x5f0c1a2b_0000_4000_8000_00000000beef),
                 remote: remote.parse().unwrap(),
                 source,
                 credential,
+                who,
             };
             let ours = same_both_ways(
                 tracing::Level::INFO,
@@ -515,12 +566,22 @@ mod tests {
                 ..Outcome::default()
             },
         ];
+        let who = Who {
+            client: Some("phone".into()),
+            by_gateway: true,
+            client_id: Some("openclaw-node".into()),
+            client_version: Some("0.14.0".into()),
+            scopes: Some("operator.read".into()),
+            device_token: None,
+        };
         for (i, outcome) in outcomes.iter().enumerate() {
+            let default = Who::default();
             let line = Closed {
                 conn: Uuid::from_u128(0x5f0c1a2b_0000_4000_8000_00000000beef),
                 remote: "127.0.0.1:9".parse().unwrap(),
                 duration_ms: 1234 * i as u64,
                 outcome,
+                who: if i % 2 == 0 { &who } else { &default },
             };
             let ours = same_both_ways(
                 tracing::Level::INFO,

@@ -32,6 +32,7 @@ use crate::upstream::UpstreamClient;
 use crate::ws;
 
 mod admit;
+mod audit;
 pub(crate) mod control_ui;
 mod headers;
 mod http2;
@@ -58,6 +59,8 @@ pub struct Proxy {
     pub upstream_auth: UpstreamAuthConfig,
     /// `upstream_auth.header` when `upstream_auth.inject = "header"`.
     pub inject_header: Option<::http::HeaderName>,
+    /// `upstream_auth.user_header` when `upstream_auth.inject = "trusted_proxy"`.
+    pub user_header: Option<::http::HeaderName>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `listen_proxy_protocol`: trusted peers open with a PROXY protocol header.
     pub proxy_protocol: bool,
@@ -139,6 +142,7 @@ impl Proxy {
             auth: config.auth.clone(),
             upstream_auth: config.upstream_auth.clone(),
             inject_header: config.upstream_auth.header_name(),
+            user_header: config.upstream_auth.user_header_name(),
             trusted_proxies: config.trusted_proxies.clone(),
             proxy_protocol: config.listen_proxy_protocol,
             creds,

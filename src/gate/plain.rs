@@ -20,7 +20,7 @@ use crate::tls::ClientCert;
 use super::admit::Door;
 use super::control_ui::{self, Shell};
 use super::headers::strip_hop_by_hop;
-use super::headers::Forward;
+use super::headers::{Forward, Identity};
 use super::log::logged_target;
 use super::{Proxy, ALLOWED_METHODS};
 
@@ -47,6 +47,7 @@ impl Proxy {
             return answer;
         }
         let mut authenticated = None;
+        let mut identity = None;
         let shell = self.control_ui_shell(&parts);
         if self.auth.http == HttpAuthMode::Require
             && shell.is_none()
@@ -65,6 +66,10 @@ impl Proxy {
                     return resp;
                 }
             }
+            identity = self
+                .identity(admitted.found.as_ref(), admitted.by.as_ref(), false)
+                .ok()
+                .flatten();
             authenticated = Some((admitted.found, self.gateway_token(&admitted.creds)));
         }
         // Past the gate (a token accepted, a public path, or `auth.http = "pass"`).
@@ -82,7 +87,11 @@ impl Proxy {
             }
             _ => (None, None),
         };
-        let forward = Forward::new(&self, &parts.headers, remote, false, found, inject);
+        let forward = Forward::new(&self, &parts.headers, remote, false, found, inject)
+            .with_identity(identity.as_ref().map(|(name, scopes)| Identity {
+                name,
+                scopes: scopes.clone(),
+            }));
         let (headers, target) = forward.plain(&parts.uri);
         parts.headers = headers;
         if let Some(uri) = target {

@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::auth::{self, Reason};
-use crate::config::{OnRevoke, TokenSource};
+use crate::config::{Inject, OnRevoke, TokenSource};
 use crate::credentials::{self, Credential, Presented, Secret};
 use crate::first_message;
 use crate::net::Stream;
@@ -21,8 +21,10 @@ use crate::relay::{self, EndedBy};
 use crate::ws;
 
 use super::admit::Seen;
+use super::audit::Who;
 use super::log::{log_closed, log_connected, Fp, Gen};
 use super::Proxy;
+use crate::throttle::Failure;
 
 /// Where [`Proxy::handle`] leaves what an upgrade still has to do once the client's side
 /// has switched protocols, for the connection's own task to run: one task per connection
@@ -151,15 +153,21 @@ impl Proxy {
         let conn = t.conn;
         let started = t.started;
         let mut authenticated = t.authenticated.clone();
+        let mut who = Who::of_credential(authenticated.as_ref().map(|(_, c)| c));
         // Boxed: the phase is short, and its state (the frame being read, the outcome)
         // would otherwise weigh on every idle tunnel for its whole life.
-        let opened = if t.in_band || t.inject.is_some() {
+        let scoped = t
+            .authenticated
+            .as_ref()
+            .is_some_and(|(_, c)| c.allowed.is_some());
+        let opened = if t.in_band || t.inject.is_some() || scoped {
             Box::pin(self.first_message_phase(
                 &mut client,
                 &mut upstream,
                 (from_client, from_upstream),
                 &t,
                 &mut authenticated,
+                &mut who,
             ))
             .await
         } else {
@@ -194,8 +202,8 @@ impl Proxy {
         self.metrics.connections_active.dec();
         // Released before the log line, so "[ws] closed" means the slot is free again.
         drop(slot);
-        self.relay_ended(&outcome, conn, t.remote, authenticated.as_ref());
-        log_closed(conn, t.remote, started, &outcome);
+        self.relay_ended(&outcome, &t, authenticated.as_ref(), &who);
+        log_closed(conn, t.remote, started, &outcome, &who);
     }
 
     /// What, besides the two peers, may end this tunnel's relay.
@@ -228,10 +236,11 @@ impl Proxy {
     fn relay_ended(
         &self,
         outcome: &relay::Outcome,
-        conn: Uuid,
-        remote: SocketAddr,
+        t: &Tunnel,
         authenticated: Option<&(Presented, Credential)>,
+        who: &Who,
     ) {
+        let (conn, remote) = (t.conn, t.remote);
         if let Some(why @ (EndedBy::IdleTimeout | EndedBy::MaxLifetime)) = outcome.ended_by {
             info!(conn = %conn, remote = %remote, reason = %why, "[ws] closing");
         }
@@ -247,8 +256,20 @@ impl Proxy {
         }
         self.metrics.spliced(outcome.bytes_in, outcome.bytes_out);
         if let Some((crate::relay::Side::Upstream, c)) = &outcome.close {
-            if c.code == Some(1008) {
+            let code = c.code.unwrap_or(1005);
+            if code == 1008 {
                 self.metrics.upstream_refusals.inc();
+            }
+            self.metrics.sessions.gateway_closed(who.client(), code);
+            if let (true, 1008, Some(key)) = (who.by_gateway, code, who.device_token) {
+                // The gateway refused a device token gatewarden let through unjudged: a
+                // failed attempt of this IP, as if gatewarden had refused it.
+                if let Failure::Counted(Some(block)) =
+                    self.throttle
+                        .failure(t.ip, key, self.creds.load().generation)
+                {
+                    self.log_block(t.ip, remote, block);
+                }
             }
         }
         if outcome.in_loop {
@@ -274,11 +295,21 @@ impl Proxy {
         (from_client, from_upstream): (Bytes, Bytes),
         t: &Tunnel,
         authenticated: &mut Option<(credentials::Presented, Credential)>,
+        who: &mut Who,
     ) -> Option<Opened> {
         let (conn, started) = (t.conn, t.started);
+        let inject = t
+            .inject
+            .as_ref()
+            .map(|secret| match self.upstream_auth.inject {
+                Inject::Password => first_message::Injection::Password(secret),
+                _ => first_message::Injection::Token(secret),
+            });
         let check = first_message::Check {
             authenticate: t.in_band,
-            inject: t.inject.as_ref(),
+            inject,
+            admitted: t.authenticated.as_ref().map(|(_, c)| c),
+            device_tokens: self.auth.device_tokens,
             pointer: &self.auth.first_message_pointer,
             max_bytes: self.auth.first_message_max_bytes,
             timeout: self.auth.first_message_timeout.0,
@@ -302,7 +333,27 @@ impl Proxy {
         };
         match outcome {
             first_message::Outcome::Proceed(p) => {
+                who.saw(&p.connect);
+                if p.by_gateway {
+                    who.by_gateway = true;
+                    who.device_token = p.connect.device_token;
+                    self.metrics.sessions.accepted("-", "gateway");
+                    info!(
+                        conn = %conn,
+                        remote = %t.remote,
+                        source = %TokenSource::FirstMessage,
+                        client_id = %who.client_id(),
+                        client_version = %who.client_version(),
+                        scopes = %who.scopes(),
+                        authenticated_by = %"gateway",
+                        "[ws] forwarded a device token for the gateway to judge"
+                    );
+                    if let Some(stream) = &t.stream {
+                        stream.admitted();
+                    }
+                }
                 if let (Some(c), Some(presented)) = (p.credential, p.presented) {
+                    who.client = Some(c.who().to_string());
                     log_connected(
                         &self.metrics,
                         conn,
@@ -310,6 +361,7 @@ impl Proxy {
                         TokenSource::FirstMessage,
                         &c,
                         p.grace,
+                        Some(who),
                     );
                     self.throttle.success(t.ip);
                     if let Some(stream) = &t.stream {
@@ -351,7 +403,7 @@ impl Proxy {
                     client, upstream, &frame, down, bytes_out, !t.in_band,
                 )
                 .await;
-                log_closed(conn, t.remote, started, &outcome);
+                log_closed(conn, t.remote, started, &outcome, who);
                 None
             }
             first_message::Outcome::Gone { side, bytes_out } => {

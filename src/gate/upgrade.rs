@@ -21,7 +21,7 @@ use crate::ws;
 
 use super::admit::{Admitted, Door};
 use super::headers::strip_hop_by_hop;
-use super::headers::Forward;
+use super::headers::{Forward, Identity};
 use super::session::{Handoff, Pending, Then, Tunnel};
 use super::Proxy;
 use crate::upstream::Answer;
@@ -84,12 +84,19 @@ impl Proxy {
         if let (Some(stream), false) = (&stream, in_band) {
             stream.admitted();
         }
+        let identity = match self.identity(found.as_ref(), by.as_ref(), in_band) {
+            Ok(identity) => identity,
+            Err(detail) => {
+                let refusal = self.unnamed(conn, remote, ip, detail);
+                return self.refuse(refusal, on_client, handoff, key.as_ref(), &parts.headers);
+            }
+        };
         // A client certificate is not a reloadable credential: nothing to revoke.
         let authenticated = by
             .filter(|a| a.source != TokenSource::ClientCert)
             .map(|a| (a.presented, a.credential));
         let gateway = self.gateway_token(&creds);
-        if self.upstream_auth.inject != Inject::None && gateway.is_none() {
+        if self.upstream_auth.inject.needs_credential() && gateway.is_none() {
             warn!(conn = %conn, "[ws] upstream_auth credential has no token loaded");
             return text(
                 StatusCode::BAD_GATEWAY,
@@ -113,6 +120,10 @@ impl Proxy {
             found.as_ref(),
             inject_header,
         )
+        .with_identity(identity.as_ref().map(|(name, scopes)| Identity {
+            name,
+            scopes: scopes.clone(),
+        }))
         .upgrade_head(&parts.uri);
         let answer = match self.dial(&upstream_head, conn, remote).await {
             Ok(answer) => answer,
@@ -143,7 +154,7 @@ impl Proxy {
             stream,
             in_band,
             deflate,
-            inject: gateway.filter(|_| self.upstream_auth.inject == Inject::FirstMessage),
+            inject: gateway.filter(|_| self.upstream_auth.inject.rewrites_first_frame()),
             authenticated,
         };
         self.metrics
@@ -159,6 +170,53 @@ impl Proxy {
             },
         });
         client_resp
+    }
+}
+
+impl Proxy {
+    /// With `upstream_auth.inject = "trusted_proxy"`: the client's name (a named credential,
+    /// else the client certificate's subject) and its credential's scopes, or why it has
+    /// none. `Ok(None)` in every other mode.
+    pub(super) fn identity(
+        &self,
+        found: Option<&crate::auth::Found>,
+        by: Option<&super::admit::Accepted>,
+        in_band: bool,
+    ) -> Result<Option<(String, Option<String>)>, &'static str> {
+        if self.upstream_auth.inject != Inject::TrustedProxy {
+            return Ok(None);
+        }
+        if in_band {
+            return Err("upstream_auth.inject = \"trusted_proxy\" names the client on the upgrade, and this client's token comes only in its first frame, after it");
+        }
+        let scopes = by
+            .and_then(|a| a.credential.allowed.as_deref())
+            .and_then(|a| a.scopes_header());
+        if let Some(name) = by.map(|a| a.credential.who()).filter(|n| *n != "-") {
+            return Ok(Some((name.to_string(), scopes)));
+        }
+        match found.and_then(|f| f.cert.as_ref()) {
+            Some(cert) => Ok(Some((cert.name.to_string(), scopes))),
+            None => Err("the credential that accepted the client has no name (give its [[credentials]] entry a name, or use a lines file)"),
+        }
+    }
+
+    /// The refusal of a client the gateway cannot be told the name of: logged and counted,
+    /// not held against its IP (it is a client set up for another mode, not a guess).
+    fn unnamed(
+        &self,
+        conn: Uuid,
+        remote: SocketAddr,
+        ip: std::net::IpAddr,
+        detail: &'static str,
+    ) -> super::admit::Refusal {
+        let reason = crate::auth::Reason::IdentityRequired;
+        warn!(conn = %conn, remote = %remote, client_ip = %ip, reason = %reason, detail = %detail, "[ws] unauthorized");
+        self.metrics.auth_failure(reason.as_str(), "none");
+        super::admit::Refusal {
+            reason,
+            retry_after: None,
+        }
     }
 }
 

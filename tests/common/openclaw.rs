@@ -7,6 +7,9 @@
 //! - success is a `hello-ok` `res`; afterwards `{"method":"echo"}` requests are answered;
 //! - a socket silent before `connect` is closed (1000) after `silent_timeout`;
 //! - forwarded headers from a loopback peer get HTTP 403 `proxy_attribution_required`;
+//! - `Mode::Password` checks `auth.password ?? auth.token`, the signature still covers
+//!   `auth.token ?? auth.deviceToken`; `Mode::TrustedProxy` takes the user from the upgrade;
+//! - a device-signed client gets a `deviceToken` in `hello-ok.auth`, accepted later alone;
 //! - `/health` answers JSON, `POST /tools/invoke` needs `Authorization: Bearer <token>`.
 
 use std::convert::Infallible;
@@ -41,14 +44,34 @@ pub struct Record {
     pub requests: Vec<(String, http::HeaderMap)>,
 }
 
+/// `gateway.auth.mode`, as far as the fake plays it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Checks `params.auth.token ?? params.auth.password` against `token`.
+    Token,
+    /// Checks `params.auth.password ?? params.auth.token` against `token` (the password).
+    Password,
+    /// Takes the user from this upgrade header (`allowLoopback: true`, loopback trusted);
+    /// an upgrade without it, or whose `X-Forwarded-For` is missing or loopback, is closed
+    /// 1011 ("unattributable proxy-shaped traffic") after the 101.
+    TrustedProxy { user_header: String },
+}
+
 #[derive(Clone)]
 pub struct FakeGateway {
     pub addr: SocketAddr,
     pub token: Arc<Mutex<String>>,
     pub record: Arc<Mutex<Record>>,
+    pub mode: Arc<Mutex<Mode>>,
+    /// Device tokens handed out in `hello-ok.auth.deviceToken` to device-signed clients.
+    pub device_tokens: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeGateway {
+    pub fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
     pub fn connects(&self) -> Vec<Value> {
         self.record.lock().unwrap().connects.clone()
     }
@@ -134,6 +157,8 @@ pub fn start_on(listener: TcpListener, token: &str, silent_timeout: Duration) ->
         addr: listener.local_addr().unwrap(),
         token: Arc::new(Mutex::new(token.to_string())),
         record: Arc::default(),
+        mode: Arc::new(Mutex::new(Mode::Token)),
+        device_tokens: Arc::default(),
     };
     let g = gw.clone();
     tokio::spawn(async move {
@@ -181,16 +206,22 @@ async fn handle(
         .get("upgrade")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if is_ws {
-        if forwarded && peer.ip().is_loopback() {
+        let mode = g.mode.lock().unwrap().clone();
+        let trusted_proxy = matches!(mode, Mode::TrustedProxy { .. });
+        if forwarded && peer.ip().is_loopback() && !trusted_proxy {
             return Ok(full(StatusCode::FORBIDDEN, "proxy_attribution_required"));
         }
         let key = req.headers().get("sec-websocket-key").unwrap().clone();
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
         let on_upgrade = hyper::upgrade::on(&mut req);
+        let user = match &mode {
+            Mode::TrustedProxy { user_header } => Some(trusted_user(req.headers(), user_header)),
+            _ => None,
+        };
         tokio::spawn(async move {
             let Ok(up) = on_upgrade.await else { return };
             let ws = WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, None).await;
-            session(ws, g, silent_timeout).await;
+            session(ws, g, silent_timeout, user).await;
         });
         let mut r = full(StatusCode::SWITCHING_PROTOCOLS, "");
         let h = r.headers_mut();
@@ -224,6 +255,17 @@ async fn handle(
     ))
 }
 
+/// The user a trusted proxy names: its header, with an `X-Forwarded-For` that attributes the
+/// request to a client that is not loopback.
+fn trusted_user(h: &http::HeaderMap, user_header: &str) -> Option<String> {
+    let xff = h.get("x-forwarded-for")?.to_str().ok()?;
+    let client: std::net::IpAddr = xff.split(',').next_back()?.trim().parse().ok()?;
+    if client.is_loopback() {
+        return None;
+    }
+    Some(h.get(user_header)?.to_str().ok()?.to_string())
+}
+
 fn error_res(id: &Value, reason: &str, code: &str, message: &str) -> String {
     json!({
         "type": "res", "id": id, "ok": false,
@@ -250,8 +292,12 @@ where
     while let Some(Ok(_)) = ws.next().await {}
 }
 
-async fn session<S>(mut ws: WebSocketStream<S>, g: FakeGateway, silent_timeout: Duration)
-where
+async fn session<S>(
+    mut ws: WebSocketStream<S>,
+    g: FakeGateway,
+    silent_timeout: Duration,
+    user: Option<Option<String>>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let nonce = uuid::Uuid::new_v4().to_string();
@@ -274,8 +320,26 @@ where
         return close(&mut ws, 1008, "invalid handshake").await;
     };
     g.record.lock().unwrap().connects.push(req.clone());
+    let user = match user {
+        Some(None) => return close(&mut ws, 1011, "unattributable proxy-shaped traffic").await,
+        Some(user) => user,
+        None => None,
+    };
     let id = req.get("id").cloned().unwrap_or(Value::Null);
-    let presented = req.pointer("/params/auth/token").and_then(Value::as_str);
+    let auth = |k: &str| {
+        req.pointer(&format!("/params/auth/{k}"))
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+    };
+    let mode = g.mode.lock().unwrap().clone();
+    // The gateway's rule: `params.auth[mode]`, else the other of token and password.
+    let presented = match mode {
+        Mode::Password => auth("password").or(auth("token")),
+        _ => auth("token").or(auth("password")),
+    };
+    let device_token = auth("deviceToken");
+    // What the device signature covers.
+    let signed = auth("token").or(device_token);
     let current = g.token.lock().unwrap().clone();
     if let Some(device) = req.pointer("/params/device") {
         let dnonce = device.get("nonce").and_then(Value::as_str).unwrap_or("");
@@ -293,7 +357,7 @@ where
         }
         let want = device_signature(
             device.get("id").and_then(Value::as_str).unwrap_or(""),
-            presented.unwrap_or(""),
+            signed.unwrap_or(""),
             &nonce,
             device.get("signedAt").and_then(Value::as_u64).unwrap_or(0),
         );
@@ -310,7 +374,22 @@ where
             return close(&mut ws, 1008, m).await;
         }
     }
+    let by_device_token = presented.is_none()
+        && device_token.is_some_and(|d| g.device_tokens.lock().unwrap().iter().any(|t| t == d));
     match presented {
+        _ if user.is_some() || by_device_token => {}
+        None if device_token.is_some() => {
+            let m = "unauthorized: device token mismatch (rotate/reissue device token)";
+            let _ = ws
+                .send(Message::text(error_res(
+                    &id,
+                    "device_token_mismatch",
+                    "AUTH_DEVICE_TOKEN_MISMATCH",
+                    m,
+                )))
+                .await;
+            return close(&mut ws, 1008, m).await;
+        }
         None => {
             let m = "unauthorized: gateway token missing (provide gateway auth token)";
             let _ = ws
@@ -337,7 +416,15 @@ where
         }
         Some(_) => {}
     }
-    let hello = json!({"type": "res", "id": id, "ok": true, "payload": {"type": "hello-ok", "protocol": 4}});
+    let mut hello = json!({"type": "res", "id": id, "ok": true, "payload": {"type": "hello-ok", "protocol": 4}});
+    if req.pointer("/params/device").is_some() {
+        let issued = format!("dt-{}", uuid::Uuid::new_v4().simple());
+        g.device_tokens.lock().unwrap().push(issued.clone());
+        hello["payload"]["auth"] = json!({ "deviceToken": issued, "role": "operator" });
+    }
+    if let Some(user) = &user {
+        hello["payload"]["user"] = json!(user);
+    }
     if ws.send(Message::text(hello.to_string())).await.is_err() {
         return;
     }

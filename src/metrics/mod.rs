@@ -10,6 +10,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::OnceLock;
 
+mod sessions;
+pub use sessions::Sessions;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
     pub reason: &'static str,
@@ -66,6 +69,7 @@ pub struct Metrics {
     pub connections_closed: Family<OutcomeLabels, Counter>,
     pub auth_failures: Family<FailureLabels, Counter>,
     pub auth_success: Family<SuccessLabels, Counter>,
+    pub sessions: std::sync::Arc<Sessions>,
     pub stale_accepted: Counter,
     /// Tunnels the upstream closed with 1008 (policy: the gateway refused the session,
     /// e.g. a token it does not hold) — refusals gatewarden did not catch itself.
@@ -121,6 +125,7 @@ impl Metrics {
             connections_closed: Family::default(),
             auth_failures: Family::default(),
             auth_success: Family::default(),
+            sessions: Default::default(),
             stale_accepted: Counter::default(),
             upstream_refusals: Counter::default(),
             auth_repeated: Family::default(),
@@ -259,6 +264,7 @@ impl Metrics {
             })
             .set(1);
         r.register("build_info", "Build information", build);
+        m.sessions.register(&mut r);
         Metrics { registry: r, ..m }
     }
 
