@@ -463,3 +463,103 @@ async fn the_closed_line_names_the_session() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_device_token_issued_through_gatewarden_stands_for_its_pairing_credential() {
+    let s = setup(Mode::Password, |c| {
+        inject_password(c);
+        c.auth.device_tokens = DeviceTokens::Gateway;
+    })
+    .await;
+    // Pairing: the device connects with its gatewarden token and is handed a device token.
+    let (mut ws, nonce) = open(&s, &[]).await;
+    ws.send(Message::text(signed_connect(
+        "pair-1",
+        &s.tokens.phone,
+        &nonce,
+    )))
+    .await
+    .unwrap();
+    let hello = json(&mut ws).await;
+    let dt = hello["payload"]["auth"]["deviceToken"]
+        .as_str()
+        .expect("a device token")
+        .to_string();
+    wait_log(&[
+        "[auth] the gateway gave this client's device a device token",
+        "client=phone",
+    ])
+    .await;
+    drop(ws);
+
+    // Later it presents the device token as `auth.token`, as openclaw-node does: forwarded
+    // untouched (no password injected), for the gateway to judge.
+    let (mut ws, nonce) = open(&s, &[]).await;
+    ws.send(Message::text(signed_connect("pair-2", &dt, &nonce)))
+        .await
+        .unwrap();
+    let hello = json(&mut ws).await;
+    assert_eq!(hello["ok"], true, "{hello} {:?}", s.gw.connects().last());
+    let last = s.gw.connects().last().cloned().unwrap();
+    assert_eq!(last["params"]["auth"], serde_json::json!({ "token": dt }));
+    wait_log(&["[ws] connected", "client=phone", "authenticated_by=gateway"]).await;
+    drop(ws);
+
+    // Not device-signed, the same token is no credential of gatewarden's.
+    let (mut ws, _) = open(&s, &[]).await;
+    ws.send(Message::text(cli_connect("pair-3", Some(&dt))))
+        .await
+        .unwrap();
+    let res = json(&mut ws).await;
+    assert_eq!(res["error"]["details"]["authReason"], "token_mismatch");
+    drop(ws);
+
+    // The pairing credential goes: so do its devices' tokens.
+    let mut changed = s.proxy.creds.subscribe();
+    let generation = s.proxy.creds.load().generation;
+    write_file(
+        s.oc.parent().unwrap(),
+        "clients",
+        &format!("laptop {}\n", s.tokens.laptop),
+    );
+    timeout(changed.wait_for(|g| *g > generation))
+        .await
+        .unwrap();
+    let before = s.gw.connects().len();
+    let (mut ws, nonce) = open(&s, &[]).await;
+    ws.send(Message::text(signed_connect("pair-4", &dt, &nonce)))
+        .await
+        .unwrap();
+    let res = json(&mut ws).await;
+    assert_eq!(res["error"]["details"]["authReason"], "token_mismatch");
+    assert_eq!(s.gw.connects().len(), before, "the gateway was not asked");
+    assert!(!logs().contains(&dt), "a device token reached the log");
+}
+
+#[tokio::test]
+async fn device_tokens_the_gateway_refuses_count_against_the_client_ip() {
+    let s = setup(Mode::Token, |c| {
+        c.auth.device_tokens = DeviceTokens::Gateway;
+        c.auth.max_failures = 2;
+    })
+    .await;
+    for i in 0..2 {
+        let (mut ws, _) = open(&s, &[]).await;
+        let mut v: Value = serde_json::from_str(&cli_connect(&format!("g{i}"), None)).unwrap();
+        v["params"]["auth"] = serde_json::json!({ "deviceToken": format!("guess-{i}") });
+        v["params"]["client"]["id"] = "throttle-test".into();
+        ws.send(Message::text(v.to_string())).await.unwrap();
+        expect_close(&mut ws, CloseCode::Policy, "device token mismatch").await;
+        drop(ws);
+        wait_logs(
+            &["[ws] closed", "by=upstream", "authenticated_by=gateway"],
+            i + 1,
+        )
+        .await;
+    }
+    // Refused by gatewarden now, without a word to the gateway.
+    let before = s.gw.requests().len();
+    let (mut ws, _) = ws_connect(s.proxy.addr, "/", &[]).await.unwrap();
+    expect_close(&mut ws, CloseCode::Policy, "rate_limited").await;
+    assert_eq!(s.gw.requests().len(), before);
+}

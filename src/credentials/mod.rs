@@ -15,12 +15,14 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 mod allowed;
+mod devices;
 mod discover;
 mod reloader;
 mod sources;
 pub mod watcher;
 
 pub use allowed::{Allowed, Ask};
+pub use devices::PairedDevices;
 pub use discover::*;
 pub use reloader::*;
 pub use sources::*;

@@ -27,6 +27,7 @@ struct Params {
     role: Option<serde_json::Value>,
     scopes: Option<serde_json::Value>,
     auth: Option<serde_json::Value>,
+    device: Option<serde_json::Value>,
 }
 
 /// What a session's `connect` says, as far as it is there.
@@ -39,6 +40,8 @@ pub struct Connect {
     /// `params.auth.deviceToken`, when a non-empty string: its throttle key
     /// (`Presented::key`), to tell one refused device token from another.
     pub device_token: Option<u64>,
+    /// `params.device` is an object: a device-signed connect.
+    pub signed: bool,
 }
 
 impl Connect {
@@ -57,6 +60,7 @@ impl Connect {
             Some(_) => None,
         };
         Connect {
+            signed: params.device.as_ref().is_some_and(|d| d.is_object()),
             client: params.client.and_then(ClientInfo::from_value),
             ask: scopes.map(|scopes| Ask {
                 role: params.role.as_ref().map(text),

@@ -16,17 +16,19 @@ use tokio::time::Instant;
 
 use crate::auth::{self, Decision, Reason};
 use crate::config::{DeviceTokens, TokenSource};
-use crate::credentials::{Credential, Credentials, Fingerprint, Presented};
+use crate::credentials::{Credential, Credentials, Fingerprint, PairedDevices, Presented};
 use crate::net::Stream;
 use crate::relay::{self, Side};
 use crate::ws::{self, FrameTracker};
 
+mod answer;
 mod client;
 mod inject;
 mod scan;
 #[cfg(test)]
 mod tests;
 
+pub use answer::watch as watch_answer;
 pub use client::{ClientInfo, Connect};
 pub use inject::Injection;
 use inject::Unwritable;
@@ -50,6 +52,9 @@ pub struct Check<'a> {
     pub admitted: Option<&'a Credential>,
     /// A `connect` with only a device token: refused, or left for the gateway to judge.
     pub device_tokens: DeviceTokens,
+    /// Device tokens the gateway issued through gatewarden (with `device_tokens =
+    /// "gateway"`).
+    pub paired: Option<&'a PairedDevices>,
     pub pointer: &'a str,
     pub max_bytes: usize,
     pub timeout: Duration,
@@ -352,7 +357,16 @@ impl Phase {
             return self.for_the_gateway(first, connect);
         }
         let presented = token.as_deref().map(|t| Presented::new(t.as_bytes()));
-        let (credential, grace) = match verify(presented.as_ref(), creds, check) {
+        let verdict = verify(presented.as_ref(), creds, check);
+        if let Err((Reason::TokenMismatch | Reason::TokenStale, ..)) = verdict {
+            if let Some(c) = paired_device(presented.as_ref(), &connect, creds, check) {
+                let mut connect = connect;
+                // The device token rides in `auth.token`: its key tells refusals apart.
+                connect.device_token = presented.as_ref().map(Presented::key);
+                return self.paired_device(first, connect, c, id);
+            }
+        }
+        let (credential, grace) = match verdict {
             Ok(accepted) => accepted,
             Err((reason, detail, generation)) => {
                 let payload = Some(&first.payload[..]);
@@ -425,6 +439,41 @@ impl Phase {
         })
     }
 
+    /// A device-signed `connect` whose `auth.token` is a device token the gateway issued
+    /// through gatewarden: its pairing credential's scopes apply; then forwarded as it came
+    /// for the gateway to judge the device token.
+    fn paired_device(
+        self,
+        first: First,
+        connect: Connect,
+        credential: Credential,
+        id: Option<Value>,
+    ) -> Outcome {
+        if let Some(allowed) = credential.allowed.as_deref() {
+            if connect
+                .ask
+                .as_ref()
+                .is_none_or(|a| allowed.permits(a).is_err())
+            {
+                let detail = "asks for a role or scope outside its credential's";
+                let payload = first.payload.clone();
+                return self.refuse(
+                    Reason::ScopeNotAllowed,
+                    detail,
+                    id,
+                    None,
+                    None,
+                    Some(&payload),
+                );
+            }
+        }
+        let mut p = self.for_the_gateway(first, connect);
+        if let Outcome::Proceed(p) = &mut p {
+            p.credential = Some(credential);
+        }
+        p
+    }
+
     /// A paired device's `connect` (a device token, no shared token) under
     /// `auth.device_tokens = "gateway"`: forwarded as it came, nothing injected (an injected
     /// secret would let it in whatever its device token is worth).
@@ -442,6 +491,18 @@ impl Phase {
             by_gateway: true,
         })
     }
+}
+
+/// The pairing credential of a device token the gateway issued through gatewarden, when
+/// the connect is device-signed (the gateway takes `auth.token` as a device token then).
+fn paired_device(
+    presented: Option<&Presented>,
+    connect: &Connect,
+    creds: &Credentials,
+    check: &Check<'_>,
+) -> Option<Credential> {
+    let store = check.paired.filter(|_| connect.signed)?;
+    store.paired(presented?, creds)
 }
 
 /// The first message's token against the credentials, when it must authenticate the

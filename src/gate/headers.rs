@@ -12,7 +12,7 @@ use ::http::header::{
 use ::http::{HeaderMap, Uri};
 
 use crate::auth;
-use crate::config::{TokenSource, UpstreamOrigin};
+use crate::config::{DeviceTokens, TokenSource, UpstreamOrigin};
 use crate::credentials::{Credentials, Secret};
 
 use super::Proxy;
@@ -185,7 +185,9 @@ impl<'a> Forward<'a> {
                     // payloads (permessage-deflate with context takeover) would make the
                     // client's later frames refer to bytes the gateway never saw.
                     "sec-websocket-extensions" => {
-                        self.upgrade && p.upstream_auth.inject.rewrites_first_frame()
+                        self.upgrade
+                            && (p.upstream_auth.inject.rewrites_first_frame()
+                                || p.auth.device_tokens == DeviceTokens::Gateway)
                     }
                     "origin" => self.upgrade && p.upstream_origin == UpstreamOrigin::Rewrite,
                     "authorization" => self.replaced == Some(TokenSource::Header),

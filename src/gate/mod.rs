@@ -37,6 +37,7 @@ pub(crate) mod control_ui;
 mod headers;
 mod http2;
 mod log;
+mod pairing;
 mod plain;
 mod refuse;
 mod session;
@@ -59,6 +60,9 @@ pub struct Proxy {
     pub upstream_auth: UpstreamAuthConfig,
     /// `upstream_auth.header` when `upstream_auth.inject = "header"`.
     pub inject_header: Option<::http::HeaderName>,
+    /// Device tokens the gateway issued through gatewarden (`auth.device_tokens =
+    /// "gateway"`); shared by every worker's copy.
+    pub paired: Arc<crate::credentials::PairedDevices>,
     /// `upstream_auth.user_header` when `upstream_auth.inject = "trusted_proxy"`.
     pub user_header: Option<::http::HeaderName>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -150,6 +154,7 @@ impl Proxy {
             tasks: TaskTracker::new(),
             cut,
             control_ui: None,
+            paired: Arc::default(),
         }
     }
 

@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::auth::{self, Reason};
-use crate::config::{Inject, OnRevoke, TokenSource};
+use crate::config::{DeviceTokens, Inject, OnRevoke, TokenSource};
 use crate::credentials::{self, Credential, Presented, Secret};
 use crate::first_message;
 use crate::net::Stream;
@@ -160,7 +160,8 @@ impl Proxy {
             .authenticated
             .as_ref()
             .is_some_and(|(_, c)| c.allowed.is_some());
-        let opened = if t.in_band || t.inject.is_some() || scoped {
+        let pairing = self.auth.device_tokens == DeviceTokens::Gateway;
+        let opened = if t.in_band || t.inject.is_some() || scoped || pairing {
             Box::pin(self.first_message_phase(
                 &mut client,
                 &mut upstream,
@@ -310,6 +311,7 @@ impl Proxy {
             inject,
             admitted: t.authenticated.as_ref().map(|(_, c)| c),
             device_tokens: self.auth.device_tokens,
+            paired: (self.auth.device_tokens == DeviceTokens::Gateway).then_some(&*self.paired),
             pointer: &self.auth.first_message_pointer,
             max_bytes: self.auth.first_message_max_bytes,
             timeout: self.auth.first_message_timeout.0,
@@ -335,24 +337,21 @@ impl Proxy {
             first_message::Outcome::Proceed(p) => {
                 who.saw(&p.connect);
                 if p.by_gateway {
-                    who.by_gateway = true;
-                    who.device_token = p.connect.device_token;
-                    self.metrics.sessions.accepted("-", "gateway");
-                    info!(
-                        conn = %conn,
-                        remote = %t.remote,
-                        source = %TokenSource::FirstMessage,
-                        client_id = %who.client_id(),
-                        client_version = %who.client_version(),
-                        scopes = %who.scopes(),
-                        authenticated_by = %"gateway",
-                        "[ws] forwarded a device token for the gateway to judge"
-                    );
-                    if let Some(stream) = &t.stream {
-                        stream.admitted();
-                    }
+                    self.for_the_gateway(t, &p, who);
                 }
-                if let (Some(c), Some(presented)) = (p.credential, p.presented) {
+                let signed = p.connect.signed;
+                let pairs = match (&p.credential, &*authenticated) {
+                    _ if p.by_gateway
+                        || !signed
+                        || self.auth.device_tokens != DeviceTokens::Gateway =>
+                    {
+                        None
+                    }
+                    (Some(c), _) | (None, Some((_, c))) => Some(c.clone()),
+                    (None, None) => None,
+                };
+                if let (Some(c), Some(presented), false) = (p.credential, p.presented, p.by_gateway)
+                {
                     who.client = Some(c.who().to_string());
                     log_connected(
                         &self.metrics,
@@ -372,12 +371,21 @@ impl Proxy {
                 if p.rewritten {
                     debug!(conn = %conn, "[ws] gateway token injected into the first frame");
                 }
-                Some(Opened {
+                let opened = Opened {
                     to_upstream: p.to_upstream,
                     from_upstream: Bytes::from(p.held),
                     down: p.down,
                     prior_out: p.bytes_out,
-                })
+                };
+                // A device-signed client gatewarden authenticated: the gateway's answer is
+                // watched for the device token it may hand the device.
+                match pairs {
+                    Some(c) => {
+                        self.learn_device_token(client, upstream, opened, &c, t)
+                            .await
+                    }
+                    None => Some(opened),
+                }
             }
             first_message::Outcome::Reject(r) => {
                 let seen = Seen {

@@ -374,8 +374,14 @@ async fn session<S>(
             return close(&mut ws, 1008, m).await;
         }
     }
-    let by_device_token = presented.is_none()
-        && device_token.is_some_and(|d| g.device_tokens.lock().unwrap().iter().any(|t| t == d));
+    let issued =
+        |t: Option<&str>| t.is_some_and(|d| g.device_tokens.lock().unwrap().iter().any(|i| i == d));
+    // The gateway's "shared-token-fallback": a device-signed connect's `auth.token` that is
+    // no shared secret is tried as a device token.
+    let by_device_token = (presented.is_none() && issued(device_token))
+        || (presented != Some(current.as_str())
+            && req.pointer("/params/device").is_some()
+            && issued(auth("token")));
     match presented {
         _ if user.is_some() || by_device_token => {}
         None if device_token.is_some() => {
