@@ -20,6 +20,9 @@ pub enum SecretKind {
     Token,
     /// `params.auth.password`, for a gateway in password mode.
     Password,
+    /// No secret (`auth: {}`): for a gateway in trusted-proxy mode, whose answer says
+    /// whether it trusts gatewarden's address at all.
+    Nothing,
 }
 
 /// What the upstream turned out to be.
@@ -81,9 +84,23 @@ pub async fn probe(
     secret: Option<(SecretKind, &str)>,
     wait: Duration,
 ) -> Probe {
+    probe_with(upstream, secret, &[], wait).await
+}
+
+/// [`probe`] with extra headers on the upgrade (a trusted proxy's naming of its user).
+pub async fn probe_with(
+    upstream: &UpstreamClient,
+    secret: Option<(SecretKind, &str)>,
+    headers: &[(&str, &str)],
+    wait: Duration,
+) -> Probe {
     let key = ws::new_key();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let head = format!(
-        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: gatewarden/{} (probe)\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: gatewarden/{} (probe)\r\n{extra}\r\n",
         upstream.authority(),
         key.to_str().unwrap_or_default(),
         env!("CARGO_PKG_VERSION"),
@@ -123,6 +140,7 @@ async fn connect(conn: &mut Frames, kind: SecretKind, secret: &str, wait: Durati
     let auth = match kind {
         SecretKind::Token => json!({ "token": secret }),
         SecretKind::Password => json!({ "password": secret }),
+        SecretKind::Nothing => json!({}),
     };
     let req = json!({
         "type": "req",

@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use crate::config::{Config, CredentialSource, Inject};
 use crate::credentials::{self, Fingerprint};
-use crate::gateway_probe::{probe, Answer, Probe, SecretKind};
+use crate::gateway_probe::{probe, probe_with, Answer, Probe, SecretKind};
 use crate::upstream::UpstreamClient;
 
 use super::{Level, Report};
 
 const WAIT: Duration = Duration::from_secs(3);
+
+/// The user `doctor` names to a gateway in trusted-proxy mode.
+const PROBE_USER: &str = "gatewarden-doctor";
 
 /// The secret gatewarden would present upstream, with where it comes from: the
 /// `upstream_auth` credential when gatewarden injects one, else the gateway's own config (its
@@ -58,6 +61,17 @@ pub(super) async fn check(config: &Config, sources: &[CredentialSource], r: &mut
         Ok(c) => c,
         Err(e) => return r.add(Level::Problem, e.to_string(), None),
     };
+    if config.upstream_auth.inject == Inject::TrustedProxy {
+        // Named as gatewarden names a user; from a documentation address (RFC 5737), which
+        // the gateway can attribute (a loopback client it cannot).
+        let naming = [
+            (config.upstream_auth.user_header.as_str(), PROBE_USER),
+            ("x-forwarded-for", "192.0.2.1"),
+            ("x-forwarded-proto", "http"),
+        ];
+        let found = probe_with(&client, Some((SecretKind::Nothing, "")), &naming, WAIT).await;
+        return trusted_proxy_answer(config, found, r);
+    }
     let secret = presented(config, sources);
     let offered = secret.as_ref().and_then(|(_, s)| s.as_deref()).map(|s| {
         match config.upstream_auth.inject {
@@ -107,6 +121,78 @@ fn report(
             Some("the gateway runs on a runtime-only token it made at start, which nobody can read: persist one with `openclaw config set gateway.auth.token \"$(openssl rand -hex 24)\"` and restart the gateway"),
         ),
         Probe::OpenClaw(Some(answer)) => gateway_answer(up, &answer, &fp, &from, mode, r),
+    }
+}
+
+/// What a gateway in trusted-proxy mode said to a connect naming nobody: a missing user
+/// means it trusts gatewarden's address (what it needs), the other refusals say why not.
+fn trusted_proxy_answer(config: &Config, found: Probe, r: &mut Report) {
+    let up = &config.upstream;
+    let header = &config.upstream_auth.user_header;
+    let Probe::OpenClaw(Some(answer)) = found else {
+        return report(config, found, None, None, r);
+    };
+    if let Answer::Accepted { version } = &answer {
+        return r.add(
+            Level::Ok,
+            format!(
+                "gateway {up} (OpenClaw{}, trusted-proxy mode) accepts the user gatewarden names ({header}: {PROBE_USER}, from a client address it can attribute)",
+                version.as_deref().map(|v| format!(" {v}")).unwrap_or_default()
+            ),
+            None,
+        );
+    }
+    let reason = match &answer {
+        Answer::Refused {
+            auth_reason: Some(reason),
+            ..
+        } => reason.as_str(),
+        Answer::Closed { reason, .. } => reason.as_str(),
+        _ => "",
+    };
+    match reason {
+        "trusted_proxy_user_missing" => r.add(
+            Level::Ok,
+            format!("gateway {up} (trusted-proxy mode) trusts gatewarden's address and wants the user in a header: gatewarden sends {header}"),
+            None,
+        ),
+        "trusted_proxy_untrusted_source" | "trusted_proxy_local_interface_source" => r.add(
+            Level::Problem,
+            format!("gateway {up} (trusted-proxy mode) does not trust gatewarden's address ({reason})"),
+            Some("list the address gatewarden connects from in gateway.trustedProxies (127.0.0.1/32 for a sidecar on loopback)"),
+        ),
+        "trusted_proxy_loopback_source" => r.add(
+            Level::Problem,
+            format!("gateway {up} (trusted-proxy mode) refuses a proxy on loopback ({reason})"),
+            Some("`openclaw config set gateway.auth.trustedProxy.allowLoopback true`"),
+        ),
+        _ => r.add(
+            Level::Problem,
+            format!("gateway {up} (trusted-proxy mode) did not take the user gatewarden names: {}", said(&answer)),
+            Some("the gateway does not treat gatewarden as its trusted proxy: check gateway.trustedProxies (gatewarden's address), gateway.auth.trustedProxy.allowLoopback (a sidecar on loopback) and userHeader; `gatewarden check` reads them"),
+        ),
+    }
+}
+
+/// A refusal or close, as one line.
+fn said(answer: &Answer) -> String {
+    match answer {
+        Answer::Refused {
+            code,
+            detail,
+            auth_reason,
+            message,
+        } => format!(
+            "{code}{} {message}",
+            [detail.as_deref(), auth_reason.as_deref()]
+                .into_iter()
+                .flatten()
+                .map(|d| format!(" {d}"))
+                .collect::<String>()
+        ),
+        Answer::Closed { code, reason } => format!("closed {code} {reason:?}"),
+        Answer::Silent => "no answer".into(),
+        Answer::Accepted { .. } => "accepted".into(),
     }
 }
 

@@ -13,15 +13,18 @@ use super::{Level, Report};
 /// How to move a gateway from token to password mode, said wherever it helps.
 pub const TO_PASSWORD_MODE: &str = "move the gateway to password mode, which keeps every client's signature intact: `openclaw config set gateway.auth.mode password`, `openclaw config set gateway.auth.password \"$(openssl rand -hex 24)\"`, `openclaw config unset gateway.auth.token`, restart the gateway; then in gatewarden: upstream_auth.inject = \"password\", upstream_auth.credential naming a [[credentials]] entry with format = \"json5\" and pointer = \"/gateway/auth/password\"; clients keep their own gatewarden tokens";
 
-/// The gateway's config, when a credential reads it (a `json5` source whose pointer is
-/// under `/gateway/`): the path and the document.
+/// The gateway's config: the one a credential reads (a `json5` source whose pointer is
+/// under `/gateway/`), else OpenClaw's own (`OPENCLAW_CONFIG_PATH`, `OPENCLAW_STATE_DIR`,
+/// `~/.openclaw`; a gateway in trusted-proxy mode has no secret for a credential to read).
 pub fn gateway_config(sources: &[CredentialSource]) -> Option<(std::path::PathBuf, Value)> {
-    let src = sources.iter().find(|s| {
-        s.format == CredentialFormat::Json5 && s.json_pointer().starts_with("/gateway/")
-    })?;
-    let text = std::fs::read_to_string(&src.path).ok()?;
+    let path = sources
+        .iter()
+        .find(|s| s.format == CredentialFormat::Json5 && s.json_pointer().starts_with("/gateway/"))
+        .map(|s| s.path.clone())
+        .or_else(crate::credentials::openclaw_config_path)?;
+    let text = std::fs::read_to_string(&path).ok()?;
     let doc: Value = json5::from_str(&text).ok()?;
-    Some((src.path.clone(), doc))
+    Some((path, doc))
 }
 
 /// `gateway.auth.mode` as the gateway resolves it: set, else `token` (a token or none),
