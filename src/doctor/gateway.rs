@@ -210,8 +210,9 @@ fn gateway_answer(
         Answer::Accepted { version } => r.add(
             Level::Ok,
             format!(
-                "gateway {up} (OpenClaw{}{mode_text}) accepts the token gatewarden presents ({fp}, from {from})",
-                version.as_deref().map(|v| format!(" {v}")).unwrap_or_default()
+                "gateway {up} (OpenClaw{}{mode_text}) accepts the {} gatewarden presents ({fp}, from {from})",
+                version.as_deref().map(|v| format!(" {v}")).unwrap_or_default(),
+                if mode == Some("password") { "password" } else { "token" },
             ),
             None,
         ),
