@@ -268,6 +268,9 @@ grep -q true "$work/b-spoof.out" || fail "the spoofing client was not accepted a
 wait_log "$work/gwb.log" 'authenticated user connected .*user=node'
 grep -q mallory "$work/gwb.log" && fail "a client-sent x-forwarded-user reached the gateway"
 echo "   named clients accepted as user=cli and user=node; a client-sent x-forwarded-user never arrives"
+cli b-reader "ws://$host_ip:$lb/?token=$reader_token" "$reader_token" || fail "a read-only client's health in trusted-proxy mode"
+wait_log "$work/gwb.log" 'authenticated user connected .*user=reader'
+echo "   a read-only client (x-openclaw-scopes: operator.read) calls health as user=reader"
 cli b-inband "ws://$host_ip:$lb" "$cli_token" && fail "a first-frame-only client passed in trusted-proxy mode"
 wait_log "$work/gwdb.log" 'reason=identity_required'
 echo "   a client known only from its first frame is refused (identity_required)"

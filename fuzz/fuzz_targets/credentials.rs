@@ -26,6 +26,8 @@ fuzz_target!(|data: &[u8]| {
         format,
         pointer,
         key: (format == CredentialFormat::Dotenv).then(|| "OPENCLAW_GATEWAY_TOKEN".to_string()),
+        scopes: (selector & 0x40 != 0).then(|| vec!["operator.read".to_string()]),
+        roles: None,
     };
     match credentials::parse_source(&src, contents, selector & 0x80 != 0) {
         Ok(loaded) => {

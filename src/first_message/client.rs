@@ -1,10 +1,10 @@
 //! Who a `connect` request says its client is (`params.client`: id, mode, version) and what
-//! it asks for (`params.role`, `params.scopes`, a paired device's `auth.deviceToken`): one
-//! typed pass over the payload, for the session's audit and the credential's scope check.
-
-use serde::Deserialize;
+//! it asks for (`params.role`, `params.scopes`, a paired device's `auth.deviceToken`), for
+//! the session's audit and the credential's scope check (read by the token's walk, `said`).
 
 use crate::credentials::Ask;
+
+use super::said::{Said, Scopes};
 
 /// `params.client` of a `connect` request, as far as it is there and is text.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -12,22 +12,6 @@ pub struct ClientInfo {
     pub id: Option<String>,
     pub mode: Option<String>,
     pub version: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Doc {
-    params: Option<Params>,
-}
-
-/// Every member read as any JSON value: a member of an unexpected type must not make the
-/// whole document unreadable (a scope check reading nothing would let everything pass).
-#[derive(Deserialize)]
-struct Params {
-    client: Option<serde_json::Value>,
-    role: Option<serde_json::Value>,
-    scopes: Option<serde_json::Value>,
-    auth: Option<serde_json::Value>,
-    device: Option<serde_json::Value>,
 }
 
 /// What a session's `connect` says, as far as it is there.
@@ -45,41 +29,41 @@ pub struct Connect {
 }
 
 impl Connect {
-    /// From a first message's (unmasked, inflated) payload.
+    /// From a first message's (unmasked, inflated) payload, read on its own (a refusal's
+    /// line); a judged message has it from its one walk ([`Connect::from_said`]).
     pub fn of(payload: &[u8]) -> Connect {
-        let Ok(Doc {
-            params: Some(params),
-        }) = serde_json::from_slice::<Doc>(payload)
-        else {
-            return Connect::default();
+        super::Facts::scan(payload, "")
+            .map(|f| Connect::from_said(f.said))
+            .unwrap_or_default()
+    }
+
+    pub fn from_said(said: Said) -> Connect {
+        let client = ClientInfo {
+            id: text(said.client_id),
+            mode: text(said.client_mode),
+            version: text(said.client_version),
         };
-        let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
-        let scopes = match &params.scopes {
-            None | Some(serde_json::Value::Null) => Some(Vec::new()),
-            Some(serde_json::Value::Array(a)) => Some(a.iter().map(text).collect()),
-            Some(_) => None,
+        let scopes = match said.scopes {
+            _ if !said.params => None,
+            Scopes::Absent => Some(Vec::new()),
+            Scopes::List(list) => Some(list),
+            Scopes::Invalid => None,
         };
         Connect {
-            signed: params.device.as_ref().is_some_and(|d| d.is_object()),
-            client: params.client.and_then(ClientInfo::from_value),
+            client: (client != ClientInfo::default()).then_some(client),
             ask: scopes.map(|scopes| Ask {
-                role: params.role.as_ref().map(text),
+                role: said.role,
                 scopes,
             }),
-            device_token: params
-                .auth
-                .as_ref()
-                .and_then(|a| a.get("deviceToken"))
-                .and_then(|t| t.as_str())
-                .filter(|t| !t.is_empty())
-                .map(|t| crate::credentials::Presented::new(t.as_bytes()).key()),
+            device_token: said.device_token,
+            signed: said.signed,
         }
     }
 }
 
 /// A short, printable string, or nothing: a client's fields reach log lines.
-fn text(v: Option<&serde_json::Value>) -> Option<String> {
-    let s = v?.as_str()?.to_string();
+fn text(v: Option<String>) -> Option<String> {
+    let s = v?;
     (!s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_graphic())).then_some(s)
 }
 
@@ -87,15 +71,6 @@ impl ClientInfo {
     /// From a first message's (unmasked, inflated) payload; `None` when it names no client.
     pub fn of(payload: &[u8]) -> Option<ClientInfo> {
         Connect::of(payload).client
-    }
-
-    fn from_value(client: serde_json::Value) -> Option<ClientInfo> {
-        let info = ClientInfo {
-            id: text(client.get("id")),
-            mode: text(client.get("mode")),
-            version: text(client.get("version")),
-        };
-        (info != ClientInfo::default()).then_some(info)
     }
 
     /// "cli 2026.9.6" (id, then mode where it differs, then version).
@@ -136,9 +111,14 @@ mod tests {
         assert!(Connect::of(br#"{"params":{"scopes":"operator.admin"}}"#)
             .ask
             .is_none());
-        assert!(Connect::of(br#"{"params":{"scopes":[],"scopes":["x"]}}"#)
-            .ask
-            .is_none());
+        assert_eq!(
+            // A repeated key: the last one counts, as in the gateway's JSON.parse.
+            Connect::of(br#"{"params":{"scopes":["operator.admin"],"scopes":["x"]}}"#)
+                .ask
+                .unwrap()
+                .scopes,
+            ["x"]
+        );
         assert_eq!(
             Connect::of(br#"{"params":{}}"#).ask.unwrap().scopes.len(),
             0

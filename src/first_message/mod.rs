@@ -25,6 +25,7 @@ mod answer;
 mod client;
 mod close;
 mod inject;
+mod said;
 mod scan;
 #[cfg(test)]
 mod tests;
@@ -332,8 +333,8 @@ impl Phase {
                 }
             }
         };
-        let Facts { id, token } = facts;
-        let connect = Connect::of(&first.payload);
+        let Facts { id, token, said } = facts;
+        let connect = Connect::from_said(said);
         if token.is_none()
             && connect.device_token.is_some()
             && check.authenticate

@@ -6,6 +6,8 @@ use serde_json::Value;
 use crate::credentials::Fingerprint;
 use crate::ws::{self, FrameHeader};
 
+use super::said::{Place, Said, Scopes};
+
 /// What the client's bytes so far amount to, as a first message.
 pub enum Parsed {
     /// Not a whole frame yet: read more.
@@ -113,6 +115,8 @@ pub struct Facts {
     pub id: Option<Value>,
     /// The non-empty string at the pointer.
     pub token: Option<String>,
+    /// What the `connect` says of its client and asks for.
+    pub said: Said,
 }
 
 /// Shows the token's fingerprint only, so it cannot leak through a log or a failed assertion.
@@ -124,6 +128,7 @@ impl std::fmt::Debug for Facts {
                 "token",
                 &self.token.as_deref().map(|t| Fingerprint::of(t.as_bytes())),
             )
+            .field("said", &self.said)
             .finish()
     }
 }
@@ -134,6 +139,7 @@ impl Facts {
         Facts {
             id: doc.get("id").cloned(),
             token: token_at(doc, pointer),
+            said: Said::of(doc),
         }
     }
 
@@ -152,7 +158,12 @@ impl Facts {
             None // not a pointer: finds nothing, as `Value::pointer` does
         };
         let mut de = serde_json::Deserializer::from_slice(payload);
-        let facts = Walk { path, top: true }.deserialize(&mut de)?;
+        let facts = Walk {
+            path,
+            top: true,
+            place: Place::Top,
+        }
+        .deserialize(&mut de)?;
         de.end()?;
         Ok(facts)
     }
@@ -164,6 +175,8 @@ impl Facts {
 struct Walk<'p> {
     path: Option<&'p str>,
     top: bool,
+    /// Where this value sits, for what the `connect` says.
+    place: Place,
 }
 
 impl<'p> Walk<'p> {
@@ -177,15 +190,19 @@ impl<'p> Walk<'p> {
         Some((unescape(raw), below))
     }
 
-    fn off_path() -> Walk<'static> {
+    fn off_path(place: Place) -> Walk<'static> {
         Walk {
             path: None,
             top: false,
+            place,
         }
     }
 
-    fn scalar<E>(self) -> Result<Facts, E> {
-        Ok(Facts::default())
+    fn scalar<E>(self, is_null: bool) -> Result<Facts, E> {
+        Ok(Facts {
+            said: Said::scalar(self.place, is_null),
+            ..Facts::default()
+        })
     }
 
     fn string<E>(self, v: &str) -> Result<Facts, E> {
@@ -193,6 +210,7 @@ impl<'p> Walk<'p> {
         Ok(Facts {
             id: None,
             token: here.then(|| v.to_owned()),
+            said: Said::string(self.place, v),
         })
     }
 }
@@ -213,19 +231,19 @@ impl<'de> serde::de::Visitor<'de> for Walk<'_> {
     }
 
     fn visit_bool<E>(self, _: bool) -> Result<Facts, E> {
-        self.scalar()
+        self.scalar(false)
     }
     fn visit_i64<E>(self, _: i64) -> Result<Facts, E> {
-        self.scalar()
+        self.scalar(false)
     }
     fn visit_u64<E>(self, _: u64) -> Result<Facts, E> {
-        self.scalar()
+        self.scalar(false)
     }
     fn visit_f64<E>(self, _: f64) -> Result<Facts, E> {
-        self.scalar()
+        self.scalar(false)
     }
     fn visit_unit<E>(self) -> Result<Facts, E> {
-        self.scalar()
+        self.scalar(true)
     }
     fn visit_str<E>(self, v: &str) -> Result<Facts, E> {
         self.string(v)
@@ -236,43 +254,67 @@ impl<'de> serde::de::Visitor<'de> for Walk<'_> {
         let index = step.as_ref().and_then(|(t, _)| array_index(t));
         let mut token = None;
         let mut i = 0usize;
+        // The elements of `params.scopes` are scopes; an array anywhere else says nothing.
+        let element = match self.place {
+            Place::Scopes => Place::Scope,
+            _ => Place::Off,
+        };
+        let mut scopes = Vec::new();
         loop {
             let walk = match (&step, index) {
                 (Some((_, below)), Some(at)) if at == i => Walk {
                     path: Some(below),
                     top: false,
+                    place: element,
                 },
-                _ => Walk::off_path(),
+                _ => Walk::off_path(element),
             };
             match seq.next_element_seed(walk)? {
-                Some(f) => token = token.or(f.token),
+                Some(f) => {
+                    token = token.or(f.token);
+                    scopes.extend(f.said.scope_item);
+                }
                 None => break,
             }
             i += 1;
         }
-        Ok(Facts { id: None, token })
+        let mut said = Said::array(self.place);
+        if self.place == Place::Scopes {
+            said.scopes = Scopes::List(scopes);
+        }
+        Ok(Facts {
+            id: None,
+            token,
+            said,
+        })
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Facts, A::Error> {
         let step = self.step();
-        let mut facts = Facts::default();
-        while let Some(key) = map.next_key_seed(Key {
+        let mut facts = Facts {
+            said: Said::object(self.place),
+            ..Facts::default()
+        };
+        while let Some((key, child)) = map.next_key_seed(Key {
             token: step.as_ref().map(|(t, _)| &**t),
             top: self.top,
+            place: self.place,
         })? {
             // A repeated key overrides, as inserting into a map does.
             match key {
                 KeyIs::Other => {
-                    map.next_value_seed(Walk::off_path())?;
+                    let f = map.next_value_seed(Walk::off_path(child))?;
+                    facts.said.take(child, f.said);
                 }
                 KeyIs::OnPath => {
                     let below = step.as_ref().map(|(_, b)| *b);
-                    facts.token = map
-                        .next_value_seed(Walk {
-                            path: below,
-                            top: false,
-                        })?
-                        .token;
+                    let f = map.next_value_seed(Walk {
+                        path: below,
+                        top: false,
+                        place: child,
+                    })?;
+                    facts.token = f.token;
+                    facts.said.take(child, f.said);
                 }
                 KeyIs::Id { on_path } => {
                     let id: Value = map.next_value()?;
@@ -316,36 +358,43 @@ enum KeyIs {
     },
 }
 
-/// Reads a key and compares it, without allocating unless it holds escapes.
+/// Reads a key and compares it, without allocating unless it holds escapes; also says where
+/// its value sits (`Place::child`).
 struct Key<'a> {
     token: Option<&'a str>,
     top: bool,
+    place: Place,
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for Key<'_> {
-    type Value = KeyIs;
+    type Value = (KeyIs, Place);
 
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<KeyIs, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(KeyIs, Place), D::Error> {
         d.deserialize_str(self)
     }
 }
 
 impl<'de> serde::de::Visitor<'de> for Key<'_> {
-    type Value = KeyIs;
+    type Value = (KeyIs, Place);
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an object key")
     }
 
-    fn visit_str<E>(self, k: &str) -> Result<KeyIs, E> {
+    fn visit_str<E>(self, k: &str) -> Result<(KeyIs, Place), E> {
         let on_path = self.token == Some(k);
-        Ok(if self.top && k == "id" {
+        let child = match self.place {
+            Place::Off => Place::Off,
+            place => place.child(k),
+        };
+        let is = if self.top && k == "id" {
             KeyIs::Id { on_path }
         } else if on_path {
             KeyIs::OnPath
         } else {
             KeyIs::Other
-        })
+        };
+        Ok((is, child))
     }
 }
 

@@ -67,6 +67,12 @@ impl Gen {
                             "\\u0061uth",
                             "to\\u006ben",
                             "device",
+                            "client",
+                            "role",
+                            "scopes",
+                            "deviceToken",
+                            "version",
+                            "mode",
                         ]),
                     };
                     out.push('"');
