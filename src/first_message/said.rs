@@ -34,8 +34,15 @@ pub struct Said {
     pub signed: bool,
     /// `params` is an object (else what is asked cannot be told).
     pub params: bool,
-    /// The walk's own: one element of `params.scopes` on its way up.
-    pub(super) scope_item: Option<String>,
+}
+
+/// What kind of value, besides a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Null,
+    Scalar,
+    Object,
+    Array,
 }
 
 /// Where a value sits in a `connect`, for what it says.
@@ -76,79 +83,61 @@ impl Place {
 }
 
 impl Said {
-    /// A string at `place`.
-    pub fn string(place: Place, v: &str) -> Said {
-        let mut s = Said::default();
-        match place {
-            Place::ClientId => s.client_id = Some(v.into()),
-            Place::ClientMode => s.client_mode = Some(v.into()),
-            Place::ClientVersion => s.client_version = Some(v.into()),
-            Place::Role => s.role = Some(v.into()),
-            Place::Scope => s.scope_item = Some(v.into()),
-            Place::DeviceToken if !v.is_empty() => {
-                s.device_token = Some(Presented::new(v.as_bytes()).key())
-            }
-            Place::Scopes => s.scopes = Scopes::Invalid,
-            _ => {}
-        }
-        s
-    }
-
-    /// Any value but a string, array or object at `place` (`null`: `is_null`).
-    pub fn scalar(place: Place, is_null: bool) -> Said {
-        let mut s = Said::default();
-        match place {
-            Place::Scope => s.scope_item = Some(NOT_A_STRING.into()),
-            Place::Scopes if !is_null => s.scopes = Scopes::Invalid,
-            Place::Role if !is_null => s.role = Some(NOT_A_STRING.into()),
-            _ => {}
-        }
-        s
-    }
-
-    /// An object at `place`, before its members.
-    pub fn object(place: Place) -> Said {
-        let mut s = Said::default();
-        match place {
-            Place::Params => s.params = true,
-            Place::Device => s.signed = true,
-            Place::Scopes => s.scopes = Scopes::Invalid,
-            Place::Scope => s.scope_item = Some(NOT_A_STRING.into()),
-            Place::Role => s.role = Some(NOT_A_STRING.into()),
-            _ => {}
-        }
-        s
-    }
-
-    /// An array at `place`, before its elements (`params.scopes` is filled by the walk).
-    pub fn array(place: Place) -> Said {
-        let mut s = Said::default();
-        match place {
-            Place::Scope => s.scope_item = Some(NOT_A_STRING.into()),
-            Place::Role => s.role = Some(NOT_A_STRING.into()),
-            _ => {}
-        }
-        s
-    }
-
-    /// What the member at `child` said, in place of what an earlier member of the same name
-    /// said (a repeated key overrides, as in a map).
-    pub fn take(&mut self, child: Place, from: Said) {
+    /// Forgets what the member at `child` said, before it is read (again: a repeated key
+    /// overrides, as in a map).
+    pub fn clear(&mut self, child: Place) {
         match child {
-            Place::Params => *self = from,
+            Place::Params => *self = Said::default(),
             Place::Client => {
-                self.client_id = from.client_id;
-                self.client_mode = from.client_mode;
-                self.client_version = from.client_version;
+                self.client_id = None;
+                self.client_mode = None;
+                self.client_version = None;
             }
-            Place::ClientId => self.client_id = from.client_id,
-            Place::ClientMode => self.client_mode = from.client_mode,
-            Place::ClientVersion => self.client_version = from.client_version,
-            Place::Role => self.role = from.role,
-            Place::Scopes => self.scopes = from.scopes,
-            Place::Auth | Place::DeviceToken => self.device_token = from.device_token,
-            Place::Device => self.signed = from.signed,
+            Place::ClientId => self.client_id = None,
+            Place::ClientMode => self.client_mode = None,
+            Place::ClientVersion => self.client_version = None,
+            Place::Role => self.role = None,
+            Place::Scopes => self.scopes = Scopes::Absent,
+            Place::Auth | Place::DeviceToken => self.device_token = None,
+            Place::Device => self.signed = false,
             Place::Off | Place::Top | Place::Scope => {}
+        }
+    }
+
+    /// A string at `place`.
+    pub fn string(&mut self, place: Place, v: &str) {
+        match place {
+            Place::ClientId => self.client_id = Some(v.into()),
+            Place::ClientMode => self.client_mode = Some(v.into()),
+            Place::ClientVersion => self.client_version = Some(v.into()),
+            Place::Role => self.role = Some(v.into()),
+            Place::Scope => self.scope(v),
+            Place::DeviceToken if !v.is_empty() => {
+                self.device_token = Some(Presented::new(v.as_bytes()).key())
+            }
+            Place::Scopes => self.scopes = Scopes::Invalid,
+            _ => {}
+        }
+    }
+
+    /// Any other value at `place`: a number, `true`/`false`, `null` (`is_null`), an object
+    /// or an array (`Kind`), before what it holds.
+    pub fn other(&mut self, place: Place, kind: Kind) {
+        match (place, kind) {
+            (Place::Scope, _) => self.scope(NOT_A_STRING),
+            (Place::Role | Place::Scopes, Kind::Null) => {}
+            (Place::Role, _) => self.role = Some(NOT_A_STRING.into()),
+            (Place::Scopes, Kind::Array) => self.scopes = Scopes::List(Vec::new()),
+            (Place::Scopes, _) => self.scopes = Scopes::Invalid,
+            (Place::Params, Kind::Object) => self.params = true,
+            (Place::Device, Kind::Object) => self.signed = true,
+            _ => {}
+        }
+    }
+
+    fn scope(&mut self, v: &str) {
+        if let Scopes::List(list) = &mut self.scopes {
+            list.push(v.into());
         }
     }
 
@@ -185,7 +174,6 @@ impl Said {
                 .map(|t| Presented::new(t.as_bytes()).key()),
             signed: params.get("device").is_some_and(Value::is_object),
             params: params.is_object(),
-            scope_item: None,
         }
     }
 }

@@ -6,7 +6,9 @@ use serde_json::Value;
 use crate::credentials::Fingerprint;
 use crate::ws::{self, FrameHeader};
 
-use super::said::{Place, Said, Scopes};
+use std::cell::RefCell;
+
+use super::said::{Kind, Place, Said};
 
 /// What the client's bytes so far amount to, as a first message.
 pub enum Parsed {
@@ -158,15 +160,29 @@ impl Facts {
             None // not a pointer: finds nothing, as `Value::pointer` does
         };
         let mut de = serde_json::Deserializer::from_slice(payload);
-        let facts = Walk {
+        let said = RefCell::default();
+        let found = Walk {
             path,
             top: true,
             place: Place::Top,
+            said: &said,
         }
         .deserialize(&mut de)?;
         de.end()?;
-        Ok(facts)
+        Ok(Facts {
+            id: found.id,
+            token: found.token,
+            said: said.into_inner(),
+        })
     }
+}
+
+/// What the walk finds of the token and the id below one value (small: it is returned
+/// through every level).
+#[derive(Default)]
+struct Found {
+    id: Option<Value>,
+    token: Option<String>,
 }
 
 /// Reads one value. `path` is the rest of the pointer below it (`Some("")`: this value is the
@@ -177,6 +193,9 @@ struct Walk<'p> {
     top: bool,
     /// Where this value sits, for what the `connect` says.
     place: Place,
+    /// What the `connect` says, written as the walk passes (not returned: a `Facts` moved up
+    /// through every level was a tenth of a session's work).
+    said: &'p RefCell<Said>,
 }
 
 impl<'p> Walk<'p> {
@@ -190,111 +209,111 @@ impl<'p> Walk<'p> {
         Some((unescape(raw), below))
     }
 
-    fn off_path(place: Place) -> Walk<'static> {
+    /// A value below this one, off the token's path.
+    fn off_path(&self, place: Place) -> Walk<'p> {
         Walk {
             path: None,
             top: false,
             place,
+            said: self.said,
         }
     }
 
-    fn scalar<E>(self, is_null: bool) -> Result<Facts, E> {
-        Ok(Facts {
-            said: Said::scalar(self.place, is_null),
-            ..Facts::default()
-        })
+    /// Notes a value that is not a string where the `connect`'s facts are.
+    fn other(&self, kind: Kind) {
+        if self.place != Place::Off {
+            self.said.borrow_mut().other(self.place, kind);
+        }
     }
 
-    fn string<E>(self, v: &str) -> Result<Facts, E> {
+    fn scalar<E>(self, kind: Kind) -> Result<Found, E> {
+        self.other(kind);
+        Ok(Found::default())
+    }
+
+    fn string<E>(self, v: &str) -> Result<Found, E> {
+        if self.place != Place::Off {
+            self.said.borrow_mut().string(self.place, v);
+        }
         let here = self.path == Some("") && !v.is_empty();
-        Ok(Facts {
+        Ok(Found {
             id: None,
             token: here.then(|| v.to_owned()),
-            said: Said::string(self.place, v),
         })
     }
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for Walk<'_> {
-    type Value = Facts;
+    type Value = Found;
 
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Facts, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Found, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> serde::de::Visitor<'de> for Walk<'_> {
-    type Value = Facts;
+    type Value = Found;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Facts, E> {
-        self.scalar(false)
+    fn visit_bool<E>(self, _: bool) -> Result<Found, E> {
+        self.scalar(Kind::Scalar)
     }
-    fn visit_i64<E>(self, _: i64) -> Result<Facts, E> {
-        self.scalar(false)
+    fn visit_i64<E>(self, _: i64) -> Result<Found, E> {
+        self.scalar(Kind::Scalar)
     }
-    fn visit_u64<E>(self, _: u64) -> Result<Facts, E> {
-        self.scalar(false)
+    fn visit_u64<E>(self, _: u64) -> Result<Found, E> {
+        self.scalar(Kind::Scalar)
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Facts, E> {
-        self.scalar(false)
+    fn visit_f64<E>(self, _: f64) -> Result<Found, E> {
+        self.scalar(Kind::Scalar)
     }
-    fn visit_unit<E>(self) -> Result<Facts, E> {
-        self.scalar(true)
+    fn visit_unit<E>(self) -> Result<Found, E> {
+        self.scalar(Kind::Null)
     }
-    fn visit_str<E>(self, v: &str) -> Result<Facts, E> {
+    fn visit_str<E>(self, v: &str) -> Result<Found, E> {
         self.string(v)
     }
 
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Facts, A::Error> {
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Found, A::Error> {
         let step = self.step();
         let index = step.as_ref().and_then(|(t, _)| array_index(t));
         let mut token = None;
         let mut i = 0usize;
+        self.other(Kind::Array);
         // The elements of `params.scopes` are scopes; an array anywhere else says nothing.
         let element = match self.place {
             Place::Scopes => Place::Scope,
             _ => Place::Off,
         };
-        let mut scopes = Vec::new();
         loop {
             let walk = match (&step, index) {
                 (Some((_, below)), Some(at)) if at == i => Walk {
                     path: Some(below),
                     top: false,
                     place: element,
+                    said: self.said,
                 },
-                _ => Walk::off_path(element),
+                _ => self.off_path(element),
             };
             match seq.next_element_seed(walk)? {
-                Some(f) => {
-                    token = token.or(f.token);
-                    scopes.extend(f.said.scope_item);
-                }
+                Some(f) => token = token.or(f.token),
                 None => break,
             }
             i += 1;
         }
-        let mut said = Said::array(self.place);
-        if self.place == Place::Scopes {
-            said.scopes = Scopes::List(scopes);
-        }
-        Ok(Facts {
-            id: None,
+        Ok(Found {
             token,
-            said,
+            ..Found::default()
         })
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Facts, A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
         let step = self.step();
-        let mut facts = Facts {
-            said: Said::object(self.place),
-            ..Facts::default()
-        };
+        let mut facts = Found::default();
+        self.other(Kind::Object);
         while let Some((key, child)) = map.next_key_seed(Key {
             token: step.as_ref().map(|(t, _)| &**t),
             top: self.top,
@@ -303,18 +322,24 @@ impl<'de> serde::de::Visitor<'de> for Walk<'_> {
             // A repeated key overrides, as inserting into a map does.
             match key {
                 KeyIs::Other => {
-                    let f = map.next_value_seed(Walk::off_path(child))?;
-                    facts.said.take(child, f.said);
+                    if child != Place::Off {
+                        self.said.borrow_mut().clear(child);
+                    }
+                    map.next_value_seed(self.off_path(child))?;
                 }
                 KeyIs::OnPath => {
+                    if child != Place::Off {
+                        self.said.borrow_mut().clear(child);
+                    }
                     let below = step.as_ref().map(|(_, b)| *b);
-                    let f = map.next_value_seed(Walk {
-                        path: below,
-                        top: false,
-                        place: child,
-                    })?;
-                    facts.token = f.token;
-                    facts.said.take(child, f.said);
+                    facts.token = map
+                        .next_value_seed(Walk {
+                            path: below,
+                            top: false,
+                            place: child,
+                            said: self.said,
+                        })?
+                        .token;
                 }
                 KeyIs::Id { on_path } => {
                     let id: Value = map.next_value()?;
