@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks the monitoring files: the Prometheus rules load and fire on gatewarden's series
 # (promtool, Debian's `prometheus` package), and every metric the rules and the Grafana
-# dashboard name is one gatewarden exports (registered in src/metrics.rs).
+# dashboard name is one gatewarden exports (registered in src/metrics/).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
@@ -9,7 +9,8 @@ promtool check rules deploy/monitoring/gatewarden-rules.yml
 promtool test rules deploy/monitoring/rules-test.yml
 python3 - <<'PY'
 import json, re, sys
-registered = set(re.findall(r'r\.register\(\s*"([a-z_0-9]+)"', open("src/metrics.rs").read()))
+import glob
+registered = set(re.findall(r'r\.register\(\s*"([a-z_0-9]+)"', "".join(open(f).read() for f in glob.glob("src/metrics/*.rs"))))
 text = open("deploy/monitoring/gatewarden-rules.yml").read()
 dash = json.load(open("deploy/monitoring/grafana-dashboard.json"))
 text += "\n".join(t["expr"] for p in dash["panels"] for t in p["targets"])
