@@ -15,7 +15,7 @@ use std::path::Path;
 /// The default cap on one file (`credentials.max_file_bytes`).
 pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024;
 
-/// Why a file could not be read. Its `Display` completes "<kind> file <path> …".
+/// Why a file could not be read. Its `Display` completes "`<kind>` file `<path>` …".
 #[derive(Debug)]
 pub enum FileError {
     Missing,

@@ -4,10 +4,16 @@
 //! [`server`] (accept, [`tls`]) → [`http1::fast_head`] (a first request that is a
 //! WebSocket upgrade) or hyper (HTTP/1.1) → [`gate`] (admission, refusal, the upstream's
 //! headers) → [`upstream`] (the gateway) → [`first_message`] (in-band token in the first
-//! frame) → [`splice`] (byte relay, with [`ws`] tracking frames).
+//! frame) → [`relay`] (byte relay, with [`ws`] tracking frames).
 //! [`net`] (sockets, streams, socket options) is the ground floor under all of them;
-//! [`config`], [`credentials`] (with its [`watcher`]), [`metrics`], [`admin`] (health,
-//! readiness, metrics endpoints) and [`logging`] sit beside them.
+//! [`config`], [`credentials`] (with its [`credentials::watcher`]), [`metrics`], [`admin`]
+//! (health, readiness, metrics endpoints) and [`logging`] sit beside them.
+//!
+//! The module map is for developers: `cargo doc --no-deps --document-private-items`.
+
+// Built with `--document-private-items` (in .ci/run, warnings denied): the crate's docs are
+// the map of its private modules, so public items may link to them.
+#![allow(rustdoc::private_intra_doc_links)]
 
 // Ground floor: what every stage stands on.
 pub mod config;
@@ -75,13 +81,4 @@ pub mod testing {
     pub use crate::logging::{capture_direct, TextFormat};
     pub use crate::net::Stream;
     pub use crate::relay::{relay, Controls, Side};
-}
-
-/// Binds and serves until `shutdown` resolves — what the binary runs.
-pub async fn run(
-    config: Config,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
-    Server::bind(config).await?.run(shutdown).await;
-    Ok(())
 }

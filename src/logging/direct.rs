@@ -10,8 +10,8 @@ use tracing::Level;
 use super::text::timestamp_parts;
 use super::writer::Shared;
 
-/// Where [`line`] writes: the batched stderr sink when the process logs plain text (set by
-/// [`init`]), or a test's capture ([`capture_direct`]). Unset — JSON, colours, a subscriber
+/// Where [`line()`] writes: the batched stderr sink when the process logs plain text (set by
+/// [`super::init`]), or a test's capture ([`capture_direct`]). Unset — JSON, colours, a subscriber
 /// of someone else's — callers log through tracing.
 pub(super) static DIRECT: std::sync::OnceLock<Direct> = std::sync::OnceLock::new();
 
@@ -22,12 +22,12 @@ pub(super) enum Direct {
     Custom(Sink),
 }
 
-/// Sends [`line`]'s output to `sink` (tests that capture the text format). First call wins.
+/// Sends [`line()`]'s output to `sink` (tests that capture the text format). First call wins.
 pub fn capture_direct(sink: impl Fn(&[u8]) + Send + Sync + 'static) {
     let _ = DIRECT.set(Direct::Custom(Box::new(sink)));
 }
 
-/// Writes a text line built by hand, byte for byte what [`TextFormat`] prints for an event
+/// Writes a text line built by hand, byte for byte what [`super::TextFormat`] prints for an event
 /// with the same message and fields, and returns `true`; `false` when the process does not
 /// log plain text (the caller then logs through tracing). The caller checks the level with
 /// `tracing::enabled!` first, so filters apply as they do to events.

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 /// Reads a plain socket with `recv` (a closure over the buffer, which may be uninitialized)
 /// once it is readable. recv(2), not read(2): read(2) goes through the VFS layer first, and
 /// that cost 0.7 µs per call here (rtt CPU per round trip 15.3 → 13.9 µs with it gone;
-/// nginx reads with recv too). A short read clears readiness: see [`poll_read_some`].
+/// nginx reads with recv too). A short read clears readiness: see [`super::stream::poll_read_some`].
 pub(crate) fn poll_recv(
     tcp: &TcpStream,
     cx: &mut Context<'_>,

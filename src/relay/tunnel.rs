@@ -11,7 +11,7 @@ use super::Side;
 
 /// The two sockets of a tunnel and both directions between them: everything that moves
 /// bytes. Stepped by the tunnel's own task (TLS, zero-copy, no worker loop) or, for two
-/// plain sockets, by the worker's loop ([`worker_loop`]).
+/// plain sockets, by the worker's loop ([`super::worker_loop`]).
 pub(crate) struct Tunnel {
     pub(super) client: Stream,
     pub(super) upstream: Stream,

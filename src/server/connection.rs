@@ -42,7 +42,7 @@ pub(super) async fn serve_connection(
     upgraded(requests.await).await
 }
 
-/// Counts a connection as open on its worker (see [`Balance`]) while it lives.
+/// Counts a connection as open on its worker (see [`super::balance::Balance`]) while it lives.
 pub(super) struct Counted(Arc<Acceptor>);
 
 /// What an upgrade left to run. A plain fn, so the connection's future does not keep the
