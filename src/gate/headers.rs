@@ -222,18 +222,7 @@ impl<'a> Forward<'a> {
         if let Some(id) = &self.identity {
             self.name_the_client(id, trusted, &mut put);
         } else if p.forwarded_headers {
-            // The peer is appended to a (trusted, else dropped above) `X-Forwarded-For` chain.
-            let peer = self.remote.ip().to_canonical().to_string();
-            let prev = h
-                .get(X_FORWARDED_FOR)
-                .filter(|_| trusted)
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.trim().is_empty());
-            let chain = match prev {
-                Some(prev) => format!("{prev}, {peer}"),
-                None => peer,
-            };
-            put(&X_FORWARDED_FOR, chain.as_bytes());
+            put(&X_FORWARDED_FOR, self.forwarded_for(trusted).as_bytes());
             put(
                 &X_REAL_IP,
                 p.client_ip(self.remote, h).to_string().as_bytes(),
@@ -257,6 +246,22 @@ impl<'a> Forward<'a> {
         }
     }
 
+    /// The `X-Forwarded-For` gatewarden sends: the peer, appended to the chain a trusted
+    /// peer sent (an untrusted peer's was dropped).
+    fn forwarded_for(&self, trusted: bool) -> String {
+        let peer = self.remote.ip().to_canonical().to_string();
+        let prev = self
+            .headers
+            .get(X_FORWARDED_FOR)
+            .filter(|_| trusted)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.trim().is_empty());
+        match prev {
+            Some(prev) => format!("{prev}, {peer}"),
+            None => peer,
+        }
+    }
+
     /// The trusted-proxy headers: the user, the client's address (appended to a trusted
     /// proxy's chain), the scheme and host it asked for, and its scopes where bounded.
     fn name_the_client(
@@ -269,17 +274,7 @@ impl<'a> Forward<'a> {
         if let Some(name) = &p.user_header {
             put(name, id.name.as_bytes());
         }
-        let peer = self.remote.ip().to_canonical().to_string();
-        let prev = h
-            .get(X_FORWARDED_FOR)
-            .filter(|_| trusted)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.trim().is_empty());
-        let chain = match prev {
-            Some(prev) => format!("{prev}, {peer}"),
-            None => peer,
-        };
-        put(&X_FORWARDED_FOR, chain.as_bytes());
+        put(&X_FORWARDED_FOR, self.forwarded_for(trusted).as_bytes());
         put(&X_FORWARDED_PROTO, if p.tls { b"https" } else { b"http" });
         if let Some(host) = h.get(HOST) {
             put(&X_FORWARDED_HOST, host.as_bytes());
