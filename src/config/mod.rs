@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 mod auth;
 mod credentials;
+mod error;
 mod load;
 mod sections;
 mod validate;
@@ -14,6 +15,7 @@ mod values;
 
 pub use auth::*;
 pub use credentials::*;
+pub use error::ConfigError;
 pub use load::*;
 pub use sections::*;
 pub use values::*;

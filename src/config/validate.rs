@@ -5,7 +5,7 @@ use std::fmt;
 
 use figment::Figment;
 
-use super::load::{origin_of, ConfigError};
+use super::error::{origin_of, ConfigError};
 use super::{Config, CredentialFormat, Inject, TokenSource};
 
 /// Checks that span more than one value's type, a section at a time: the first failure

@@ -24,6 +24,7 @@ use crate::credentials::{Credential, Credentials, Presented};
 use crate::throttle::{Block, Failure};
 use crate::tls::ClientCert;
 
+use super::audit::Seen;
 use super::log::{log_connected, log_stale_client, logged_target, Fp, Gen, Refused, SourceName};
 use super::Proxy;
 
@@ -354,22 +355,6 @@ impl Proxy {
             "[auth] throttling"
         );
     }
-}
-
-/// What the throttle and a stale client's line need of a refused token.
-#[derive(Default)]
-pub(super) struct Seen<'a> {
-    /// `Presented::key` of the token (0: none; [`ORIGIN_KEY`]: refused for its Origin).
-    pub key: u64,
-    /// The credential generation it was judged against.
-    pub generation: u64,
-    pub presented: Option<crate::credentials::Fingerprint>,
-    /// For `token_stale`: the generation it was retired at.
-    pub retired: Option<u64>,
-    /// Who the first frame says the client is.
-    pub client: Option<&'a crate::first_message::ClientInfo>,
-    /// No credential is loaded at all: nothing could have passed.
-    pub nothing_loaded: bool,
 }
 
 /// The repeat key of a refusal for a foreign Origin (no token judged).

@@ -68,3 +68,19 @@ impl Who {
         l.text("authenticated_by", self.authenticated_by());
     }
 }
+
+/// What the throttle and a stale client's line need of a refused token.
+#[derive(Default)]
+pub(super) struct Seen<'a> {
+    /// `Presented::key` of the token (0: none; `admit::ORIGIN_KEY`: refused for its Origin).
+    pub key: u64,
+    /// The credential generation it was judged against.
+    pub generation: u64,
+    pub presented: Option<crate::credentials::Fingerprint>,
+    /// For `token_stale`: the generation it was retired at.
+    pub retired: Option<u64>,
+    /// Who the first frame says the client is.
+    pub client: Option<&'a crate::first_message::ClientInfo>,
+    /// No credential is loaded at all: nothing could have passed.
+    pub nothing_loaded: bool,
+}

@@ -240,7 +240,7 @@ pub(super) fn log_stale_client(
     ip: std::net::IpAddr,
     reason: Reason,
     source: Option<TokenSource>,
-    seen: &super::admit::Seen<'_>,
+    seen: &super::audit::Seen<'_>,
     repeats: u64,
 ) {
     let who = seen

@@ -20,7 +20,7 @@ use crate::net::Stream;
 use crate::relay::{self, EndedBy};
 use crate::ws;
 
-use super::admit::Seen;
+use super::audit::Seen;
 use super::audit::Who;
 use super::log::{log_closed, log_connected, Fp, Gen};
 use super::Proxy;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tracing::Level;
 
-use super::text::timestamp_parts;
+use super::pieces::{level_text, printable, timestamp_parts, Escaping};
 use super::writer::Shared;
 
 /// Where [`line()`] writes: the batched stderr sink when the process logs plain text (set by
@@ -83,21 +83,6 @@ pub(crate) fn render_line(
     });
 }
 
-/// Printable ASCII: nothing to escape or check further.
-pub(super) fn printable(s: &str) -> bool {
-    s.bytes().all(|b| (0x20..0x7f).contains(&b))
-}
-
-pub(super) fn level_text(level: Level) -> &'static str {
-    match level {
-        Level::TRACE => " TRACE ",
-        Level::DEBUG => " DEBUG ",
-        Level::INFO => "  INFO ",
-        Level::WARN => "  WARN ",
-        Level::ERROR => " ERROR ",
-    }
-}
-
 /// A line's fields, each printed as tracing-subscriber prints the same kind of field. Bytes,
 /// not a `String`: the pieces are text already, no UTF-8 checks on the way.
 pub struct Line<'a>(&'a mut Vec<u8>);
@@ -153,42 +138,6 @@ impl Line<'_> {
     pub fn display(&mut self, name: &str, value: &dyn fmt::Display) {
         self.name(name);
         let _ = std::io::Write::write_fmt(self.0, format_args!("{value}"));
-    }
-}
-
-/// `v` in decimal, written at the end of `buf`.
-pub(super) fn write_u64(w: &mut impl fmt::Write, v: u64) -> fmt::Result {
-    w.write_str(itoa::Buffer::new().format(v))
-}
-
-/// Escapes the characters a terminal would act on (ESC, BEL, BS, FF, DEL and C1 controls),
-/// exactly as tracing-subscriber does for messages.
-pub(super) struct Escaping<'a, W: fmt::Write>(pub(super) &'a mut W);
-
-impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let risky = |c: char| {
-            matches!(
-                c,
-                '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}'
-            )
-        };
-        // Printable ASCII (nearly every value) is checked a byte at a time, no decoding.
-        if s.bytes().all(|b| (0x20..0x7f).contains(&b)) || !s.contains(risky) {
-            return self.0.write_str(s);
-        }
-        for c in s.chars() {
-            match c {
-                '\x1b' => self.0.write_str("\\x1b")?,
-                '\x07' => self.0.write_str("\\x07")?,
-                '\x08' => self.0.write_str("\\x08")?,
-                '\x0c' => self.0.write_str("\\x0c")?,
-                '\x7f' => self.0.write_str("\\x7f")?,
-                c if risky(c) => write!(self.0, "\\u{{{:x}}}", c as u32)?,
-                c => self.0.write_char(c)?,
-            }
-        }
-        Ok(())
     }
 }
 

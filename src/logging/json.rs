@@ -7,7 +7,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use super::text::timestamp;
+use super::pieces::timestamp;
 
 /// One JSON object per line: `timestamp`, `level`, `message`, then every field at the top
 /// level. Values are data, not text-format notation: a string field is a JSON string

@@ -22,6 +22,7 @@ use crate::config::{LogConfig, LogFormat};
 mod direct;
 mod fold;
 mod json;
+mod pieces;
 #[cfg(test)]
 pub(crate) mod tests;
 mod text;
@@ -31,6 +32,9 @@ pub use direct::*;
 use fold::Folding;
 pub use fold::FLOOD;
 use json::JsonFormat;
+use pieces::Timestamp;
+#[cfg(test)]
+use pieces::timestamp;
 pub use text::*;
 pub use writer::lines_dropped;
 use writer::*;

@@ -8,7 +8,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use super::direct::{level_text, write_u64, Escaping};
+use super::pieces::{level_text, timestamp, write_u64, Escaping};
 
 /// The text line format, the same bytes tracing-subscriber's default (`with_ansi(false)`,
 /// `with_target(false)`) prints: `2026-11-28T00:22:19.210466Z  INFO [ws] connected conn=… `.
@@ -74,60 +74,6 @@ where
             buf.push('\n');
             w.write_str(buf)
         })
-    }
-}
-
-/// Writes `RFC 3339` UTC with microseconds; the part up to the seconds is computed once per
-/// second and kept per thread.
-pub(super) fn timestamp(w: &mut impl fmt::Write) -> fmt::Result {
-    let (prefix, micros) = timestamp_parts();
-    // Both are ASCII by construction.
-    w.write_str(std::str::from_utf8(&prefix).unwrap_or("????-??-??T??:??:??."))?;
-    w.write_str(std::str::from_utf8(&micros).unwrap_or("??????Z"))
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.` and `uuuuuuZ`.
-pub(super) fn timestamp_parts() -> ([u8; 20], [u8; 7]) {
-    thread_local! {
-        static SECOND: std::cell::Cell<(u64, [u8; 20])> = const { std::cell::Cell::new((u64::MAX, [0; 20])) };
-    }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs();
-    let prefix = SECOND.with(|c| {
-        let (cached, text) = c.get();
-        if cached == secs {
-            return text;
-        }
-        // humantime prints `YYYY-MM-DDTHH:MM:SSZ`; keep all but the `Z`.
-        let mut text = [0u8; 20];
-        let full = humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
-        )
-        .to_string();
-        let n = full.len().min(19);
-        text[..n].copy_from_slice(&full.as_bytes()[..n]);
-        text[19] = b'.';
-        c.set((secs, text));
-        text
-    });
-    let mut micros = [b'0'; 7];
-    let mut m = now.subsec_micros();
-    for d in micros[..6].iter_mut().rev() {
-        *d = b'0' + (m % 10) as u8;
-        m /= 10;
-    }
-    micros[6] = b'Z';
-    (prefix, micros)
-}
-
-/// The same timestamps for the JSON format.
-pub(super) struct Timestamp;
-
-impl tracing_subscriber::fmt::time::FormatTime for Timestamp {
-    fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
-        timestamp(w)
     }
 }
 

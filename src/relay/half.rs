@@ -13,7 +13,7 @@ use crate::net::sys::poll_syscall;
 use crate::net::Stream;
 use crate::ws::FrameTracker;
 
-use super::zero_copy::{pipe, ZeroCopy, ZC_READ};
+use super::zero_copy::{pipe, ZeroCopy, ZC_MIN, ZC_READ};
 
 /// Per-direction buffer: large, so bulk transfers need few syscalls (256 KiB moved 15% more
 /// than 64 KiB in bench/run.sh bulk); borrowed from a
@@ -216,6 +216,52 @@ impl Half {
                 }
                 return Poll::Ready(Ok(()));
             }
+        }
+    }
+}
+
+impl Half {
+    /// Empties the pipe into `w`, then, inside a large data payload, splices the next part
+    /// of it from `r` into the pipe. Frame headers and small frames take the copy path.
+    pub(super) fn poll_zero_copy(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &tokio::net::TcpStream,
+        w: &tokio::net::TcpStream,
+    ) -> Poll<io::Result<ZeroCopy>> {
+        use tokio::io::Interest;
+        if let Some(p) = self.pipe.as_mut().filter(|p| p.len > 0) {
+            ready!(w.poll_write_ready(cx))?;
+            return match w.try_io(Interest::WRITABLE, || p.drain_into(w)) {
+                Ok(0) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    self.amt += n as u64;
+                    if p.len == 0 {
+                        pipe::give(self.pipe.take().expect("checked"));
+                    }
+                    Poll::Ready(Ok(ZeroCopy::Moved))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Ready(Ok(ZeroCopy::Moved)),
+                Err(e) => Poll::Ready(Err(e)),
+            };
+        }
+        let skip = self.tracker.skippable();
+        if self.pos != self.cap || self.read_done || self.inject.is_some() || skip < ZC_MIN {
+            return Poll::Ready(Ok(ZeroCopy::NotNow));
+        }
+        ready!(r.poll_read_ready(cx))?;
+        let p = match self.pipe.as_mut() {
+            Some(p) => p,
+            None => self.pipe.insert(pipe::take()?),
+        };
+        match r.try_io(Interest::READABLE, || p.fill_from(r, skip)) {
+            Ok(0) => Poll::Ready(Ok(ZeroCopy::Eof)),
+            Ok(n) => {
+                self.tracker.skip(n as u64);
+                Poll::Ready(Ok(ZeroCopy::Moved))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Ready(Ok(ZeroCopy::Moved)),
+            Err(e) => Poll::Ready(Err(e)),
         }
     }
 }

@@ -5,15 +5,9 @@
 //! Invariants: only between two plain TCP sockets (a TLS stream's bytes must pass through
 //! rustls); only inside a data payload the tracker has already parsed the header of, and
 //! never more than that payload's remaining length, so a frame boundary is never crossed
-//! unseen; a pipe with bytes inside is never returned to the pool. Tested against the copy
+//! unseen; a pipe with bytes inside is never returned to the pool. The step itself is `Half::poll_zero_copy` (`half`), next to the copy path it
+//! shares the buffer state with. Tested against the copy
 //! path by the byte-exact bulk and close-code tests run with `zero_copy = true`.
-
-use std::io;
-use std::task::{ready, Context, Poll};
-
-use tokio::net::TcpStream;
-
-use super::half::Half;
 
 /// What one zero-copy step did.
 pub(super) enum ZeroCopy {
@@ -28,52 +22,6 @@ pub(super) enum ZeroCopy {
 /// Copy-path read size with zero-copy on, and the least payload worth a splice.
 pub(super) const ZC_READ: usize = 16 * 1024;
 pub(super) const ZC_MIN: u64 = 16 * 1024;
-
-impl Half {
-    /// Empties the pipe into `w`, then, inside a large data payload, splices the next part
-    /// of it from `r` into the pipe. Frame headers and small frames take the copy path.
-    pub(super) fn poll_zero_copy(
-        &mut self,
-        cx: &mut Context<'_>,
-        r: &TcpStream,
-        w: &TcpStream,
-    ) -> Poll<io::Result<ZeroCopy>> {
-        use tokio::io::Interest;
-        if let Some(p) = self.pipe.as_mut().filter(|p| p.len > 0) {
-            ready!(w.poll_write_ready(cx))?;
-            return match w.try_io(Interest::WRITABLE, || p.drain_into(w)) {
-                Ok(0) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => {
-                    self.amt += n as u64;
-                    if p.len == 0 {
-                        pipe::give(self.pipe.take().expect("checked"));
-                    }
-                    Poll::Ready(Ok(ZeroCopy::Moved))
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Ready(Ok(ZeroCopy::Moved)),
-                Err(e) => Poll::Ready(Err(e)),
-            };
-        }
-        let skip = self.tracker.skippable();
-        if self.pos != self.cap || self.read_done || self.inject.is_some() || skip < ZC_MIN {
-            return Poll::Ready(Ok(ZeroCopy::NotNow));
-        }
-        ready!(r.poll_read_ready(cx))?;
-        let p = match self.pipe.as_mut() {
-            Some(p) => p,
-            None => self.pipe.insert(pipe::take()?),
-        };
-        match r.try_io(Interest::READABLE, || p.fill_from(r, skip)) {
-            Ok(0) => Poll::Ready(Ok(ZeroCopy::Eof)),
-            Ok(n) => {
-                self.tracker.skip(n as u64);
-                Poll::Ready(Ok(ZeroCopy::Moved))
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Ready(Ok(ZeroCopy::Moved)),
-            Err(e) => Poll::Ready(Err(e)),
-        }
-    }
-}
 
 /// Pipes for splice(2), pooled per thread like the copy buffers: a tunnel holds one only
 /// while payload bytes are inside it.

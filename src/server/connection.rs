@@ -20,11 +20,8 @@ use crate::net::Prefixed;
 use crate::net::Stream;
 use crate::tls::ClientCert;
 
-use super::accept::Acceptor;
+use super::conn::{Conn, Counted};
 use super::first_bytes::{accept_tls, refuse_http2};
-
-/// Ends a helper task with the function that started it.
-pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
 
 /// A client connection: its request(s), then the WebSocket tunnel or close frame an upgrade
 /// left behind.
@@ -32,7 +29,7 @@ pub(super) async fn serve_connection(
     stream: TcpStream,
     remote: SocketAddr,
     slot: Arc<ConnSlot>,
-    conn: Arc<Acceptor>,
+    conn: Arc<Conn>,
 ) {
     // Boxed and gone before the tunnel starts: a tunnel can stay open for hours, and its
     // task should hold the tunnel's state only, not room for the handshake's (the task was
@@ -41,9 +38,6 @@ pub(super) async fn serve_connection(
     let requests = Box::pin(serve_requests(stream, remote, slot, conn));
     upgraded(requests.await).await
 }
-
-/// Counts a connection as open on its worker (see [`super::balance::Balance`]) while it lives.
-pub(super) struct Counted(Arc<Acceptor>);
 
 /// What an upgrade left to run. A plain fn, so the connection's future does not keep the
 /// `Pending` beside the tunnel it became.
@@ -64,7 +58,7 @@ pub(super) async fn serve_requests(
     mut stream: TcpStream,
     remote: SocketAddr,
     slot: Arc<ConnSlot>,
-    conn: Arc<Acceptor>,
+    conn: Arc<Conn>,
 ) -> Upgraded {
     if !conn.nodelay_inherited {
         let _ = stream.set_nodelay(true);
@@ -132,7 +126,7 @@ struct Peer {
 async fn client_behind_balancer(
     stream: &mut TcpStream,
     remote: SocketAddr,
-    conn: &Acceptor,
+    conn: &Conn,
 ) -> Option<(SocketAddr, Duration)> {
     if !conn.proxy.expects_proxy_header(remote.ip()) {
         return Some((remote, Duration::ZERO));
@@ -165,7 +159,7 @@ enum FastPath {
 
 /// Reads first requests that are complete WebSocket upgrades and answers them without
 /// hyper (see `http1::fast_head`), as long as the client sends such requests.
-async fn fast_path(mut stream: Stream, peer: &Peer, conn: &Acceptor) -> FastPath {
+async fn fast_path(mut stream: Stream, peer: &Peer, conn: &Conn) -> FastPath {
     let settings = conn.settings;
     let draining = &conn.shutdown.draining;
     let mut budget = peer.head_budget;
@@ -227,7 +221,7 @@ async fn fast_path(mut stream: Stream, peer: &Peer, conn: &Acceptor) -> FastPath
 }
 
 /// hyper's HTTP/1.1 server for the rest of the connection, until it closes or upgrades.
-async fn with_hyper(io: Prefixed, spent: Duration, peer: Peer, conn: &Acceptor) -> Upgraded {
+async fn with_hyper(io: Prefixed, spent: Duration, peer: Peer, conn: &Conn) -> Upgraded {
     let settings = conn.settings;
     // For answering HTTP/2 prior knowledge after hyper has taken the stream (no peek per
     // connection: that would cost every client a syscall for a rare mistake).
@@ -325,19 +319,5 @@ fn log_hyper_end(remote: SocketAddr, e: &hyper::Error) {
             info!(target: FLOOD, remote = %remote, reason = %reason, cause = %e, "[http] request refused")
         }
         None => debug!(remote = %remote, cause = %e, "[http] connection ended with an error"),
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        if let Some((balance, me)) = &self.0.balance {
-            balance.closed(*me);
-        }
     }
 }

@@ -12,7 +12,7 @@ use crate::logging::FLOOD;
 use crate::net::Stream;
 use crate::tls::ClientCert;
 
-use super::accept::TlsSide;
+use super::conn::TlsSide;
 
 /// Answers an HTTP/2 prior-knowledge client (hyper saw the preface and gave up) in a way
 /// it understands: an empty SETTINGS frame, then GOAWAY(last stream 0, HTTP_1_1_REQUIRED)

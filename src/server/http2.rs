@@ -27,7 +27,7 @@ use crate::logging::FLOOD;
 use crate::net::Stream;
 use crate::tls::ClientCert;
 
-use super::accept::Acceptor;
+use super::conn::Conn;
 use super::h2_frames::{FrameWatch, Seen};
 
 /// How long a connection closed for a deadline may take to finish after its GOAWAY (a
@@ -65,7 +65,7 @@ pub(super) async fn serve(
     cert: Option<Arc<ClientCert>>,
     head_budget: Duration,
     limits: &Http2Config,
-    conn: &Acceptor,
+    conn: &Conn,
 ) {
     let started = Instant::now();
     let streams = Arc::new(Streams::default());
@@ -147,7 +147,7 @@ pub(super) async fn serve(
 }
 
 /// hyper's HTTP/2 server as `[http2]` and the limits set it up.
-fn builder(limits: &Http2Config, conn: &Acceptor) -> http2::Builder<StreamExec> {
+fn builder(limits: &Http2Config, conn: &Conn) -> http2::Builder<StreamExec> {
     let mut builder = http2::Builder::new(StreamExec);
     builder
         .timer(TokioTimer::new())

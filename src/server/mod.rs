@@ -1,6 +1,7 @@
 //! The server: binds the listener, starts the workers, and runs the shutdown.
 //!
-//! A connection's path: `accept` (a worker takes it, `balance` evens the workers out) →
+//! A connection's path: `listener` (a worker takes it, `balance` evens the workers out, and
+//! the connection gets its `conn` context) →
 //! `first_bytes` (TLS, or plain HTTP on the TLS port) → `connection` (the fast path for an
 //! upgrade, hyper for the rest, then the tunnel an upgrade left behind). `bootstrap` reads
 //! what must be on disk before the first connection; `shutdown` names the phases of the
@@ -26,19 +27,20 @@ use crate::metrics::Metrics;
 use crate::net::sockopt::listen;
 use crate::upstream::UpstreamClient;
 
-use accept::{worker, Acceptor, ConnSettings, TlsSide};
 use balance::{Adopt, Balance};
 use bootstrap::{read_files, Files};
-use connection::AbortOnDrop;
-use shutdown::Shutdown;
+use conn::{Conn, ConnSettings, TlsSide};
+use listener::{worker, Listener};
+use shutdown::{AbortOnDrop, Shutdown};
 
-mod accept;
 pub(crate) mod balance;
 mod bootstrap;
+mod conn;
 mod connection;
 mod first_bytes;
 mod h2_frames;
 mod http2;
+mod listener;
 mod shutdown;
 #[cfg(test)]
 mod tests;
@@ -265,15 +267,17 @@ impl Server {
             .map(|t| t.state.resolver.current().info.clone())
     }
 
-    fn acceptor(&self) -> Acceptor {
-        Acceptor {
-            proxy: self.proxy.clone(),
+    fn listener(&self) -> Listener {
+        Listener {
+            conn: Arc::new(Conn {
+                proxy: self.proxy.clone(),
+                settings: self.conn_settings,
+                tls: self.tls.clone(),
+                nodelay_inherited: self.nodelay_inherited,
+                shutdown: self.shutdown.clone(),
+                balance: None,
+            }),
             limits: self.limits.clone(),
-            settings: self.conn_settings,
-            tls: self.tls.clone(),
-            nodelay_inherited: self.nodelay_inherited,
-            shutdown: self.shutdown.clone(),
-            balance: None,
         }
     }
 
@@ -301,7 +305,7 @@ impl Server {
             tokio::spawn(crate::admin::serve(l, admin.clone(), stop));
             admin
         });
-        let acceptor = self.acceptor();
+        let listener = self.listener();
         let listeners = std::mem::take(&mut self.listeners);
         // Worker threads end when this is cancelled — also when `run` is dropped unfinished.
         let workers_end = CancellationToken::new();
@@ -311,16 +315,16 @@ impl Server {
             .then(crate::relay::worker_loop::install)
             .flatten();
         if listeners.len() == 1 {
-            let listener = listeners.into_iter().next().expect("one listener");
-            match TcpListener::from_std(listener) {
+            let socket = listeners.into_iter().next().expect("one listener");
+            match TcpListener::from_std(socket) {
                 Ok(l) => {
                     let accepting = self.shutdown.accepting.clone();
-                    Arc::new(acceptor).serve(l, accepting).await
+                    Arc::new(listener).serve(l, accepting).await
                 }
                 Err(e) => warn!(cause = %e, "[listen] cannot register the listener"),
             }
         } else {
-            self.serve_on_threads(listeners, acceptor, workers_end)
+            self.serve_on_threads(listeners, listener, workers_end)
                 .await;
         }
         if let Some(a) = &admin {
@@ -334,19 +338,19 @@ impl Server {
     async fn serve_on_threads(
         &mut self,
         listeners: Vec<std::net::TcpListener>,
-        acceptor: Acceptor,
+        listener: Listener,
         workers_end: CancellationToken,
     ) {
         let accepting = &self.shutdown.accepting;
         let mut closed = Vec::new();
         let (balance, inboxes) = self.balance.take().expect("a balance with several workers");
-        for ((i, listener), inbox) in listeners.into_iter().enumerate().zip(inboxes) {
+        for ((i, socket), inbox) in listeners.into_iter().enumerate().zip(inboxes) {
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            let acceptor = acceptor.for_worker(balance.clone(), i);
+            let state = listener.for_worker(balance.clone(), i);
             let (stop, end) = (accepting.clone(), workers_end.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("gatewarden-worker-{i}"))
-                .spawn(move || worker(i, listener, inbox, acceptor, stop, end, tx));
+                .spawn(move || worker(i, socket, inbox, state, stop, end, tx));
             match spawned {
                 Ok(_) => closed.push(rx),
                 Err(e) => {

@@ -32,3 +32,12 @@ impl Shutdown {
         }
     }
 }
+
+/// Ends a helper task with the function that started it.
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -71,7 +71,7 @@ async fn a_connection_task_holds_little_more_than_its_tunnel() {
     accepted.set_nonblocking(true).unwrap();
     let stream = TcpStream::from_std(accepted).unwrap();
     let slot = server.limits.acquire(remote.ip()).unwrap();
-    let task = serve_connection(stream, remote, slot, Arc::new(server.acceptor()));
+    let task = serve_connection(stream, remote, slot, server.listener().conn);
     let size = std::mem::size_of_val(&task);
     assert!(
         size <= 3 * 1024,

@@ -1,5 +1,6 @@
 //! Accepting: each worker's accept loop, its connection limits, and the hand-over of a
-//! connection to a less loaded worker.
+//! connection to a less loaded worker. Each accepted connection gets the [`Conn`] context and
+//! nothing else of the listener's (after mini-redis's `Listener` and `Handler`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,31 +15,10 @@ use tracing::{debug, info, warn};
 use crate::gate::Proxy;
 use crate::limits::ConnSlot;
 use crate::logging::FLOOD;
-use crate::tls::ServerTls;
 
 use super::balance::{Adopt, Balance};
+use super::conn::Conn;
 use super::connection::serve_connection;
-use super::shutdown::Shutdown;
-
-/// A bound, ready-to-run proxy. Binding and running are separate so callers (tests, the
-/// binary) can learn the real address when listening on port 0.
-/// How hyper serves each client connection.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct ConnSettings {
-    pub(super) header_read_timeout: Duration,
-    pub(super) max_headers: usize,
-    pub(super) max_header_bytes: usize,
-}
-
-/// The listener's TLS side.
-#[derive(Clone)]
-pub(super) struct TlsSide {
-    pub(super) acceptor: tokio_rustls::TlsAcceptor,
-    pub(super) handshake_timeout: Duration,
-    pub(super) state: Arc<ServerTls>,
-    /// How connections that chose `h2` are served.
-    pub(super) http2: crate::config::Http2Config,
-}
 
 /// One worker thread: its own runtime, its descriptor of the listening socket, and the
 /// connections it accepted, until `end` (after the drain).
@@ -46,7 +26,7 @@ pub(super) fn worker(
     i: usize,
     listener: std::net::TcpListener,
     inbox: mpsc::UnboundedReceiver<Adopt>,
-    acceptor: Acceptor,
+    listener_state: Listener,
     stop: CancellationToken,
     end: CancellationToken,
     closed: tokio::sync::oneshot::Sender<()>,
@@ -57,22 +37,22 @@ pub(super) fn worker(
     {
         Ok(rt) => rt,
         Err(e) => {
-            if let Some((balance, _)) = &acceptor.balance {
+            if let Some((balance, _)) = &listener_state.conn.balance {
                 balance.gone(i);
             }
             warn!(worker = i, cause = %e, "[listen] cannot start a worker's runtime; its share of connections goes to the others");
             return;
         }
     };
-    let acceptor = Arc::new(acceptor);
+    let state = Arc::new(listener_state);
     runtime.block_on(async move {
         let _relay_loop = crate::relay::worker_loop::install();
         tokio::spawn(near_timer());
-        tokio::spawn(acceptor.clone().adopt(inbox));
+        tokio::spawn(state.clone().adopt(inbox));
         match TcpListener::from_std(listener) {
             Ok(l) => {
                 tokio::select! {
-                    _ = acceptor.serve(l, stop) => {}
+                    _ = state.serve(l, stop) => {}
                     _ = end.cancelled() => {}
                 }
             }
@@ -98,19 +78,11 @@ pub(super) async fn near_timer() {
     }
 }
 
-/// What an accept loop needs; each worker has a copy.
-#[derive(Clone)]
-pub(super) struct Acceptor {
-    pub(super) proxy: Arc<Proxy>,
+/// The accept loop's state: the connection context it hands each connection, and the
+/// limits it takes a slot from. Each worker has its own.
+pub(super) struct Listener {
+    pub(super) conn: Arc<Conn>,
     pub(super) limits: Arc<crate::limits::ConnLimits>,
-    pub(super) settings: ConnSettings,
-    pub(super) tls: Option<TlsSide>,
-    pub(super) nodelay_inherited: bool,
-    /// The phases a connection watches (the drain; the cut, through its `Proxy`).
-    pub(super) shutdown: Shutdown,
-    /// With several workers: the open-connection counts that place new connections, and
-    /// this worker's index in them.
-    pub(super) balance: Option<(Arc<Balance>, usize)>,
 }
 
 /// Errors that concern one incoming connection, not the listener.
@@ -123,21 +95,24 @@ pub(super) fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
-impl Acceptor {
+impl Listener {
     /// A worker thread's copy: its own `Proxy` and shutdown tokens (see
-    /// [`Shutdown::for_worker`]). Every connection takes a reference to the proxy: shared by
+    /// [`super::shutdown::Shutdown::for_worker`]). Every connection takes a reference to the proxy: shared by
     /// all workers, its count's cache line moved between cores on every handshake.
-    pub(super) fn for_worker(&self, balance: Arc<Balance>, me: usize) -> Acceptor {
-        let shutdown = self.shutdown.for_worker();
+    pub(super) fn for_worker(&self, balance: Arc<Balance>, me: usize) -> Listener {
+        let shutdown = self.conn.shutdown.for_worker();
         let proxy = Proxy {
             cut: shutdown.cut.clone(),
-            ..Proxy::clone(&self.proxy)
+            ..Proxy::clone(&self.conn.proxy)
         };
-        Acceptor {
-            proxy: Arc::new(proxy),
-            shutdown,
-            balance: Some((balance, me)),
-            ..self.clone()
+        Listener {
+            conn: Arc::new(Conn {
+                proxy: Arc::new(proxy),
+                shutdown,
+                balance: Some((balance, me)),
+                ..Conn::clone(&self.conn)
+            }),
+            limits: self.limits.clone(),
         }
     }
 
@@ -155,20 +130,20 @@ impl Acceptor {
             match accepted {
                 Ok((stream, remote)) => {
                     backoff = Duration::ZERO;
-                    self.proxy.metrics.connections_accepted.inc();
+                    self.conn.proxy.metrics.connections_accepted.inc();
                     let slot = match self.limits.acquire(remote.ip().to_canonical()) {
                         Ok(slot) => slot,
                         Err(hit) => {
                             // Dropping the socket is the cheapest answer to a flood.
                             info!(target: FLOOD, remote = %remote, reason = %hit.as_str(), open = self.limits.open(), "[listen] connection refused");
-                            self.proxy.metrics.closed(hit.as_str());
+                            self.conn.proxy.metrics.closed(hit.as_str());
                             continue;
                         }
                     };
-                    if let Some((balance, me)) = &self.balance {
+                    if let Some((balance, me)) = &self.conn.balance {
                         let to = balance.place(*me);
                         if to != *me {
-                            self.proxy.metrics.connections_rebalanced.inc();
+                            self.conn.proxy.metrics.connections_rebalanced.inc();
                             if let Err(back) = balance.hand_over(*me, to, stream, remote, slot) {
                                 self.take_over(back);
                             }
@@ -199,11 +174,11 @@ impl Acceptor {
     ) {
         // Boxed: the connection's future (a tunnel's state, 2.5 KB) would otherwise be
         // copied several times between spawning and finishing.
-        self.proxy.tasks.spawn(Box::pin(serve_connection(
+        self.conn.proxy.tasks.spawn(Box::pin(serve_connection(
             stream,
             remote,
             slot,
-            self.clone(),
+            self.conn.clone(),
         )));
     }
 
@@ -226,7 +201,7 @@ impl Acceptor {
         match TcpStream::from_std(stream) {
             Ok(stream) => self.start(stream, remote, slot),
             Err(e) => {
-                if let Some((balance, me)) = &self.balance {
+                if let Some((balance, me)) = &self.conn.balance {
                     balance.closed(*me);
                 }
                 warn!(remote = %remote, cause = %e, "[listen] cannot take over a connection from another worker");
