@@ -2,9 +2,10 @@
 //!
 //! A connection flows through the modules in this order:
 //! [`server`] (accept, [`tls`]) → [`http1::fast_head`] (a first request that is a
-//! WebSocket upgrade) or hyper (HTTP/1.1) → [`gate`] (admission, refusal, the upstream's
-//! headers) → [`upstream`] (the gateway) → [`first_message`] (in-band token in the first
-//! frame) → [`relay`] (byte relay, with [`ws`] tracking frames).
+//! WebSocket upgrade) or hyper (HTTP/1.1) → [`session`] (the upgrade, the tunnel's life, a
+//! plain request proxied), which asks [`gate`] for the judgement (admission, refusal, the
+//! upstream's headers) → [`upstream`] (the gateway) → [`first_message`] (in-band token in
+//! the first frame) → [`relay`] (byte relay, with [`ws`] tracking frames).
 //! [`net`] (sockets, streams, socket options) is the ground floor under all of them;
 //! [`config`], [`credentials`] (with its [`credentials::watcher`]), [`metrics`], [`admin`]
 //! (health, readiness, metrics endpoints) and [`logging`] sit beside them.
@@ -35,6 +36,7 @@ mod proxy_protocol;
 mod reason;
 mod relay;
 mod server;
+mod session;
 mod throttle;
 mod tls;
 mod upstream;

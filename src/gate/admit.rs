@@ -31,7 +31,7 @@ use super::Proxy;
 /// Which door a request came through: the judgement is the same, the log lines and a few
 /// rules (an `Origin` check, a token in the first frame) are the door's.
 #[derive(Clone, Copy)]
-pub(super) enum Door<'a> {
+pub(crate) enum Door<'a> {
     /// A WebSocket upgrade; `conn` names the connection in every line of its life.
     Upgrade { conn: Uuid },
     /// A plain HTTP request under `auth.http = "require"`.
@@ -39,7 +39,7 @@ pub(super) enum Door<'a> {
 }
 
 /// A request let through.
-pub(super) struct Admitted {
+pub(crate) struct Admitted {
     /// The real client IP (throttling, forwarded headers).
     pub ip: std::net::IpAddr,
     /// The token the request carried, and where.
@@ -55,7 +55,7 @@ pub(super) struct Admitted {
 }
 
 /// The token and credential that accepted a request.
-pub(super) struct Accepted {
+pub(crate) struct Accepted {
     pub source: TokenSource,
     pub presented: Presented,
     pub credential: Credential,
@@ -75,7 +75,7 @@ struct Denied<'a> {
 
 /// A request turned away: why, and when a throttled client may come back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Refusal {
+pub(crate) struct Refusal {
     pub reason: Reason,
     pub retry_after: Option<Duration>,
 }
@@ -83,7 +83,7 @@ pub(super) struct Refusal {
 impl Proxy {
     /// Judges a request. Logging, metrics and the throttle's bookkeeping are done here, once
     /// for both doors; the caller renders a refusal (see [`super::refuse`]).
-    pub(super) fn admit(
+    pub(crate) fn admit(
         &self,
         parts: &Parts,
         remote: SocketAddr,
@@ -270,7 +270,7 @@ impl Proxy {
     /// IP) or a repeat of a token the IP was refused for already (not counted; reported once
     /// per window as a stale client). The `bool` says it was a repeat: its own refusal line
     /// is then left out.
-    pub(super) fn refused(
+    pub(crate) fn refused(
         &self,
         reason: Reason,
         source: Option<TokenSource>,
@@ -318,13 +318,13 @@ impl Proxy {
         self.proxy_protocol && self.is_trusted(peer.to_canonical())
     }
 
-    pub(super) fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+    pub(crate) fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 
     /// The real client IP: the peer, or — when the peer is a trusted proxy — the rightmost
     /// `X-Forwarded-For` entry that is not itself a trusted proxy.
-    pub(super) fn client_ip(&self, remote: SocketAddr, headers: &HeaderMap) -> std::net::IpAddr {
+    pub(crate) fn client_ip(&self, remote: SocketAddr, headers: &HeaderMap) -> std::net::IpAddr {
         let peer = remote.ip().to_canonical();
         if !self.is_trusted(peer) {
             return peer;
@@ -344,7 +344,7 @@ impl Proxy {
 
     /// The refusal that starts a block is logged (the attempts refused during it are not: a
     /// flood must not become a log flood).
-    pub(super) fn log_block(&self, ip: std::net::IpAddr, remote: SocketAddr, block: Block) {
+    pub(crate) fn log_block(&self, ip: std::net::IpAddr, remote: SocketAddr, block: Block) {
         warn!(
             remote = %remote,
             client_ip = %ip,

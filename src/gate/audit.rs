@@ -6,7 +6,7 @@ use crate::credentials::Credential;
 use crate::first_message::Connect;
 
 #[derive(Debug, Default, Clone)]
-pub(super) struct Who {
+pub(crate) struct Who {
     /// The credential's name (`-` when it has none).
     pub client: Option<String>,
     /// A paired device's token, judged by the gateway (`auth.device_tokens = "gateway"`).
@@ -20,7 +20,7 @@ pub(super) struct Who {
 }
 
 impl Who {
-    pub(super) fn of_credential(c: Option<&Credential>) -> Who {
+    pub(crate) fn of_credential(c: Option<&Credential>) -> Who {
         Who {
             client: c.map(|c| c.who().to_string()),
             ..Who::default()
@@ -28,7 +28,7 @@ impl Who {
     }
 
     /// Adds what the first frame said.
-    pub(super) fn saw(&mut self, connect: &Connect) {
+    pub(crate) fn saw(&mut self, connect: &Connect) {
         if let Some(c) = &connect.client {
             self.client_id.clone_from(&c.id);
             self.client_version.clone_from(&c.version);
@@ -36,11 +36,11 @@ impl Who {
         self.scopes = connect.ask.as_ref().map(|a| a.describe_scopes());
     }
 
-    pub(super) fn client(&self) -> &str {
+    pub(crate) fn client(&self) -> &str {
         self.client.as_deref().unwrap_or("-")
     }
 
-    pub(super) fn authenticated_by(&self) -> &'static str {
+    pub(crate) fn authenticated_by(&self) -> &'static str {
         if self.by_gateway {
             "gateway"
         } else {
@@ -48,20 +48,20 @@ impl Who {
         }
     }
 
-    pub(super) fn client_id(&self) -> &str {
+    pub(crate) fn client_id(&self) -> &str {
         self.client_id.as_deref().unwrap_or("-")
     }
 
-    pub(super) fn client_version(&self) -> &str {
+    pub(crate) fn client_version(&self) -> &str {
         self.client_version.as_deref().unwrap_or("-")
     }
 
-    pub(super) fn scopes(&self) -> &str {
+    pub(crate) fn scopes(&self) -> &str {
         self.scopes.as_deref().unwrap_or("-")
     }
 
     /// The fields after `client`, as the direct writer writes them.
-    pub(super) fn fields(&self, l: &mut crate::logging::Line) {
+    pub(crate) fn fields(&self, l: &mut crate::logging::Line) {
         l.text("client_id", self.client_id());
         l.text("client_version", self.client_version());
         l.text("scopes", self.scopes());
@@ -71,7 +71,7 @@ impl Who {
 
 /// What the throttle and a stale client's line need of a refused token.
 #[derive(Default)]
-pub(super) struct Seen<'a> {
+pub(crate) struct Seen<'a> {
     /// `Presented::key` of the token (0: none; `admit::ORIGIN_KEY`: refused for its Origin).
     pub key: u64,
     /// The credential generation it was judged against.

@@ -37,7 +37,7 @@ const FOLDERS: &[&str] = &[
 
 /// What a request without a token may have of the UI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Shell {
+pub(crate) enum Shell {
     /// A file of the shell: forwarded as asked.
     File,
     /// A browser navigation to one of the UI's own routes: the upstream is asked for the
@@ -52,7 +52,7 @@ pub struct ControlUi {
 }
 
 impl ControlUi {
-    pub(super) fn new(routes: &[String]) -> ControlUi {
+    pub(crate) fn new(routes: &[String]) -> ControlUi {
         ControlUi {
             routes: routes.to_vec(),
         }
@@ -61,7 +61,7 @@ impl ControlUi {
     /// `path` is the normalized path. A request that carries a credential of its own
     /// (a bearer header, the token cookie or query parameter) is not the shell's: it is
     /// judged like any other, so a wrong token is refused and `?token=` still sets the cookie.
-    pub(super) fn classify(&self, parts: &Parts, path: &str, carries: bool) -> Option<Shell> {
+    pub(crate) fn classify(&self, parts: &Parts, path: &str, carries: bool) -> Option<Shell> {
         if carries || !(parts.method == Method::GET || parts.method == Method::HEAD) {
             return None;
         }
@@ -85,7 +85,7 @@ fn is_navigation(headers: &HeaderMap) -> bool {
 }
 
 /// Whether the request presents anything that could be a credential.
-pub(super) fn carries_credential(parts: &Parts, cookie: &str, query_param: &str) -> bool {
+pub(crate) fn carries_credential(parts: &Parts, cookie: &str, query_param: &str) -> bool {
     if parts.headers.contains_key(AUTHORIZATION) {
         return true;
     }
@@ -99,7 +99,7 @@ pub(super) fn carries_credential(parts: &Parts, cookie: &str, query_param: &str)
 }
 
 /// The page's URI: the root, without the route's path or query.
-pub(super) fn page_uri() -> Uri {
+pub(crate) fn page_uri() -> Uri {
     Uri::from_static("/")
 }
 

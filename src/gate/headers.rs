@@ -26,7 +26,7 @@ const X_OPENCLAW_SCOPES: HeaderName = HeaderName::from_static("x-openclaw-scopes
 
 /// Who the client is, for a gateway in `trusted-proxy` mode (`upstream_auth.inject =
 /// "trusted_proxy"`): set on the upgrade, every client-sent copy of these headers removed.
-pub(super) struct Identity<'a> {
+pub(crate) struct Identity<'a> {
     /// The credential's name, or the client certificate's subject.
     pub name: &'a str,
     /// The credential's `scopes`, as `x-openclaw-scopes`.
@@ -37,7 +37,7 @@ pub(super) struct Identity<'a> {
 /// only from `trusted_proxies`. From anyone else they are spoofing: the OpenClaw gateway
 /// treats any of them as proxy-shaped traffic (403 `proxy_attribution_required` from an
 /// unlisted proxy), and `X-Forwarded-Host` feeds host-based origin checks.
-pub(super) fn is_forwarded_family(name: &HeaderName) -> bool {
+pub(crate) fn is_forwarded_family(name: &HeaderName) -> bool {
     let n = name.as_str();
     n.starts_with("x-forwarded-")
         || n.starts_with("x-original-")
@@ -65,7 +65,7 @@ fn is_hop_by_hop(name: &HeaderName, listed: &GetAll<'_, HeaderValue>) -> bool {
 
 /// Removes hop-by-hop headers from a response (RFC 9110 §7.6.1): `Connection` and every
 /// header it names, plus the well-known ones and any `Proxy-*` header.
-pub(super) fn strip_hop_by_hop(h: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
         .get_all(CONNECTION)
         .iter()
@@ -91,7 +91,7 @@ pub(super) fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// One request on its way upstream: which of the client's headers go, and what is added.
-pub(super) struct Forward<'a> {
+pub(crate) struct Forward<'a> {
     proxy: &'a Proxy,
     headers: &'a HeaderMap,
     remote: SocketAddr,
@@ -111,7 +111,7 @@ pub(super) struct Forward<'a> {
 impl<'a> Forward<'a> {
     /// `found` is the client's token; `inject` the gateway's, when it is presented in a
     /// header (the client's own is then removed from where it came).
-    pub(super) fn new(
+    pub(crate) fn new(
         proxy: &'a Proxy,
         headers: &'a HeaderMap,
         remote: SocketAddr,
@@ -136,7 +136,7 @@ impl<'a> Forward<'a> {
 
     /// The client named to a gateway in trusted-proxy mode.
     /// The client's own token goes too: the gateway is told who, not with what.
-    pub(super) fn with_identity(mut self, identity: Option<Identity<'a>>) -> Forward<'a> {
+    pub(crate) fn with_identity(mut self, identity: Option<Identity<'a>>) -> Forward<'a> {
         if identity.is_some() {
             self.replaced = self.found;
         }
@@ -146,7 +146,7 @@ impl<'a> Forward<'a> {
 
     /// The request target as forwarded: the token's query parameter goes when the
     /// gateway's token replaces it.
-    pub(super) fn target<'u>(&self, uri: &'u Uri) -> Cow<'u, str> {
+    pub(crate) fn target<'u>(&self, uri: &'u Uri) -> Cow<'u, str> {
         let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
         if self.replaced != Some(TokenSource::Query) {
             return Cow::Borrowed(pq);
@@ -161,7 +161,7 @@ impl<'a> Forward<'a> {
     }
 
     /// Every header the upstream gets, in order: the client's that stay, then gatewarden's.
-    pub(super) fn each(&self, mut put: impl FnMut(&HeaderName, &[u8])) {
+    pub(crate) fn each(&self, mut put: impl FnMut(&HeaderName, &[u8])) {
         let (p, h) = (self.proxy, self.headers);
         let trusted = p.is_trusted(self.remote.ip().to_canonical());
         // Looked up once, not once per header.
@@ -288,7 +288,7 @@ impl<'a> Forward<'a> {
     /// write. Written straight from the client's header map: copying the map, editing it
     /// and serializing the copy was 7 % of a handshake's user-space instructions
     /// (callgrind).
-    pub(super) fn upgrade_head(&self, uri: &Uri) -> Vec<u8> {
+    pub(crate) fn upgrade_head(&self, uri: &Uri) -> Vec<u8> {
         let pq = self.target(uri);
         let size: usize = self
             .headers
@@ -311,7 +311,7 @@ impl<'a> Forward<'a> {
 
     /// A plain request's headers as hyper sends them upstream, and its new target when
     /// the token's query parameter was taken out.
-    pub(super) fn plain(&self, uri: &Uri) -> (HeaderMap, Option<Uri>) {
+    pub(crate) fn plain(&self, uri: &Uri) -> (HeaderMap, Option<Uri>) {
         let mut out = HeaderMap::with_capacity(self.headers.len() + 3);
         let injected = self.inject.map(|(n, _)| n);
         self.each(|name, value| {
@@ -331,7 +331,7 @@ impl<'a> Forward<'a> {
 
 impl Proxy {
     /// The token gatewarden presents upstream, when `upstream_auth` asks for one.
-    pub(super) fn gateway_token(&self, creds: &Credentials) -> Option<Secret> {
+    pub(crate) fn gateway_token(&self, creds: &Credentials) -> Option<Secret> {
         if !self.upstream_auth.inject.needs_credential() {
             return None;
         }
@@ -345,7 +345,7 @@ mod tests {
     use super::*;
 
     #[test]
-    pub(super) fn hop_by_hop_headers_go() {
+    pub(crate) fn hop_by_hop_headers_go() {
         let mut h = HeaderMap::new();
         h.insert(
             CONNECTION,

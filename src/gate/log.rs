@@ -27,20 +27,20 @@ fn conn_and_peer(l: &mut crate::logging::Line, conn: Uuid, remote: SocketAddr) {
 }
 
 /// `fp:xxxxxxxx`, or `-` when no token was presented.
-pub(super) struct Fp(pub(super) Option<Fingerprint>);
+pub(crate) struct Fp(pub(crate) Option<Fingerprint>);
 
 /// A path as `Path::display` shows it, without the lossy-UTF-8 scan for the usual UTF-8 path.
-pub(super) struct PathText<'a>(pub(super) &'a std::path::Path);
+pub(crate) struct PathText<'a>(pub(crate) &'a std::path::Path);
 
 /// A value's `Display`, or `-` (no allocation for the common "nothing" case).
-pub(super) struct OrDash<T>(pub(super) Option<T>);
+pub(crate) struct OrDash<T>(pub(crate) Option<T>);
 
 /// A generation number, or `-`.
-pub(super) struct Gen(pub(super) Option<u64>);
+pub(crate) struct Gen(pub(crate) Option<u64>);
 
 /// Logs an accepted WebSocket client; a token accepted only thanks to the grace period is a
 /// warning, so the operator sees which clients still hold old tokens.
-pub(super) fn log_connected(
+pub(crate) fn log_connected(
     metrics: &Metrics,
     conn: Uuid,
     remote: SocketAddr,
@@ -74,17 +74,17 @@ pub(super) fn log_connected(
 }
 
 /// The `[ws] connected` line: every accepted handshake writes one.
-pub(super) struct Connected<'a> {
-    pub(super) conn: Uuid,
-    pub(super) remote: SocketAddr,
-    pub(super) source: TokenSource,
-    pub(super) credential: &'a Credential,
+pub(crate) struct Connected<'a> {
+    pub(crate) conn: Uuid,
+    pub(crate) remote: SocketAddr,
+    pub(crate) source: TokenSource,
+    pub(crate) credential: &'a Credential,
     /// What the first frame said, when it was read before this line.
-    pub(super) who: Option<&'a Who>,
+    pub(crate) who: Option<&'a Who>,
 }
 
 impl Connected<'_> {
-    pub(super) fn log(&self) {
+    pub(crate) fn log(&self) {
         if !tracing::enabled!(tracing::Level::INFO) {
             return;
         }
@@ -158,24 +158,24 @@ macro_rules! refused_event {
 /// Written by hand like [`log_connected`]'s: through tracing's formatter it cost ~4.8k
 /// instructions, 14 % of a whole refusal (callgrind), a quarter of that in core's
 /// `SocketAddr` formatting.
-pub(super) struct Refused<'a> {
-    pub(super) conn: Uuid,
-    pub(super) remote: SocketAddr,
-    pub(super) reason: Reason,
-    pub(super) presented: Option<Fingerprint>,
-    pub(super) generation: Option<u64>,
-    pub(super) source: Option<TokenSource>,
-    pub(super) uri: &'a ::http::Uri,
+pub(crate) struct Refused<'a> {
+    pub(crate) conn: Uuid,
+    pub(crate) remote: SocketAddr,
+    pub(crate) reason: Reason,
+    pub(crate) presented: Option<Fingerprint>,
+    pub(crate) generation: Option<u64>,
+    pub(crate) source: Option<TokenSource>,
+    pub(crate) uri: &'a ::http::Uri,
     /// The credentials judged against: a known token in the path is redacted too.
-    pub(super) creds: &'a Credentials,
+    pub(crate) creds: &'a Credentials,
     /// Why no credential is loaded, when none is: the mismatch is not the client's fault.
-    pub(super) detail: Option<&'a str>,
+    pub(crate) detail: Option<&'a str>,
 }
 
 impl Refused<'_> {
     /// A warning; a repeat (the same token from the same address again, see `throttle`) is
     /// only debug: the stale client's own line says it once per window.
-    pub(super) fn log(&self, repeat: bool) {
+    pub(crate) fn log(&self, repeat: bool) {
         let (enabled, level) = if repeat {
             (
                 tracing::enabled!(tracing::Level::DEBUG),
@@ -200,11 +200,11 @@ impl Refused<'_> {
         }
     }
 
-    pub(super) fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         logged_target(self.uri, self.creds)
     }
 
-    pub(super) fn fields(&self, l: &mut crate::logging::Line, path: &str) {
+    pub(crate) fn fields(&self, l: &mut crate::logging::Line, path: &str) {
         conn_and_peer(l, self.conn, self.remote);
         l.text("reason", self.reason.as_str());
         let fp = self.presented.map(|f| f.tagged());
@@ -225,17 +225,17 @@ impl Refused<'_> {
     }
 
     /// The same line through tracing (JSON logs, or no direct writer installed).
-    pub(super) fn event(&self, path: &str) {
+    pub(crate) fn event(&self, path: &str) {
         refused_event!(self, path, warn);
     }
 }
 
-pub(super) struct SourceName(pub(super) Option<TokenSource>);
+pub(crate) struct SourceName(pub(crate) Option<TokenSource>);
 
 /// A client that keeps presenting a token it was refused for: once per fingerprint and
 /// window, named as well as gatewarden can (the first frame's client, the generation its
 /// token was retired at), with what to do.
-pub(super) fn log_stale_client(
+pub(crate) fn log_stale_client(
     remote: SocketAddr,
     ip: std::net::IpAddr,
     reason: Reason,
@@ -284,11 +284,11 @@ pub(super) fn log_stale_client(
 
 /// A request's target as every log line shows it: query values, and parts that are or look
 /// like tokens, redacted (see [`crate::redact`]).
-pub(super) fn logged_target(uri: &::http::Uri, creds: &Credentials) -> String {
+pub(crate) fn logged_target(uri: &::http::Uri, creds: &Credentials) -> String {
     crate::redact::target(uri, |part| creds.knows(part))
 }
 
-pub(super) fn log_closed(
+pub(crate) fn log_closed(
     conn: Uuid,
     remote: SocketAddr,
     started: Instant,
@@ -311,12 +311,12 @@ pub(super) fn log_closed(
 }
 
 /// The `[ws] closed` line: every tunnel's last word, with who closed it and how.
-pub(super) struct Closed<'a> {
-    pub(super) conn: Uuid,
-    pub(super) remote: SocketAddr,
-    pub(super) duration_ms: u64,
-    pub(super) outcome: &'a relay::Outcome,
-    pub(super) who: &'a Who,
+pub(crate) struct Closed<'a> {
+    pub(crate) conn: Uuid,
+    pub(crate) remote: SocketAddr,
+    pub(crate) duration_ms: u64,
+    pub(crate) outcome: &'a relay::Outcome,
+    pub(crate) who: &'a Who,
 }
 
 impl Closed<'_> {

@@ -1,23 +1,19 @@
-//! The gate: what a client's request must pass before anything reaches the gateway.
-//!
-//! Three entry points, one judgement: [`Proxy::handle`] is hyper's HTTP/1.1 service (any
-//! request), [`Proxy::handle_upgrade`] the fast path's (a first request that is a WebSocket
-//! upgrade, read by `http1::fast_head`), `Proxy::handle_h2` hyper's HTTP/2 service (`http2`:
-//! a stream, WebSocket by extended CONNECT or plain). All check the head's limits here, then:
+//! The gate: the judgement of what a client's request must pass before anything reaches
+//! the gateway. No sockets here: a request head in, a verdict out (`crate::session` does
+//! what the verdict says).
+//! - [`Proxy`]: the state both read, and the head's limits ([`Proxy::check_head`]);
 //! - `admit`: the one admission (throttle, Origin, token, decision), logged and counted;
+//! - `identity`: who the gateway is told the client is (trusted-proxy injection);
+//! - `plain`: a plain request's judgement (answered here, public, or admitted);
 //! - `refuse`: a refusal rendered as an HTTP status or a 101 and a close frame;
 //! - `headers`: the one policy for what the upstream is told;
-//! - `upgrade`: an upgrade's handshake with the gateway; `session`: the tunnel's life after
-//!   the 101 (first-message phase, then the relay);
-//! - `plain`: a plain request, proxied; `log`: the lines of a connection's life.
+//! - `audit`, `log`: who a client is, and the lines of a connection's life.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ::http::header::{HeaderValue, CONNECTION, HOST, UPGRADE};
+use ::http::header::{HeaderValue, CONNECTION, HOST};
 use ::http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
@@ -27,27 +23,19 @@ use crate::credentials::CredentialStore;
 use crate::http1::respond::{text, Body};
 use crate::metrics::Metrics;
 use crate::throttle::Throttle;
-use crate::tls::ClientCert;
 use crate::upstream::UpstreamClient;
-use crate::ws;
 
-mod admit;
-mod audit;
+pub(crate) mod admit;
+pub(crate) mod audit;
 pub(crate) mod control_ui;
-mod headers;
-mod http2;
-mod log;
-mod pairing;
-mod plain;
-mod refuse;
-mod session;
-mod upgrade;
-use refuse::*;
-pub use session::{Handoff, Pending};
-use upgrade::Over;
+pub(crate) mod headers;
+mod identity;
+pub(crate) mod log;
+pub(crate) mod plain;
+pub(crate) mod refuse;
 
 /// What `OPTIONS *` and a refused `CONNECT` list as allowed.
-const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+pub(crate) const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
 /// Everything a request needs. Each worker thread has its own copy (shared parts behind
 /// `Arc`s), so the reference counts and cancellation tokens a connection touches stay in
@@ -165,65 +153,9 @@ impl Proxy {
         self
     }
 
-    /// `cert` is the client's verified certificate when the connection is mTLS. What an
-    /// answered upgrade still has to do is left in `handoff` for the connection's task.
-    pub async fn handle(
-        self: Arc<Self>,
-        mut req: Request<Incoming>,
-        remote: SocketAddr,
-        cert: Option<Arc<ClientCert>>,
-        handoff: Arc<Handoff>,
-    ) -> Result<Response<Body>, Infallible> {
-        if let Some(refused) = self.check_head(&req, remote) {
-            return Ok(refused);
-        }
-        if ws::header_has_token(req.headers(), UPGRADE, "websocket") {
-            if let Err(bad) = ws::check_upgrade_request(&req) {
-                info!(remote = %remote, reason = %"bad_upgrade", detail = %bad, "[ws] request refused");
-                return Ok(bad_upgrade(bad));
-            }
-            let on_client = hyper::upgrade::on(&mut req);
-            let (parts, _body) = req.into_parts();
-            Ok(self
-                .websocket(
-                    parts,
-                    Some(on_client),
-                    remote,
-                    cert.as_deref(),
-                    &handoff,
-                    Over::Http1,
-                )
-                .await)
-        } else {
-            Ok(self.plain(req, remote, cert.as_deref()).await)
-        }
-    }
-
-    /// A WebSocket upgrade request the listener read itself (see `head`): the same checks
-    /// and answer as through [`Proxy::handle`]; the caller writes the answer and, after a
-    /// 101, runs what is left in `handoff` over the socket it holds.
-    pub async fn handle_upgrade(
-        self: Arc<Self>,
-        req: Request<()>,
-        remote: SocketAddr,
-        cert: Option<&ClientCert>,
-        handoff: &Handoff,
-    ) -> Response<Body> {
-        if let Some(refused) = self.check_head(&req, remote) {
-            return refused;
-        }
-        if let Err(bad) = ws::check_upgrade_request(&req) {
-            info!(remote = %remote, reason = %"bad_upgrade", detail = %bad, "[ws] request refused");
-            return bad_upgrade(bad);
-        }
-        let (parts, ()) = req.into_parts();
-        self.websocket(parts, None, remote, cert, handoff, Over::Http1)
-            .await
-    }
-
     /// The size limits on a request head, answered 431 / 414, and a head whose target
     /// server is ambiguous (two `Host` headers, RFC 9112 §3.2), answered 400.
-    pub(super) fn check_head<B>(
+    pub(crate) fn check_head<B>(
         &self,
         req: &Request<B>,
         remote: SocketAddr,

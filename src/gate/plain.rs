@@ -1,54 +1,54 @@
-//! A plain HTTP request: answered here (CONNECT, `OPTIONS *`, a path that cannot be
-//! normalized), judged when `auth.http = "require"`, and proxied to the upstream with a
-//! deadline on its answer.
+//! A plain HTTP request's judgement: answered here (CONNECT, `OPTIONS *`, a path that
+//! cannot be normalized), judged when `auth.http = "require"`, passed when public or the
+//! Control UI's shell. What passes is forwarded by `session::plain`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use ::http::header::{HeaderValue, LOCATION, SET_COOKIE};
-use ::http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use tracing::{info, warn};
+use ::http::{Method, Response, StatusCode, Version};
+use tracing::info;
 
 use crate::auth;
-use crate::config::{HttpAuthMode, Inject, TokenSource};
-use crate::http1::body::ClientBody;
+use crate::config::{HttpAuthMode, TokenSource};
+use crate::credentials::Secret;
 use crate::http1::respond::{empty, text, Body};
 use crate::tls::ClientCert;
 
 use super::admit::Door;
 use super::control_ui::{self, Shell};
-use super::headers::strip_hop_by_hop;
-use super::headers::{Forward, Identity};
-use super::log::logged_target;
 use super::{Proxy, ALLOWED_METHODS};
 
 /// RFC 6265 cookie-octet.
-pub(super) fn is_cookie_octet(b: u8) -> bool {
+pub(crate) fn is_cookie_octet(b: u8) -> bool {
     matches!(b, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e)
 }
 
-pub(super) fn passthrough(resp: Response<Incoming>) -> Response<Body> {
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body.boxed())
+/// A plain request past the gate, and what its forwarding needs of the judgement.
+pub(crate) struct Passed {
+    /// Which part of the Control UI's shell it is, when it is one.
+    pub(crate) shell: Option<Shell>,
+    /// When gatewarden authenticated it: the client's token, and the gateway's.
+    pub(crate) authenticated: Option<(Option<auth::Found>, Option<Secret>)>,
+    /// `upstream_auth.inject = "trusted_proxy"`: the client's name and scopes.
+    pub(crate) identity: Option<(String, Option<String>)>,
 }
 
 impl Proxy {
-    pub(super) async fn plain(
-        self: Arc<Self>,
-        req: Request<Incoming>,
+    /// The judgement of a plain request: what passes, or the answer it gets instead. The
+    /// path in `parts` is made the one the upstream will act on first.
+    #[allow(clippy::result_large_err)] // the error is the answer itself, built once
+    pub(crate) fn judge_plain(
+        &self,
+        parts: &mut ::http::request::Parts,
         remote: SocketAddr,
         cert: Option<&ClientCert>,
-    ) -> Response<Body> {
-        let (mut parts, body) = req.into_parts();
-        if let Some(answer) = self.own_answer(&mut parts, remote) {
-            return answer;
+    ) -> Result<Passed, Response<Body>> {
+        if let Some(answer) = self.own_answer(parts, remote) {
+            return Err(answer);
         }
         let mut authenticated = None;
         let mut identity = None;
-        let shell = self.control_ui_shell(&parts);
+        let shell = self.control_ui_shell(parts);
         if self.auth.http == HttpAuthMode::Require
             && shell.is_none()
             && !self.is_public(parts.uri.path())
@@ -56,14 +56,13 @@ impl Proxy {
             let door = Door::Plain {
                 method: &parts.method,
             };
-            let admitted = match self.admit(&parts, remote, cert, door) {
-                Ok(admitted) => admitted,
-                Err(refusal) => return refusal.as_http(),
-            };
+            let admitted = self
+                .admit(parts, remote, cert, door)
+                .map_err(|refusal| refusal.as_http())?;
             let source = admitted.by.as_ref().map(|a| a.source);
             if source == Some(TokenSource::Query) && parts.method == Method::GET {
-                if let Some(resp) = self.token_redirect(&parts, admitted.found.as_ref()) {
-                    return resp;
+                if let Some(resp) = self.token_redirect(parts, admitted.found.as_ref()) {
+                    return Err(resp);
                 }
             }
             identity = self
@@ -76,77 +75,17 @@ impl Proxy {
         if parts.version == Version::HTTP_2 {
             crate::h2_streams::mark_admitted(&parts.extensions);
         }
-        let path = logged_target(&parts.uri, &self.creds.load());
-        if shell == Some(Shell::Page) {
-            parts.uri = control_ui::page_uri();
-        }
-        // Only requests gatewarden authenticated get the gateway's token.
-        let (found, inject) = match &authenticated {
-            Some((found, secret)) if self.upstream_auth.inject == Inject::Header => {
-                (found.as_ref(), secret.as_ref())
-            }
-            _ => (None, None),
-        };
-        let forward = Forward::new(&self, &parts.headers, remote, false, found, inject)
-            .with_identity(identity.as_ref().map(|(name, scopes)| Identity {
-                name,
-                scopes: scopes.clone(),
-            }));
-        let (headers, target) = forward.plain(&parts.uri);
-        parts.headers = headers;
-        if let Some(uri) = target {
-            parts.uri = uri;
-        }
-        if parts.version != Version::HTTP_11 && parts.version != Version::HTTP_10 {
-            parts.version = Version::HTTP_11;
-        }
-        let (body, watch) = ClientBody::new(body);
-        let sent = self.upstream.request(Request::from_parts(parts, body));
-        let Ok(answer) = tokio::time::timeout(self.upstream_response, sent).await else {
-            self.metrics.upstream_timeouts.inc();
-            warn!(
-                remote = %remote,
-                path = %path,
-                reason = %"upstream_timeout",
-                timeout_s = self.upstream_response.as_secs_f64(),
-                "[http] upstream did not answer in time"
-            );
-            return text(
-                StatusCode::GATEWAY_TIMEOUT,
-                "gateway timeout: upstream did not answer\n",
-            );
-        };
-        match answer {
-            Ok(resp) => passthrough(resp),
-            // The client's own body broke the request: its error, not the upstream's.
-            Err(e) if watch.broken() => {
-                self.metrics.refused("bad_request");
-                info!(remote = %remote, path = %path, reason = %"bad_request", cause = %e, "[http] request refused");
-                let mut resp = text(
-                    StatusCode::BAD_REQUEST,
-                    "bad request: malformed request body\n",
-                );
-                resp.headers_mut().insert(
-                    ::http::header::CONNECTION,
-                    HeaderValue::from_static("close"),
-                );
-                resp
-            }
-            Err(e) => {
-                self.metrics.upstream_connect_errors.inc();
-                warn!(remote = %remote, path = %path, reason = %e.reason(), cause = %e, "[http] upstream unavailable");
-                text(
-                    StatusCode::BAD_GATEWAY,
-                    "bad gateway: upstream unavailable\n",
-                )
-            }
-        }
+        Ok(Passed {
+            shell,
+            authenticated,
+            identity,
+        })
     }
 
     /// Requests gatewarden answers itself instead of judging and forwarding them, and the
     /// path made into the one the upstream will act on (see [`crate::path`]): what is
     /// judged below is what is forwarded.
-    pub(super) fn own_answer(
+    pub(crate) fn own_answer(
         &self,
         parts: &mut ::http::request::Parts,
         remote: SocketAddr,
@@ -234,7 +173,7 @@ impl Proxy {
     }
 
     /// Under `auth.public_paths`, matched on whole segments of the normalized path.
-    pub(super) fn is_public(&self, path: &str) -> bool {
+    pub(crate) fn is_public(&self, path: &str) -> bool {
         self.auth
             .public_paths
             .iter()
@@ -243,7 +182,7 @@ impl Proxy {
 
     /// `GET /x?token=T` → `303 /x` + auth cookie: a dashboard link works once and the token
     /// does not linger in the address bar or in upstream access logs.
-    pub(super) fn token_redirect(
+    pub(crate) fn token_redirect(
         &self,
         parts: &::http::request::Parts,
         found: Option<&auth::Found>,

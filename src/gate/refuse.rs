@@ -2,14 +2,11 @@
 //! 403, 429 with `Retry-After`), or with `auth.reject = "close"` a completed handshake and a
 //! close frame, which a browser's WebSocket API can read.
 
-use std::sync::Arc;
-
 use ::http::header::{
     HeaderValue, CONNECTION, RETRY_AFTER, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
     WWW_AUTHENTICATE,
 };
 use ::http::{HeaderMap, Response, StatusCode};
-use hyper::upgrade::OnUpgrade;
 
 use crate::auth::{self, Reason};
 use crate::config::RejectMode;
@@ -17,13 +14,12 @@ use crate::http1::respond::{empty, text, Body};
 use crate::ws;
 
 use super::admit::Refusal;
-use super::session::{Handoff, Pending, Then};
 use super::Proxy;
 
 impl Refusal {
     /// The HTTP answer: 429 when throttled (with when to come back), 403 for a foreign
     /// Origin, else 401.
-    pub(super) fn as_http(&self) -> Response<Body> {
+    pub(crate) fn as_http(&self) -> Response<Body> {
         let mut resp = unauthorized(self.reason);
         self.retry_after(&mut resp);
         resp
@@ -40,7 +36,7 @@ impl Refusal {
 }
 
 /// A malformed WebSocket handshake gets a plain answer; nothing reaches the upstream.
-pub(super) fn bad_upgrade(bad: ws::BadUpgrade) -> Response<Body> {
+pub(crate) fn bad_upgrade(bad: ws::BadUpgrade) -> Response<Body> {
     let mut resp = text(bad.status(), format!("bad websocket handshake: {bad}\n"));
     if bad == ws::BadUpgrade::Version {
         // RFC 6455 §4.4: say which version we speak.
@@ -51,7 +47,7 @@ pub(super) fn bad_upgrade(bad: ws::BadUpgrade) -> Response<Body> {
 }
 
 /// The HTTP answer for a refusal: 429 when throttled, 403 for a foreign Origin, else 401.
-pub(super) fn unauthorized(reason: Reason) -> Response<Body> {
+pub(crate) fn unauthorized(reason: Reason) -> Response<Body> {
     let status = match reason {
         Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         Reason::OriginNotAllowed => StatusCode::FORBIDDEN,
@@ -68,27 +64,21 @@ pub(super) fn unauthorized(reason: Reason) -> Response<Body> {
 }
 
 impl Proxy {
-    /// Refuses an upgrade the way `auth.reject` says: an HTTP status, or our own 101 and a
-    /// close frame (the close runs from `handoff`, once the client's side has switched).
-    pub(super) fn refuse(
-        self: &Arc<Self>,
+    /// Refuses an upgrade the way `auth.reject` says: an HTTP status, or our own 101 and
+    /// the reason for the close frame the session sends once the client's side has
+    /// switched.
+    pub(crate) fn refuse(
+        &self,
         refusal: Refusal,
-        on_client: Option<OnUpgrade>,
-        handoff: &Handoff,
         key: Option<&HeaderValue>,
         headers: &HeaderMap,
-    ) -> Response<Body> {
+    ) -> (Response<Body>, Option<Reason>) {
         match self.auth.reject {
-            RejectMode::Http => refusal.as_http(),
+            RejectMode::Http => (refusal.as_http(), None),
             RejectMode::Close => {
-                handoff.put(Pending {
-                    proxy: self.clone(),
-                    on_client,
-                    then: Then::Close(refusal.reason),
-                });
                 let mut resp = self.reject_with_close(key, headers);
                 refusal.retry_after(&mut resp);
-                resp
+                (resp, Some(refusal.reason))
             }
         }
     }
@@ -96,7 +86,7 @@ impl Proxy {
     /// Completes the handshake ourselves and closes with 1008 and the gateway's own reason
     /// text: a browser's WebSocket API exposes close codes and reasons, never HTTP statuses.
     /// With the client's `key` a 101 (HTTP/1.1); without, an HTTP/2 stream's 200.
-    pub(super) fn reject_with_close(
+    pub(crate) fn reject_with_close(
         &self,
         key: Option<&HeaderValue>,
         headers: &HeaderMap,

@@ -32,9 +32,9 @@ pub use direct::*;
 use fold::Folding;
 pub use fold::FLOOD;
 use json::JsonFormat;
-use pieces::Timestamp;
 #[cfg(test)]
 use pieces::timestamp;
+use pieces::Timestamp;
 pub use text::*;
 pub use writer::lines_dropped;
 use writer::*;

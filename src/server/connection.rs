@@ -12,12 +12,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
-use crate::gate::{Handoff, Pending};
 use crate::http1::fast_head::{self, First};
 use crate::limits::ConnSlot;
 use crate::logging::FLOOD;
 use crate::net::Prefixed;
 use crate::net::Stream;
+use crate::session::{Handoff, Pending};
 use crate::tls::ClientCert;
 
 use super::conn::{Conn, Counted};
@@ -181,10 +181,10 @@ async fn fast_path(mut stream: Stream, peer: &Peer, conn: &Conn) -> FastPath {
             } => (req, stream, rest, close),
         };
         req.extensions_mut().insert(peer.slot.clone());
-        let resp = conn
+        let (resp, pending) = conn
             .proxy
             .clone()
-            .handle_upgrade(req, peer.remote, peer.cert.as_deref(), &peer.handoff)
+            .handle_upgrade(req, peer.remote, peer.cert.as_deref())
             .await;
         let switched = resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
         // An answer that says `Connection: close` ends the connection.
@@ -194,7 +194,6 @@ async fn fast_path(mut stream: Stream, peer: &Peer, conn: &Conn) -> FastPath {
                 .get(hyper::header::CONNECTION)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         let written = crate::http1::respond::write_response(&mut s, resp).await;
-        let pending = peer.handoff.take();
         if let Err(e) = written {
             debug!(remote = %peer.remote, cause = %e, "[http] connection ended with an error");
             return FastPath::Done(None);

@@ -17,14 +17,15 @@ use crate::limits::ConnSlot;
 use crate::tls::ClientCert;
 use crate::ws;
 
-use super::refuse::bad_upgrade;
-use super::session::Handoff;
-use super::{Over, Proxy};
+use crate::gate::refuse::bad_upgrade;
+use crate::gate::Proxy;
+
+use super::upgrade::Over;
 
 impl Proxy {
     /// hyper's HTTP/2 service: one call per stream. A malformed request (RFC 9113 §8.1.1) is
     /// an error, which hyper answers with RST_STREAM(PROTOCOL_ERROR).
-    pub async fn handle_h2(
+    pub(crate) async fn handle_h2(
         self: Arc<Self>,
         mut req: Request<Incoming>,
         remote: SocketAddr,
@@ -77,21 +78,14 @@ impl Proxy {
         }
         let on_client = hyper::upgrade::on(&mut req);
         let (parts, _body) = req.into_parts();
-        let handoff = Handoff::default();
         // This stream's end, to reset it when its tunnel is over (see `h2_streams`).
         let end = StreamEnd::current();
-        let resp = self
+        let (resp, pending) = self
             .clone()
-            .websocket(
-                parts,
-                Some(on_client),
-                remote,
-                cert.as_deref(),
-                &handoff,
-                Over::Http2,
-            )
+            .upgrade(parts, Some(on_client), remote, cert.as_deref(), Over::Http2)
             .await;
-        if let Some(mut pending) = handoff.take() {
+        // The connection's task serves its other streams: the tunnel gets a task of its own.
+        if let Some(mut pending) = pending {
             self.tasks.spawn(async move {
                 if let Some(client) = pending.upgraded().await {
                     pending.run(client).await;

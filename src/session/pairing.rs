@@ -9,10 +9,11 @@ use crate::credentials::{Credential, Fingerprint};
 use crate::first_message::{self, Proceed};
 use crate::net::Stream;
 
-use super::audit::Who;
-use super::log::log_closed;
-use super::session::{Opened, Tunnel};
-use super::Proxy;
+use crate::gate::audit::Who;
+use crate::gate::log::log_closed;
+use crate::gate::Proxy;
+
+use super::start::{Opened, Tunnel};
 
 impl Proxy {
     /// A connect forwarded untouched for the gateway to judge: named after the credential

@@ -1,0 +1,200 @@
+//! The first-message phase of a tunnel: the client's first frame read (the gateway's bytes
+//! relayed meanwhile) and judged, the gateway's credential put in where configured, and the
+//! gateway's answer watched where a device may be paired.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use tracing::{debug, info};
+use uuid::Uuid;
+
+use crate::auth::Reason;
+use crate::config::{DeviceTokens, Inject, TokenSource};
+use crate::credentials::{self, Credential};
+use crate::first_message;
+use crate::gate::audit::{Seen, Who};
+use crate::gate::log::{log_closed, log_connected, Fp, Gen};
+use crate::gate::Proxy;
+use crate::net::Stream;
+
+use super::start::{Opened, Tunnel};
+
+impl Proxy {
+    /// The in-band part of a tunnel's start: the client's first frame is read (the gateway's
+    /// bytes relayed meanwhile) and judged, the gateway's token put in where configured.
+    /// `None` when the tunnel ended here (refused, closed, gone; all logged).
+    pub(super) async fn first_message_phase(
+        &self,
+        client: &mut Stream,
+        upstream: &mut Stream,
+        (from_client, from_upstream): (Bytes, Bytes),
+        t: &Tunnel,
+        authenticated: &mut Option<(credentials::Presented, Credential)>,
+        who: &mut Who,
+    ) -> Option<Opened> {
+        let (conn, started) = (t.conn, t.started);
+        let inject = t
+            .inject
+            .as_ref()
+            .map(|secret| match self.upstream_auth.inject {
+                Inject::Password => first_message::Injection::Password(secret),
+                _ => first_message::Injection::Token(secret),
+            });
+        let check = first_message::Check {
+            authenticate: t.in_band,
+            inject,
+            admitted: t.authenticated.as_ref().map(|(_, c)| c),
+            device_tokens: self.auth.device_tokens,
+            paired: (self.auth.device_tokens == DeviceTokens::Gateway).then_some(&*self.paired),
+            pointer: &self.auth.first_message_pointer,
+            max_bytes: self.auth.first_message_max_bytes,
+            timeout: self.auth.first_message_timeout.0,
+            preauth_frames: self.auth.first_message_preauth_frames,
+            deflate: t.deflate,
+        };
+        let creds = self.creds.load();
+        // The drain's end cuts a tunnel still waiting for its first frame.
+        let outcome = tokio::select! {
+            o = first_message::run(client, upstream, from_client, from_upstream, &creds, &check) => o,
+            _ = self.cut.cancelled() => {
+                info!(
+                    conn = %conn,
+                    code = 1006,
+                    reason = ?"gatewarden shut down after drain",
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "[ws] closed"
+                );
+                return None;
+            }
+        };
+        match outcome {
+            first_message::Outcome::Proceed(p) => {
+                who.saw(&p.connect);
+                if p.by_gateway {
+                    self.for_the_gateway(t, &p, who);
+                }
+                let signed = p.connect.signed;
+                let pairs = match (&p.credential, &*authenticated) {
+                    _ if p.by_gateway
+                        || !signed
+                        || self.auth.device_tokens != DeviceTokens::Gateway =>
+                    {
+                        None
+                    }
+                    (Some(c), _) | (None, Some((_, c))) => Some(c.clone()),
+                    (None, None) => None,
+                };
+                if let (Some(c), Some(presented), false) = (p.credential, p.presented, p.by_gateway)
+                {
+                    who.client = Some(c.who().to_string());
+                    log_connected(
+                        &self.metrics,
+                        conn,
+                        t.remote,
+                        TokenSource::FirstMessage,
+                        &c,
+                        p.grace,
+                        Some(who),
+                    );
+                    self.throttle.success(t.ip);
+                    if let Some(stream) = &t.stream {
+                        stream.admitted();
+                    }
+                    *authenticated = Some((presented, c));
+                }
+                if p.rewritten {
+                    debug!(conn = %conn, "[ws] gateway token injected into the first frame");
+                }
+                let opened = Opened {
+                    to_upstream: p.to_upstream,
+                    from_upstream: Bytes::from(p.held),
+                    down: p.down,
+                    prior_out: p.bytes_out,
+                };
+                // A device-signed client gatewarden authenticated: the gateway's answer is
+                // watched for the device token it may hand the device.
+                match pairs {
+                    Some(c) => {
+                        self.learn_device_token(client, upstream, opened, &c, t)
+                            .await
+                    }
+                    None => Some(opened),
+                }
+            }
+            first_message::Outcome::Reject(r) => {
+                let seen = Seen {
+                    key: r.key,
+                    generation: creds.generation,
+                    presented: r.presented,
+                    retired: r.generation,
+                    client: r.client.as_ref(),
+                    nothing_loaded: creds.unloaded().is_some(),
+                };
+                let source = Some(TokenSource::FirstMessage);
+                let (_, repeat) = self.refused(r.reason, source, t.ip, t.remote, &seen);
+                log_in_band_refusal(conn, t.remote, &r, creds.unloaded(), repeat);
+                first_message::reject(client, upstream, &r).await;
+                None
+            }
+            first_message::Outcome::ClientClosed {
+                frame,
+                down,
+                bytes_out,
+            } => {
+                let outcome = first_message::pass_close(
+                    client, upstream, &frame, down, bytes_out, !t.in_band,
+                )
+                .await;
+                log_closed(conn, t.remote, started, &outcome, who);
+                None
+            }
+            first_message::Outcome::Gone { side, bytes_out } => {
+                info!(
+                    conn = %conn,
+                    code = 1006,
+                    reason = ?"went away before its first message",
+                    by = %side.as_str(),
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    bytes_in = 0,
+                    bytes_out = bytes_out,
+                    "[ws] closed"
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The `[ws] unauthorized` line of a first frame that did not authenticate its client. While
+/// no credential is loaded, a mismatch says why instead: it is not the client's fault. Only
+/// debug for a `repeat` (the stale client's own line says it once per window).
+fn log_in_band_refusal(
+    conn: Uuid,
+    remote: SocketAddr,
+    r: &first_message::Rejection,
+    unloaded: Option<&str>,
+    repeat: bool,
+) {
+    let detail = match (r.reason, unloaded) {
+        (Reason::CredentialUnavailable, Some(why)) => why,
+        _ => r.detail,
+    };
+    macro_rules! line {
+        ($level:ident) => {
+            tracing::$level!(
+                conn = %conn,
+                remote = %remote,
+                reason = %r.reason,
+                presented = %Fp(r.presented),
+                generation = %Gen(r.generation),
+                source = %TokenSource::FirstMessage,
+                detail = %detail,
+                "[ws] unauthorized"
+            )
+        };
+    }
+    match repeat {
+        false => line!(warn),
+        true => line!(debug),
+    }
+}
