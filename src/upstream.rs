@@ -171,6 +171,8 @@ pub struct UpstreamClient {
     connect_timeout: Duration,
     /// `tcp.delayed_ack`: quick ACKs off on sockets connected by hand.
     delayed_ack: bool,
+    /// `tcp.keepalive`, for sockets connected by hand.
+    keepalive: Option<Duration>,
     pool: Client<HttpsConnector<HttpConnector>, ClientBody>,
     /// Set for an `https://`/`wss://` upstream.
     tls: Option<(
@@ -186,9 +188,10 @@ impl UpstreamClient {
         connect_timeout: Duration,
         tls: Option<std::sync::Arc<rustls::ClientConfig>>,
         delayed_ack: bool,
+        keepalive: Option<Duration>,
     ) -> Result<UpstreamClient, crate::tls::TlsError> {
         let mut http = HttpConnector::new();
-        http.set_nodelay(true);
+        crate::net::sockopt::connector(&mut http, keepalive);
         http.set_connect_timeout(Some(connect_timeout));
         http.enforce_http(false);
         let tls = if target.tls { tls } else { None };
@@ -235,6 +238,7 @@ impl UpstreamClient {
             target,
             connect_timeout,
             delayed_ack,
+            keepalive,
             pool,
             tls,
         })
@@ -327,7 +331,9 @@ impl UpstreamClient {
                 addr: self.authority.clone(),
                 source,
             })?;
-        let _ = stream.set_nodelay(true);
+        if let Ok(peer) = stream.peer_addr() {
+            crate::net::sockopt::upstream(&stream, &peer, self.keepalive);
+        }
         Ok(stream)
     }
 
@@ -342,18 +348,17 @@ impl UpstreamClient {
         head: &[u8],
     ) -> Result<TcpStream, UpstreamError> {
         use rustix::io::Errno;
-        use rustix::net::{sockopt, SendFlags};
+        use rustix::net::SendFlags;
         let failed = |e: io::Error| UpstreamError::Connect {
             addr: self.authority.clone(),
             source: e,
         };
         let fd = crate::net::sockopt::tcp_socket(&addr).map_err(failed)?;
-        let _ = sockopt::set_tcp_nodelay(&fd, true);
+        crate::net::sockopt::upstream(&fd, &addr, self.keepalive);
         // Before connect: the kernel then holds the handshake's last ACK for the head sent
         // right behind it, instead of sending it alone (one segment fewer per upgrade).
-        #[cfg(target_os = "linux")]
         if self.delayed_ack {
-            let _ = sockopt::set_tcp_quickack(&fd, false);
+            crate::net::sockopt::quick_acks_off(&fd);
         }
         match rustix::net::connect(&fd, &addr) {
             Ok(()) | Err(Errno::INPROGRESS) => {}
@@ -524,6 +529,7 @@ mod tests {
                 Duration::from_secs(20),
                 None,
                 delayed_ack,
+                None,
             )
             .unwrap();
             let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";

@@ -125,11 +125,25 @@ pub struct TcpConfig {
     /// Nagle on wait 40 ms per message, with or without this option). Off: the kernel's
     /// own choice throughout.
     pub delayed_ack: bool,
+    /// TCP keepalive on client sockets and on upstream sockets off loopback: probes after
+    /// this long without a segment, so a peer that vanished ends its tunnel (see
+    /// `net::sockopt::keepalive`). 0 turns it off.
+    pub keepalive: Secs,
 }
 
 impl Default for TcpConfig {
     fn default() -> Self {
-        TcpConfig { delayed_ack: true }
+        TcpConfig {
+            delayed_ack: true,
+            keepalive: Secs(std::time::Duration::from_secs(60)),
+        }
+    }
+}
+
+impl TcpConfig {
+    /// `tcp.keepalive`, `None` when off.
+    pub fn keepalive_idle(&self) -> Option<std::time::Duration> {
+        (!self.keepalive.0.is_zero()).then_some(self.keepalive.0)
     }
 }
 

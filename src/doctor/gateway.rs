@@ -57,7 +57,7 @@ pub(super) async fn check(config: &Config, sources: &[CredentialSource], r: &mut
     } else {
         None
     };
-    let client = match UpstreamClient::new(up.clone(), WAIT, tls, false) {
+    let client = match UpstreamClient::new(up.clone(), WAIT, tls, false, None) {
         Ok(c) => c,
         Err(e) => return r.add(Level::Problem, e.to_string(), None),
     };

@@ -25,7 +25,9 @@ use crate::throttle::{Block, Failure};
 use crate::tls::ClientCert;
 
 use super::audit::Seen;
-use super::log::{log_connected, log_stale_client, logged_target, Fp, Gen, Refused, SourceName};
+use super::log::{
+    log_connected, log_stale_client, logged_target, Fp, Gen, Refused, SourceName, Unauthorized,
+};
 use super::Proxy;
 
 /// Which door a request came through: the judgement is the same, the log lines and a few
@@ -95,9 +97,16 @@ impl Proxy {
         let ip = self.client_ip(remote, &parts.headers);
         if let Some(left) = self.throttle.blocked(ip) {
             match door {
-                Door::Upgrade { conn } => {
-                    debug!(conn = %conn, remote = %remote, client_ip = %ip, reason = %Reason::RateLimited, "[ws] unauthorized")
+                Door::Upgrade { conn } => Unauthorized {
+                    conn,
+                    remote,
+                    reason: Reason::RateLimited,
+                    client_ip: Some(ip),
+                    origin: None,
+                    first_frame: None,
+                    detail: None,
                 }
+                .log(tracing::Level::DEBUG),
                 Door::Plain { .. } => {
                     debug!(remote = %remote, client_ip = %ip, reason = %Reason::RateLimited, "[http] unauthorized")
                 }
@@ -111,13 +120,22 @@ impl Proxy {
         }
         if let Door::Upgrade { conn } = door {
             if !auth::origin_allowed(&self.auth, &parts.headers) {
-                warn!(
-                    conn = %conn,
-                    remote = %remote,
-                    reason = %Reason::OriginNotAllowed,
-                    origin = %parts.headers.get(ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("-"),
-                    "[ws] unauthorized"
-                );
+                Unauthorized {
+                    conn,
+                    remote,
+                    reason: Reason::OriginNotAllowed,
+                    client_ip: None,
+                    origin: Some(
+                        parts
+                            .headers
+                            .get(ORIGIN)
+                            .and_then(|o| o.to_str().ok())
+                            .unwrap_or("-"),
+                    ),
+                    first_frame: None,
+                    detail: None,
+                }
+                .log(tracing::Level::WARN);
                 let seen = Seen {
                     key: ORIGIN_KEY,
                     ..Seen::default()
@@ -386,6 +404,7 @@ mod tests {
             Duration::from_secs(1),
             None,
             false,
+            None,
         )
         .unwrap();
         Proxy::new(

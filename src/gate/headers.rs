@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use ::http::header::{
     GetAll, HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, COOKIE, HOST, ORIGIN,
-    SEC_WEBSOCKET_PROTOCOL, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    SEC_WEBSOCKET_PROTOCOL, UPGRADE,
 };
 use ::http::{HeaderMap, Uri};
 
@@ -63,30 +63,17 @@ fn is_hop_by_hop(name: &HeaderName, listed: &GetAll<'_, HeaderValue>) -> bool {
             })
 }
 
-/// Removes hop-by-hop headers from a response (RFC 9110 §7.6.1): `Connection` and every
-/// header it names, plus the well-known ones and any `Proxy-*` header.
+/// Removes hop-by-hop headers from a response (RFC 9110 §7.6.1), as [`is_hop_by_hop`] names
+/// them for a request.
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
-    }
-    for n in [CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
-        h.remove(n);
-    }
-    h.remove("keep-alive");
-    let proxy: Vec<HeaderName> = h
+    let listed = h.get_all(CONNECTION);
+    let hop: Vec<HeaderName> = h
         .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
+        .filter(|name| is_hop_by_hop(name, &listed))
         .cloned()
         .collect();
-    for n in proxy {
-        h.remove(n);
+    for name in hop {
+        h.remove(name);
     }
 }
 
@@ -342,10 +329,12 @@ impl Proxy {
 
 #[cfg(test)]
 mod tests {
+    use ::http::header::TE;
+
     use super::*;
 
     #[test]
-    pub(crate) fn hop_by_hop_headers_go() {
+    fn hop_by_hop_headers_go() {
         let mut h = HeaderMap::new();
         h.insert(
             CONNECTION,

@@ -4,12 +4,12 @@
 
 use std::net::SocketAddr;
 
-use tracing::warn;
 use uuid::Uuid;
 
 use crate::config::Inject;
 
 use super::admit::{Accepted, Refusal};
+use super::log::Unauthorized;
 use super::Proxy;
 
 impl Proxy {
@@ -50,7 +50,16 @@ impl Proxy {
         detail: &'static str,
     ) -> Refusal {
         let reason = crate::auth::Reason::IdentityRequired;
-        warn!(conn = %conn, remote = %remote, client_ip = %ip, reason = %reason, detail = %detail, "[ws] unauthorized");
+        Unauthorized {
+            conn,
+            remote,
+            reason,
+            client_ip: Some(ip),
+            origin: None,
+            first_frame: None,
+            detail: Some(detail),
+        }
+        .log(tracing::Level::WARN);
         self.metrics.auth_failure(reason.as_str(), "none");
         Refusal {
             reason,

@@ -304,9 +304,43 @@ pub(crate) fn log_closed(
         duration_ms: started.elapsed().as_millis() as u64,
         outcome: o,
         who,
+        early: None,
     };
-    if !crate::logging::line(tracing::Level::INFO, "[ws] closed", |l| closed.fields(l)) {
-        closed.event();
+    closed.log();
+}
+
+/// The `[ws] closed` line of a tunnel that ended before its relay, with no close frame
+/// crossing: why (`reason`), and which side went (`by`, `-` when gatewarden cut it).
+pub(crate) fn log_closed_early(
+    (conn, remote, started): (Uuid, SocketAddr, Instant),
+    reason: &'static str,
+    by: &'static str,
+    bytes_out: u64,
+    who: &Who,
+) {
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
+    let outcome = relay::Outcome {
+        bytes_out,
+        ..Default::default()
+    };
+    Closed {
+        conn,
+        remote,
+        duration_ms: started.elapsed().as_millis() as u64,
+        outcome: &outcome,
+        who,
+        early: Some((reason, by)),
+    }
+    .log();
+}
+
+impl Closed<'_> {
+    fn log(&self) {
+        if !crate::logging::line(tracing::Level::INFO, "[ws] closed", |l| self.fields(l)) {
+            self.event();
+        }
     }
 }
 
@@ -317,15 +351,18 @@ pub(crate) struct Closed<'a> {
     pub(crate) duration_ms: u64,
     pub(crate) outcome: &'a relay::Outcome,
     pub(crate) who: &'a Who,
+    /// Ended before the relay: the reason and who went (see [`log_closed_early`]).
+    pub(crate) early: Option<(&'static str, &'static str)>,
 }
 
 impl Closed<'_> {
     /// Close code, reason and who sent the close first.
     fn close(&self) -> (u16, &str, &'static str) {
-        match &self.outcome.close {
-            Some((side, c)) => (c.code.unwrap_or(1005), c.reason.as_str(), side.as_str()),
+        match (&self.outcome.close, self.early) {
+            (Some((side, c)), _) => (c.code.unwrap_or(1005), c.reason.as_str(), side.as_str()),
             // No close frame crossed: the client sees an abnormal closure.
-            None => (1006, "", "-"),
+            (None, Some((reason, by))) => (1006, reason, by),
+            (None, None) => (1006, "", "-"),
         }
     }
 
@@ -417,3 +454,5 @@ impl std::fmt::Display for SourceName {
 
 #[cfg(test)]
 mod tests;
+mod unauthorized;
+pub(crate) use unauthorized::Unauthorized;

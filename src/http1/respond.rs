@@ -7,11 +7,10 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 
-use crate::net::Stream;
 use http::header::CONTENT_LENGTH;
 use std::io;
 use std::time::SystemTime;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -34,8 +33,12 @@ pub fn text(status: StatusCode, msg: impl Into<Bytes>) -> Response<Body> {
 }
 
 /// Writes an answer the way hyper would: status line with the canonical reason, the
-/// headers in order, `content-length` where the status allows a body, `date` last.
-pub async fn write_response(stream: &mut Stream, resp: Response<Body>) -> io::Result<()> {
+/// headers in order, `content-length` where the status allows a body, `date` last. Every
+/// HTTP/1.1 answer gatewarden writes without hyper goes through here.
+pub async fn write_response<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    resp: Response<Body>,
+) -> io::Result<()> {
     let (parts, body) = resp.into_parts();
     let status = parts.status;
     let body = match body.collect().await {

@@ -61,7 +61,7 @@ pub(super) async fn serve_requests(
     conn: Arc<Conn>,
 ) -> Upgraded {
     if !conn.nodelay_inherited {
-        let _ = stream.set_nodelay(true);
+        crate::net::sockopt::client_nodelay(&stream);
     }
     let (remote, spent) = client_behind_balancer(&mut stream, remote, &conn).await?;
     // One deadline from accept: a PROXY header's time is the request head's too (the TLS

@@ -5,9 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::http::header::{HeaderValue, CONNECTION};
+use ::http::StatusCode;
 use tokio::net::TcpStream;
 use tracing::info;
 
+use crate::http1::respond::{text, write_response};
 use crate::logging::FLOOD;
 use crate::net::Stream;
 use crate::tls::ClientCert;
@@ -104,11 +107,12 @@ pub(super) async fn plain_http_on_tls_port(mut stream: TcpStream) {
         }
     })
     .await;
-    let body = "this port speaks TLS; use https:// or wss://\n";
-    let resp = format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
+    let mut resp = text(
+        StatusCode::BAD_REQUEST,
+        "this port speaks TLS; use https:// or wss://\n",
     );
-    let _ = stream.write_all(resp.as_bytes()).await;
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    let _ = write_response(&mut stream, resp).await;
     let _ = stream.shutdown().await;
 }

@@ -129,6 +129,7 @@ impl Server {
             addr,
             resolve_workers(config.workers),
             config.tcp.delayed_ack,
+            config.tcp.keepalive_idle(),
         )
         .map_err(|source| StartError::Bind { addr, source })?;
         let balance = (listeners.len() > 1).then(|| Balance::new(listeners.len()));
@@ -139,6 +140,7 @@ impl Server {
             config.timeouts.upstream_connect.0,
             upstream_tls,
             config.tcp.delayed_ack,
+            config.tcp.keepalive_idle(),
         )?);
         let workers = balance
             .as_ref()

@@ -10,7 +10,8 @@ use tokio::net::TcpStream;
 /// the previous one's ACK); with `listen` that comes from the listener.
 #[tokio::test]
 async fn accepted_sockets_have_nodelay() {
-    let (mut listeners, inherited) = listen("127.0.0.1:0".parse().unwrap(), 1, false).unwrap();
+    let (mut listeners, inherited) =
+        listen("127.0.0.1:0".parse().unwrap(), 1, false, None).unwrap();
     let listener = TcpListener::from_std(listeners.remove(0)).unwrap();
     let addr = listener.local_addr().unwrap();
     let _client = TcpStream::connect(addr).await.unwrap();
@@ -29,12 +30,43 @@ async fn accepted_sockets_have_nodelay() {
     );
 }
 
+/// `tcp.keepalive`: every accepted socket of every worker's listener probes a silent peer,
+/// with the idle time configured, without a setsockopt of its own.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn accepted_sockets_inherit_keepalive() {
+    let idle = std::time::Duration::from_secs(45);
+    let (listeners, _) = listen("127.0.0.1:0".parse().unwrap(), 2, false, Some(idle)).unwrap();
+    for std_listener in listeners {
+        let listener = TcpListener::from_std(std_listener).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        use rustix::net::sockopt;
+        assert!(
+            sockopt::socket_keepalive(&accepted).unwrap(),
+            "SO_KEEPALIVE"
+        );
+        assert_eq!(sockopt::tcp_keepidle(&accepted).unwrap(), idle);
+        assert_eq!(sockopt::tcp_keepcnt(&accepted).unwrap(), 4);
+    }
+    // Off: the kernel's default (no keepalive).
+    let (mut listeners, _) = listen("127.0.0.1:0".parse().unwrap(), 1, false, None).unwrap();
+    let listener = TcpListener::from_std(listeners.remove(0)).unwrap();
+    let _client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (accepted, _) = listener.accept().await.unwrap();
+    assert!(!rustix::net::sockopt::socket_keepalive(&accepted).unwrap());
+}
+
 /// `tcp.delayed_ack`: every worker's copy of the listener hands out sockets with quick
 /// ACKs off from the start, before the request (whose ACK is the one saved) arrives.
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn accepted_sockets_delay_their_first_ack() {
-    let (listeners, _) = listen("127.0.0.1:0".parse().unwrap(), 2, true).unwrap();
+    let (listeners, _) = listen("127.0.0.1:0".parse().unwrap(), 2, true, None).unwrap();
     for std_listener in listeners {
         let listener = TcpListener::from_std(std_listener).unwrap();
         let _client = TcpStream::connect(listener.local_addr().unwrap())
@@ -83,7 +115,7 @@ async fn a_connection_task_holds_little_more_than_its_tunnel() {
 /// Workers share one listening socket: one queue, served by whichever worker asks.
 #[test]
 fn workers_accept_from_one_queue() {
-    let (listeners, _) = listen("127.0.0.1:0".parse().unwrap(), 3, true).unwrap();
+    let (listeners, _) = listen("127.0.0.1:0".parse().unwrap(), 3, true, None).unwrap();
     assert_eq!(listeners.len(), 3);
     let addr = listeners[0].local_addr().unwrap();
     // Connected is queued: the handshake completes in the kernel before any accept.

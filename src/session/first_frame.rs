@@ -2,18 +2,15 @@
 //! relayed meanwhile) and judged, the gateway's credential put in where configured, and the
 //! gateway's answer watched where a device may be paired.
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
-use tracing::{debug, info};
-use uuid::Uuid;
+use tracing::debug;
 
 use crate::auth::Reason;
 use crate::config::{DeviceTokens, Inject, TokenSource};
 use crate::credentials::{self, Credential};
 use crate::first_message;
 use crate::gate::audit::{Seen, Who};
-use crate::gate::log::{log_closed, log_connected, Fp, Gen};
+use crate::gate::log::{log_closed, log_closed_early, log_connected, Unauthorized};
 use crate::gate::Proxy;
 use crate::net::Stream;
 
@@ -57,13 +54,7 @@ impl Proxy {
         let outcome = tokio::select! {
             o = first_message::run(client, upstream, from_client, from_upstream, &creds, &check) => o,
             _ = self.cut.cancelled() => {
-                info!(
-                    conn = %conn,
-                    code = 1006,
-                    reason = ?"gatewarden shut down after drain",
-                    duration_ms = started.elapsed().as_millis() as u64,
-                    "[ws] closed"
-                );
+                log_closed_early((conn, t.remote, started), "gatewarden shut down after drain", "-", 0, who);
                 return None;
             }
         };
@@ -132,7 +123,25 @@ impl Proxy {
                 };
                 let source = Some(TokenSource::FirstMessage);
                 let (_, repeat) = self.refused(r.reason, source, t.ip, t.remote, &seen);
-                log_in_band_refusal(conn, t.remote, &r, creds.unloaded(), repeat);
+                let detail = match (r.reason, creds.unloaded()) {
+                    // While no credential is loaded, a mismatch says why: not the client's fault.
+                    (Reason::CredentialUnavailable, Some(why)) => why,
+                    _ => r.detail,
+                };
+                Unauthorized {
+                    conn,
+                    remote: t.remote,
+                    reason: r.reason,
+                    client_ip: None,
+                    origin: None,
+                    first_frame: Some((r.presented, r.generation)),
+                    detail: Some(detail),
+                }
+                // A repeat is only debug: the stale client's own line says it once per window.
+                .log(match repeat {
+                    false => tracing::Level::WARN,
+                    true => tracing::Level::DEBUG,
+                });
                 first_message::reject(client, upstream, &r).await;
                 None
             }
@@ -149,52 +158,15 @@ impl Proxy {
                 None
             }
             first_message::Outcome::Gone { side, bytes_out } => {
-                info!(
-                    conn = %conn,
-                    code = 1006,
-                    reason = ?"went away before its first message",
-                    by = %side.as_str(),
-                    duration_ms = started.elapsed().as_millis() as u64,
-                    bytes_in = 0,
-                    bytes_out = bytes_out,
-                    "[ws] closed"
+                log_closed_early(
+                    (conn, t.remote, started),
+                    "went away before its first message",
+                    side.as_str(),
+                    bytes_out,
+                    who,
                 );
                 None
             }
         }
-    }
-}
-
-/// The `[ws] unauthorized` line of a first frame that did not authenticate its client. While
-/// no credential is loaded, a mismatch says why instead: it is not the client's fault. Only
-/// debug for a `repeat` (the stale client's own line says it once per window).
-fn log_in_band_refusal(
-    conn: Uuid,
-    remote: SocketAddr,
-    r: &first_message::Rejection,
-    unloaded: Option<&str>,
-    repeat: bool,
-) {
-    let detail = match (r.reason, unloaded) {
-        (Reason::CredentialUnavailable, Some(why)) => why,
-        _ => r.detail,
-    };
-    macro_rules! line {
-        ($level:ident) => {
-            tracing::$level!(
-                conn = %conn,
-                remote = %remote,
-                reason = %r.reason,
-                presented = %Fp(r.presented),
-                generation = %Gen(r.generation),
-                source = %TokenSource::FirstMessage,
-                detail = %detail,
-                "[ws] unauthorized"
-            )
-        };
-    }
-    match repeat {
-        false => line!(warn),
-        true => line!(debug),
     }
 }

@@ -164,6 +164,7 @@ fn closed_line_matches_the_event() {
             duration_ms: 1234 * i as u64,
             outcome,
             who: if i % 2 == 0 { &who } else { &default },
+            early: (i % 3 == 1).then_some(("went away before its first message", "client")),
         };
         let ours = same_both_ways(
             tracing::Level::INFO,
