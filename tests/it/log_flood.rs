@@ -2,7 +2,7 @@
 //! (lines are dropped and counted instead), and lines that come in floods are folded to one
 //! a second with a count.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -140,17 +140,10 @@ async fn refused_connections_are_folded_to_a_line_a_second_with_a_count() {
     let token = random_token();
     let tf = write_file(dir.path(), "token", &token);
     let upstream_arg = upstream.addr.to_string();
-    let mut p = Proc::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &upstream_arg,
-            "--token-file",
-            tf.to_str().unwrap(),
-        ],
-        &[("GATEWARDEN_LIMITS__MAX_CONNECTIONS", "1")],
-    );
+    let mut p = Proc::gatewarden(&upstream_arg)
+        .token_file(tf.to_str().unwrap())
+        .envs(&[("GATEWARDEN_LIMITS__MAX_CONNECTIONS", "1")])
+        .spawn();
     let addr = p.listening_addr();
     // The one connection allowed, held open.
     let mut held = ws_bearer(addr, &token).await;

@@ -1,6 +1,6 @@
 //! `gatewarden doctor`: each situation is built in a temp dir and diagnosed by the binary.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

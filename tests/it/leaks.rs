@@ -2,7 +2,7 @@
 //! wherever in the target a client put it, and a proxy's headers (the `X-Forwarded-*`
 //! family and its relatives) from a peer that is not a trusted proxy.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

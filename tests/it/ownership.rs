@@ -5,7 +5,7 @@
 //! permission denied", who gatewarden runs as and who owns the file — never "does not
 //! exist" or a bare token mismatch.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //!
 //! Its own test binary: the fd and task counts are the whole process's.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! WebSocket upgrades through gatewarden: every token source, both rejection modes, and the
 //! splice's transparency (sizes, counts, control frames, close codes).
 
-mod common;
+use crate::common;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -602,27 +602,9 @@ async fn any_token_of_several_files_is_valid() {
 /// A raw upstream answering every connection with `answer`, then closing (or, with `hold`,
 /// keeping the connection open until the peer closes it).
 async fn raw_upstream(answer: &'static [u8], hold: bool) -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = l.accept().await.unwrap();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut b).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&b[..n]),
-                    }
-                }
-                let _ = s.write_all(answer).await;
-                while hold && matches!(s.read(&mut b).await, Ok(1..)) {}
-            });
-        }
-    });
-    addr
+    let gateway = common::fake_gateway::FakeGateway::raw(answer);
+    let gateway = if hold { gateway.holding() } else { gateway };
+    gateway.start().await.addr
 }
 
 #[tokio::test]

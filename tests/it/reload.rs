@@ -2,7 +2,7 @@
 //! that must survive each; rotation grace and stale tokens; keep-last-good; polling;
 //! named client tokens; revocation. Every wait is on a log line, never a fixed sleep.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

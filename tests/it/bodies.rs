@@ -1,7 +1,7 @@
 //! A request body the client got wrong is the client's error: 400, counted as a refused
 //! request, and no upstream error (which anyone could otherwise raise alerts with).
 
-mod common;
+use crate::common;
 
 use common::raw::raw_http;
 use common::*;

@@ -19,7 +19,55 @@ pub struct Proc {
     _release: Option<mpsc::Sender<()>>,
 }
 
+/// The binary's command line, built (after linkerd2-proxy's test builders): what each test
+/// sets, and nothing repeated.
+#[derive(Default)]
+pub struct Args {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Args {
+    /// `--upstream`.
+    pub fn upstream(self, upstream: &str) -> Args {
+        self.args(&["--upstream", upstream])
+    }
+
+    /// `--token-file`.
+    pub fn token_file(self, path: &str) -> Args {
+        self.args(&["--token-file", path])
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Args {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    pub fn envs(mut self, env: &[(&str, &str)]) -> Args {
+        self.env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
+    }
+
+    pub fn spawn(self) -> Proc {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Proc::spawn(&args, &env)
+    }
+}
+
 impl Proc {
+    /// gatewarden listening on a port of the system's choosing in front of `upstream`.
+    pub fn gatewarden(upstream: &str) -> Args {
+        Args::default()
+            .args(&["--listen", "127.0.0.1:0"])
+            .upstream(upstream)
+    }
+
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
         Proc::spawn_in(None, args, env)
     }

@@ -6,7 +6,7 @@
 //! The "10,000 failed auths from one IP while another IP connects fine" row is
 //! `hardening::ten_thousand_failures_from_one_ip_do_not_affect_another`.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

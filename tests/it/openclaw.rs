@@ -2,7 +2,7 @@
 //! authentication, the gateway's own JSON5 credential file, stable client tokens with
 //! injection, and forwarded headers.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! never sent): in front of OpenClaw its shell loads without a token; every WebSocket and
 //! every API stays authenticated.
 
-mod common;
+use crate::common;
 
 use common::openclaw::{self, FakeGateway};
 use common::*;

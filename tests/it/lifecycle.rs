@@ -1,6 +1,6 @@
 //! Start-up and shutdown: the drain keeps open tunnels alive and refuses new clients.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

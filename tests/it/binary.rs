@@ -1,6 +1,6 @@
 //! The built `gatewarden` binary: flags, `check`, the embedded default, signals.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 
@@ -15,17 +15,9 @@ async fn binary_with_flags_proxies_and_exits_0_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let token = random_token();
     let tf = write_file(dir.path(), "token", &token);
-    let mut p = Proc::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &format!("http://{}", upstream.addr),
-            "--token-file",
-            tf.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let mut p = Proc::gatewarden(&format!("http://{}", upstream.addr))
+        .token_file(tf.to_str().unwrap())
+        .spawn();
     let addr = p.listening_addr();
     let mut ws = ws_bearer(addr, &token).await;
     ws.send(Message::text("through the binary")).await.unwrap();
@@ -49,19 +41,10 @@ async fn json_log_format_has_stable_fields() {
     let dir = tempfile::tempdir().unwrap();
     let token = random_token();
     let tf = write_file(dir.path(), "token", &token);
-    let mut p = Proc::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &upstream.addr.to_string(),
-            "--token-file",
-            tf.to_str().unwrap(),
-            "--log-format",
-            "json",
-        ],
-        &[],
-    );
+    let mut p = Proc::gatewarden(&upstream.addr.to_string())
+        .token_file(tf.to_str().unwrap())
+        .args(&["--log-format", "json"])
+        .spawn();
     let addr = p.listening_addr();
     let (mut ws, _) = ws_connect(addr, "/ws", &[("authorization", "Bearer wrong")])
         .await
@@ -120,19 +103,13 @@ async fn json_log_format_has_stable_fields() {
 async fn embedded_default_generates_a_private_token_file() {
     let home = tempfile::tempdir().unwrap();
     let upstream = start_upstream().await;
-    let mut p = Proc::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &upstream.addr.to_string(),
-        ],
-        &[
+    let mut p = Proc::gatewarden(&upstream.addr.to_string())
+        .envs(&[
             ("XDG_CONFIG_HOME", home.path().to_str().unwrap()),
             ("HOME", home.path().to_str().unwrap()),
             ("GATEWARDEN_SHUTDOWN__DRAIN", "1s"),
-        ],
-    );
+        ])
+        .spawn();
     let line = p.wait_line("generated a token file");
     let path = home.path().join("gatewarden").join("token");
     assert!(line.contains(&path.display().to_string()), "{line}");
@@ -161,18 +138,12 @@ async fn embedded_default_generates_a_private_token_file() {
     assert!(!all.contains(&token));
 
     // A restart reuses the same token file instead of minting a new token.
-    let mut p = Proc::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &upstream.addr.to_string(),
-        ],
-        &[
+    let mut p = Proc::gatewarden(&upstream.addr.to_string())
+        .envs(&[
             ("XDG_CONFIG_HOME", home.path().to_str().unwrap()),
             ("HOME", home.path().to_str().unwrap()),
-        ],
-    );
+        ])
+        .spawn();
     p.wait_line("using the generated token file");
     assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), token);
 }
@@ -422,19 +393,13 @@ async fn openclaw_config_is_discovered_in_openclaws_own_order() {
     );
     let state = tempfile::tempdir().unwrap();
     let state_file = write_file(state.path(), "openclaw.json", &doc(&gw_token));
-    let mut p = Proc::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &gw.addr.to_string(),
-        ],
-        &[
+    let mut p = Proc::gatewarden(&gw.addr.to_string())
+        .envs(&[
             ("HOME", home.path().to_str().unwrap()),
             ("XDG_CONFIG_HOME", home.path().to_str().unwrap()),
             ("OPENCLAW_STATE_DIR", state.path().to_str().unwrap()),
-        ],
-    );
+        ])
+        .spawn();
     let line = tokio::task::block_in_place(|| p.wait_line("using the OpenClaw gateway's config"));
     assert!(line.contains(&state_file.display().to_string()), "{line}");
     assert!(line.contains("pointer=/gateway/auth/token"), "{line}");
@@ -511,15 +476,9 @@ async fn openclaw_config_without_a_token_is_explained_and_picked_up_once_persist
         "openclaw.json",
         "{ gateway: { port: 18790, auth: { mode: 'token' } } }",
     );
-    let mut p = Proc::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &gw.addr.to_string(),
-        ],
-        &[("OPENCLAW_STATE_DIR", state.path().to_str().unwrap())],
-    );
+    let mut p = Proc::gatewarden(&gw.addr.to_string())
+        .envs(&[("OPENCLAW_STATE_DIR", state.path().to_str().unwrap())])
+        .spawn();
     let line = tokio::task::block_in_place(|| p.wait_line("[reload] credentials rejected"));
     assert!(line.contains(file.to_str().unwrap()), "{line}");
     assert!(line.contains("/gateway/auth/token"), "{line}");
@@ -938,21 +897,14 @@ async fn a_gateway_config_that_appears_after_start_is_adopted_without_a_restart(
     let gw = common::openclaw::start(&gw_token).await;
     let home = tempfile::tempdir().unwrap();
     let state = home.path().join("state");
-    let mut p = Proc::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &gw.addr.to_string(),
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        &[
+    let mut p = Proc::gatewarden(&gw.addr.to_string())
+        .args(&["--admin-listen", "127.0.0.1:0"])
+        .envs(&[
             ("OPENCLAW_STATE_DIR", state.to_str().unwrap()),
             ("HOME", home.path().to_str().unwrap()),
             ("XDG_CONFIG_HOME", home.path().join("xdg").to_str().unwrap()),
-        ],
-    );
+        ])
+        .spawn();
     let line = tokio::task::block_in_place(|| p.wait_line("[auth] no credential configured"));
     assert!(line.contains("waiting for it"), "{line}");
     assert!(
@@ -1020,18 +972,12 @@ async fn an_openclaw_gateway_behind_a_generated_token_is_named_when_it_appears()
     let gw_addr = spot.local_addr().unwrap();
     drop(spot);
     let home = tempfile::tempdir().unwrap();
-    let mut p = Proc::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &gw_addr.to_string(),
-        ],
-        &[
+    let mut p = Proc::gatewarden(&gw_addr.to_string())
+        .envs(&[
             ("HOME", home.path().to_str().unwrap()),
             ("XDG_CONFIG_HOME", home.path().join("xdg").to_str().unwrap()),
-        ],
-    );
+        ])
+        .spawn();
     let line = tokio::task::block_in_place(|| p.wait_line("[auth] no credential configured"));
     assert!(line.contains("generated a token file"), "{line}");
     p.listening_addr();
@@ -1053,18 +999,12 @@ async fn an_openclaw_gateway_behind_a_generated_token_is_named_when_it_appears()
 async fn a_plain_upstream_behind_a_generated_token_is_not_called_openclaw() {
     let upstream = start_upstream().await;
     let home = tempfile::tempdir().unwrap();
-    let mut p = Proc::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &upstream.addr.to_string(),
-        ],
-        &[
+    let mut p = Proc::gatewarden(&upstream.addr.to_string())
+        .envs(&[
             ("HOME", home.path().to_str().unwrap()),
             ("XDG_CONFIG_HOME", home.path().join("xdg").to_str().unwrap()),
-        ],
-    );
+        ])
+        .spawn();
     let line = tokio::task::block_in_place(|| p.wait_line("[auth] the upstream is"));
     assert!(line.contains("is not an OpenClaw gateway"), "{line}");
 }

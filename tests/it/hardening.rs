@@ -1,6 +1,6 @@
 //! Hardening: the Origin policy and per-IP failed-auth throttling.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 

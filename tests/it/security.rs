@@ -2,7 +2,7 @@
 //! valid token. Each test here was written against a defect found by attacking gatewarden
 //! from outside; each failed on the code before its fix.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -534,17 +534,10 @@ async fn hostile_credential_files_never_wedge_gatewarden() {
     let dir = tempfile::tempdir().unwrap();
     let token = random_token();
     let tf = write_file(dir.path(), "token", &token);
-    let mut p = Proc::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &upstream.addr.to_string(),
-            "--token-file",
-            tf.to_str().unwrap(),
-        ],
-        &[("GATEWARDEN_WORKERS", "1")],
-    );
+    let mut p = Proc::gatewarden(&upstream.addr.to_string())
+        .token_file(tf.to_str().unwrap())
+        .envs(&[("GATEWARDEN_WORKERS", "1")])
+        .spawn();
     let addr = p.listening_addr();
     let bearer = format!("Bearer {token}");
     let still_served = || async {
@@ -685,15 +678,8 @@ async fn plain_credential_files_are_checked_before_they_are_applied() {
 /// now it gets 504 once `timeouts.upstream_response` passes.
 #[tokio::test]
 async fn a_silent_upstream_gets_a_504() {
-    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = silent.local_addr().unwrap();
-    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let h2 = held.clone();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = silent.accept().await {
-            h2.lock().unwrap().push(s);
-        }
-    });
+    let silent = common::fake_gateway::FakeGateway::silent().start().await;
+    let (silent_addr, held) = (silent.addr, silent.accepted.clone());
     let dir = tempfile::tempdir().unwrap();
     let token = random_token();
     let tf = write_file(dir.path(), "token", &token);

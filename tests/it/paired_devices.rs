@@ -3,7 +3,7 @@
 //! named to a gateway in trusted-proxy mode, per-credential scopes, device tokens left for
 //! the gateway to judge, and the session's audit lines.
 
-mod common;
+use crate::common;
 
 use common::openclaw::{self, cli_connect, signed_connect, FakeGateway, Mode};
 use common::*;

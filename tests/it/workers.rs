@@ -1,6 +1,6 @@
 //! Worker threads: connections are spread over them, and every one works.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

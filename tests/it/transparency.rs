@@ -7,7 +7,7 @@
 //! keeps every byte it receives. Only the HTTP heads may differ (gatewarden rewrites the
 //! request's hop-by-hop headers); everything after them must be equal.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

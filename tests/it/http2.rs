@@ -4,7 +4,7 @@
 //! tunnels on one connection, a 1 MiB echo, a reset stream, a stalled stream, the
 //! certificate reload, and the limits.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -622,30 +622,10 @@ async fn curl_negotiates_h2_and_is_proxied() {
 /// gatewarden checks it: a gateway that answers for another key gets the client a 502.
 #[tokio::test]
 async fn a_gateway_accepting_another_key_is_a_502() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let wrong = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let wrong_addr = wrong.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = wrong.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = sock
-                    .write_all(
-                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                          Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
-                    )
-                    .await;
-                let _ = sock.read(&mut buf).await;
-            });
-        }
-    });
+    let wrong = common::fake_gateway::FakeGateway::accepting_another_key()
+        .start()
+        .await;
+    let wrong_addr = wrong.addr;
     let s = setup(move |c, _| c.upstream = wrong_addr.to_string().parse().unwrap()).await;
     let got = peer(&s, "ws", json!({"headers": bearer(&s.token)})).await;
     assert_eq!(got["status"], 502, "{got}");

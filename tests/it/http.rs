@@ -1,7 +1,7 @@
 //! Plain HTTP through gatewarden: auth, streaming both ways, hop-by-hop headers, the
 //! `?token=` → cookie redirect, upstream failures, and what the logs may never contain.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::*;

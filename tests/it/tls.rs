@@ -3,7 +3,7 @@
 //! pairs ignored, plain HTTP on the TLS port, handshake timeout, mTLS, a TLS upstream with a
 //! private CA, and curl as a client nobody here wrote.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod certs;
+pub mod fake_gateway;
 pub mod h2raw;
 pub mod openclaw;
 pub mod raw;

@@ -1,6 +1,6 @@
 //! Operations: the admin listener's health, readiness and metrics, and `gatewarden health`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use futures_util::SinkExt;

@@ -4,7 +4,7 @@
 //! tunnel gatewarden ends is reset at once, with its queued data dropped; and the RFC 9113
 //! rules hyper leaves to the server (SETTINGS first, `:authority`, `Host`).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -499,25 +499,20 @@ async fn memory_stays_flat_over_rounds_of_revoked_stalled_streams() {
     let mut token = random_token();
     let tf = write_file(dir.path(), "token", &token);
     let upstream_arg = upstream.addr.to_string();
-    let mut p = Proc::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &upstream_arg,
-            "--token-file",
-            tf.to_str().unwrap(),
+    let mut p = Proc::gatewarden(&upstream_arg)
+        .token_file(tf.to_str().unwrap())
+        .args(&[
             "--tls-cert",
             cert.to_str().unwrap(),
             "--tls-key",
             key.to_str().unwrap(),
-        ],
-        &[
+        ])
+        .envs(&[
             ("GATEWARDEN_AUTH__GRACE", "0s"),
             ("GATEWARDEN_AUTH__ON_REVOKE", "close"),
             ("GATEWARDEN_LIMITS__MAX_CONNECTIONS_PER_IP", "0"),
-        ],
-    );
+        ])
+        .spawn();
     let addr = p.listening_addr();
     let pid = p.child.id();
     const ROUNDS: usize = 10;
