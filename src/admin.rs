@@ -33,11 +33,11 @@ const READY_CACHE: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Open connections per worker thread, for `/metrics` (the server keeps the counts).
-pub trait WorkerLoad: Send + Sync {
+pub(crate) trait WorkerLoad: Send + Sync {
     fn open(&self) -> Vec<usize>;
 }
 
-pub struct Admin {
+pub(crate) struct Admin {
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
     pub upstream: Arc<UpstreamClient>,
@@ -53,7 +53,7 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn new(
+    pub(crate) fn new(
         metrics: Arc<Metrics>,
         reloader: Arc<Reloader>,
         upstream: Arc<UpstreamClient>,
@@ -237,7 +237,7 @@ impl Admin {
 }
 
 /// Serves the admin endpoints until `stop`.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationToken) {
+pub(crate) async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationToken) {
     loop {
         let (stream, remote) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -266,14 +266,14 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationT
 
 /// `gatewarden health`: GETs `url` and succeeds on a 200, for a container HEALTHCHECK in an
 /// image without curl.
-pub async fn check_health(url: &str) -> Result<String, String> {
+pub(crate) async fn check_health(url: &str) -> Result<String, String> {
     get_text(url)
         .await
         .map(|(status, _)| format!("{url}: {status}"))
 }
 
 /// GET `url` (plain HTTP, 5 s budget); Ok((status, body)) only for a 200.
-pub async fn get_text(url: &str) -> Result<(StatusCode, String), String> {
+pub(crate) async fn get_text(url: &str) -> Result<(StatusCode, String), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL {url}: {e}"))?;
     let host = uri.host().ok_or_else(|| format!("no host in {url}"))?;
     let port = uri.port_u16().unwrap_or(80);

@@ -17,7 +17,7 @@ use crate::credentials;
     version,
     about = "Authentication sidecar for WebSocket gateways"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     pub args: CommonArgs,
     #[command(subcommand)]
@@ -25,7 +25,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the proxy (the default when no subcommand is given).
     Run {
         #[command(flatten)]
@@ -67,7 +67,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum TokenCommand {
+pub(crate) enum TokenCommand {
     /// Read a token on stdin and print its `sha256:<hex>` form for a `lines` file.
     Hash,
     /// Print a new random token (32 bytes, base64url).
@@ -76,7 +76,7 @@ pub enum TokenCommand {
 
 /// What `health` needs to find the admin listener: the config and its one override.
 #[derive(Debug, Clone, Args)]
-pub struct HealthTarget {
+pub(crate) struct HealthTarget {
     /// TOML config file (also GATEWARDEN_CONFIG).
     #[arg(short = 'c', long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -88,7 +88,7 @@ pub struct HealthTarget {
 /// The proxy's flags, for running it and for the subcommands that read its whole config
 /// (`check`, `doctor`). Given before a subcommand they still count; after it, they win.
 #[derive(Debug, Clone, Default, Args)]
-pub struct CommonArgs {
+pub(crate) struct CommonArgs {
     /// TOML config file (also GATEWARDEN_CONFIG).
     #[arg(short = 'c', long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -142,7 +142,7 @@ impl CommonArgs {
         }
     }
 
-    pub fn overrides(&self) -> FlagOverrides {
+    pub(crate) fn overrides(&self) -> FlagOverrides {
         let log = (self.log_format.is_some() || self.log_level.is_some()).then(|| LogOverrides {
             format: self.log_format,
             level: self.log_level.clone(),
@@ -169,7 +169,7 @@ impl CommonArgs {
         }
     }
 
-    pub fn load(&self) -> Result<config::Loaded, config::ConfigError> {
+    pub(crate) fn load(&self) -> Result<config::Loaded, config::ConfigError> {
         config::load_reporting(self.config.as_deref(), &self.overrides())
     }
 }

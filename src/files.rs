@@ -13,7 +13,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 /// The default cap on one file (`credentials.max_file_bytes`).
-pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024;
+pub(crate) const DEFAULT_MAX_BYTES: u64 = 1024 * 1024;
 
 /// Why a file could not be read. Its `Display` completes "`<kind>` file `<path>` …".
 #[derive(Debug)]
@@ -99,7 +99,7 @@ impl std::error::Error for FileError {}
 
 /// The whole file, if it is a regular file of at most `max` bytes. Never blocks on a FIFO
 /// or a device: they are refused before any read.
-pub fn read_limited(path: &Path, max: u64) -> Result<Vec<u8>, FileError> {
+pub(crate) fn read_limited(path: &Path, max: u64) -> Result<Vec<u8>, FileError> {
     let (file, meta) = open_regular(path)?;
     if meta.len() > max {
         return Err(FileError::TooLarge { max });
@@ -118,7 +118,7 @@ pub fn read_limited(path: &Path, max: u64) -> Result<Vec<u8>, FileError> {
 
 /// Opens `path` for reading without blocking (a FIFO with no writer would block a plain
 /// open) and checks that what it opened is a regular file.
-pub fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata), FileError> {
+pub(crate) fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata), FileError> {
     let file = open_nonblocking(path).map_err(|e| classify(path, e))?;
     let meta = file.metadata().map_err(FileError::Io)?;
     let kind = kind_of(&meta.file_type());
@@ -221,7 +221,7 @@ fn blocker_of(_: &Path) -> Option<Blocker> {
 
 /// Why `path` cannot even be looked at (`stat`), in the same words as a failed read, so a
 /// check that stats first does not call an unreadable file missing.
-pub fn stat_error(path: &Path, e: io::Error) -> FileError {
+pub(crate) fn stat_error(path: &Path, e: io::Error) -> FileError {
     classify(path, e)
 }
 

@@ -16,7 +16,7 @@ use crate::ws;
 
 /// Which secret a `connect` carries (`params.auth.token`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecretKind {
+pub(crate) enum SecretKind {
     Token,
     /// `params.auth.password`, for a gateway in password mode.
     Password,
@@ -27,7 +27,7 @@ pub enum SecretKind {
 
 /// What the upstream turned out to be.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Probe {
+pub(crate) enum Probe {
     /// No connection, or no answer to the upgrade in time.
     Unreachable(String),
     /// It answered the upgrade with something other than 101.
@@ -40,7 +40,7 @@ pub enum Probe {
 
 /// The gateway's answer to the probe's `connect`.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// `hello-ok`: the secret is the one the gateway expects.
     Accepted { version: Option<String> },
     /// An error response: its `error.code`, `details.code`, `details.authReason`, message.
@@ -58,7 +58,7 @@ pub enum Answer {
 
 impl Answer {
     /// The gateway's auth mode, as far as its answer tells it.
-    pub fn auth_mode(&self) -> Option<&'static str> {
+    pub(crate) fn auth_mode(&self) -> Option<&'static str> {
         let reason = match self {
             Answer::Refused { auth_reason, .. } => auth_reason.as_deref()?,
             Answer::Closed { reason, .. } if reason.contains("unattributable") => {
@@ -79,7 +79,7 @@ impl Answer {
 }
 
 /// Probes the upstream; with `secret`, also presents it in a `connect`.
-pub async fn probe(
+pub(crate) async fn probe(
     upstream: &UpstreamClient,
     secret: Option<(SecretKind, &str)>,
     wait: Duration,
@@ -88,7 +88,7 @@ pub async fn probe(
 }
 
 /// [`probe`] with extra headers on the upgrade (a trusted proxy's naming of its user).
-pub async fn probe_with(
+pub(crate) async fn probe_with(
     upstream: &UpstreamClient,
     secret: Option<(SecretKind, &str)>,
     headers: &[(&str, &str)],

@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 
 /// One HTTP/2 connection's streams.
 #[derive(Default)]
-pub struct Streams {
+pub(crate) struct Streams {
     open: AtomicUsize,
     admitted: AtomicBool,
     /// Woken when the count leaves or reaches zero, and at the first admission.
@@ -30,38 +30,38 @@ pub struct Streams {
 
 impl Streams {
     /// Counts one more open stream until the hold (and every clone of it) is dropped.
-    pub fn hold(self: &Arc<Self>) -> StreamHold {
+    pub(crate) fn hold(self: &Arc<Self>) -> StreamHold {
         if self.open.fetch_add(1, Ordering::AcqRel) == 0 {
             self.changed.notify_one();
         }
         StreamHold(Arc::new(Held(self.clone())))
     }
 
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
 
     /// A request or stream on this connection passed the gate.
-    pub fn admitted(&self) -> bool {
+    pub(crate) fn admitted(&self) -> bool {
         self.admitted.load(Ordering::Acquire)
     }
 
     /// Resolves after the next change (the first stream opened or the last closed, the
     /// first admission).
-    pub async fn changed(&self) {
+    pub(crate) async fn changed(&self) {
         self.changed.notified().await
     }
 }
 
 /// One open stream, counted while it (or a clone) lives: a request's answer, a tunnel.
 #[derive(Clone)]
-pub struct StreamHold(Arc<Held>);
+pub(crate) struct StreamHold(Arc<Held>);
 
 struct Held(Arc<Streams>);
 
 impl StreamHold {
     /// Marks the connection as having passed the gate (a token accepted, or a public path).
-    pub fn admitted(&self) {
+    pub(crate) fn admitted(&self) {
         let streams = &self.0 .0;
         if !streams.admitted.swap(true, Ordering::AcqRel) {
             streams.changed.notify_one();
@@ -78,7 +78,7 @@ impl Drop for Held {
 }
 
 /// Marks the connection of an HTTP/2 request as admitted; nothing for HTTP/1.1.
-pub fn mark_admitted(extensions: &http::Extensions) {
+pub(crate) fn mark_admitted(extensions: &http::Extensions) {
     if let Some(hold) = extensions.get::<StreamHold>() {
         hold.admitted();
     }
@@ -94,7 +94,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> HeldBody<B> {
-    pub fn new(body: B, hold: StreamHold) -> HeldBody<B> {
+    pub(crate) fn new(body: B, hold: StreamHold) -> HeldBody<B> {
         HeldBody { body, hold }
     }
 }
@@ -130,20 +130,20 @@ const FINISH_WAIT: Duration = Duration::from_millis(250);
 
 /// The send task of one stream's upgrade, once hyper has spawned it.
 #[derive(Default)]
-pub struct StreamEnd {
+pub(crate) struct StreamEnd {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl StreamEnd {
     /// The stream being served by the current task (inside hyper's HTTP/2 stream task).
-    pub fn current() -> Option<Arc<StreamEnd>> {
+    pub(crate) fn current() -> Option<Arc<StreamEnd>> {
         CURRENT.try_with(Arc::clone).ok()
     }
 
     /// Ends the stream's send task: at once if it is done, else after [`FINISH_WAIT`] at
     /// most (a stream whose window is closed never finishes by itself). Dropping it drops
     /// the stream's last handle: h2 discards what is queued and resets the stream.
-    pub async fn finish(&self) {
+    pub(crate) async fn finish(&self) {
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(mut task) = task else {
             return;
@@ -158,7 +158,7 @@ impl StreamEnd {
 /// [`StreamEnd`] scope; what hyper spawns from inside that scope is that stream's upgraded
 /// send task, whose handle the `StreamEnd` keeps.
 #[derive(Clone, Copy, Default)]
-pub struct StreamExec;
+pub(crate) struct StreamExec;
 
 impl<F> hyper::rt::Executor<F> for StreamExec
 where

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub struct ConnLimits {
+pub(crate) struct ConnLimits {
     max_total: usize,
     max_per_ip: usize,
     total: AtomicUsize,
@@ -15,13 +15,13 @@ pub struct ConnLimits {
 
 /// Which limit refused a connection (the log `reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LimitHit {
+pub(crate) enum LimitHit {
     Total,
     PerIp,
 }
 
 impl LimitHit {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LimitHit::Total => "connection_limit",
             LimitHit::PerIp => "ip_connection_limit",
@@ -30,14 +30,14 @@ impl LimitHit {
 }
 
 /// Held while a connection (or its tunnel) is open.
-pub struct ConnSlot {
+pub(crate) struct ConnSlot {
     limits: Arc<ConnLimits>,
     ip: IpAddr,
 }
 
 impl ConnLimits {
     /// `0` means unlimited.
-    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<ConnLimits> {
+    pub(crate) fn new(max_total: usize, max_per_ip: usize) -> Arc<ConnLimits> {
         Arc::new(ConnLimits {
             max_total: if max_total == 0 {
                 usize::MAX
@@ -54,7 +54,7 @@ impl ConnLimits {
         })
     }
 
-    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Arc<ConnSlot>, LimitHit> {
+    pub(crate) fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Arc<ConnSlot>, LimitHit> {
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(LimitHit::Total);
@@ -76,7 +76,7 @@ impl ConnLimits {
         }))
     }
 
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.total.load(Ordering::Acquire)
     }
 }
@@ -84,7 +84,7 @@ impl ConnLimits {
 impl ConnSlot {
     /// One more slot for the same client: each WebSocket stream of an HTTP/2 connection is
     /// a tunnel with its own gateway connection, and counts like an HTTP/1.1 one.
-    pub fn another(&self) -> Result<Arc<ConnSlot>, LimitHit> {
+    pub(crate) fn another(&self) -> Result<Arc<ConnSlot>, LimitHit> {
         self.limits.acquire(self.ip)
     }
 }

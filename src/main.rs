@@ -1,3 +1,4 @@
+#![allow(unsafe_code)] // the global allocator: SAFETY notes on its impl
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
 

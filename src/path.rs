@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 /// Why a path is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum BadPath {
+pub(crate) enum BadPath {
     #[error("a backslash in the path")]
     Backslash,
     #[error("an encoded '/', '\\' or NUL in the path")]
@@ -24,7 +24,7 @@ pub enum BadPath {
 
 /// The path with unreserved characters percent-decoded (RFC 3986 §2.3) and dot-segments
 /// removed (§5.2.4). Borrowed when there was nothing to do, which is the usual case.
-pub fn normalize(path: &str) -> Result<Cow<'_, str>, BadPath> {
+pub(crate) fn normalize(path: &str) -> Result<Cow<'_, str>, BadPath> {
     if !path.starts_with('/') {
         return Err(BadPath::NotAbsolute);
     }
@@ -41,7 +41,7 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, BadPath> {
 /// Whether `path` (already normalized) is `prefix` or lies below it. A prefix ending in `/`
 /// covers what is under it; one that does not also covers itself: `/healthz` covers
 /// `/healthz` and `/healthz/live`, never `/healthzadmin`.
-pub fn is_under(path: &str, prefix: &str) -> bool {
+pub(crate) fn is_under(path: &str, prefix: &str) -> bool {
     match path.strip_prefix(prefix) {
         Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
         None => false,

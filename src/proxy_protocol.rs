@@ -18,7 +18,7 @@ const V2_MAX_LEN: usize = 1024;
 
 /// Why a header was refused (the connection is closed).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ProxyHeaderError {
+pub(crate) enum ProxyHeaderError {
     #[error("no PROXY protocol header")]
     Missing,
     #[error("malformed PROXY protocol header: {0}")]
@@ -29,7 +29,7 @@ pub enum ProxyHeaderError {
 
 /// Reads one header; `Ok(None)`: a v1 `UNKNOWN` or v2 `LOCAL` header (a health check by the
 /// balancer itself) — the peer's own address stands.
-pub async fn read_header<R: AsyncRead + Unpin>(
+pub(crate) async fn read_header<R: AsyncRead + Unpin>(
     r: &mut R,
 ) -> Result<Option<SocketAddr>, ProxyHeaderError> {
     let mut start = [0u8; 12];
@@ -71,7 +71,7 @@ async fn read_exact<R: AsyncRead + Unpin>(
 }
 
 /// `PROXY TCP4|TCP6 <src> <dst> <sport> <dport>\r\n`, or `PROXY UNKNOWN …\r\n`.
-pub fn parse_v1(line: &[u8]) -> Result<Option<SocketAddr>, ProxyHeaderError> {
+pub(crate) fn parse_v1(line: &[u8]) -> Result<Option<SocketAddr>, ProxyHeaderError> {
     let bad = ProxyHeaderError::Malformed;
     let text = std::str::from_utf8(line).map_err(|_| bad("v1 not ASCII"))?;
     let text = text.strip_suffix("\r\n").ok_or(bad("v1 without CRLF"))?;
@@ -100,7 +100,11 @@ pub fn parse_v1(line: &[u8]) -> Result<Option<SocketAddr>, ProxyHeaderError> {
 }
 
 /// The v2 header after its signature: version/command, family/protocol, the address block.
-pub fn parse_v2(ver_cmd: u8, fam: u8, rest: &[u8]) -> Result<Option<SocketAddr>, ProxyHeaderError> {
+pub(crate) fn parse_v2(
+    ver_cmd: u8,
+    fam: u8,
+    rest: &[u8],
+) -> Result<Option<SocketAddr>, ProxyHeaderError> {
     let bad = ProxyHeaderError::Malformed;
     if ver_cmd >> 4 != 2 {
         return Err(bad("v2 version is not 2"));

@@ -6,7 +6,7 @@ use tracing::{info, warn};
 /// handlers are installed on the call (before the server says it listens), not when the
 /// future is first polled: a signal in between would meet the default action and end the
 /// process without a drain.
-pub fn shutdown() -> impl std::future::Future<Output = ()> {
+pub(crate) fn shutdown() -> impl std::future::Future<Output = ()> {
     let first = wait_for_signal();
     async move { announce(first.await) }
 }

@@ -51,7 +51,7 @@ struct Recent {
 
 /// What a refusal is to the throttle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// A new token: counted as a guess; the block it started, if it crossed the limit.
     Counted(Option<Block>),
     /// A token this IP was refused for already, in the same generation: not counted.
@@ -61,7 +61,7 @@ pub enum Failure {
 
 /// A block that has just started: logged once, not per refused attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Block {
+pub(crate) struct Block {
     /// Failures within the window that started it.
     pub failures: u32,
     /// How many times this IP has been blocked since its last success (1 = first).
@@ -69,7 +69,7 @@ pub struct Block {
     pub blocked_for: Duration,
 }
 
-pub struct Throttle {
+pub(crate) struct Throttle {
     max_failures: u32,
     window: Duration,
     max_backoff: Duration,
@@ -78,7 +78,7 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    pub fn new(max_failures: u32, window: Duration, max_backoff: Duration) -> Throttle {
+    pub(crate) fn new(max_failures: u32, window: Duration, max_backoff: Duration) -> Throttle {
         Throttle {
             max_failures,
             window,
@@ -93,7 +93,7 @@ impl Throttle {
     }
 
     /// `Some(time left)` when `ip` is currently refused.
-    pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+    pub(crate) fn blocked(&self, ip: IpAddr) -> Option<Duration> {
         if self.max_failures == 0 {
             return None;
         }
@@ -108,7 +108,7 @@ impl Throttle {
     /// A refusal of the token with `key` (see `Presented::key`; 0 for none), judged against
     /// credential generation `generation`: a guess, counted (and blocking past the limit), or
     /// a repeat of one this IP was refused for already.
-    pub fn failure(&self, ip: IpAddr, key: u64, generation: u64) -> Failure {
+    pub(crate) fn failure(&self, ip: IpAddr, key: u64, generation: u64) -> Failure {
         if self.max_failures == 0 {
             return Failure::Counted(None);
         }
@@ -179,7 +179,7 @@ impl Throttle {
 
     /// A success forgives every guess. The tokens this IP was refused for stay remembered: a
     /// stale client beside a good one on the same address is still a repeat, not a guess.
-    pub fn success(&self, ip: IpAddr) {
+    pub(crate) fn success(&self, ip: IpAddr) {
         if self.max_failures == 0 {
             return;
         }
@@ -196,7 +196,7 @@ impl Throttle {
     /// IPs tracked (tests: the table stays bounded).
     #[cfg(test)]
     #[allow(clippy::len_without_is_empty)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
     }
 }

@@ -24,7 +24,7 @@ use crate::credentials::watcher::Reloadable;
 use crate::credentials::ReloadResult;
 
 /// Warn this long before a certificate expires.
-pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+pub(crate) const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// Why certificate or key files cannot be used. Names the file and the problem.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +58,7 @@ fn read(path: &Path, max: u64) -> Result<Vec<u8>, TlsError> {
 }
 
 /// PEM certificates from a file (a chain, or a CA bundle) of at most `max` bytes.
-pub fn load_certs(path: &Path, max: u64) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn load_certs(path: &Path, max: u64) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(path, max)?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .filter_map(Result::ok)
@@ -130,7 +130,7 @@ impl CertInfo {
 }
 
 /// A certificate chain and its matching key, ready for rustls.
-pub struct Pair {
+pub(crate) struct Pair {
     pub key: Arc<CertifiedKey>,
     pub info: CertInfo,
 }
@@ -142,7 +142,7 @@ impl fmt::Debug for Pair {
 }
 
 /// Loads and checks a certificate/key pair: parsable, supported, and matching.
-pub fn load_pair(cert_path: &Path, key_path: &Path, max: u64) -> Result<Pair, TlsError> {
+pub(crate) fn load_pair(cert_path: &Path, key_path: &Path, max: u64) -> Result<Pair, TlsError> {
     let chain = load_certs(cert_path, max)?;
     let key_pem = read(key_path, max)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey {
@@ -166,12 +166,12 @@ pub fn load_pair(cert_path: &Path, key_path: &Path, max: u64) -> Result<Pair, Tl
 
 /// Hands rustls the current pair on every handshake.
 #[derive(Debug)]
-pub struct CertResolver {
+pub(crate) struct CertResolver {
     current: ArcSwap<Pair>,
 }
 
 impl CertResolver {
-    pub fn current(&self) -> Arc<Pair> {
+    pub(crate) fn current(&self) -> Arc<Pair> {
         self.current.load_full()
     }
 }
@@ -220,18 +220,18 @@ mod crypto {
     use rustls::crypto::aws_lc_rs::{self, kx_group};
     use rustls::crypto::SupportedKxGroup;
 
-    pub fn provider() -> rustls::crypto::CryptoProvider {
+    pub(super) fn provider() -> rustls::crypto::CryptoProvider {
         aws_lc_rs::default_provider()
     }
 
-    pub const SERVER_KX: &[&dyn SupportedKxGroup] = &[
+    pub(super) const SERVER_KX: &[&dyn SupportedKxGroup] = &[
         kx_group::X25519MLKEM768,
         kx_group::X25519,
         kx_group::SECP256R1,
     ];
 
-    pub use aws_lc_rs::sign::any_supported_type as sign_key;
-    pub use aws_lc_rs::Ticketer;
+    pub(super) use aws_lc_rs::sign::any_supported_type as sign_key;
+    pub(super) use aws_lc_rs::Ticketer;
 }
 
 fn warn_expiry(info: &CertInfo, cert: &Path) {
@@ -249,7 +249,7 @@ fn warn_expiry(info: &CertInfo, cert: &Path) {
 }
 
 /// The listener's TLS side: the rustls config and the reloadable certificate.
-pub struct ServerTls {
+pub(crate) struct ServerTls {
     pub config: Arc<ServerConfig>,
     pub resolver: Arc<CertResolver>,
     cert: PathBuf,
@@ -265,7 +265,7 @@ impl ServerTls {
     /// Loads the pair (start-up errors name the file and the problem) and builds the config:
     /// TLS 1.2 and 1.3, the `alpn` protocols (`tls.alpn`), and client certificates when
     /// `client_ca` is set.
-    pub fn new(
+    pub(crate) fn new(
         cert: &Path,
         key: &Path,
         client_ca: Option<&Path>,
@@ -322,7 +322,7 @@ impl ServerTls {
     }
 
     /// Re-reads the pair; swaps it in only when complete, matching, and different.
-    pub fn reload(&self) -> ReloadResult {
+    pub(crate) fn reload(&self) -> ReloadResult {
         let _guard = self.reload_lock.lock().unwrap();
         let pair = match load_pair(&self.cert, &self.key, self.max_file_bytes) {
             Ok(p) => p,
@@ -394,7 +394,7 @@ impl Reloadable for ServerTls {
 
 /// The client config for a TLS upstream: webpki roots or `ca`, hostname verified; or, with
 /// `insecure`, any certificate.
-pub fn upstream_client_config(
+pub(crate) fn upstream_client_config(
     ca: Option<&Path>,
     insecure: bool,
     max_file_bytes: u64,
@@ -427,7 +427,7 @@ pub fn upstream_client_config(
 }
 
 /// The server name to verify an upstream against.
-pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
+pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
     ServerName::try_from(host.to_string())
         .map_err(|_| TlsError::Config(format!("`{host}` is not a valid TLS server name")))
 }

@@ -22,7 +22,7 @@ use crate::net::Stream;
 
 /// Why the upstream could not be used. Shown in logs, never to clients in detail.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("connect to {addr} timed out after {timeout:?}")]
     ConnectTimeout { addr: String, timeout: Duration },
     #[error("connect to {addr} failed: {source}")]
@@ -42,7 +42,7 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     /// The log's `reason=` for a 502.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             UpstreamError::ConnectTimeout { .. } => "upstream_connect_timeout",
             UpstreamError::Connect { .. } => "upstream_connect_failed",
@@ -57,7 +57,7 @@ impl UpstreamError {
 }
 
 /// The gateway's answer to an upgrade request.
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     /// The answer's body (not a 101's), read whole: refusals are small.
@@ -161,7 +161,7 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-pub struct UpstreamClient {
+pub(crate) struct UpstreamClient {
     target: Upstream,
     /// The target's address when its host is an IP literal (no resolution needed).
     literal: Option<std::net::SocketAddr>,
@@ -183,7 +183,7 @@ pub struct UpstreamClient {
 
 impl UpstreamClient {
     /// `tls` is the client config for an `https://` upstream (ignored for plain ones).
-    pub fn new(
+    pub(crate) fn new(
         target: Upstream,
         connect_timeout: Duration,
         tls: Option<std::sync::Arc<rustls::ClientConfig>>,
@@ -244,19 +244,19 @@ impl UpstreamClient {
         })
     }
 
-    pub fn authority(&self) -> &str {
+    pub(crate) fn authority(&self) -> &str {
         &self.authority
     }
 
     /// The upstream's own origin (`http://host:port` or `https://…`).
-    pub fn origin(&self) -> String {
+    pub(crate) fn origin(&self) -> String {
         format!("{}://{}", self.scheme, self.authority)
     }
 
     /// Sends a plain HTTP request over the pool, to the configured upstream whatever the
     /// request's own target named: the URI is built from typed parts (scheme, authority,
     /// the request's path and query), never by pasting text together.
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         mut req: Request<ClientBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
@@ -285,7 +285,7 @@ impl UpstreamClient {
     }
 
     /// Opens a fresh connection (TLS for an `https://` upstream, within the connect timeout).
-    pub async fn connect(&self) -> Result<Stream, UpstreamError> {
+    pub(crate) async fn connect(&self) -> Result<Stream, UpstreamError> {
         let tcp = self.connect_tcp().await?;
         let Some((connector, name)) = &self.tls else {
             return Ok(Stream::Tcp(tcp));
@@ -304,7 +304,7 @@ impl UpstreamClient {
     }
 
     /// Readiness probe: can a TCP connection to the upstream be opened within `timeout`?
-    pub async fn probe(&self, timeout: Duration) -> Result<(), UpstreamError> {
+    pub(crate) async fn probe(&self, timeout: Duration) -> Result<(), UpstreamError> {
         let addr = (self.target.host.as_str(), self.target.port);
         match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(_)) => Ok(()),
@@ -427,7 +427,7 @@ impl UpstreamClient {
     /// Written and parsed here rather than through hyper's client: an upgrade is one request
     /// on a connection of its own, and hyper's dispatch task, channels and upgrade hand-over
     /// cost more than the exchange itself on every WebSocket handshake.
-    pub async fn upgrade(&self, head: &[u8]) -> Result<Answer, UpstreamError> {
+    pub(crate) async fn upgrade(&self, head: &[u8]) -> Result<Answer, UpstreamError> {
         let bad = |what: &str| self.bad_answer(what);
         let io_err = |source| self.io_error(source);
         let mut stream = match (self.literal, &self.tls) {

@@ -16,10 +16,10 @@ use std::sync::Mutex;
 use super::{digest, Credential, Credentials, Presented};
 
 /// Device tokens remembered; past it the oldest are forgotten.
-pub const MAX_DEVICE_TOKENS: usize = 10_000;
+pub(super) const MAX_DEVICE_TOKENS: usize = 10_000;
 
 #[derive(Default)]
-pub struct PairedDevices {
+pub(crate) struct PairedDevices {
     inner: Mutex<Inner>,
 }
 
@@ -32,7 +32,7 @@ struct Inner {
 
 impl PairedDevices {
     /// Remembers `token`, issued to a client `credential` authenticated.
-    pub fn learn(&self, token: &str, credential: &Credential) {
+    pub(crate) fn learn(&self, token: &str, credential: &Credential) {
         let d = digest(token.as_bytes());
         let mut paired = credential.clone();
         paired.secret = None;
@@ -49,7 +49,7 @@ impl PairedDevices {
 
     /// The credential whose device `presented` is a token of, while that credential is
     /// still current in `creds`.
-    pub fn paired(&self, presented: &Presented, creds: &Credentials) -> Option<Credential> {
+    pub(crate) fn paired(&self, presented: &Presented, creds: &Credentials) -> Option<Credential> {
         let c = {
             let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             inner.by_digest.get(&presented.digest)?.clone()
@@ -57,7 +57,7 @@ impl PairedDevices {
         creds.entries().iter().any(|e| e.same(&c)).then_some(c)
     }
 
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.inner
             .lock()
             .unwrap_or_else(|e| e.into_inner())

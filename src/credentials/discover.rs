@@ -13,7 +13,7 @@ use super::CredentialError;
 /// `~/.openclaw/openclaw.json`). The first that is *set* decides, there or not: a state
 /// directory named but still empty is waited for, never swapped for the one in `~`, which
 /// belongs to another gateway (the other profile is exactly the mismatch users hit).
-pub fn openclaw_config_path() -> Option<PathBuf> {
+pub(crate) fn openclaw_config_path() -> Option<PathBuf> {
     let env = |k: &str| {
         std::env::var_os(k)
             .filter(|v| !v.is_empty())
@@ -31,7 +31,7 @@ pub fn openclaw_config_path() -> Option<PathBuf> {
 /// a file — or a path that exists but cannot be looked at (a 0700 state directory of
 /// another user's): treating it as absent would silently fall back to gatewarden's own
 /// token and hide the real problem, which the first read then reports.
-pub fn discover_openclaw() -> Option<PathBuf> {
+pub(crate) fn discover_openclaw() -> Option<PathBuf> {
     openclaw_config_path()
         .filter(|p| match std::fs::metadata(p) {
             Ok(m) => m.is_file(),
@@ -41,13 +41,13 @@ pub fn discover_openclaw() -> Option<PathBuf> {
 }
 
 /// Name given to the discovered OpenClaw credential (usable in `upstream_auth.credential`).
-pub const DISCOVERED_OPENCLAW: &str = "openclaw";
+pub(crate) const DISCOVERED_OPENCLAW: &str = "openclaw";
 
 /// Whether this machine names an OpenClaw gateway's state even though its config is not
 /// there (yet): one of OpenClaw's own environment variables is set, or `~/.openclaw` exists.
 /// Then the gateway is expected to write its config (a gateway that starts after
 /// gatewarden, a fresh volume), and gatewarden waits for it rather than invent a token.
-pub fn openclaw_expected() -> bool {
+pub(crate) fn openclaw_expected() -> bool {
     let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
     if [
         "OPENCLAW_CONFIG_PATH",
@@ -67,7 +67,7 @@ pub fn openclaw_expected() -> bool {
 /// Where the credentials come from when the config names none, decided without touching
 /// the disk beyond looking (the proxy, `check` and `doctor` all decide it this way).
 #[derive(Debug, Clone)]
-pub enum Origin {
+pub(crate) enum Origin {
     Configured,
     /// No credential configured; OpenClaw's own config file was found.
     OpenClaw(PathBuf),
@@ -84,7 +84,7 @@ pub enum Origin {
 
 impl Origin {
     /// The sources this origin reads (the configured ones for `Configured`).
-    pub fn sources(&self, configured: &[CredentialSource]) -> Vec<CredentialSource> {
+    pub(crate) fn sources(&self, configured: &[CredentialSource]) -> Vec<CredentialSource> {
         let openclaw = |path: &Path| CredentialSource {
             name: Some(DISCOVERED_OPENCLAW.into()),
             path: path.to_path_buf(),
@@ -103,7 +103,7 @@ impl Origin {
 }
 
 /// The origin of the credentials, without creating anything.
-pub fn plan(configured: &[CredentialSource]) -> Result<Origin, CredentialError> {
+pub(crate) fn plan(configured: &[CredentialSource]) -> Result<Origin, CredentialError> {
     if !configured.is_empty() {
         return Ok(Origin::Configured);
     }
@@ -123,7 +123,7 @@ pub fn plan(configured: &[CredentialSource]) -> Result<Origin, CredentialError> 
 
 /// The configured sources, or (when none) OpenClaw's config file (found, or expected), or
 /// gatewarden's generated token file, created if needed.
-pub fn resolve_sources(
+pub(crate) fn resolve_sources(
     configured: &[CredentialSource],
 ) -> Result<(Vec<CredentialSource>, Origin), CredentialError> {
     let mut origin = plan(configured)?;
@@ -134,7 +134,7 @@ pub fn resolve_sources(
 }
 
 /// Where the embedded default keeps its generated token.
-pub fn default_token_path() -> Result<PathBuf, CredentialError> {
+pub(crate) fn default_token_path() -> Result<PathBuf, CredentialError> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -159,7 +159,7 @@ pub fn generate_token() -> String {
 
 /// Makes sure the generated token file exists (mode 0600, directory 0700), keeping an
 /// existing one so the token survives restarts. Returns whether it was created now.
-pub fn ensure_token_file(path: &Path) -> Result<bool, CredentialError> {
+pub(crate) fn ensure_token_file(path: &Path) -> Result<bool, CredentialError> {
     use std::io::Write;
     let create_err = |source| CredentialError::Create {
         path: path.to_path_buf(),

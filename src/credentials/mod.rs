@@ -19,12 +19,12 @@ mod devices;
 mod discover;
 mod reloader;
 mod sources;
-pub mod watcher;
+pub(crate) mod watcher;
 
-pub use allowed::{Allowed, Ask};
-pub use devices::PairedDevices;
+pub(crate) use allowed::{Allowed, Ask};
+pub(crate) use devices::PairedDevices;
 pub use discover::*;
-pub use reloader::*;
+pub(crate) use reloader::*;
 pub use sources::*;
 
 /// First 8 hex digits of a token's SHA-256: enough to tell tokens apart in logs, useless to
@@ -69,7 +69,7 @@ impl fmt::Debug for Fingerprint {
     }
 }
 
-pub fn digest(token: &[u8]) -> [u8; 32] {
+pub(crate) fn digest(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()
 }
 

@@ -85,7 +85,7 @@ pub struct Loaded {
 
 /// Reads one credential source (a regular file of at most `max_bytes`) into its tokens.
 /// `keep_secret` keeps the token itself (for presenting it upstream), not only its digest.
-pub fn read_source(
+pub(crate) fn read_source(
     src: &CredentialSource,
     keep_secret: bool,
     max_bytes: u64,

@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use crate::credentials::{ReloadResult, Reloader};
 
 /// Something whose files the watcher keeps current: credentials, TLS certificates.
-pub trait Reloadable: Send + Sync + 'static {
+pub(crate) trait Reloadable: Send + Sync + 'static {
     /// The files to watch (their directories are watched).
     fn paths(&self) -> Vec<PathBuf>;
     /// Re-reads everything; one labelled result per item, for the SIGHUP log.
@@ -82,7 +82,7 @@ const QUIET: Duration = Duration::from_millis(10);
 const MAX_DELAY: Duration = Duration::from_millis(50);
 
 /// Watches set up before the first load, so no change can slip in between.
-pub struct Prepared {
+pub(crate) struct Prepared {
     fs: Option<DirWatch>,
     rx: mpsc::UnboundedReceiver<()>,
     signatures: Vec<Option<Signature>>,
@@ -90,7 +90,7 @@ pub struct Prepared {
 
 /// Establishes the inotify watches (when `watch`) and the poll baseline. Call it before the
 /// initial load: a change made after this point is seen, one made before is in the load.
-pub fn prepare(paths: &[PathBuf], watch: bool, poll: Duration) -> Prepared {
+pub(crate) fn prepare(paths: &[PathBuf], watch: bool, poll: Duration) -> Prepared {
     let (tx, rx) = mpsc::unbounded_channel::<()>();
     let dirs: Vec<PathBuf> = paths.iter().map(|p| parent_of(p)).collect();
     let mut fs = if watch {
@@ -117,7 +117,7 @@ pub fn prepare(paths: &[PathBuf], watch: bool, poll: Duration) -> Prepared {
 /// Runs until `stop` is cancelled. The SIGHUP handler is installed on the call, not at the
 /// task's first poll: a SIGHUP sent right after "listening" must not meet the default
 /// action (the process ends).
-pub fn run<R: Reloadable + ?Sized>(
+pub(crate) fn run<R: Reloadable + ?Sized>(
     reloader: Arc<R>,
     prepared: Prepared,
     poll: Duration,

@@ -13,10 +13,10 @@ use crate::config::{Config, CredentialFormat, CredentialSource};
 use crate::credentials::{self, Credential, Fingerprint, Presented};
 
 mod gateway;
-pub mod modes;
+pub(crate) mod modes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
+pub(crate) enum Level {
     Ok,
     Warning,
     Problem,
@@ -33,14 +33,14 @@ impl fmt::Display for Level {
 }
 
 #[derive(Debug)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub level: Level,
     pub what: String,
     pub advice: Option<String>,
 }
 
 #[derive(Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub findings: Vec<Finding>,
 }
 
@@ -53,7 +53,7 @@ impl Report {
         });
     }
 
-    pub fn worst(&self) -> Level {
+    pub(crate) fn worst(&self) -> Level {
         self.findings
             .iter()
             .map(|f| f.level)
@@ -61,7 +61,7 @@ impl Report {
             .unwrap_or(Level::Ok)
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         for f in &self.findings {
             out.push_str(&format!("{:<8} {}\n", f.level.to_string(), f.what));
@@ -75,7 +75,7 @@ impl Report {
 
 /// Inputs besides the configuration.
 #[derive(Default)]
-pub struct Options {
+pub(crate) struct Options {
     /// A token to identify (compared by fingerprint only).
     pub token: Option<String>,
     /// `/proc/self/mountinfo`, or a file standing in for it.
@@ -96,7 +96,7 @@ fn age(t: SystemTime) -> String {
 /// A credential file's modification time was this recent: clients may still hold the old one.
 const RECENT: Duration = Duration::from_secs(600);
 
-pub async fn run(config: &Config, opts: &Options) -> Report {
+pub(crate) async fn run(config: &Config, opts: &Options) -> Report {
     let mut r = Report::default();
     let sources = effective_sources(config, &mut r);
     // A token file gatewarden made itself changes when it was made: no rotation to report.
@@ -522,7 +522,7 @@ fn default_mountinfo() -> Option<PathBuf> {
 /// When `path` lives on an overlay root filesystem with no mount covering it (a container's
 /// writable layer), the filesystem type; `None` when it is on a volume, a bind mount, or not
 /// in a container at all.
-pub fn ephemeral_fs(mountinfo: &str, path: &Path) -> Option<String> {
+pub(crate) fn ephemeral_fs(mountinfo: &str, path: &Path) -> Option<String> {
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let mut best: Option<(&str, String)> = None;
     for line in mountinfo.lines() {

@@ -11,12 +11,12 @@ use crate::config::{Config, CredentialFormat, CredentialSource, Inject};
 use super::{Level, Report};
 
 /// How to move a gateway from token to password mode, said wherever it helps.
-pub const TO_PASSWORD_MODE: &str = "move the gateway to password mode, which keeps every client's signature intact: `openclaw config set gateway.auth.mode password`, `openclaw config set gateway.auth.password \"$(openssl rand -hex 24)\"`, `openclaw config unset gateway.auth.token`, restart the gateway; then in gatewarden: upstream_auth.inject = \"password\", upstream_auth.credential naming a [[credentials]] entry with format = \"json5\" and pointer = \"/gateway/auth/password\"; clients keep their own gatewarden tokens";
+pub(crate) const TO_PASSWORD_MODE: &str = "move the gateway to password mode, which keeps every client's signature intact: `openclaw config set gateway.auth.mode password`, `openclaw config set gateway.auth.password \"$(openssl rand -hex 24)\"`, `openclaw config unset gateway.auth.token`, restart the gateway; then in gatewarden: upstream_auth.inject = \"password\", upstream_auth.credential naming a [[credentials]] entry with format = \"json5\" and pointer = \"/gateway/auth/password\"; clients keep their own gatewarden tokens";
 
 /// The gateway's config: the one a credential reads (a `json5` source whose pointer is
 /// under `/gateway/`), else OpenClaw's own (`OPENCLAW_CONFIG_PATH`, `OPENCLAW_STATE_DIR`,
 /// `~/.openclaw`; a gateway in trusted-proxy mode has no secret for a credential to read).
-pub fn gateway_config(sources: &[CredentialSource]) -> Option<(std::path::PathBuf, Value)> {
+pub(crate) fn gateway_config(sources: &[CredentialSource]) -> Option<(std::path::PathBuf, Value)> {
     let path = sources
         .iter()
         .find(|s| s.format == CredentialFormat::Json5 && s.json_pointer().starts_with("/gateway/"))
@@ -29,7 +29,7 @@ pub fn gateway_config(sources: &[CredentialSource]) -> Option<(std::path::PathBu
 
 /// `gateway.auth.mode` as the gateway resolves it: set, else `token` (a token or none),
 /// `password` when only a password is set.
-pub fn mode_of(doc: &Value) -> String {
+pub(crate) fn mode_of(doc: &Value) -> String {
     let auth = doc.pointer("/gateway/auth");
     if let Some(m) = auth.and_then(|a| a.get("mode")).and_then(Value::as_str) {
         return m.to_string();
@@ -43,7 +43,7 @@ pub fn mode_of(doc: &Value) -> String {
 }
 
 /// Findings for the gateway's mode against gatewarden's injection.
-pub fn compare(config: &Config, doc: &Value, from: &std::path::Path, r: &mut Report) {
+pub(crate) fn compare(config: &Config, doc: &Value, from: &std::path::Path, r: &mut Report) {
     let mode = mode_of(doc);
     let inject = config.upstream_auth.inject;
     let at = from.display();

@@ -18,7 +18,7 @@ const MAX_FRAME: u64 = 1024 * 1024;
 
 /// What the watch saw, and the bytes it passed to the client.
 #[derive(Default)]
-pub struct Answered {
+pub(crate) struct Answered {
     /// The device token of a `hello-ok` (a secret: only its digest is kept).
     pub device_token: Option<String>,
     pub bytes_out: u64,
@@ -26,7 +26,7 @@ pub struct Answered {
 
 /// Sends `to_upstream`, then passes the gateway's frames (`held` first) to the client until
 /// the answer to the connect (the first `res`) has passed, a close, or `timeout`.
-pub async fn watch(
+pub(crate) async fn watch(
     client: &mut Stream,
     upstream: &mut Stream,
     to_upstream: &[u8],

@@ -8,7 +8,7 @@ use super::said::{Said, Scopes};
 
 /// `params.client` of a `connect` request, as far as it is there and is text.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientInfo {
+pub(crate) struct ClientInfo {
     pub id: Option<String>,
     pub mode: Option<String>,
     pub version: Option<String>,
@@ -16,7 +16,7 @@ pub struct ClientInfo {
 
 /// What a session's `connect` says, as far as it is there.
 #[derive(Debug, Clone, Default)]
-pub struct Connect {
+pub(crate) struct Connect {
     pub client: Option<ClientInfo>,
     /// `None` when the ask cannot be read (no JSON object with an object `params`, or
     /// `scopes` that is no array): a credential with scopes refuses it.
@@ -31,13 +31,13 @@ pub struct Connect {
 impl Connect {
     /// From a first message's (unmasked, inflated) payload, read on its own (a refusal's
     /// line); a judged message has it from its one walk ([`Connect::from_said`]).
-    pub fn of(payload: &[u8]) -> Connect {
+    pub(crate) fn of(payload: &[u8]) -> Connect {
         super::Facts::scan(payload, "")
             .map(|f| Connect::from_said(f.said))
             .unwrap_or_default()
     }
 
-    pub fn from_said(said: Said) -> Connect {
+    pub(crate) fn from_said(said: Said) -> Connect {
         let client = ClientInfo {
             id: text(said.client_id),
             mode: text(said.client_mode),
@@ -69,12 +69,12 @@ fn text(v: Option<String>) -> Option<String> {
 
 impl ClientInfo {
     /// From a first message's (unmasked, inflated) payload; `None` when it names no client.
-    pub fn of(payload: &[u8]) -> Option<ClientInfo> {
+    pub(crate) fn of(payload: &[u8]) -> Option<ClientInfo> {
         Connect::of(payload).client
     }
 
     /// "cli 2026.9.6" (id, then mode where it differs, then version).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut parts: Vec<&str> = Vec::new();
         parts.extend(self.id.as_deref());
         if self.mode != self.id {

@@ -18,7 +18,7 @@ use super::client::ClientInfo;
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
 
 /// The client is refused; [`reject`] tells it so in the gateway's own shape.
-pub struct Rejection {
+pub(crate) struct Rejection {
     pub reason: Reason,
     /// What exactly was wrong, for the log (never contains frame content).
     pub detail: &'static str,
@@ -37,7 +37,7 @@ pub struct Rejection {
 /// (and nothing after it) goes to the gateway, the gateway's answer comes back, then both
 /// sockets close. A client that has not authenticated gets only the gateway's close frame
 /// (its code and reason), none of the data the gateway may send before it.
-pub async fn pass_close(
+pub(crate) async fn pass_close(
     client: &mut Stream,
     upstream: &mut Stream,
     frame: &[u8],
@@ -106,7 +106,7 @@ pub(super) fn close_frame_of(c: &ws::Close) -> Vec<u8> {
 
 /// Tells the client why, the way the gateway would: an error `res` echoing the request id
 /// (when there was one), then a close frame; closes the gateway side cleanly.
-pub async fn reject(client: &mut Stream, upstream: &mut Stream, r: &Rejection) {
+pub(crate) async fn reject(client: &mut Stream, upstream: &mut Stream, r: &Rejection) {
     let _ = upstream
         .write_all(&ws::close_frame_masked(1000, "", Some(ws::random_mask())))
         .await;

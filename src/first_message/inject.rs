@@ -13,7 +13,7 @@ use super::{is_device_signed, set_pointer};
 
 /// What goes into the first frame, and where.
 #[derive(Clone, Copy)]
-pub enum Injection<'a> {
+pub(crate) enum Injection<'a> {
     /// The gateway's token at the token's pointer (refused for a device-signed connect).
     Token(&'a Secret),
     /// The gateway's password at `params.auth.password`; nothing else changes.
@@ -21,7 +21,7 @@ pub enum Injection<'a> {
 }
 
 /// Why the gateway's secret cannot go into a first message.
-pub enum Unwritable {
+pub(super) enum Unwritable {
     /// A device signature covers the token: a rewritten message would fail its check.
     DeviceSigned,
     /// The secret's place cannot be made in this document.
@@ -36,7 +36,7 @@ type Object = IndexMap<String, Box<RawValue>>;
 /// a device signature over them still verifies; only the members' spacing and the key
 /// escapes of the three objects on the path are re-written. `None` when `params` is not an
 /// object (or the payload not a JSON object).
-pub fn with_password(payload: &[u8], password: &str) -> Option<Vec<u8>> {
+pub(super) fn with_password(payload: &[u8], password: &str) -> Option<Vec<u8>> {
     let mut top: Object = serde_json::from_slice(payload).ok()?;
     let mut params: Object = serde_json::from_str(top.get("params")?.get()).ok()?;
     let mut auth: Object = match params.get("auth") {
@@ -56,7 +56,7 @@ fn raw<T: serde::Serialize + ?Sized>(v: &T) -> Box<RawValue> {
 /// The first frame re-encoded with the gateway's secret, or `None` when it goes as it came
 /// (the client presented the gateway's very token, or nothing is injected). `doc` is the
 /// parsed payload, needed for a token rewrite only.
-pub fn rewrite(
+pub(super) fn rewrite(
     injection: Option<Injection<'_>>,
     payload: &[u8],
     doc: Option<Value>,

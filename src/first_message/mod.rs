@@ -30,11 +30,11 @@ mod scan;
 #[cfg(test)]
 mod tests;
 
-pub use answer::watch as watch_answer;
-pub use client::{ClientInfo, Connect};
+pub(crate) use answer::watch as watch_answer;
+pub(crate) use client::{ClientInfo, Connect};
 use close::close_frame_of;
-pub use close::{pass_close, reject, Rejection};
-pub use inject::Injection;
+pub(crate) use close::{pass_close, reject, Rejection};
+pub(crate) use inject::Injection;
 use inject::Unwritable;
 pub use scan::*;
 
@@ -43,7 +43,7 @@ pub use scan::*;
 const HOLD_MAX: usize = 64 * 1024;
 
 /// What the first frame is checked for.
-pub struct Check<'a> {
+pub(crate) struct Check<'a> {
     /// Authenticate with the token found in the frame (the `first_message` source).
     pub authenticate: bool,
     /// The gateway's secret to put in the frame (`upstream_auth.inject = "first_message"`
@@ -68,7 +68,7 @@ pub struct Check<'a> {
 }
 
 /// The client may proceed: these bytes go upstream first, then the relay takes over.
-pub struct Proceed {
+pub(crate) struct Proceed {
     /// The first frame (original bytes, or re-encoded with the injected token) and every
     /// byte the client sent behind it, in order.
     pub to_upstream: Vec<u8>,
@@ -90,7 +90,7 @@ pub struct Proceed {
     pub by_gateway: bool,
 }
 
-pub enum Outcome {
+pub(crate) enum Outcome {
     Proceed(Proceed),
     Reject(Rejection),
     /// One side went away before the first frame was judged.
@@ -108,7 +108,7 @@ pub enum Outcome {
 }
 
 /// Relays gateway→client while reading the client's first frame, then judges it.
-pub async fn run(
+pub(crate) async fn run(
     client: &mut Stream,
     upstream: &mut Stream,
     from_client: Bytes,

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::credentials::Presented;
 
 /// A scope that is not a string, as the scope check sees it (it matches no allowed scope).
-pub const NOT_A_STRING: &str = "<non-string>";
+pub(super) const NOT_A_STRING: &str = "<non-string>";
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub enum Scopes {

@@ -332,7 +332,7 @@ impl Proxy {
     }
 
     /// Whether a connection from `peer` must open with a PROXY protocol header.
-    pub fn expects_proxy_header(&self, peer: std::net::IpAddr) -> bool {
+    pub(crate) fn expects_proxy_header(&self, peer: std::net::IpAddr) -> bool {
         self.proxy_protocol && self.is_trusted(peer.to_canonical())
     }
 

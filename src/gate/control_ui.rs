@@ -47,7 +47,7 @@ pub(crate) enum Shell {
 
 /// The shell's paths, as configured.
 #[derive(Debug, Clone)]
-pub struct ControlUi {
+pub(crate) struct ControlUi {
     routes: Vec<String>,
 }
 

@@ -41,7 +41,7 @@ pub(crate) const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, O
 /// `Arc`s), so the reference counts and cancellation tokens a connection touches stay in
 /// its own core's cache.
 #[derive(Clone)]
-pub struct Proxy {
+pub(crate) struct Proxy {
     pub auth: AuthConfig,
     /// The token sources in effect (`auth.sources`, or the default for the credentials).
     pub sources: Vec<TokenSource>,
@@ -106,7 +106,7 @@ fn head_size<B>(req: &Request<B>) -> usize {
 impl Proxy {
     /// The gate as `config` sets it up. `sources` are the token sources in effect (see
     /// `AuthConfig::effective_sources`); `cut` is the shutdown phase that closes tunnels.
-    pub fn new(
+    pub(crate) fn new(
         config: &crate::config::Config,
         sources: Vec<TokenSource>,
         creds: Arc<CredentialStore>,
@@ -147,7 +147,7 @@ impl Proxy {
     }
 
     /// Serves the OpenClaw Control UI's shell without a token (see `control_ui`).
-    pub fn with_control_ui(mut self, public: bool) -> Proxy {
+    pub(crate) fn with_control_ui(mut self, public: bool) -> Proxy {
         self.control_ui =
             public.then(|| Arc::new(control_ui::ControlUi::new(&self.auth.control_ui_routes)));
         self

@@ -12,16 +12,16 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 /// The client's body, passed through frame by frame.
-pub struct ClientBody {
+pub(crate) struct ClientBody {
     inner: Incoming,
     broken: Arc<AtomicBool>,
 }
 
 /// Tells whether the client's body failed (after the upstream request ended).
-pub struct BodyWatch(Arc<AtomicBool>);
+pub(crate) struct BodyWatch(Arc<AtomicBool>);
 
 impl ClientBody {
-    pub fn new(inner: Incoming) -> (ClientBody, BodyWatch) {
+    pub(crate) fn new(inner: Incoming) -> (ClientBody, BodyWatch) {
         let broken = Arc::new(AtomicBool::new(false));
         (
             ClientBody {
@@ -35,7 +35,7 @@ impl ClientBody {
 
 impl BodyWatch {
     /// The client's body failed to read (malformed, or the client went away mid-body).
-    pub fn broken(&self) -> bool {
+    pub(crate) fn broken(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
 }

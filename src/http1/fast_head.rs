@@ -42,7 +42,7 @@ const MAX_FAST_HEADERS: usize = 64;
 /// What the first read found. (Returned once per connection and moved once: not worth a
 /// box for the size difference.)
 #[allow(clippy::large_enum_variant)]
-pub enum First {
+pub(crate) enum First {
     /// A complete WebSocket upgrade request.
     Upgrade {
         req: Request<()>,
@@ -59,7 +59,7 @@ pub enum First {
 }
 
 /// Reads what the client sent first, within the header timeout.
-pub async fn read_first(
+pub(crate) async fn read_first(
     mut stream: Stream,
     remote: SocketAddr,
     header_timeout: Duration,

@@ -12,13 +12,13 @@ use std::io;
 use std::time::SystemTime;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
-pub fn empty() -> Body {
+pub(crate) fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
-pub fn text(status: StatusCode, msg: impl Into<Bytes>) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, msg: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(
         Full::new(msg.into())
             .map_err(|never| match never {})
@@ -35,7 +35,7 @@ pub fn text(status: StatusCode, msg: impl Into<Bytes>) -> Response<Body> {
 /// Writes an answer the way hyper would: status line with the canonical reason, the
 /// headers in order, `content-length` where the status allows a body, `date` last. Every
 /// HTTP/1.1 answer gatewarden writes without hyper goes through here.
-pub async fn write_response<S: AsyncWrite + Unpin>(
+pub(crate) async fn write_response<S: AsyncWrite + Unpin>(
     stream: &mut S,
     resp: Response<Body>,
 ) -> io::Result<()> {

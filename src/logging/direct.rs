@@ -35,7 +35,7 @@ pub fn capture_direct(sink: impl Fn(&[u8]) + Send + Sync + 'static) {
 /// For the lines every connection writes ("connected", "closed"): through tracing each
 /// field costs a `fmt` round trip (visitor, `DisplayValue`, `Formatter`), ~4,300
 /// instructions a line; here ~1,000 (callgrind).
-pub fn line(level: Level, message: &str, fields: impl FnOnce(&mut Line)) -> bool {
+pub(crate) fn line(level: Level, message: &str, fields: impl FnOnce(&mut Line)) -> bool {
     let Some(direct) = DIRECT.get() else {
         return false;
     };
@@ -85,7 +85,7 @@ pub(crate) fn render_line(
 
 /// A line's fields, each printed as tracing-subscriber prints the same kind of field. Bytes,
 /// not a `String`: the pieces are text already, no UTF-8 checks on the way.
-pub struct Line<'a>(&'a mut Vec<u8>);
+pub(crate) struct Line<'a>(&'a mut Vec<u8>);
 
 impl Line<'_> {
     fn name(&mut self, name: &str) {
@@ -96,13 +96,13 @@ impl Line<'_> {
     }
 
     /// A `%` field whose value is text.
-    pub fn text(&mut self, name: &str, value: &str) {
+    pub(crate) fn text(&mut self, name: &str, value: &str) {
         self.name(name);
         self.0.extend_from_slice(value.as_bytes());
     }
 
     /// A `?` field of a string: quoted, escaped as `Debug` escapes.
-    pub fn quoted(&mut self, name: &str, value: &str) {
+    pub(crate) fn quoted(&mut self, name: &str, value: &str) {
         self.name(name);
         if printable(value) && !value.contains(['"', '\\']) {
             self.0.push(b'"');
@@ -114,14 +114,14 @@ impl Line<'_> {
     }
 
     /// A number field.
-    pub fn u64(&mut self, name: &str, value: u64) {
+    pub(crate) fn u64(&mut self, name: &str, value: u64) {
         self.name(name);
         self.0
             .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
     /// A `%` field holding a peer address (as [`Peer`] prints it).
-    pub fn peer(&mut self, name: &str, value: std::net::SocketAddr) {
+    pub(crate) fn peer(&mut self, name: &str, value: std::net::SocketAddr) {
         self.name(name);
         match value {
             std::net::SocketAddr::V4(v4) => {
@@ -135,7 +135,7 @@ impl Line<'_> {
     }
 
     /// A `%` field of any other `Display` (through `fmt`, for the rare values).
-    pub fn display(&mut self, name: &str, value: &dyn fmt::Display) {
+    pub(crate) fn display(&mut self, name: &str, value: &dyn fmt::Display) {
         self.name(name);
         let _ = std::io::Write::write_fmt(self.0, format_args!("{value}"));
     }
@@ -144,7 +144,7 @@ impl Line<'_> {
 /// A peer address for log fields, printed like `SocketAddr`'s `Display` but for IPv4 in
 /// one piece: core's impl pads through a formatter per octet, and every connection logs its
 /// peer twice.
-pub struct Peer(pub std::net::SocketAddr);
+pub(crate) struct Peer(pub std::net::SocketAddr);
 
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -14,7 +14,7 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Metadata};
 
 /// The target of gatewarden's own lines that may come in floods: `info!(target: FLOOD, …)`.
-pub const FLOOD: &str = "gatewarden::flood";
+pub(crate) const FLOOD: &str = "gatewarden::flood";
 
 /// One line a second per call site.
 const WINDOW: Duration = Duration::from_secs(1);

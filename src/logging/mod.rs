@@ -30,20 +30,20 @@ mod writer;
 
 pub use direct::*;
 use fold::Folding;
-pub use fold::FLOOD;
+pub(crate) use fold::FLOOD;
 use json::JsonFormat;
 #[cfg(test)]
 use pieces::timestamp;
 use pieces::Timestamp;
 pub use text::*;
-pub use writer::lines_dropped;
+pub(crate) use writer::lines_dropped;
 use writer::*;
 
 /// The writer thread, for [`flush`].
 static WRITER: Mutex<Option<(Arc<Shared>, JoinHandle<()>)>> = Mutex::new(None);
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `log.level`.
-pub fn init(cfg: &LogConfig) {
+pub(crate) fn init(cfg: &LogConfig) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
@@ -86,7 +86,7 @@ const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Writes out every pending line; call before the process exits. Later lines go to stderr
 /// directly. Waits at most `FLUSH_WAIT`: a stuck stderr must not keep the process alive.
-pub fn flush() {
+pub(crate) fn flush() {
     let writer = WRITER.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some((shared, thread)) = writer {
         shared.close(FLUSH_WAIT);

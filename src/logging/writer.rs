@@ -20,7 +20,7 @@ pub(super) const MAX_PENDING: usize = 1 << 20;
 pub(super) const TICK: Duration = Duration::from_millis(10);
 
 /// Lines dropped since start (`gatewarden_log_lines_dropped_total`).
-pub fn lines_dropped() -> Counter {
+pub(crate) fn lines_dropped() -> Counter {
     static DROPPED: OnceLock<Counter> = OnceLock::new();
     DROPPED.get_or_init(Counter::default).clone()
 }
@@ -112,7 +112,7 @@ impl Shared {
 
 /// The writer tracing gets per event: a borrow, so no reference count moves between the
 /// worker threads' caches on every line.
-pub struct BatchedRef<'a>(&'a Shared);
+pub(super) struct BatchedRef<'a>(&'a Shared);
 
 impl Write for BatchedRef<'_> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {

@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 use std::sync::OnceLock;
 
 mod sessions;
-pub use sessions::Sessions;
+pub(crate) use sessions::Sessions;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
@@ -51,7 +51,7 @@ pub struct WorkerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BuildLabels {
+pub(crate) struct BuildLabels {
     pub version: &'static str,
 }
 

@@ -11,7 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 /// Distinct `credential` label values kept; the rest are `other`.
-pub const MAX_NAMES: usize = 100;
+pub(super) const MAX_NAMES: usize = 100;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SessionLabels {

@@ -1,5 +1,6 @@
 //! The byte streams every stage works on: a client or upstream connection, plain or TLS,
 //! and the same with bytes already read put back in front (for hyper).
+#![allow(unsafe_code)] // reads into tokio's uninitialized buffer; SAFETY notes at each block
 
 use std::io;
 use std::pin::Pin;
@@ -139,25 +140,25 @@ pub(crate) fn poll_read_some(
 }
 
 /// A client connection with the bytes already read from it in front, for hyper.
-pub struct Prefixed {
+pub(crate) struct Prefixed {
     pre: Bytes,
     io: Stream,
 }
 
 impl Prefixed {
     /// The socket and whatever of the prefix hyper has not read.
-    pub fn into_parts(self) -> (Stream, Bytes) {
+    pub(crate) fn into_parts(self) -> (Stream, Bytes) {
         (self.io, self.pre)
     }
 
     /// A connection whose next bytes are `pre`, then the socket's.
-    pub fn new(io: Stream, pre: Bytes) -> Prefixed {
+    pub(crate) fn new(io: Stream, pre: Bytes) -> Prefixed {
         Prefixed { pre, io }
     }
 
     /// The socket's descriptor when the connection is plain TCP (not TLS): bytes written
     /// to it by hand reach the peer as they are.
-    pub fn plain_fd(&self) -> Option<std::os::fd::RawFd> {
+    pub(crate) fn plain_fd(&self) -> Option<std::os::fd::RawFd> {
         match &self.io {
             Stream::Tcp(t) => Some(std::os::fd::AsRawFd::as_raw_fd(t)),
             _ => None,

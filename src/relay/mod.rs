@@ -27,7 +27,7 @@ use crate::ws::{Close, FrameTracker};
 mod endings;
 mod half;
 mod tunnel;
-pub mod worker_loop;
+pub(crate) mod worker_loop;
 mod zero_copy;
 
 use endings::Watch;

@@ -99,7 +99,7 @@ impl Wake for Queue {
 }
 
 /// One worker's loop: the tunnels in it and the directions waiting to be stepped.
-pub struct Loop {
+pub(crate) struct Loop {
     slots: Mutex<Slots>,
     ready: Mutex<Vec<u64>>,
     /// The loop's task, woken when `ready` gets its first entry.
@@ -240,7 +240,7 @@ pub(crate) fn current() -> Option<Arc<Loop>> {
 
 /// Keeps a thread's loop installed; dropping it uninstalls the loop (tunnels already in
 /// it keep running while the runtime does).
-pub struct Installed(());
+pub(crate) struct Installed(());
 
 impl Drop for Installed {
     fn drop(&mut self) {
@@ -251,7 +251,7 @@ impl Drop for Installed {
 /// Starts the current thread's loop, as a task of its runtime. Only on a current-thread
 /// runtime: there a tunnel's task, the loop and the reactor that wakes it always run on
 /// this thread. `None` (tunnels are relayed by their own tasks) elsewhere.
-pub fn install() -> Option<Installed> {
+pub(crate) fn install() -> Option<Installed> {
     let handle = Handle::try_current().ok()?;
     if handle.runtime_flavor() != RuntimeFlavor::CurrentThread {
         return None;

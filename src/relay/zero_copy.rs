@@ -35,7 +35,7 @@ pub(super) mod pipe {
     const CAPACITY: usize = 64 * 1024;
     const POOL_MAX: usize = 32;
 
-    pub struct Pipe {
+    pub(crate) struct Pipe {
         read: OwnedFd,
         write: OwnedFd,
         /// Bytes inside.
@@ -44,7 +44,7 @@ pub(super) mod pipe {
 
     impl Pipe {
         /// Splices up to `max` bytes from `from` into the pipe.
-        pub fn fill_from(&mut self, from: impl AsFd, max: u64) -> io::Result<usize> {
+        pub(crate) fn fill_from(&mut self, from: impl AsFd, max: u64) -> io::Result<usize> {
             let want = (CAPACITY - self.len).min(max.min(usize::MAX as u64) as usize);
             let n = splice(
                 from,
@@ -59,7 +59,7 @@ pub(super) mod pipe {
         }
 
         /// Splices what the pipe holds into `to`.
-        pub fn drain_into(&mut self, to: impl AsFd) -> io::Result<usize> {
+        pub(crate) fn drain_into(&mut self, to: impl AsFd) -> io::Result<usize> {
             let n = splice(
                 &self.read,
                 None,
@@ -77,7 +77,7 @@ pub(super) mod pipe {
         static POOL: std::cell::RefCell<Vec<Pipe>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
-    pub fn take() -> io::Result<Pipe> {
+    pub(crate) fn take() -> io::Result<Pipe> {
         if let Some(p) = POOL.with(|p| p.borrow_mut().pop()) {
             return Ok(p);
         }
@@ -90,7 +90,7 @@ pub(super) mod pipe {
     }
 
     /// Back to the pool if empty (a pipe with bytes inside is closed instead).
-    pub fn give(p: Pipe) {
+    pub(crate) fn give(p: Pipe) {
         if p.len != 0 {
             return;
         }

@@ -21,7 +21,7 @@ use crate::limits::ConnSlot;
 /// handshakes/s. So a worker that accepts a connection while it has more than one more open
 /// than the least-loaded worker hands the socket over (as Envoy's "exact balance" does): a
 /// channel send and a wake-up of that worker, only while the counts are uneven.
-pub struct Balance {
+pub(crate) struct Balance {
     pub(super) open: Box<[Open]>,
     pub(super) inbox: Box<[mpsc::UnboundedSender<Adopt>]>,
 }

@@ -276,7 +276,9 @@ async fn with_hyper(io: Prefixed, spent: Duration, peer: Peer, conn: &Conn) -> U
             if e.is_parse_version_h2() {
                 // SAFETY: `served` owns the socket and is still alive here (it is dropped at
                 // the end of this block), so the descriptor is open and still ours.
-                refuse_http2(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
+                #[allow(unsafe_code)]
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                refuse_http2(fd);
             }
         }
         result

@@ -23,7 +23,7 @@ impl Shutdown {
     /// with these, so the tokens a connection touches (a lock on the token's waiter list,
     /// twice per connection) stay in its own core's cache instead of moving between cores
     /// on every handshake.
-    pub fn for_worker(&self) -> Shutdown {
+    pub(super) fn for_worker(&self) -> Shutdown {
         Shutdown {
             accepting: self.accepting.clone(),
             draining: self.draining.child_token(),

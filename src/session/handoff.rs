@@ -22,7 +22,7 @@ use super::start::Tunnel;
 /// instead of a second one per tunnel (a spawn is an aligned allocation and a few copies of
 /// the whole future, on every handshake).
 #[derive(Default)]
-pub struct Handoff(std::sync::Mutex<Option<Pending>>);
+pub(crate) struct Handoff(std::sync::Mutex<Option<Pending>>);
 
 impl Handoff {
     pub(super) fn put(&self, pending: Pending) {
@@ -30,13 +30,13 @@ impl Handoff {
     }
 
     /// The upgrade's remaining work, when the request was answered with a 101.
-    pub fn take(&self) -> Option<Pending> {
+    pub(crate) fn take(&self) -> Option<Pending> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
 /// An answered upgrade's second half.
-pub struct Pending {
+pub(crate) struct Pending {
     pub(super) proxy: Arc<Proxy>,
     /// hyper's side of the client connection; `None` when the listener read the request
     /// itself and holds the socket (or once [`Pending::upgraded`] took it).
@@ -59,7 +59,7 @@ pub(super) enum Then {
 impl Pending {
     /// hyper's upgraded client connection, once hyper has let go of it; `None` (logged) when
     /// the upgrade failed on the client's side after the 101.
-    pub async fn upgraded(&mut self) -> Option<(Stream, Bytes)> {
+    pub(crate) async fn upgraded(&mut self) -> Option<(Stream, Bytes)> {
         match self.on_client.take()?.await {
             Ok(up) => Some(Stream::from_upgraded(up)),
             Err(e) => {
@@ -78,7 +78,7 @@ impl Pending {
     // inlining it, and the tunnel future it returns was then built and copied once more per
     // handshake (callgrind: +500 instructions of memcpy).
     #[inline(always)]
-    pub fn run(
+    pub(crate) fn run(
         self,
         (mut client, from_client): (Stream, Bytes),
     ) -> impl std::future::Future<Output = ()> {

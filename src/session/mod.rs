@@ -37,8 +37,8 @@ mod start;
 mod tunnel;
 mod upgrade;
 
-pub use handoff::{Handoff, Pending};
-pub use upgrade::Answered;
+pub(crate) use handoff::{Handoff, Pending};
+pub(crate) use upgrade::Answered;
 use upgrade::Over;
 
 impl Proxy {
@@ -46,7 +46,7 @@ impl Proxy {
     /// connection is mTLS. hyper's service must return the response alone, so what an
     /// answered upgrade still has to run is left in `handoff` for the connection's task:
     /// the one side channel of the upgrade path.
-    pub async fn handle(
+    pub(crate) async fn handle(
         self: Arc<Self>,
         mut req: Request<Incoming>,
         remote: SocketAddr,
@@ -77,7 +77,7 @@ impl Proxy {
     /// A WebSocket upgrade request the listener read itself (see `http1::fast_head`): the
     /// same checks and answer as through [`Proxy::handle`]; the caller writes the answer
     /// and, after a 101, runs what is returned beside it over the socket it holds.
-    pub async fn handle_upgrade(
+    pub(crate) async fn handle_upgrade(
         self: Arc<Self>,
         req: Request<()>,
         remote: SocketAddr,

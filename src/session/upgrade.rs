@@ -38,7 +38,7 @@ pub(crate) enum Over {
 }
 
 /// An upgrade's answer, and what runs over the client's socket once it has switched.
-pub type Answered = (Response<Body>, Option<Pending>);
+pub(crate) type Answered = (Response<Body>, Option<Pending>);
 
 /// What the gate settled for an admitted upgrade, for the gateway's handshake.
 struct Settled {

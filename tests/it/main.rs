@@ -2,6 +2,11 @@
 //! test is linked once. Tests start the real server or binary on port 0 and talk to it over
 //! real sockets; `common` is the harness.
 
+// A test crate has no public interface: `pub` in `common` is for its sibling modules.
+#![allow(unreachable_pub)]
+// libc calls the tests make to set up what they test (a FIFO, TCP_INFO, the user).
+#![allow(unsafe_code)]
+
 mod binary;
 mod bodies;
 mod common;
