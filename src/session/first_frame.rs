@@ -30,25 +30,7 @@ impl Proxy {
         who: &mut Who,
     ) -> Option<Opened> {
         let (conn, started) = (t.conn, t.started);
-        let inject = t
-            .inject
-            .as_ref()
-            .map(|secret| match self.upstream_auth.inject {
-                Inject::Password => first_message::Injection::Password(secret),
-                _ => first_message::Injection::Token(secret),
-            });
-        let check = first_message::Check {
-            authenticate: t.in_band,
-            inject,
-            admitted: t.authenticated.as_ref().map(|(_, c)| c),
-            device_tokens: self.auth.device_tokens,
-            paired: (self.auth.device_tokens == DeviceTokens::Gateway).then_some(&*self.paired),
-            pointer: &self.auth.first_message_pointer,
-            max_bytes: self.auth.first_message_max_bytes,
-            timeout: self.auth.first_message_timeout.0,
-            preauth_frames: self.auth.first_message_preauth_frames,
-            deflate: t.deflate,
-        };
+        let check = self.first_frame_check(t);
         let creds = self.creds.load();
         // The drain's end cuts a tunnel still waiting for its first frame.
         let outcome = tokio::select! {
@@ -60,48 +42,7 @@ impl Proxy {
         };
         match outcome {
             first_message::Outcome::Proceed(p) => {
-                who.saw(&p.connect);
-                if p.by_gateway {
-                    self.for_the_gateway(t, &p, who);
-                }
-                let signed = p.connect.signed;
-                let pairs = match (&p.credential, &*authenticated) {
-                    _ if p.by_gateway
-                        || !signed
-                        || self.auth.device_tokens != DeviceTokens::Gateway =>
-                    {
-                        None
-                    }
-                    (Some(c), _) | (None, Some((_, c))) => Some(c.clone()),
-                    (None, None) => None,
-                };
-                if let (Some(c), Some(presented), false) = (p.credential, p.presented, p.by_gateway)
-                {
-                    who.client = Some(c.who().to_string());
-                    log_connected(
-                        &self.metrics,
-                        conn,
-                        t.remote,
-                        TokenSource::FirstMessage,
-                        &c,
-                        p.grace,
-                        Some(who),
-                    );
-                    self.throttle.success(t.ip);
-                    if let Some(stream) = &t.stream {
-                        stream.admitted();
-                    }
-                    *authenticated = Some((presented, c));
-                }
-                if p.rewritten {
-                    debug!(conn = %conn, "[ws] gateway token injected into the first frame");
-                }
-                let opened = Opened {
-                    to_upstream: p.to_upstream,
-                    from_upstream: Bytes::from(p.held),
-                    down: p.down,
-                    prior_out: p.bytes_out,
-                };
+                let (opened, pairs) = self.proceeded(p, t, authenticated, who);
                 // A device-signed client gatewarden authenticated: the gateway's answer is
                 // watched for the device token it may hand the device.
                 match pairs {
@@ -113,35 +54,7 @@ impl Proxy {
                 }
             }
             first_message::Outcome::Reject(r) => {
-                let seen = Seen {
-                    key: r.key,
-                    generation: creds.generation,
-                    presented: r.presented,
-                    retired: r.generation,
-                    client: r.client.as_ref(),
-                    nothing_loaded: creds.unloaded().is_some(),
-                };
-                let source = Some(TokenSource::FirstMessage);
-                let (_, repeat) = self.refused(r.reason, source, t.ip, t.remote, &seen);
-                let detail = match (r.reason, creds.unloaded()) {
-                    // While no credential is loaded, a mismatch says why: not the client's fault.
-                    (Reason::CredentialUnavailable, Some(why)) => why,
-                    _ => r.detail,
-                };
-                Unauthorized {
-                    conn,
-                    remote: t.remote,
-                    reason: r.reason,
-                    client_ip: None,
-                    origin: None,
-                    first_frame: Some((r.presented, r.generation)),
-                    detail: Some(detail),
-                }
-                // A repeat is only debug: the stale client's own line says it once per window.
-                .log(match repeat {
-                    false => tracing::Level::WARN,
-                    true => tracing::Level::DEBUG,
-                });
+                self.refused_in_band(&r, t, &creds);
                 first_message::reject(client, upstream, &r).await;
                 None
             }
@@ -168,5 +81,118 @@ impl Proxy {
                 None
             }
         }
+    }
+
+    /// What the first frame is read for, as the tunnel and the config say.
+    fn first_frame_check<'a>(&'a self, t: &'a Tunnel) -> first_message::Check<'a> {
+        let inject = t
+            .inject
+            .as_ref()
+            .map(|secret| match self.upstream_auth.inject {
+                Inject::Password => first_message::Injection::Password(secret),
+                _ => first_message::Injection::Token(secret),
+            });
+        first_message::Check {
+            authenticate: t.in_band,
+            inject,
+            admitted: t.authenticated.as_ref().map(|(_, c)| c),
+            device_tokens: self.auth.device_tokens,
+            paired: (self.auth.device_tokens == DeviceTokens::Gateway).then_some(&*self.paired),
+            pointer: &self.auth.first_message_pointer,
+            max_bytes: self.auth.first_message_max_bytes,
+            timeout: self.auth.first_message_timeout.0,
+            preauth_frames: self.auth.first_message_preauth_frames,
+            deflate: t.deflate,
+        }
+    }
+
+    /// A first frame that lets its client through: who it is recorded, its admission logged
+    /// and counted; the relay's start, and the credential whose device may be paired.
+    fn proceeded(
+        &self,
+        p: first_message::Proceed,
+        t: &Tunnel,
+        authenticated: &mut Option<(credentials::Presented, Credential)>,
+        who: &mut Who,
+    ) -> (Opened, Option<Credential>) {
+        let conn = t.conn;
+        who.saw(&p.connect);
+        if p.by_gateway {
+            self.for_the_gateway(t, &p, who);
+        }
+        let signed = p.connect.signed;
+        let pairs = match (&p.credential, &*authenticated) {
+            _ if p.by_gateway || !signed || self.auth.device_tokens != DeviceTokens::Gateway => {
+                None
+            }
+            (Some(c), _) | (None, Some((_, c))) => Some(c.clone()),
+            (None, None) => None,
+        };
+        if let (Some(c), Some(presented), false) = (p.credential, p.presented, p.by_gateway) {
+            who.client = Some(c.who().to_string());
+            log_connected(
+                &self.metrics,
+                conn,
+                t.remote,
+                TokenSource::FirstMessage,
+                &c,
+                p.grace,
+                Some(who),
+            );
+            self.throttle.success(t.ip);
+            if let Some(stream) = &t.stream {
+                stream.admitted();
+            }
+            *authenticated = Some((presented, c));
+        }
+        if p.rewritten {
+            debug!(conn = %conn, "[ws] gateway token injected into the first frame");
+        }
+        let opened = Opened {
+            to_upstream: p.to_upstream,
+            from_upstream: Bytes::from(p.held),
+            down: p.down,
+            prior_out: p.bytes_out,
+        };
+        (opened, pairs)
+    }
+
+    /// A first frame that did not authenticate its client: counted against its IP, logged.
+    fn refused_in_band(
+        &self,
+        r: &first_message::Rejection,
+        t: &Tunnel,
+        creds: &crate::credentials::Credentials,
+    ) {
+        let conn = t.conn;
+        let seen = Seen {
+            key: r.key,
+            generation: creds.generation,
+            presented: r.presented,
+            retired: r.generation,
+            client: r.client.as_ref(),
+            nothing_loaded: creds.unloaded().is_some(),
+        };
+        let source = Some(TokenSource::FirstMessage);
+        let (_, repeat) = self.refused(r.reason, source, t.ip, t.remote, &seen);
+        let detail = match (r.reason, creds.unloaded()) {
+            // While no credential is loaded, a mismatch says why: not the client's fault.
+            (Reason::CredentialUnavailable, Some(why)) => why,
+            _ => r.detail,
+        };
+        Unauthorized {
+            conn,
+            remote: t.remote,
+            reason: r.reason,
+            client_ip: None,
+            origin: None,
+            first_frame: Some((r.presented, r.generation)),
+            detail: Some(detail),
+        }
+        // A repeat is only debug: the stale client's own line says it once per window.
+        .log(match repeat {
+            false => tracing::Level::WARN,
+            true => tracing::Level::DEBUG,
+        });
     }
 }
