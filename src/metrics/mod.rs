@@ -147,116 +147,9 @@ impl Metrics {
                 NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             },
         };
-        r.register(
-            "connections_accepted",
-            "TCP connections accepted",
-            m.connections_accepted.clone(),
-        );
-        r.register(
-            "connections_rebalanced",
-            "TCP connections one worker thread accepted and handed to a less loaded one",
-            m.connections_rebalanced.clone(),
-        );
-        r.register(
-            "worker_loop_tunnels",
-            "WebSocket tunnels that moved to a worker thread's own relay loop (splice.worker_loop)",
-            m.worker_loop_tunnels.clone(),
-        );
-        r.register(
-            "worker_connections",
-            "Client connections open on each worker thread (with 2 or more workers)",
-            m.worker_connections.clone(),
-        );
-        r.register(
-            "connections_active",
-            "WebSocket tunnels open now",
-            m.connections_active.clone(),
-        );
-        r.register(
-            "connections_closed",
-            "WebSocket tunnels closed, by outcome (normal, abnormal, revoked, drained)",
-            m.connections_closed.clone(),
-        );
-        r.register(
-            "auth_failures",
-            "Refused clients, by reason and token source",
-            m.auth_failures.clone(),
-        );
-        r.register(
-            "auth_success",
-            "Accepted clients, by token source and client name",
-            m.auth_success.clone(),
-        );
-        r.register(
-            "auth_stale_accepted",
-            "Clients accepted with a rotated-away token inside the grace period",
-            m.stale_accepted.clone(),
-        );
-        r.register(
-            "upstream_refusals",
-            "Tunnels the upstream closed with 1008 (the gateway refused the session itself)",
-            m.upstream_refusals.clone(),
-        );
-        r.register(
-            "auth_repeated",
-            "Refusals of a token the same address was refused for already, in the same credential generation (stale clients; not counted as guesses), by reason",
-            m.auth_repeated.clone(),
-        );
-        r.register(
-            "spliced_bytes",
-            "Bytes relayed through WebSocket tunnels, by direction",
-            m.bytes.clone(),
-        );
-        r.register(
-            "upstream_connect_errors",
-            "Failed connections or upgrades to the upstream",
-            m.upstream_connect_errors.clone(),
-        );
-        r.register(
-            "upstream_timeouts",
-            "Proxied HTTP requests the upstream did not answer within timeouts.upstream_response",
-            m.upstream_timeouts.clone(),
-        );
-        r.register(
-            "requests_refused",
-            "HTTP requests refused as the client's error (malformed, too large, not allowed), by reason",
-            m.requests_refused.clone(),
-        );
-        r.register(
-            "log_lines_dropped",
-            "Log lines dropped because stderr did not keep up (logging never blocks serving)",
-            crate::logging::lines_dropped(),
-        );
-        r.register(
-            "upstream_connect_seconds",
-            "Time to connect to the upstream and get its answer to the upgrade",
-            m.upstream_connect_seconds.clone(),
-        );
-        r.register(
-            "handshake_seconds",
-            "Time from a client's upgrade request to gatewarden's 101",
-            m.handshake_seconds.clone(),
-        );
-        r.register(
-            "credential_reloads",
-            "Credential file reloads, by result",
-            m.reloads.clone(),
-        );
-        r.register(
-            "credentials_generation",
-            "Current credential generation",
-            m.credentials_generation.clone(),
-        );
-        r.register(
-            "credentials_seconds_since_reload",
-            "Seconds since credentials last changed (or since start)",
-            m.seconds_since_reload.clone(),
-        );
-        r.register(
-            "tls_cert_not_after_seconds",
-            "Expiry of the serving certificate, Unix time (0 without TLS)",
-            m.tls_not_after.clone(),
-        );
+        m.register_tunnels(&mut r);
+        m.register_auth(&mut r);
+        m.register_upstream_and_files(&mut r);
         let build: Family<BuildLabels, Gauge> = Family::default();
         build
             .get_or_create(&BuildLabels {
@@ -266,6 +159,128 @@ impl Metrics {
         r.register("build_info", "Build information", build);
         m.sessions.register(&mut r);
         Metrics { registry: r, ..m }
+    }
+
+    /// Connections and tunnels.
+    fn register_tunnels(&self, r: &mut Registry) {
+        r.register(
+            "connections_accepted",
+            "TCP connections accepted",
+            self.connections_accepted.clone(),
+        );
+        r.register(
+            "connections_rebalanced",
+            "TCP connections one worker thread accepted and handed to a less loaded one",
+            self.connections_rebalanced.clone(),
+        );
+        r.register(
+            "worker_loop_tunnels",
+            "WebSocket tunnels that moved to a worker thread's own relay loop (splice.worker_loop)",
+            self.worker_loop_tunnels.clone(),
+        );
+        r.register(
+            "worker_connections",
+            "Client connections open on each worker thread (with 2 or more workers)",
+            self.worker_connections.clone(),
+        );
+        r.register(
+            "connections_active",
+            "WebSocket tunnels open now",
+            self.connections_active.clone(),
+        );
+        r.register(
+            "connections_closed",
+            "WebSocket tunnels closed, by outcome (normal, abnormal, revoked, drained)",
+            self.connections_closed.clone(),
+        );
+    }
+
+    /// Admission: accepted, refused, repeated, stale.
+    fn register_auth(&self, r: &mut Registry) {
+        r.register(
+            "auth_failures",
+            "Refused clients, by reason and token source",
+            self.auth_failures.clone(),
+        );
+        r.register(
+            "auth_success",
+            "Accepted clients, by token source and client name",
+            self.auth_success.clone(),
+        );
+        r.register(
+            "auth_stale_accepted",
+            "Clients accepted with a rotated-away token inside the grace period",
+            self.stale_accepted.clone(),
+        );
+        r.register(
+            "upstream_refusals",
+            "Tunnels the upstream closed with 1008 (the gateway refused the session itself)",
+            self.upstream_refusals.clone(),
+        );
+        r.register(
+            "auth_repeated",
+            "Refusals of a token the same address was refused for already, in the same credential generation (stale clients; not counted as guesses), by reason",
+            self.auth_repeated.clone(),
+        );
+        r.register(
+            "spliced_bytes",
+            "Bytes relayed through WebSocket tunnels, by direction",
+            self.bytes.clone(),
+        );
+    }
+
+    /// The upstream, requests, logging, credential files and the certificate.
+    fn register_upstream_and_files(&self, r: &mut Registry) {
+        r.register(
+            "upstream_connect_errors",
+            "Failed connections or upgrades to the upstream",
+            self.upstream_connect_errors.clone(),
+        );
+        r.register(
+            "upstream_timeouts",
+            "Proxied HTTP requests the upstream did not answer within timeouts.upstream_response",
+            self.upstream_timeouts.clone(),
+        );
+        r.register(
+            "requests_refused",
+            "HTTP requests refused as the client's error (malformed, too large, not allowed), by reason",
+            self.requests_refused.clone(),
+        );
+        r.register(
+            "log_lines_dropped",
+            "Log lines dropped because stderr did not keep up (logging never blocks serving)",
+            crate::logging::lines_dropped(),
+        );
+        r.register(
+            "upstream_connect_seconds",
+            "Time to connect to the upstream and get its answer to the upgrade",
+            self.upstream_connect_seconds.clone(),
+        );
+        r.register(
+            "handshake_seconds",
+            "Time from a client's upgrade request to gatewarden's 101",
+            self.handshake_seconds.clone(),
+        );
+        r.register(
+            "credential_reloads",
+            "Credential file reloads, by result",
+            self.reloads.clone(),
+        );
+        r.register(
+            "credentials_generation",
+            "Current credential generation",
+            self.credentials_generation.clone(),
+        );
+        r.register(
+            "credentials_seconds_since_reload",
+            "Seconds since credentials last changed (or since start)",
+            self.seconds_since_reload.clone(),
+        );
+        r.register(
+            "tls_cert_not_after_seconds",
+            "Expiry of the serving certificate, Unix time (0 without TLS)",
+            self.tls_not_after.clone(),
+        );
     }
 
     pub fn auth_failure(&self, reason: &'static str, source: &'static str) {

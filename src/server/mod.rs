@@ -96,6 +96,57 @@ async fn bind_admin(
     Ok((l, Arc::new(admin)))
 }
 
+/// The proxy every worker copies, with the token sources and the Control UI's shell said.
+fn proxy_for(
+    config: &Config,
+    reloader: &Reloader,
+    upstream: Arc<UpstreamClient>,
+    metrics: Arc<Metrics>,
+    tls: bool,
+    shutdown: &Shutdown,
+) -> Arc<Proxy> {
+    let sources = config.auth.effective_sources(reloader.sources());
+    info!(
+        sources = %sources.list.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
+        why = %sources.why,
+        "[auth] token sources"
+    );
+    let (ui_public, ui_why) = config.auth.control_ui_public(reloader.sources());
+    info!(public = ui_public, why = %ui_why, "[auth] control ui shell");
+    Arc::new(
+        Proxy::new(
+            config,
+            sources.list,
+            reloader.store(),
+            upstream,
+            metrics,
+            tls,
+            shutdown.cut.clone(),
+        )
+        .with_control_ui(ui_public),
+    )
+}
+
+/// The credential files' watcher, and the certificate's when TLS is on, until the drain.
+fn spawn_watchers(
+    config: &Config,
+    reloader: &Arc<Reloader>,
+    prepared: watcher::Prepared,
+    tls: Option<(Arc<crate::tls::ServerTls>, watcher::Prepared)>,
+    shutdown: &Shutdown,
+) {
+    let poll = config.credentials.poll_interval.0;
+    tokio::spawn(watcher::run(
+        reloader.clone(),
+        prepared,
+        poll,
+        shutdown.draining.clone(),
+    ));
+    if let Some((tls, prepared)) = tls {
+        tokio::spawn(watcher::run(tls, prepared, poll, shutdown.draining.clone()));
+    }
+}
+
 /// `workers = 0`: one per CPU.
 fn resolve_workers(workers: usize) -> usize {
     match workers {
@@ -123,7 +174,6 @@ impl Server {
             }
         };
         let reloader = Arc::new(reloader);
-        let creds = reloader.store();
         let addr = config.listen.0;
         let (listeners, nodelay_inherited) = listen(
             addr,
@@ -161,46 +211,21 @@ impl Server {
             ),
             None => None,
         };
-        let sources = config.auth.effective_sources(reloader.sources());
-        info!(
-            sources = %sources.list.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
-            why = %sources.why,
-            "[auth] token sources"
-        );
-        let (ui_public, ui_why) = config.auth.control_ui_public(reloader.sources());
-        info!(public = ui_public, why = %ui_why, "[auth] control ui shell");
         let shutdown = Shutdown::default();
         if let Some(path) = generated.filter(|_| config.upstream_auth.inject == Inject::None) {
             let stop = shutdown.draining.clone();
             tokio::spawn(upstream_kind::watch(upstream.clone(), path, stop));
         }
-        let proxy = Arc::new(
-            Proxy::new(
-                &config,
-                sources.list,
-                creds,
-                upstream,
-                metrics,
-                server_tls.is_some(),
-                shutdown.cut.clone(),
-            )
-            .with_control_ui(ui_public),
+        let proxy = proxy_for(
+            &config,
+            &reloader,
+            upstream,
+            metrics,
+            server_tls.is_some(),
+            &shutdown,
         );
-        let poll = config.credentials.poll_interval.0;
-        tokio::spawn(watcher::run(
-            reloader.clone(),
-            prepared,
-            poll,
-            shutdown.draining.clone(),
-        ));
-        if let (Some(tls), Some(prepared)) = (&server_tls, tls_prepared) {
-            tokio::spawn(watcher::run(
-                tls.clone(),
-                prepared,
-                poll,
-                shutdown.draining.clone(),
-            ));
-        }
+        let tls_files = server_tls.clone().zip(tls_prepared);
+        spawn_watchers(&config, &reloader, prepared, tls_files, &shutdown);
         let addr = listeners[0]
             .local_addr()
             .map_err(|source| StartError::Bind {
