@@ -1,7 +1,7 @@
 //! A client connection that chose HTTP/2 (ALPN `h2` on a TLS listener): hyper's HTTP/2
 //! server, with the extended CONNECT of RFC 8441 so WebSockets can ride on streams. Each
 //! stream is served on a task of its own (hyper spawns it); a WebSocket stream's tunnel
-//! gets its own task too (see `gate::http2`), so one slow stream holds up no other, within
+//! gets its own task too (see `session::http2`), so one slow stream holds up no other, within
 //! the flow-control windows `[http2]` sets.
 //!
 //! A connection holds a connection slot, so it is held to deadlines as an HTTP/1.1 one is:
