@@ -107,17 +107,7 @@ impl Proxy {
             identity,
             stream,
         };
-        match self.to_gateway(parts, settled, over).await {
-            Ok((resp, then)) => (
-                resp,
-                Some(Pending {
-                    proxy: self,
-                    on_client,
-                    then,
-                }),
-            ),
-            Err(resp) => (resp, None),
-        }
+        self.to_gateway(parts, on_client, settled, over).await
     }
 
     /// A refusal as `auth.reject` renders it, with the close frame to send after a 101.
@@ -139,13 +129,13 @@ impl Proxy {
 
     /// An admitted upgrade toward the gateway: its head as the gate says, the handshake,
     /// and the client's answer with the tunnel it opens (or the answer that replaces it).
-    #[allow(clippy::result_large_err)] // the error is the answer itself, built once
     async fn to_gateway(
-        &self,
+        self: Arc<Self>,
         mut parts: ::http::request::Parts,
+        on_client: Option<OnUpgrade>,
         s: Settled,
         over: Over,
-    ) -> Result<(Response<Body>, Then), Response<Body>> {
+    ) -> Answered {
         let Admitted {
             ip,
             found,
@@ -164,10 +154,11 @@ impl Proxy {
         let gateway = self.gateway_token(&creds);
         if self.upstream_auth.inject.needs_credential() && gateway.is_none() {
             warn!(conn = %s.conn, "[ws] upstream_auth credential has no token loaded");
-            return Err(text(
+            let resp = text(
                 StatusCode::BAD_GATEWAY,
                 "bad gateway: no gateway credential\n",
-            ));
+            );
+            return (resp, None);
         }
         let inject_header = (self.upstream_auth.inject == Inject::Header)
             .then_some(gateway.as_ref())
@@ -179,7 +170,7 @@ impl Proxy {
             key
         });
         let upstream_head = Forward::new(
-            self,
+            &self,
             &parts.headers,
             s.remote,
             true,
@@ -191,7 +182,10 @@ impl Proxy {
             scopes: scopes.clone(),
         }))
         .upgrade_head(&parts.uri);
-        let answer = self.dial(&upstream_head, s.conn, s.remote).await?;
+        let answer = match self.dial(&upstream_head, s.conn, s.remote).await {
+            Ok(answer) => answer,
+            Err(resp) => return (resp, None),
+        };
         let deflate = ws::Deflate::negotiated(&answer.headers);
         let Answer {
             headers,
@@ -206,9 +200,13 @@ impl Proxy {
                 *resp.headers_mut() = headers;
                 resp
             }
-            Some(key) => over_http2(headers, &key).inspect_err(|_| {
-                warn!(conn = %s.conn, remote = %s.remote, "[ws] upstream answered 101 with a wrong Sec-WebSocket-Accept");
-            })?,
+            Some(key) => match over_http2(headers, &key) {
+                Ok(resp) => resp,
+                Err(resp) => {
+                    warn!(conn = %s.conn, remote = %s.remote, "[ws] upstream answered 101 with a wrong Sec-WebSocket-Accept");
+                    return (resp, None);
+                }
+            },
         };
         let tunnel = Tunnel {
             conn: s.conn,
@@ -225,13 +223,16 @@ impl Proxy {
         self.metrics
             .handshake_seconds
             .observe(s.started.elapsed().as_secs_f64());
-        Ok((
-            client_resp,
-            Then::Tunnel {
-                upstream,
-                from_upstream,
-                tunnel,
-            },
-        ))
+        let then = Then::Tunnel {
+            upstream,
+            from_upstream,
+            tunnel,
+        };
+        let pending = Pending {
+            proxy: self,
+            on_client,
+            then,
+        };
+        (client_resp, Some(pending))
     }
 }

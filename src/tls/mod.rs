@@ -13,15 +13,18 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{RootCertStore, ServerConfig};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::credentials::watcher::Reloadable;
 use crate::credentials::ReloadResult;
+
+mod upstream;
+pub(crate) use upstream::{server_name, upstream_client_config};
 
 /// Warn this long before a certificate expires.
 pub(crate) const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
@@ -182,7 +185,7 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(super) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(crypto::provider())
 }
 
@@ -205,14 +208,14 @@ mod crypto {
     use rustls::crypto::ring::{self, kx_group};
     use rustls::crypto::SupportedKxGroup;
 
-    pub fn provider() -> rustls::crypto::CryptoProvider {
+    pub(super) fn provider() -> rustls::crypto::CryptoProvider {
         ring::default_provider()
     }
 
-    pub const SERVER_KX: &[&dyn SupportedKxGroup] = &[kx_group::X25519, kx_group::SECP256R1];
+    pub(super) const SERVER_KX: &[&dyn SupportedKxGroup] = &[kx_group::X25519, kx_group::SECP256R1];
 
-    pub use ring::sign::any_supported_type as sign_key;
-    pub use ring::Ticketer;
+    pub(super) use ring::sign::any_supported_type as sign_key;
+    pub(super) use ring::Ticketer;
 }
 
 #[cfg(feature = "aws-lc-rs")]
@@ -389,95 +392,6 @@ impl Reloadable for ServerTls {
 
     fn deadlines_passed(&self, _since: std::time::Instant, _now: std::time::Instant) {
         warn_expiry(&self.resolver.current().info, &self.cert);
-    }
-}
-
-/// The client config for a TLS upstream: webpki roots or `ca`, hostname verified; or, with
-/// `insecure`, any certificate.
-pub(crate) fn upstream_client_config(
-    ca: Option<&Path>,
-    insecure: bool,
-    max_file_bytes: u64,
-) -> Result<Arc<ClientConfig>, TlsError> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    let mut config = if insecure {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnything(provider())))
-            .with_no_client_auth()
-    } else {
-        let mut roots = RootCertStore::empty();
-        match ca {
-            Some(ca) => {
-                for c in load_certs(ca, max_file_bytes)? {
-                    roots.add(c).map_err(|e| TlsError::BadCertificate {
-                        path: ca.to_path_buf(),
-                        why: e.to_string(),
-                    })?;
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// The server name to verify an upstream against.
-pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
-    ServerName::try_from(host.to_string())
-        .map_err(|_| TlsError::Config(format!("`{host}` is not a valid TLS server name")))
-}
-
-/// `upstream_tls.insecure`: verifies signatures (so the handshake is sound) but not who signed.
-#[derive(Debug)]
-struct AcceptAnything(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
