@@ -61,7 +61,7 @@ impl ConnLimits {
         }
         // Unlimited per IP: no count to keep (a lock and three hashes per connection less).
         if self.max_per_ip != usize::MAX {
-            let mut by_ip = self.by_ip.lock().unwrap();
+            let mut by_ip = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
             let n = by_ip.entry(ip).or_insert(0);
             if *n >= self.max_per_ip {
                 drop(by_ip);
@@ -92,7 +92,7 @@ impl ConnSlot {
 impl Drop for ConnSlot {
     fn drop(&mut self) {
         if self.limits.max_per_ip != usize::MAX {
-            let mut by_ip = self.limits.by_ip.lock().unwrap();
+            let mut by_ip = self.limits.by_ip.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(n) = by_ip.get_mut(&self.ip) {
                 *n -= 1;
                 if *n == 0 {
@@ -133,6 +133,27 @@ mod tests {
         assert!(l.by_ip.lock().unwrap().is_empty());
         drop(a1);
         assert_eq!(l.open(), 1);
+        assert!(l.acquire(a).is_ok());
+    }
+
+    /// A panic elsewhere while the per-IP map was held must not turn every later accept
+    /// (and every slot's release) into a panic of its own: the counts are still whole.
+    #[test]
+    fn a_poisoned_count_still_counts() {
+        let l = ConnLimits::new(10, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let held = l.acquire(a).unwrap();
+        let poisoner = l.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = poisoner.by_ip.lock().unwrap();
+            panic!("poisons the lock");
+        })
+        .join();
+        assert!(l.by_ip.is_poisoned());
+        let second = l.acquire(a).unwrap();
+        assert_eq!(l.acquire(a).err(), Some(LimitHit::PerIp));
+        drop((held, second));
+        assert_eq!(l.open(), 0);
         assert!(l.acquire(a).is_ok());
     }
 }
