@@ -47,26 +47,7 @@ impl Proxy {
         if shell == Some(Shell::Page) {
             parts.uri = control_ui::page_uri();
         }
-        // Only requests gatewarden authenticated get the gateway's token.
-        let (found, inject) = match &authenticated {
-            Some((found, secret)) if self.upstream_auth.inject == Inject::Header => {
-                (found.as_ref(), secret.as_ref())
-            }
-            _ => (None, None),
-        };
-        let forward = Forward::new(&self, &parts.headers, remote, false, found, inject)
-            .with_identity(identity.as_ref().map(|(name, scopes)| Identity {
-                name,
-                scopes: scopes.clone(),
-            }));
-        let (headers, target) = forward.plain(&parts.uri);
-        parts.headers = headers;
-        if let Some(uri) = target {
-            parts.uri = uri;
-        }
-        if parts.version != Version::HTTP_11 && parts.version != Version::HTTP_10 {
-            parts.version = Version::HTTP_11;
-        }
+        self.to_upstream(&mut parts, remote, &authenticated, identity.as_ref());
         let (body, watch) = ClientBody::new(body);
         let sent = self.upstream.request(Request::from_parts(parts, body));
         let Ok(answer) = tokio::time::timeout(self.upstream_response, sent).await else {
@@ -107,6 +88,40 @@ impl Proxy {
                     "bad gateway: upstream unavailable\n",
                 )
             }
+        }
+    }
+
+    /// The request's head as the upstream gets it: the header policy's headers (the
+    /// gateway's token only for a request gatewarden authenticated), its target, HTTP/1.1.
+    fn to_upstream(
+        &self,
+        parts: &mut ::http::request::Parts,
+        remote: SocketAddr,
+        authenticated: &Option<(
+            Option<crate::auth::Found>,
+            Option<crate::credentials::Secret>,
+        )>,
+        identity: Option<&(String, Option<String>)>,
+    ) {
+        // Only requests gatewarden authenticated get the gateway's token.
+        let (found, inject) = match &authenticated {
+            Some((found, secret)) if self.upstream_auth.inject == Inject::Header => {
+                (found.as_ref(), secret.as_ref())
+            }
+            _ => (None, None),
+        };
+        let forward = Forward::new(self, &parts.headers, remote, false, found, inject)
+            .with_identity(identity.map(|(name, scopes)| Identity {
+                name,
+                scopes: scopes.clone(),
+            }));
+        let (headers, target) = forward.plain(&parts.uri);
+        parts.headers = headers;
+        if let Some(uri) = target {
+            parts.uri = uri;
+        }
+        if parts.version != Version::HTTP_11 && parts.version != Version::HTTP_10 {
+            parts.version = Version::HTTP_11;
         }
     }
 }
