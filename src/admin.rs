@@ -73,7 +73,12 @@ impl Admin {
     }
 
     async fn upstream_ok(&self) -> Result<(), String> {
-        if let Some((at, r)) = self.probe.lock().unwrap().as_ref() {
+        if let Some((at, r)) = self
+            .probe
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             if at.elapsed() < READY_CACHE {
                 return r.clone();
             }
@@ -83,7 +88,7 @@ impl Admin {
             .probe(PROBE_TIMEOUT)
             .await
             .map_err(|e| e.to_string());
-        *self.probe.lock().unwrap() = Some((Instant::now(), r.clone()));
+        *self.probe.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), r.clone()));
         r
     }
 

@@ -5,9 +5,8 @@ use std::ffi::c_void;
 use libmimalloc_sys as mi;
 
 /// mimalloc instead of glibc's malloc: a proxied handshake makes ~100 small allocations
-/// (hyper's request, header maps, the tasks), and glibc's free/consolidate paths were 13 % of
-/// the user-space instructions per handshake (callgrind); mimalloc's thread-local free lists
-/// are a fraction of that.
+/// (hyper's request, header maps, the tasks), and glibc's free/consolidate paths showed in
+/// every handshake (bench/RESULTS.md); mimalloc's thread-local free lists cost far less.
 ///
 /// Not the `mimalloc` crate's allocator: it asks for every block through
 /// `mi_malloc_aligned`, whose fast path ends at 1 KiB, so each larger block (boxed

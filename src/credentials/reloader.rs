@@ -115,7 +115,10 @@ impl Reloader {
 
     /// When the credentials last changed (or when loading started).
     pub fn changed_at(&self) -> Instant {
-        self.state.lock().unwrap().changed_at
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .changed_at
     }
 
     pub fn store(&self) -> Arc<CredentialStore> {
@@ -145,7 +148,7 @@ impl Reloader {
     /// First load: every source is tried; one that fails is logged and retried on its next
     /// change, and the proxy starts anyway (a gateway may create its file after we start).
     pub fn load_initial(&self) -> usize {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut ok = 0;
         for idx in 0..self.sources.len() {
             match self.read(idx) {
@@ -179,32 +182,11 @@ impl Reloader {
     }
 
     fn reload_inner(&self, idx: usize) -> ReloadResult {
-        let mut st = self.state.lock().unwrap();
-        let path = self.sources[idx].path.display();
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let entries = match self.read(idx) {
             Ok(e) => e,
             Err(e) => {
-                let why = Some(e.to_string());
-                // Said once per cause: a missing file is re-read on every event in its
-                // directory (a gateway writing its state), and that is not news each time.
-                if st.failing[idx] == why {
-                    tracing::debug!(
-                        "[reload] credentials rejected source={path} cause={e} keeping generation={}",
-                        st.generation
-                    );
-                } else {
-                    tracing::warn!(
-                        "[reload] credentials rejected source={path} cause={e} keeping generation={}",
-                        st.generation
-                    );
-                }
-                if st.failing[idx] != why {
-                    st.failing[idx] = why;
-                    // Only the reason changes, and only while nothing is loaded.
-                    if self.store.load().entries.is_empty() {
-                        self.publish(&st);
-                    }
-                }
+                self.rejected(&mut st, idx, &e);
                 return ReloadResult::Rejected;
             }
         };
@@ -224,38 +206,22 @@ impl Reloader {
             .filter(|o| !entries.iter().any(|n| n.digest == o.digest))
             .cloned()
             .collect();
-        // Only the tokens this change replaced get a grace period; the ones an earlier
-        // change replaced (generation n-2 and older) are stale from now on, even if their
-        // grace had not run out: a token rotated twice in a hurry is one that leaked.
+        // Only the tokens this change replaced get a grace period (see `retire`).
         let last_current = st.generation;
         let grace = if self.no_grace[idx] {
             Duration::ZERO
         } else {
             self.grace
         };
-        let older = std::mem::replace(
-            &mut st.previous[idx],
-            previous
-                .iter()
-                .map(|credential| Retired {
-                    credential: credential.clone(),
-                    generation: last_current,
-                    until: now + grace,
-                })
-                .collect(),
-        );
-        if !older.is_empty() {
-            let stale = Arc::make_mut(&mut st.stale);
-            for r in older {
-                stale.insert(r.credential.digest, r.generation);
-            }
-            if stale.len() > STALE_MAX {
-                let mut by_age: Vec<u64> = stale.values().copied().collect();
-                by_age.sort_unstable();
-                let cut = by_age[stale.len() - STALE_MAX];
-                stale.retain(|_, g| *g >= cut);
-            }
-        }
+        let retiring = previous
+            .iter()
+            .map(|credential| Retired {
+                credential: credential.clone(),
+                generation: last_current,
+                until: now + grace,
+            })
+            .collect();
+        retire(&mut st, idx, retiring);
         st.generation += 1;
         st.changed_at = now;
         let generation = st.generation;
@@ -264,11 +230,48 @@ impl Reloader {
         // Swapped in before it is logged: whoever reads "applied" (an operator, a test)
         // finds the new tokens in force, even with the reload on another thread.
         self.publish(&st);
+        self.log_applied(idx, generation, &current, &previous, first_time);
+        ReloadResult::Applied { generation }
+    }
+
+    /// A source that could not be read keeps its last good tokens; the cause is said once
+    /// (a missing file is re-read on every event in its directory, a gateway writing its
+    /// state, and that is not news each time).
+    fn rejected(&self, st: &mut ReloadState, idx: usize, e: &CredentialError) {
+        let path = self.sources[idx].path.display();
+        let why = Some(e.to_string());
+        if st.failing[idx] == why {
+            tracing::debug!(
+                "[reload] credentials rejected source={path} cause={e} keeping generation={}",
+                st.generation
+            );
+            return;
+        }
+        tracing::warn!(
+            "[reload] credentials rejected source={path} cause={e} keeping generation={}",
+            st.generation
+        );
+        st.failing[idx] = why;
+        // Only the reason changes, and only while nothing is loaded.
+        if self.store.load().entries.is_empty() {
+            self.publish(st);
+        }
+    }
+
+    fn log_applied(
+        &self,
+        idx: usize,
+        generation: u64,
+        current: &str,
+        previous: &[Credential],
+        first_time: bool,
+    ) {
+        let path = self.sources[idx].path.display();
         tracing::info!(
             generation,
             source = %path,
             current = %current,
-            previous = %fps(&previous),
+            previous = %fps(previous),
             // Absent unless set: an `Option` field records only its `Some`.
             grace = (self.no_grace[idx] && !previous.is_empty())
                 .then_some("none (the gateway's own token, forwarded unchanged: the gateway refuses the previous one, so it is refused here as token_stale)")
@@ -284,7 +287,6 @@ impl Reloader {
                 "[auth] credential adopted: it appeared after start, and is in force now"
             );
         }
-        ReloadResult::Applied { generation }
     }
 
     pub fn reload_all(&self) -> Vec<ReloadResult> {
@@ -338,6 +340,26 @@ impl Reloader {
     }
 }
 
+/// The tokens a change replaced start their grace; the ones an earlier change replaced
+/// (generation n-2 and older) are stale from now on, even if their grace had not run out:
+/// a token rotated twice in a hurry is one that leaked.
+fn retire(st: &mut ReloadState, idx: usize, retiring: Vec<Retired>) {
+    let older = std::mem::replace(&mut st.previous[idx], retiring);
+    if older.is_empty() {
+        return;
+    }
+    let stale = Arc::make_mut(&mut st.stale);
+    for r in older {
+        stale.insert(r.credential.digest, r.generation);
+    }
+    if stale.len() > STALE_MAX {
+        let mut by_age: Vec<u64> = stale.values().copied().collect();
+        by_age.sort_unstable();
+        let cut = by_age[stale.len() - STALE_MAX];
+        stale.retain(|_, g| *g >= cut);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,6 +409,31 @@ mod tests {
         // A broken file keeps the last good set.
         write(&f, "");
         assert_eq!(r.reload(0), ReloadResult::Rejected);
+        assert!(r.store().load().check(&Presented::new(b"two")).is_some());
+    }
+
+    /// A reload that panicked holding the state (a bug, an allocation failure) must not
+    /// freeze the credentials: the next change is still applied.
+    #[test]
+    fn a_poisoned_state_still_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t");
+        write(&f, "one");
+        let r = Arc::new(Reloader::new(
+            vec![CredentialSource::plain(&f)],
+            None,
+            Duration::from_secs(60),
+        ));
+        assert_eq!(r.load_initial(), 1);
+        let poisoner = r.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = poisoner.state.lock().unwrap();
+            panic!("a reload that panicked");
+        })
+        .join();
+        assert!(r.state.is_poisoned());
+        write(&f, "two");
+        assert_eq!(r.reload(0), ReloadResult::Applied { generation: 2 });
         assert!(r.store().load().check(&Presented::new(b"two")).is_some());
     }
 

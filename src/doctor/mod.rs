@@ -137,8 +137,25 @@ fn check_source(
     generated: bool,
     r: &mut Report,
 ) -> Option<(CredentialSource, Vec<Credential>)> {
-    let mut loaded = None;
-    let p = &src.path;
+    let meta = source_metadata(&src.path, r)?;
+    let modified = meta.modified().ok();
+    let loaded = match credentials::read_source(src, false, config.credentials.max_file_bytes) {
+        Ok(l) => {
+            report_loaded(src, config, modified, generated, &l.entries, r);
+            Some((src.clone(), l.entries))
+        }
+        Err(e) => {
+            report_unreadable(e, r);
+            None
+        }
+    };
+    check_volume(&src.path, opts, r);
+    loaded
+}
+
+/// The file's metadata, with a warning when others may read it; `None` (reported) when it
+/// cannot be looked at.
+fn source_metadata(p: &Path, r: &mut Report) -> Option<std::fs::Metadata> {
     let meta = match std::fs::metadata(p) {
         Ok(m) => m,
         Err(e) => {
@@ -172,42 +189,54 @@ fn check_source(
             );
         }
     }
-    let modified = meta.modified().ok();
-    match credentials::read_source(src, false, config.credentials.max_file_bytes) {
-        Ok(l) => {
-            for c in &l.entries {
-                r.add(
-                    Level::Ok,
-                    format!(
-                        "credentials {} ({}{}): fingerprint fp:{}, modified {}",
-                        p.display(),
-                        src.format.as_str(),
-                        c.client
-                            .as_deref()
-                            .map(|n| format!(", client {n}"))
-                            .unwrap_or_default(),
-                        c.fingerprint,
-                        modified.map(age).unwrap_or_else(|| "?".into())
-                    ),
-                    None,
-                );
-            }
-            // Usual cause 1b: the token changed recently.
-            let recent = modified.filter(|m| m.elapsed().is_ok_and(|d| d < RECENT));
-            if let Some(m) = recent.filter(|_| !generated) {
-                r.add(
-                    Level::Warning,
-                    format!("credentials {}: changed {} (a restart or rotation?)", p.display(), age(m)),
-                    Some(if src.is_openclaw_config() && config.upstream_auth.inject == crate::config::Inject::None {
-                        "clients that fetched the gateway's token before that are now refused (token_stale): it is forwarded as they send it, so it gets no grace period; give them the new one, or give clients tokens of their own and let gatewarden present the gateway's (upstream_auth.inject, README \"Stable client tokens\")"
-                    } else {
-                        "clients that fetched the token before that now fail with token_mismatch / token_stale once auth.grace is over; give them the new one"
-                    }),
-                );
-            }
-            loaded = Some((src.clone(), l.entries));
-        }
-        Err(e @ credentials::CredentialError::TokenAbsent { .. }) => {
+    Some(meta)
+}
+
+/// Each token's fingerprint, and a warning when the file changed recently (usual cause 1b).
+fn report_loaded(
+    src: &CredentialSource,
+    config: &Config,
+    modified: Option<SystemTime>,
+    generated: bool,
+    entries: &[Credential],
+    r: &mut Report,
+) {
+    let p = &src.path;
+    for c in entries {
+        r.add(
+            Level::Ok,
+            format!(
+                "credentials {} ({}{}): fingerprint fp:{}, modified {}",
+                p.display(),
+                src.format.as_str(),
+                c.client
+                    .as_deref()
+                    .map(|n| format!(", client {n}"))
+                    .unwrap_or_default(),
+                c.fingerprint,
+                modified.map(age).unwrap_or_else(|| "?".into())
+            ),
+            None,
+        );
+    }
+    let recent = modified.filter(|m| m.elapsed().is_ok_and(|d| d < RECENT));
+    if let Some(m) = recent.filter(|_| !generated) {
+        r.add(
+            Level::Warning,
+            format!("credentials {}: changed {} (a restart or rotation?)", p.display(), age(m)),
+            Some(if src.is_openclaw_config() && config.upstream_auth.inject == crate::config::Inject::None {
+                "clients that fetched the gateway's token before that are now refused (token_stale): it is forwarded as they send it, so it gets no grace period; give them the new one, or give clients tokens of their own and let gatewarden present the gateway's (upstream_auth.inject, README \"Stable client tokens\")"
+            } else {
+                "clients that fetched the token before that now fail with token_mismatch / token_stale once auth.grace is over; give them the new one"
+            }),
+        );
+    }
+}
+
+/// Why a credential file gave no token, with what to do.
+fn report_unreadable(e: credentials::CredentialError, r: &mut Report) {
+    match e {
+        e @ credentials::CredentialError::TokenAbsent { .. } => {
             // Usual cause 1a: no persisted token.
             r.add(
                 Level::Problem,
@@ -216,32 +245,33 @@ fn check_source(
             );
         }
         // The text already says who gatewarden runs as, who owns the file and what to do.
-        Err(
-            e @ credentials::CredentialError::File {
-                why: crate::files::FileError::PermissionDenied { .. },
-                ..
-            },
-        ) => r.add(Level::Problem, e.to_string(), None),
-        Err(e) => r.add(
+        e @ credentials::CredentialError::File {
+            why: crate::files::FileError::PermissionDenied { .. },
+            ..
+        } => r.add(Level::Problem, e.to_string(), None),
+        e => r.add(
             Level::Problem,
             e.to_string(),
             Some("fix the file; the last good credentials stay in force meanwhile"),
         ),
     }
-    // Usual cause 4: the file lives on the container's writable layer.
-    if let Some(mi) = opts.mountinfo.clone().or_else(default_mountinfo) {
-        if let Ok(text) = std::fs::read_to_string(&mi) {
-            if let Some(fs) = ephemeral_fs(&text, p) {
-                r.add(
-                    Level::Problem,
-                    format!("credentials {}: on the container's writable layer ({fs} /), not a volume", p.display()),
-                    Some("mount a named volume or bind mount there; `docker compose down && up` recreates the container and loses the file (and a regenerated token strands clients)"),
-                );
-            }
-        }
-    }
+}
 
-    loaded
+/// Usual cause 4: the file lives on the container's writable layer.
+fn check_volume(p: &Path, opts: &Options, r: &mut Report) {
+    let Some(mi) = opts.mountinfo.clone().or_else(default_mountinfo) else {
+        return;
+    };
+    let Ok(text) = std::fs::read_to_string(&mi) else {
+        return;
+    };
+    if let Some(fs) = ephemeral_fs(&text, p) {
+        r.add(
+            Level::Problem,
+            format!("credentials {}: on the container's writable layer ({fs} /), not a volume", p.display()),
+            Some("mount a named volume or bind mount there; `docker compose down && up` recreates the container and loses the file (and a regenerated token strands clients)"),
+        );
+    }
 }
 
 /// Usual cause 2, rotation churn, as the running instance's admin endpoint tells it.

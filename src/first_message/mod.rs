@@ -27,6 +27,31 @@ mod close;
 mod inject;
 mod said;
 mod scan;
+
+/// The facts judging needs; the whole document too when the token is to be rewritten (only
+/// a rewrite needs it, judging needs two values out of it).
+fn read_facts(payload: &[u8], check: &Check<'_>) -> Result<(Facts, Option<Value>), ()> {
+    if matches!(check.inject, Some(Injection::Token(_))) {
+        let doc = serde_json::from_slice::<Value>(payload).map_err(|_| ())?;
+        Ok((Facts::of(&doc, check.pointer), Some(doc)))
+    } else {
+        Ok((Facts::scan(payload, check.pointer).map_err(|_| ())?, None))
+    }
+}
+
+/// The role and scopes a `connect` asks for, against what its credential allows.
+fn within_scopes(bound: Option<&Credential>, connect: &Connect) -> Result<(), &'static str> {
+    let Some(allowed) = bound.and_then(|c| c.allowed.as_deref()) else {
+        return Ok(());
+    };
+    match &connect.ask {
+        Some(ask) => allowed
+            .permits(ask)
+            .map_err(|_| "asks for a role or scope outside its credential's"),
+        None => Err("role and scopes unreadable (scopes is no array)"),
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -316,22 +341,8 @@ impl Phase {
     /// role and scopes it asks for (when its credential bounds them), then the gateway's
     /// secret put in (when configured).
     fn judge(self, first: First, creds: &Credentials, check: &Check<'_>) -> Outcome {
-        // Only a token rewrite needs the whole document; judging needs two values out of it.
-        let token_rewrite = matches!(check.inject, Some(Injection::Token(_)));
-        let (facts, doc) = if token_rewrite {
-            match serde_json::from_slice::<Value>(&first.payload) {
-                Ok(doc) => (Facts::of(&doc, check.pointer), Some(doc)),
-                Err(_) => {
-                    return self.reject(Reason::FirstMessageInvalid, "first message is not JSON")
-                }
-            }
-        } else {
-            match Facts::scan(&first.payload, check.pointer) {
-                Ok(facts) => (facts, None),
-                Err(_) => {
-                    return self.reject(Reason::FirstMessageInvalid, "first message is not JSON")
-                }
-            }
+        let Ok((facts, doc)) = read_facts(&first.payload, check) else {
+            return self.reject(Reason::FirstMessageInvalid, "first message is not JSON");
         };
         let Facts { id, token, said } = facts;
         let connect = Connect::from_said(said);
@@ -360,24 +371,16 @@ impl Phase {
             }
         };
         let bound = credential.as_ref().or(check.admitted);
-        if let Some(allowed) = bound.and_then(|c| c.allowed.as_deref()) {
-            let permitted = match &connect.ask {
-                Some(ask) => allowed
-                    .permits(ask)
-                    .map_err(|_| "asks for a role or scope outside its credential's"),
-                None => Err("role and scopes unreadable (scopes is no array)"),
-            };
-            if let Err(detail) = permitted {
-                let payload = Some(&first.payload[..]);
-                return self.refuse(
-                    Reason::ScopeNotAllowed,
-                    detail,
-                    id,
-                    presented.as_ref(),
-                    None,
-                    payload,
-                );
-            }
+        if let Err(detail) = within_scopes(bound, &connect) {
+            let payload = Some(&first.payload[..]);
+            return self.refuse(
+                Reason::ScopeNotAllowed,
+                detail,
+                id,
+                presented.as_ref(),
+                None,
+                payload,
+            );
         }
         let First {
             buf,
@@ -508,7 +511,7 @@ fn verify(
     let Some(p) = presented else {
         return Err((Reason::TokenMissing, "no token at the pointer", None));
     };
-    // Hashed once: SHA-256 in software is ~3,500 instructions a token here.
+    // Hashed once: the digest is the costly part of a check.
     match auth::judge_presented(p.clone(), TokenSource::FirstMessage, creds) {
         Decision::Allow {
             credential, grace, ..

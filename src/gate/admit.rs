@@ -4,7 +4,7 @@
 //! client's IP on the way out. What the caller gets is [`Admitted`] or a [`Refusal`] for
 //! [`super::refuse`] to render; nothing here writes to a socket.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ::http::HeaderMap;
 use tracing::warn;
@@ -95,55 +95,9 @@ impl Proxy {
         let upgrade = matches!(door, Door::Upgrade { .. });
         // Cheap refusals first: a throttled IP, then a foreign Origin.
         let ip = self.client_ip(remote, &parts.headers);
-        if let Some(left) = self.throttle.blocked(ip) {
-            match door {
-                Door::Upgrade { conn } => Unauthorized {
-                    conn,
-                    remote,
-                    reason: Reason::RateLimited,
-                    client_ip: Some(ip),
-                    origin: None,
-                    first_frame: None,
-                    detail: None,
-                }
-                .log(tracing::Level::DEBUG),
-                Door::Plain { .. } => {
-                    debug!(remote = %remote, client_ip = %ip, reason = %Reason::RateLimited, "[http] unauthorized")
-                }
-            }
-            self.metrics
-                .auth_failure(Reason::RateLimited.as_str(), "none");
-            return Err(Refusal {
-                reason: Reason::RateLimited,
-                retry_after: Some(left),
-            });
-        }
+        self.not_throttled(remote, ip, door)?;
         if let Door::Upgrade { conn } = door {
-            if !auth::origin_allowed(&self.auth, &parts.headers) {
-                Unauthorized {
-                    conn,
-                    remote,
-                    reason: Reason::OriginNotAllowed,
-                    client_ip: None,
-                    origin: Some(
-                        parts
-                            .headers
-                            .get(ORIGIN)
-                            .and_then(|o| o.to_str().ok())
-                            .unwrap_or("-"),
-                    ),
-                    first_frame: None,
-                    detail: None,
-                }
-                .log(tracing::Level::WARN);
-                let seen = Seen {
-                    key: ORIGIN_KEY,
-                    ..Seen::default()
-                };
-                return Err(self
-                    .refused(Reason::OriginNotAllowed, None, ip, remote, &seen)
-                    .0);
-            }
+            self.origin_checked(parts, remote, ip, conn)?;
         }
         let found = auth::extract(&self.auth, &self.sources, parts, upgrade, cert);
         let creds = self.creds.load();
@@ -168,15 +122,6 @@ impl Proxy {
                 generation,
                 key,
             } => {
-                let seen = Seen {
-                    key,
-                    generation: admitted.creds.generation,
-                    presented,
-                    retired: generation,
-                    client: None,
-                    nothing_loaded: admitted.creds.unloaded().is_some(),
-                };
-                let (refusal, repeat) = self.refused(reason, source, ip, remote, &seen);
                 let denied = Denied {
                     reason,
                     source,
@@ -185,8 +130,7 @@ impl Proxy {
                     detail: admitted.creds.unloaded(),
                     creds: &admitted.creds,
                 };
-                self.log_denied(door, parts, remote, &denied, repeat);
-                Err(refusal)
+                Err(self.denied(door, parts, remote, ip, key, &denied))
             }
             Decision::Allow {
                 source,
@@ -204,6 +148,88 @@ impl Proxy {
                 Ok(admitted)
             }
         }
+    }
+
+    /// A client IP still blocked by the throttle is turned away before anything else.
+    fn not_throttled(&self, remote: SocketAddr, ip: IpAddr, door: Door<'_>) -> Result<(), Refusal> {
+        let Some(left) = self.throttle.blocked(ip) else {
+            return Ok(());
+        };
+        match door {
+            Door::Upgrade { conn } => Unauthorized {
+                conn,
+                remote,
+                reason: Reason::RateLimited,
+                client_ip: Some(ip),
+                origin: None,
+                first_frame: None,
+                detail: None,
+            }
+            .log(tracing::Level::DEBUG),
+            Door::Plain { .. } => {
+                debug!(remote = %remote, client_ip = %ip, reason = %Reason::RateLimited, "[http] unauthorized")
+            }
+        }
+        self.metrics
+            .auth_failure(Reason::RateLimited.as_str(), "none");
+        Err(Refusal {
+            reason: Reason::RateLimited,
+            retry_after: Some(left),
+        })
+    }
+
+    /// An upgrade from a page of a foreign origin is refused (cross-site WebSocket hijacking).
+    fn origin_checked(
+        &self,
+        parts: &Parts,
+        remote: SocketAddr,
+        ip: IpAddr,
+        conn: Uuid,
+    ) -> Result<(), Refusal> {
+        if auth::origin_allowed(&self.auth, &parts.headers) {
+            return Ok(());
+        }
+        let origin = parts.headers.get(ORIGIN).and_then(|o| o.to_str().ok());
+        Unauthorized {
+            conn,
+            remote,
+            reason: Reason::OriginNotAllowed,
+            client_ip: None,
+            origin: Some(origin.unwrap_or("-")),
+            first_frame: None,
+            detail: None,
+        }
+        .log(tracing::Level::WARN);
+        let seen = Seen {
+            key: ORIGIN_KEY,
+            ..Seen::default()
+        };
+        Err(self
+            .refused(Reason::OriginNotAllowed, None, ip, remote, &seen)
+            .0)
+    }
+
+    /// A token the decision refused: noted against the IP, counted, and logged.
+    fn denied(
+        &self,
+        door: Door<'_>,
+        parts: &Parts,
+        remote: SocketAddr,
+        ip: IpAddr,
+        key: u64,
+        denied: &Denied<'_>,
+    ) -> Refusal {
+        let seen = Seen {
+            key,
+            generation: denied.creds.generation,
+            presented: denied.presented,
+            retired: denied.generation,
+            client: None,
+            nothing_loaded: denied.creds.unloaded().is_some(),
+        };
+        let (refusal, repeat) = self.refused(denied.reason, denied.source, ip, remote, &seen);
+        self.log_denied(door, parts, remote, denied, repeat);
+        refusal
     }
 
     /// The refusal's line, in its door's shape; debug only for a `repeat`.

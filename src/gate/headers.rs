@@ -272,9 +272,8 @@ impl<'a> Forward<'a> {
     }
 
     /// The upgrade request's head as the gateway should see it, in one buffer for one
-    /// write. Written straight from the client's header map: copying the map, editing it
-    /// and serializing the copy was 7 % of a handshake's user-space instructions
-    /// (callgrind).
+    /// write. Written straight from the client's header map, because copying the map,
+    /// editing it and serializing the copy showed in every handshake (bench/RESULTS.md).
     pub(crate) fn upgrade_head(&self, uri: &Uri) -> Vec<u8> {
         let pq = self.target(uri);
         let size: usize = self

@@ -155,9 +155,8 @@ macro_rules! refused_event {
     };
 }
 /// The `[ws] unauthorized` line of an upgrade refused for its token (the usual refusal).
-/// Written by hand like [`log_connected`]'s: through tracing's formatter it cost ~4.8k
-/// instructions, 14 % of a whole refusal (callgrind), a quarter of that in core's
-/// `SocketAddr` formatting.
+/// Written by hand like [`log_connected`]'s: tracing's formatter, and core's `SocketAddr`
+/// formatting in it, were a large share of a refusal (bench/RESULTS.md).
 pub(crate) struct Refused<'a> {
     pub(crate) conn: Uuid,
     pub(crate) remote: SocketAddr,

@@ -4,7 +4,7 @@
 //! hyper (kept for everything else: plain HTTP, keep-alive, malformed or partial heads) is
 //! never started. hyper's connection machinery (dispatcher, response encoder, the upgrade
 //! hand-over with its channel and boxed IO, its timers and buffers) was the largest share of
-//! a proxied handshake's user-space instructions after logging (callgrind).
+//! a proxied handshake's cost after logging (bench/RESULTS.md).
 //!
 //! Anything unusual falls through to hyper with the bytes already read in front of the
 //! socket ([`Prefixed`]), so hyper's answers to bad input (400, 408, 431, HTTP/2 preface)

@@ -33,8 +33,8 @@ pub fn capture_direct(sink: impl Fn(&[u8]) + Send + Sync + 'static) {
 /// `tracing::enabled!` first, so filters apply as they do to events.
 ///
 /// For the lines every connection writes ("connected", "closed"): through tracing each
-/// field costs a `fmt` round trip (visitor, `DisplayValue`, `Formatter`), ~4,300
-/// instructions a line; here ~1,000 (callgrind).
+/// field costs a `fmt` round trip (visitor, `DisplayValue`, `Formatter`); here a line is
+/// a few writes (bench/RESULTS.md).
 pub(crate) fn line(level: Level, message: &str, fields: impl FnOnce(&mut Line)) -> bool {
     let Some(direct) = DIRECT.get() else {
         return false;

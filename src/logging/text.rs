@@ -13,8 +13,8 @@ use super::pieces::{level_text, timestamp, write_u64, Escaping};
 /// The text line format, the same bytes tracing-subscriber's default (`with_ansi(false)`,
 /// `with_target(false)`) prints: `2026-11-28T00:22:19.210466Z  INFO [ws] connected conn=… `.
 ///
-/// Written by hand because the default spent ~12,000 instructions per line, a quarter of a
-/// proxied handshake (callgrind): each field name went through nu-ansi-term's `Display` even
+/// Written by hand because the default formatter was a large share of a proxied handshake
+/// (bench/RESULTS.md): each field name went through nu-ansi-term's `Display` even
 /// with colours off, the timestamp through a calendar computation. Here a line costs a few
 /// `write_str`s plus the fields' own `Display`. Colours (a terminal on stderr) still use the
 /// default format.

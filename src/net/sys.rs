@@ -10,8 +10,7 @@ use tokio::net::TcpStream;
 
 /// Reads a plain socket with `recv` (a closure over the buffer, which may be uninitialized)
 /// once it is readable. recv(2), not read(2): read(2) goes through the VFS layer first, and
-/// that cost 0.7 µs per call here (rtt CPU per round trip 15.3 → 13.9 µs with it gone;
-/// nginx reads with recv too). A short read clears readiness: see [`super::stream::poll_read_some`].
+/// that shows per round trip (bench/RESULTS.md; nginx reads with recv too). A short read clears readiness: see [`super::stream::poll_read_some`].
 pub(crate) fn poll_recv(
     tcp: &TcpStream,
     cx: &mut Context<'_>,
@@ -23,8 +22,7 @@ pub(crate) fn poll_recv(
 
 /// Writes a plain socket with send(2) issued directly (rustix), as the reads are: libc's
 /// `send`, which tokio's `TcpStream` reaches through mio, is a thread-cancellation point and
-/// brackets every call with two more calls (callgrind, rtt: 201 → 137 instructions per
-/// message and direction for the write, 3.6 % of a relayed round trip's user space).
+/// brackets every call with two more calls (bench/RESULTS.md).
 /// `MSG_NOSIGNAL` as mio's. A short write clears the write readiness, as tokio does: the
 /// send buffer is full, so the next write waits for the next epoll event rather than
 /// costing a `send` that only says EAGAIN.

@@ -15,8 +15,8 @@ use crate::ws::FrameTracker;
 
 use super::zero_copy::{pipe, ZeroCopy, ZC_MIN, ZC_READ};
 
-/// Per-direction buffer: large, so bulk transfers need few syscalls (256 KiB moved 15% more
-/// than 64 KiB in bench/run.sh bulk); borrowed from a
+/// Per-direction buffer: large, so bulk transfers need few syscalls (bench/RESULTS.md);
+/// borrowed from a
 /// per-thread pool only while bytes are moving, so an idle tunnel holds none.
 pub(super) const BUF_SIZE: usize = 256 * 1024;
 

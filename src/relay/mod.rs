@@ -169,8 +169,8 @@ async fn relay_in_task(
 ) -> Outcome {
     // Each party that can wake the relay (the controls: revocation, shutdown, lifetime and
     // idle timers; each direction's pair of sockets) gets a waker of its own that notes it
-    // fired: only those are polled on a wake-up. Polling everything per message, the idle
-    // direction included, was a quarter of a relayed message's instructions.
+    // fired: only those are polled on a wake-up, not everything (the idle direction too)
+    // per message.
     let wakeups = Arc::new(Wakeups::default());
     let wakers = [CONTROLS, UP, DOWN].map(|which| {
         Waker::from(Arc::new(Flag {

@@ -1,14 +1,13 @@
 //! A worker thread's own loop for busy tunnels between two plain sockets.
 //!
 //! Through a tunnel's own task every relayed message costs a task schedule and a task poll
-//! on top of tokio's reactor dispatch: about as many instructions as the whole relay of a
-//! message by nginx (callgrind, bench/RESULTS.md, seventh round). Here the sockets stay in
+//! on top of tokio's reactor dispatch, about as much as nginx's whole relay of a message
+//! (bench/RESULTS.md). Here the sockets stay in
 //! tokio's reactor, but their wakers do not wake the tunnel's task: each queues its tunnel
 //! and direction on the worker's loop, one task that then relays every queued direction
 //! inline. A batch of socket events costs one task wake-up, and no extra system call: an
 //! epoll set of the loop's own, nested in tokio's, cost an `epoll_wait` per batch and the
-//! kernel's nested wake-up per event (2 % of the relay's throughput with the proxy alone on
-//! a core, bench/RESULTS.md, eleventh round). The tunnel's own task only watches the
+//! kernel's nested wake-up per event (bench/RESULTS.md). The tunnel's own task only watches the
 //! controls (timers, revocation, shutdown) and is woken once more, when the tunnel is over.
 //!
 //! Everything here runs on the worker's thread (a current-thread runtime: the loop is only

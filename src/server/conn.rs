@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::Config;
 use crate::gate::Proxy;
 use crate::tls::ServerTls;
 
@@ -28,6 +29,27 @@ pub(super) struct TlsSide {
     pub(super) state: Arc<ServerTls>,
     /// How connections that chose `h2` are served.
     pub(super) http2: crate::config::Http2Config,
+}
+
+impl ConnSettings {
+    pub(super) fn from_config(config: &Config) -> ConnSettings {
+        ConnSettings {
+            header_read_timeout: config.timeouts.header_read.0,
+            max_headers: config.limits.max_headers,
+            max_header_bytes: config.limits.max_header_bytes,
+        }
+    }
+}
+
+impl TlsSide {
+    pub(super) fn new(state: Arc<ServerTls>, config: &Config) -> TlsSide {
+        TlsSide {
+            acceptor: tokio_rustls::TlsAcceptor::from(state.config.clone()),
+            handshake_timeout: config.tls.handshake_timeout.0,
+            state,
+            http2: config.http2.clone(),
+        }
+    }
 }
 
 /// A connection's context; each worker has its own (see `Listener::for_worker`).

@@ -208,8 +208,7 @@ async fn fast_path(mut stream: Stream, peer: &Peer, conn: &Conn) -> FastPath {
         }
         // Refused without closing. A client that retries on the same connection is read the
         // same way; one that leaves (what a refused WebSocket client does) costs a read that
-        // finds the end, not a hyper connection set up to see it (a sixth of a refusal's
-        // user-space instructions, callgrind). Bytes already behind the head (a pipelined
+        // finds the end, not a hyper connection set up to see it. Bytes already behind the head (a pipelined
         // request) go to hyper with them.
         if !rest.is_empty() {
             return FastPath::Hyper(Prefixed::new(s, rest), Duration::ZERO);

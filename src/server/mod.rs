@@ -147,6 +147,27 @@ fn spawn_watchers(
     }
 }
 
+/// Files are read on a blocking thread: the caller's serves signals (and, with one worker,
+/// connections), and a file on a hung network mount must not stall it.
+async fn read_files_off_thread(config: &Config) -> Result<Files, StartError> {
+    let config = config.clone();
+    match tokio::task::spawn_blocking(move || read_files(&config)).await {
+        Ok(files) => files,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// The admin listener, when `admin.listen` is set.
+async fn start_admin(
+    config: &Config,
+    admin: Admin,
+) -> Result<Option<(TcpListener, Arc<Admin>)>, StartError> {
+    match config.admin.addr() {
+        Some(addr) => Ok(Some(bind_admin(addr, admin).await?)),
+        None => Ok(None),
+    }
+}
+
 /// `workers = 0`: one per CPU.
 fn resolve_workers(workers: usize) -> usize {
     match workers {
@@ -166,13 +187,7 @@ impl Server {
             tls_prepared,
             upstream_tls,
             generated,
-        } = {
-            let config = config.clone();
-            match tokio::task::spawn_blocking(move || read_files(&config)).await {
-                Ok(files) => files?,
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            }
-        };
+        } = read_files_off_thread(&config).await?;
         let reloader = Arc::new(reloader);
         let addr = config.listen.0;
         let (listeners, nodelay_inherited) = listen(
@@ -195,22 +210,17 @@ impl Server {
         let workers = balance
             .as_ref()
             .map(|(b, _)| b.clone() as Arc<dyn crate::admin::WorkerLoad>);
-        let admin = match config.admin.addr() {
-            Some(addr) => Some(
-                bind_admin(
-                    addr,
-                    Admin::new(
-                        metrics.clone(),
-                        reloader.clone(),
-                        upstream.clone(),
-                        server_tls.clone(),
-                        workers,
-                    ),
-                )
-                .await?,
+        let admin = start_admin(
+            &config,
+            Admin::new(
+                metrics.clone(),
+                reloader.clone(),
+                upstream.clone(),
+                server_tls.clone(),
+                workers,
             ),
-            None => None,
-        };
+        )
+        .await?;
         let shutdown = Shutdown::default();
         if let Some(path) = generated.filter(|_| config.upstream_auth.inject == Inject::None) {
             let stop = shutdown.draining.clone();
@@ -237,11 +247,7 @@ impl Server {
         }
         let server = Server {
             nodelay_inherited,
-            conn_settings: ConnSettings {
-                header_read_timeout: config.timeouts.header_read.0,
-                max_headers: config.limits.max_headers,
-                max_header_bytes: config.limits.max_header_bytes,
-            },
+            conn_settings: ConnSettings::from_config(&config),
             limits: crate::limits::ConnLimits::new(
                 config.limits.max_connections,
                 config.limits.max_connections_per_ip,
@@ -252,12 +258,7 @@ impl Server {
             proxy,
             reloader,
             shutdown,
-            tls: server_tls.map(|t| TlsSide {
-                acceptor: tokio_rustls::TlsAcceptor::from(t.config.clone()),
-                handshake_timeout: config.tls.handshake_timeout.0,
-                state: t,
-                http2: config.http2.clone(),
-            }),
+            tls: server_tls.map(|t| TlsSide::new(t, &config)),
             drain: config.shutdown.drain.0,
             addr,
         };
@@ -314,8 +315,7 @@ impl Server {
     /// With several workers each runs on a thread of its own with a single-threaded runtime,
     /// the way nginx runs worker processes: all accept from the one listening socket, a
     /// connection stays on the thread that accepted it, so there is no work stealing and no
-    /// cross-thread wake-up on the hot path (one multi-threaded runtime cost 12 % more CPU
-    /// per handshake here). The caller's runtime keeps the control plane: signals, the
+    /// cross-thread wake-up on the hot path (measured: bench/RESULTS.md). The caller's runtime keeps the control plane: signals, the
     /// credential watcher, the admin listener.
     pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send + 'static) {
         // The shutdown future (signal handlers) waits in a task of its own: in the accept

@@ -82,8 +82,7 @@ async fn accepted_sockets_delay_their_first_ack() {
 
 /// An idle tunnel costs its connection task's future, so that future must hold the
 /// tunnel's state and little else: no room for the handshake's state (boxed and freed
-/// before the tunnel) and no second copy of what moved into the tunnel. It was 6.6 KB
-/// before that was fixed, 2.6 KB after (rustc 1.95.0).
+/// before the tunnel) and no second copy of what moved into the tunnel (sizes: bench/RESULTS.md).
 #[tokio::test]
 async fn a_connection_task_holds_little_more_than_its_tunnel() {
     let dir = tempfile::tempdir().unwrap();

@@ -76,7 +76,7 @@ impl Pending {
     /// beside the tunnel future it moves into, for the tunnel's whole life.
     // Always inlined: with two callers (a connection's task, an HTTP/2 stream's) LLVM stopped
     // inlining it, and the tunnel future it returns was then built and copied once more per
-    // handshake (callgrind: +500 instructions of memcpy).
+    // handshake.
     #[inline(always)]
     pub(crate) fn run(
         self,

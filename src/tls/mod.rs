@@ -192,8 +192,8 @@ pub(super) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// The listener's key exchange: X25519, then P-256 — what browsers offer (with aws-lc-rs,
 /// their post-quantum hybrid X25519MLKEM768 first). Without P-384: a client whose first key
 /// share is P-384 (ring's own client default since rustls 0.23.48) is asked to retry with
-/// one of these, instead of making the server do P-384, which costs ring four times X25519
-/// (~1 ms a handshake here against ~0.24 ms). One round trip more for that rare client; a
+/// one of these, instead of making the server do P-384, which costs ring several times X25519
+/// (bench/RESULTS.md). One round trip more for that rare client; a
 /// flood of such handshakes costs no more than any other.
 fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
     let mut p = crypto::provider();
@@ -326,7 +326,7 @@ impl ServerTls {
 
     /// Re-reads the pair; swaps it in only when complete, matching, and different.
     pub(crate) fn reload(&self) -> ReloadResult {
-        let _guard = self.reload_lock.lock().unwrap();
+        let _guard = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
         let pair = match load_pair(&self.cert, &self.key, self.max_file_bytes) {
             Ok(p) => p,
             Err(e) => {

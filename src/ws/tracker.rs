@@ -37,8 +37,7 @@ impl FrameTracker {
     pub fn observe(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             // The usual case, one or more whole short frames (not a close frame, whose
-            // payload is captured): skipped in one step. A quarter of a relayed small
-            // message's user-space instructions went through the general path below.
+            // payload is captured): skipped in one step, not through the general path below.
             if self.remaining == 0 && self.hdr_len == 0 && data.len() >= 2 {
                 let len7 = data[1] & 0x7f;
                 if len7 < 126 && data[0] & 0x0f != OP_CLOSE {
