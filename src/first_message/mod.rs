@@ -196,6 +196,30 @@ impl Phase {
         self.refuse(reason, detail, None, None, None, None)
     }
 
+    /// A first message the gateway's secret cannot be written into.
+    fn unwritable(
+        self,
+        u: Unwritable,
+        id: Option<Value>,
+        presented: Option<&Presented>,
+        payload: &[u8],
+    ) -> Outcome {
+        match u {
+            Unwritable::DeviceSigned => self.refuse(
+                Reason::TokenRewriteRefused,
+                "device signature covers the token",
+                id,
+                presented,
+                None,
+                Some(payload),
+            ),
+            Unwritable::NoPointer => self.reject(
+                Reason::FirstMessageInvalid,
+                "the gateway's secret has no place in this message",
+            ),
+        }
+    }
+
     /// `payload`: the first message, when it was read as one (its client is named in logs).
     fn refuse(
         self,
@@ -396,22 +420,7 @@ impl Phase {
         ) {
             Ok(Some(frame)) => (frame, true),
             Ok(None) => (buf[..frame_len].to_vec(), false),
-            Err(Unwritable::DeviceSigned) => {
-                return self.refuse(
-                    Reason::TokenRewriteRefused,
-                    "device signature covers the token",
-                    id,
-                    presented.as_ref(),
-                    None,
-                    Some(&payload),
-                )
-            }
-            Err(Unwritable::NoPointer) => {
-                return self.reject(
-                    Reason::FirstMessageInvalid,
-                    "the gateway's secret has no place in this message",
-                )
-            }
+            Err(u) => return self.unwritable(u, id, presented.as_ref(), &payload),
         };
         to_upstream.extend_from_slice(&buf[frame_len..]);
         Outcome::Proceed(Proceed {

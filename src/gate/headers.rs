@@ -188,23 +188,7 @@ impl<'a> Forward<'a> {
             }
         }
         if self.upgrade {
-            // Without the subprotocol entry that carried the token (never echo a token).
-            if let Some(list) = auth::strip_token_subprotocols(h, &p.auth.subprotocol_prefix) {
-                put(&SEC_WEBSOCKET_PROTOCOL, &list);
-            }
-            if p.upstream_origin == UpstreamOrigin::Rewrite && h.contains_key(ORIGIN) {
-                // The gateway sees its own origin (it refuses non-loopback ones by default);
-                // the browser's origin was already checked against auth.allowed_origins.
-                put(&ORIGIN, p.upstream.origin().as_bytes());
-            }
-            put(&CONNECTION, b"Upgrade");
-            put(
-                &UPGRADE,
-                h.get(UPGRADE).map_or(&b"websocket"[..], |v| v.as_bytes()),
-            );
-            if !h.contains_key(HOST) {
-                put(&HOST, p.upstream.authority().as_bytes());
-            }
+            self.upgrade_headers(&mut put);
         }
         if let Some(id) = &self.identity {
             self.name_the_client(id, trusted, &mut put);
@@ -221,6 +205,36 @@ impl<'a> Forward<'a> {
                 put(&COOKIE, v.as_bytes());
             }
         }
+        self.put_injected(&mut put);
+    }
+
+    /// An upgrade's own headers: the token's subprotocol entry taken out, the gateway's
+    /// origin when rewritten, the upgrade itself, a Host when the client sent none.
+    #[inline]
+    fn upgrade_headers(&self, put: &mut impl FnMut(&HeaderName, &[u8])) {
+        let (p, h) = (self.proxy, self.headers);
+        // Without the subprotocol entry that carried the token (never echo a token).
+        if let Some(list) = auth::strip_token_subprotocols(h, &p.auth.subprotocol_prefix) {
+            put(&SEC_WEBSOCKET_PROTOCOL, &list);
+        }
+        if p.upstream_origin == UpstreamOrigin::Rewrite && h.contains_key(ORIGIN) {
+            // The gateway sees its own origin (it refuses non-loopback ones by default);
+            // the browser's origin was already checked against auth.allowed_origins.
+            put(&ORIGIN, p.upstream.origin().as_bytes());
+        }
+        put(&CONNECTION, b"Upgrade");
+        put(
+            &UPGRADE,
+            h.get(UPGRADE).map_or(&b"websocket"[..], |v| v.as_bytes()),
+        );
+        if !h.contains_key(HOST) {
+            put(&HOST, p.upstream.authority().as_bytes());
+        }
+    }
+
+    /// The gateway's secret, when gatewarden presents it in a header.
+    #[inline]
+    fn put_injected(&self, put: &mut impl FnMut(&HeaderName, &[u8])) {
         if let Some((name, secret)) = self.inject {
             let value = if *name == AUTHORIZATION {
                 format!("Bearer {}", secret.expose())

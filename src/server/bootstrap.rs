@@ -89,7 +89,39 @@ pub(super) fn load_credentials(
     CredentialError,
 > {
     let (sources, origin) = credentials::resolve_sources(&config.credentials.sources)?;
-    match &origin {
+    log_origin(&origin);
+    let paths: Vec<_> = sources.iter().map(|s| s.path.clone()).collect();
+    let prepared = crate::credentials::watcher::prepare(
+        &paths,
+        config.credentials.watch,
+        config.credentials.poll_interval.0,
+    );
+    // Grace only where the upstream will accept the session: without injection, a gateway's
+    // own token is forwarded as the client sent it, and the gateway knows only its current one.
+    let forwarded_as_is = config.upstream_auth.inject == crate::config::Inject::None;
+    let reloader = Reloader::new(
+        sources,
+        config.upstream_auth.credential.clone(),
+        config.auth.grace.0,
+    )
+    .with_no_grace(|s| forwarded_as_is && s.is_openclaw_config())
+    .with_max_file_bytes(config.credentials.max_file_bytes);
+    let ok = reloader.load_initial();
+    let creds = reloader.store().load();
+    log_loaded(&reloader, &creds);
+    if ok == 0 {
+        warn!(
+            why = %creds.unloaded().unwrap_or("-"),
+            "[auth] no valid credential yet: every client is refused until a credential file becomes valid (it is watched)"
+        );
+    }
+    reloader.check_upstream()?;
+    Ok((reloader, prepared, origin))
+}
+
+/// Where the credentials come from, when gatewarden chose (no `[[credentials]]`).
+fn log_origin(origin: &credentials::Origin) {
+    match origin {
         credentials::Origin::Configured => {}
         credentials::Origin::OpenClaw(path) => info!(
             path = %path.display(),
@@ -116,24 +148,10 @@ pub(super) fn load_credentials(
             "[auth] no credential configured and no OpenClaw config found; using the generated token file"
         ),
     }
-    let paths: Vec<_> = sources.iter().map(|s| s.path.clone()).collect();
-    let prepared = crate::credentials::watcher::prepare(
-        &paths,
-        config.credentials.watch,
-        config.credentials.poll_interval.0,
-    );
-    // Grace only where the upstream will accept the session: without injection, a gateway's
-    // own token is forwarded as the client sent it, and the gateway knows only its current one.
-    let forwarded_as_is = config.upstream_auth.inject == crate::config::Inject::None;
-    let reloader = Reloader::new(
-        sources,
-        config.upstream_auth.credential.clone(),
-        config.auth.grace.0,
-    )
-    .with_no_grace(|s| forwarded_as_is && s.is_openclaw_config())
-    .with_max_file_bytes(config.credentials.max_file_bytes);
-    let ok = reloader.load_initial();
-    let creds = reloader.store().load();
+}
+
+/// One line per credential loaded at start: where, and its fingerprint.
+fn log_loaded(reloader: &Reloader, creds: &crate::credentials::Credentials) {
     for c in creds.entries() {
         let src = reloader
             .sources()
@@ -155,12 +173,4 @@ pub(super) fn load_credentials(
             "[auth] credential loaded"
         );
     }
-    if ok == 0 {
-        warn!(
-            why = %creds.unloaded().unwrap_or("-"),
-            "[auth] no valid credential yet: every client is refused until a credential file becomes valid (it is watched)"
-        );
-    }
-    reloader.check_upstream()?;
-    Ok((reloader, prepared, origin))
 }

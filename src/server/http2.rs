@@ -107,18 +107,8 @@ pub(super) async fn serve(
             _ = seen.changed.notified() => {}
             _ = sleep_until(due.map(|(at, _)| at)) => {
                 let why = due.expect("a deadline fired").1;
-                // What changed since it was set (a stream opened, a request admitted)
-                // without a wake-up yet is looked at again.
-                let stale = match why {
-                    Deadline::Unadmitted => streams.admitted(),
-                    Deadline::HeaderBlock => seen.open_block().is_none(),
-                    Deadline::Idle => streams.open() > 0,
-                };
-                if stale {
-                    idle_since = match streams.open() {
-                        0 => idle_since.or_else(|| Some(Instant::now())),
-                        _ => None,
-                    };
+                if passed(why, &streams, &seen) {
+                    idle_since = idle_from(&streams, idle_since);
                     continue;
                 }
                 info!(target: FLOOD, remote = %remote, reason = %why.as_str(), open_streams = streams.open(), "[http] HTTP/2 connection closed");
@@ -135,14 +125,28 @@ pub(super) async fn serve(
                 .await
                 .unwrap_or(Ok(()));
         }
-        idle_since = match (streams.open(), idle_since) {
-            (0, None) => Some(Instant::now()),
-            (0, since) => since,
-            _ => None,
-        };
+        idle_since = idle_from(&streams, idle_since);
     };
     if let Err(e) = result {
         debug!(remote = %remote, cause = %e, "[http] HTTP/2 connection ended with an error");
+    }
+}
+
+/// Whether what a deadline waited for has happened meanwhile (a stream opened, a request
+/// admitted) without a wake-up yet: then it is looked at again.
+fn passed(why: Deadline, streams: &Streams, seen: &Seen) -> bool {
+    match why {
+        Deadline::Unadmitted => streams.admitted(),
+        Deadline::HeaderBlock => seen.open_block().is_none(),
+        Deadline::Idle => streams.open() > 0,
+    }
+}
+
+/// Since when the connection has had no stream open (`None`: it has some).
+fn idle_from(streams: &Streams, since: Option<Instant>) -> Option<Instant> {
+    match streams.open() {
+        0 => since.or_else(|| Some(Instant::now())),
+        _ => None,
     }
 }
 

@@ -168,6 +168,24 @@ async fn start_admin(
     }
 }
 
+/// The listening socket, a descriptor of it per worker; whether accepted sockets inherit
+/// `TCP_NODELAY`; the address it is bound to (port 0 resolved).
+fn bind_listeners(
+    config: &Config,
+) -> Result<(Vec<std::net::TcpListener>, bool, SocketAddr), StartError> {
+    let addr = config.listen.0;
+    let bind = |source| StartError::Bind { addr, source };
+    let (listeners, nodelay_inherited) = listen(
+        addr,
+        resolve_workers(config.workers),
+        config.tcp.delayed_ack,
+        config.tcp.keepalive_idle(),
+    )
+    .map_err(bind)?;
+    let bound = listeners[0].local_addr().map_err(bind)?;
+    Ok((listeners, nodelay_inherited, bound))
+}
+
 /// `workers = 0`: one per CPU.
 fn resolve_workers(workers: usize) -> usize {
     match workers {
@@ -189,14 +207,7 @@ impl Server {
             generated,
         } = read_files_off_thread(&config).await?;
         let reloader = Arc::new(reloader);
-        let addr = config.listen.0;
-        let (listeners, nodelay_inherited) = listen(
-            addr,
-            resolve_workers(config.workers),
-            config.tcp.delayed_ack,
-            config.tcp.keepalive_idle(),
-        )
-        .map_err(|source| StartError::Bind { addr, source })?;
+        let (listeners, nodelay_inherited, addr) = bind_listeners(&config)?;
         let balance = (listeners.len() > 1).then(|| Balance::new(listeners.len()));
         let metrics = Arc::new(Metrics::new());
         reloader.set_metrics(metrics.clone());
@@ -236,12 +247,6 @@ impl Server {
         );
         let tls_files = server_tls.clone().zip(tls_prepared);
         spawn_watchers(&config, &reloader, prepared, tls_files, &shutdown);
-        let addr = listeners[0]
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: config.listen.0,
-                source,
-            })?;
         if let Some((_, admin)) = &admin {
             let _ = admin.listen.set(addr);
         }

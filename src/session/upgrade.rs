@@ -18,6 +18,7 @@ use crate::gate::headers::{Forward, Identity};
 use crate::gate::Proxy;
 use crate::h2_streams::StreamHold;
 use crate::http1::respond::{empty, text, Body};
+use crate::limits::ConnSlot;
 use crate::tls::ClientCert;
 use crate::upstream::Answer;
 use crate::ws;
@@ -143,45 +144,26 @@ impl Proxy {
             in_band,
             by,
         } = s.admitted;
-        let slot = parts
-            .extensions
-            .get::<Arc<crate::limits::ConnSlot>>()
-            .cloned();
         // A client certificate is not a reloadable credential: nothing to revoke.
         let authenticated = by
             .filter(|a| a.source != TokenSource::ClientCert)
             .map(|a| (a.presented, a.credential));
-        let gateway = self.gateway_token(&creds);
-        if self.upstream_auth.inject.needs_credential() && gateway.is_none() {
-            warn!(conn = %s.conn, "[ws] upstream_auth credential has no token loaded");
-            let resp = text(
-                StatusCode::BAD_GATEWAY,
-                "bad gateway: no gateway credential\n",
-            );
-            return (resp, None);
-        }
+        let gateway = match self.gateway_secret(&creds, s.conn) {
+            Ok(gateway) => gateway,
+            Err(resp) => return (resp, None),
+        };
         let inject_header = (self.upstream_auth.inject == Inject::Header)
             .then_some(gateway.as_ref())
             .flatten();
         // Admitted: only now does the gateway's handshake get a key of gatewarden's making.
-        let made_key = (over == Over::Http2).then(|| {
-            let key = ws::new_key();
-            parts.headers.insert(SEC_WEBSOCKET_KEY, key.clone());
-            key
-        });
-        let upstream_head = Forward::new(
-            &self,
-            &parts.headers,
+        let made_key = (over == Over::Http2).then(|| own_key(&mut parts.headers));
+        let upstream_head = self.gateway_head(
+            &parts,
             s.remote,
-            true,
+            s.identity.as_ref(),
             found.as_ref(),
             inject_header,
-        )
-        .with_identity(s.identity.as_ref().map(|(name, scopes)| Identity {
-            name,
-            scopes: scopes.clone(),
-        }))
-        .upgrade_head(&parts.uri);
+        );
         let answer = match self.dial(&upstream_head, s.conn, s.remote).await {
             Ok(answer) => answer,
             Err(resp) => return (resp, None),
@@ -193,27 +175,19 @@ impl Proxy {
             rest: from_upstream,
             ..
         } = answer;
-        let client_resp = match made_key {
-            None => {
-                let mut resp = Response::new(empty());
-                *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-                *resp.headers_mut() = headers;
-                resp
+        let client_resp = match client_answer(headers, made_key.as_ref()) {
+            Ok(resp) => resp,
+            Err(resp) => {
+                warn!(conn = %s.conn, remote = %s.remote, "[ws] upstream answered 101 with a wrong Sec-WebSocket-Accept");
+                return (resp, None);
             }
-            Some(key) => match over_http2(headers, &key) {
-                Ok(resp) => resp,
-                Err(resp) => {
-                    warn!(conn = %s.conn, remote = %s.remote, "[ws] upstream answered 101 with a wrong Sec-WebSocket-Accept");
-                    return (resp, None);
-                }
-            },
         };
         let tunnel = Tunnel {
             conn: s.conn,
             started: s.started,
             remote: s.remote,
             ip,
-            slot,
+            slot: parts.extensions.get::<Arc<ConnSlot>>().cloned(),
             stream: s.stream,
             in_band,
             deflate,
@@ -234,5 +208,66 @@ impl Proxy {
             then,
         };
         (client_resp, Some(pending))
+    }
+
+    /// The gateway's secret, when gatewarden presents it; a 502 when it must and has none.
+    #[allow(clippy::result_large_err)] // the error is the answer itself, built once
+    fn gateway_secret(
+        &self,
+        creds: &crate::credentials::Credentials,
+        conn: Uuid,
+    ) -> Result<Option<crate::credentials::Secret>, Response<Body>> {
+        let gateway = self.gateway_token(creds);
+        if self.upstream_auth.inject.needs_credential() && gateway.is_none() {
+            warn!(conn = %conn, "[ws] upstream_auth credential has no token loaded");
+            return Err(text(
+                StatusCode::BAD_GATEWAY,
+                "bad gateway: no gateway credential\n",
+            ));
+        }
+        Ok(gateway)
+    }
+
+    /// The upgrade's head as the gateway gets it (see [`Forward`]).
+    fn gateway_head(
+        &self,
+        parts: &::http::request::Parts,
+        remote: SocketAddr,
+        identity: Option<&(String, Option<String>)>,
+        found: Option<&crate::auth::Found>,
+        inject_header: Option<&crate::credentials::Secret>,
+    ) -> Vec<u8> {
+        Forward::new(self, &parts.headers, remote, true, found, inject_header)
+            .with_identity(identity.map(|(name, scopes)| Identity {
+                name,
+                scopes: scopes.clone(),
+            }))
+            .upgrade_head(&parts.uri)
+    }
+}
+
+/// An HTTP/2 client sends no key (RFC 8441): the gateway's HTTP/1.1 handshake gets one of
+/// gatewarden's making.
+fn own_key(headers: &mut HeaderMap) -> HeaderValue {
+    let key = ws::new_key();
+    headers.insert(SEC_WEBSOCKET_KEY, key.clone());
+    key
+}
+
+/// The client's 101: the gateway's own over HTTP/1.1; over HTTP/2 a 200 once the gateway's
+/// `Sec-WebSocket-Accept` matches the key gatewarden made (`Err`: the 502 that replaces it).
+#[allow(clippy::result_large_err)] // the error is the answer itself, built once
+fn client_answer(
+    headers: HeaderMap,
+    made_key: Option<&HeaderValue>,
+) -> Result<Response<Body>, Response<Body>> {
+    match made_key {
+        None => {
+            let mut resp = Response::new(empty());
+            *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            *resp.headers_mut() = headers;
+            Ok(resp)
+        }
+        Some(key) => over_http2(headers, key),
     }
 }
