@@ -13,7 +13,7 @@
 # process the scheduler puts beside which) to about ±2 %.
 #
 # usage: bench/run.sh [SECONDS_PER_RUN]    (writes bench/results.jsonl, prints the table)
-#   env: WORKERS="1 2", ROUNDS=3, EXTRA_ROUNDS=2, MODES="handshake rtt bulk reject first_message idle",
+#   env: WORKERS="1 2", ROUNDS=3, EXTRA_ROUNDS=2, MODES="handshake rtt bulk reject first_message plain idle",
 #        TARGETS="direct nginx-stock nginx-tuned gatewarden gatewarden-splice", IDLE_CONNS=9000,
 #        PINNED="handshake rtt reject" (modes of the pinned pass; "" skips it), PINNED_ROUNDS=5,
 #        TLS_KEYS="ecdsa rsa" (the TLS pass: one per certificate kind; "" skips it),
@@ -30,7 +30,7 @@ ROUNDS=${ROUNDS:-3}
 EXTRA=${EXTRA_ROUNDS:-2}   # handshake and rtt: ROUNDS + EXTRA rounds
 IDLE=${IDLE_CONNS:-9000}   # the machine's hard fd limit is 20000; a proxy needs 2 fds per connection
 WORKERS=${WORKERS-1 2}   # "" skips the plain passes
-MODES=${MODES:-handshake rtt bulk reject first_message idle}
+MODES=${MODES:-handshake rtt bulk reject first_message plain idle}
 TARGETS=${TARGETS:-direct nginx-stock nginx-tuned gatewarden gatewarden-splice}
 GW_BEFORE=${GW_BEFORE:-}
 [ -n "$GW_BEFORE" ] && [[ " $TARGETS " != *" gatewarden-before "* ]] && TARGETS="$TARGETS gatewarden-before"
@@ -232,7 +232,7 @@ for workers in $WORKERS; do
     rounds=$ROUNDS
     case $mode in
       idle) rounds=1;;                                  # memory, not speed: no noise to average
-      handshake|rtt) rounds=$((ROUNDS + EXTRA));;       # the closest ratios: more rounds
+      handshake|rtt|plain) rounds=$((ROUNDS + EXTRA));; # the closest ratios: more rounds
     esac
     targets=()
     for t in $TARGETS; do

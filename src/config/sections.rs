@@ -171,6 +171,9 @@ pub struct LimitsConfig {
     /// Bytes of the request line (method, target, version) alone (414 beyond): a query
     /// string is where junk and oversized tokens arrive.
     pub max_request_line: usize,
+    /// Plain HTTP requests in flight to the upstream at once, over all connections; more
+    /// are answered 503 at once (not queued); 0 = unlimited.
+    pub max_http_requests: usize,
 }
 
 impl Default for LimitsConfig {
@@ -181,6 +184,7 @@ impl Default for LimitsConfig {
             max_headers: 100,
             max_header_bytes: 64 * 1024,
             max_request_line: 8 * 1024,
+            max_http_requests: 1024,
         }
     }
 }

@@ -81,6 +81,8 @@ pub(crate) struct Proxy {
     pub upstream_response: std::time::Duration,
     /// The Control UI's shell, when it is served without a token.
     pub(crate) control_ui: Option<Arc<control_ui::ControlUi>>,
+    /// `limits.max_http_requests`: one permit per plain request in flight upstream.
+    pub(crate) http_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// Bytes of the request line as received (give or take separators).
@@ -142,6 +144,12 @@ impl Proxy {
             tasks: TaskTracker::new(),
             cut,
             control_ui: None,
+            http_permits: Arc::new(tokio::sync::Semaphore::new(
+                match config.limits.max_http_requests {
+                    0 => tokio::sync::Semaphore::MAX_PERMITS,
+                    n => n,
+                },
+            )),
             paired: Arc::default(),
         }
     }

@@ -18,6 +18,7 @@ pub(crate) struct ClientBody {
 }
 
 /// Tells whether the client's body failed (after the upstream request ended).
+#[derive(Clone)]
 pub(crate) struct BodyWatch(Arc<AtomicBool>);
 
 impl ClientBody {
@@ -62,4 +63,10 @@ impl Body for ClientBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// The watch of a client body that broke (tests of what a broken body is answered).
+#[cfg(test)]
+pub(crate) fn broken_watch() -> BodyWatch {
+    BodyWatch(Arc::new(AtomicBool::new(true)))
 }

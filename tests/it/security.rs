@@ -698,3 +698,38 @@ async fn a_silent_upstream_gets_a_504() {
         "the request did reach the upstream"
     );
 }
+
+/// `limits.max_http_requests`: with its one permit held by a request the upstream sits on,
+/// the next plain request is answered 503 at once (not queued behind it), with
+/// `Retry-After`, and logged `reason=overloaded`. A wrong token still gets its 401: the
+/// gate judges before the limit counts.
+#[tokio::test]
+async fn plain_requests_over_the_limit_are_shed_with_a_503() {
+    let silent = common::fake_gateway::FakeGateway::silent().start().await;
+    let held = silent.accepted.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let token = random_token();
+    let tf = write_file(dir.path(), "token", &token);
+    let mut config = config_for(silent.addr, &tf);
+    config.limits.max_http_requests = 1;
+    let gw = serve(config).await;
+    let (addr, first_token) = (gw.addr, token.clone());
+    let first = tokio::spawn(async move { status_with(addr, &first_token).await });
+    timeout(async {
+        while held.lock().unwrap().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let path = format!("/shed-{}", &random_token()[..12]);
+    let mut req = get(gw.addr, &path);
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let resp = timeout(http_request(gw.addr, req)).await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    wait_log(&["[http] request refused", "reason=overloaded", &path]).await;
+    assert_eq!(status_with(gw.addr, "not-the-token").await, 401);
+    assert!(!first.is_finished(), "the first request is still in flight");
+    first.abort();
+}

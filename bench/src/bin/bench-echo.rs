@@ -1,7 +1,8 @@
 //! A fast WebSocket echo upstream for the benchmark: every client frame is echoed (unmasked)
 //! as its bytes arrive, with no per-message allocation. On `/openclaw` it behaves like the
 //! OpenClaw gateway's handshake: a `connect.challenge` event first, then a `res` to the
-//! first request, then echo.
+//! first request, then echo. A request that is no upgrade is answered `200 ok` (the
+//! `plain` mode), as often as the connection asks.
 //!
 //! usage: bench-echo ADDR [THREADS]   (prints the bound address)
 
@@ -42,6 +43,36 @@ fn main() {
     });
 }
 
+const PLAIN_ANSWER: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Type: text/plain\r\n\r\nok\n";
+
+/// Plain HTTP (the `plain` mode): each request head (no body) answered 200 on a kept-alive
+/// connection, as many as the client pipelines.
+async fn plain(mut s: TcpStream, mut buf: Vec<u8>, mut have: usize) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    loop {
+        let mut pos = 0;
+        while let Some(e) = head_end(&buf[pos..have]) {
+            pos += e;
+            out.extend_from_slice(PLAIN_ANSWER);
+        }
+        if !out.is_empty() {
+            s.write_all(&out).await?;
+            out.clear();
+        }
+        buf.copy_within(pos..have, 0);
+        have -= pos;
+        if have == buf.len() {
+            return Ok(());
+        }
+        let n = s.read(&mut buf[have..]).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        have += n;
+    }
+}
+
 enum State {
     Header,
     Payload {
@@ -71,6 +102,9 @@ async fn serve(mut s: TcpStream) -> std::io::Result<()> {
         }
     };
     let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    if !head.to_ascii_lowercase().contains("upgrade: websocket") {
+        return plain(s, buf, have).await;
+    }
     let key = head
         .lines()
         .find_map(|l| {

@@ -7,6 +7,8 @@
 //!   idle           open N upgraded connections, hold them; RSS of PIDS per connection
 //!   reject         upgrades with a wrong token; refusals per second
 //!   first_message  OpenClaw handshake: challenge, connect with the token, hello; per second
+//!   plain          plain HTTP GETs with the token on N kept-alive connections, one in
+//!                  flight each; requests per second and latency
 //! Prints one JSON line.
 //!
 //! `--tls-ca FILE` speaks TLS (rustls, ring; the server named `localhost`, verified against
@@ -243,7 +245,11 @@ fn tls_connector(ca: &str, resume: bool, h2: bool) -> tokio_rustls::TlsConnector
     } else {
         rustls::client::Resumption::disabled()
     };
-    config.alpn_protocols = vec![if h2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
+    config.alpn_protocols = vec![if h2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
@@ -327,6 +333,7 @@ fn main() {
         match o.mode.as_str() {
             "handshake" | "reject" | "first_message" => sessions(&o).await,
             "rtt" => rtt(&o).await,
+            "plain" => plain(&o).await,
             "bulk" => bulk(&o).await,
             "idle" => idle(&o).await,
             m => panic!("unknown mode {m}"),
@@ -603,6 +610,63 @@ async fn rtt(o: &Opts) -> String {
         }));
     }
     report("rtt", "msg/s", started, tasks, 0).await
+}
+
+/// Plain HTTP/1.1 GETs with the token, one in flight per kept-alive connection.
+async fn plain(o: &Opts) -> String {
+    let deadline = Instant::now() + Duration::from_secs_f64(o.secs);
+    let req = Arc::new(
+        format!(
+            "GET /plain HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {}\r\n\r\n",
+            o.token
+        )
+        .into_bytes(),
+    );
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for _ in 0..o.conns {
+        let mut s = connection(o.target, o.sources).await.expect("open");
+        let req = req.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut buf = Vec::with_capacity(4096);
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                s.write_all(&req).await.unwrap();
+                read_answer(&mut s, &mut buf).await;
+                lat.push(t0.elapsed().as_micros() as u32);
+            }
+            lat
+        }));
+    }
+    report("plain", "req/s", started, tasks, 0).await
+}
+
+/// One `200` answer with a `Content-Length` body, read whole (what follows stays in `buf`).
+async fn read_answer(s: &mut Conn, buf: &mut Vec<u8>) {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = head_end(buf) {
+            let head = std::str::from_utf8(&buf[..end])
+                .expect("a text head")
+                .to_ascii_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .expect("a content-length")
+                .trim()
+                .parse()
+                .unwrap();
+            if buf.len() >= end + len {
+                buf.drain(..end + len);
+                return;
+            }
+        }
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the answer ended early");
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }
 
 /// 64 KiB messages streamed both ways; MB/s of echo received.
