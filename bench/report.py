@@ -10,7 +10,7 @@ every = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 rows = [r for r in every if not r.get("tls")]
 tls_rows = [r for r in every if r.get("tls") and not r["tls"].startswith("h2-")]
 h2_rows = [r for r in every if r.get("tls", "").startswith("h2-")]
-MODES = ["handshake", "rtt", "bulk", "reject", "first_message", "idle"]
+MODES = ["handshake", "rtt", "bulk", "reject", "first_message", "plain", "idle"]
 TARGETS = ["direct", "nginx-stock", "nginx-tuned", "gatewarden", "gatewarden-splice"]
 
 
@@ -183,7 +183,7 @@ for cfg in sorted({config(r) for r in rows if r["target"] != "direct"}):
     # the same configuration for a handshake, measured 109 and 160 µs in one run.
     # bulk: per 64 KiB message echoed.
     per_op = []
-    for mode in ("handshake", "rtt", "bulk", "reject", "first_message"):
+    for mode in ("handshake", "rtt", "bulk", "reject", "first_message", "plain"):
         cost = lambda t: [r["proxy_cpu_us_per_op"] for r in runs(t, cfg, mode)
                           if r.get("proxy_cpu_us_per_op")]
         g, n = cost("gatewarden"), cost("nginx-stock") + cost("nginx-tuned")
