@@ -1,4 +1,4 @@
-//! Why a client was refused, and every rendering of it: the log name (the OpenClaw
+//! Why a client was refused, and every rendering of it: the HTTP status, the log name (the OpenClaw
 //! gateway's own `authReason` values, so `grep reason=token_mismatch` works the same in front
 //! of and behind gatewarden), the close code and text, and the gateway-shaped error code.
 
@@ -97,6 +97,17 @@ impl Reason {
             Reason::IdentityRequired => {
                 "unauthorized: a named token is needed at the upgrade (header, query, cookie), not only in connect"
             }
+        }
+    }
+
+    /// The HTTP status of a refused request: 429 when throttled, 403 for a foreign Origin,
+    /// 503 while nothing is loaded (not the client's fault), else 401.
+    pub fn http_status(self) -> http::StatusCode {
+        match self {
+            Reason::RateLimited => http::StatusCode::TOO_MANY_REQUESTS,
+            Reason::OriginNotAllowed => http::StatusCode::FORBIDDEN,
+            Reason::CredentialUnavailable => http::StatusCode::SERVICE_UNAVAILABLE,
+            _ => http::StatusCode::UNAUTHORIZED,
         }
     }
 

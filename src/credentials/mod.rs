@@ -104,6 +104,9 @@ pub struct Credential {
     pub secret: Option<Secret>,
     /// The roles and scopes its clients may ask for (`None`: any).
     pub allowed: Option<Arc<Allowed>>,
+    /// When it stops being valid by itself (a signed token's `exp`); `None`: when it is
+    /// rotated away or revoked.
+    pub expires: Option<std::time::SystemTime>,
 }
 
 impl fmt::Debug for Credential {
@@ -132,6 +135,7 @@ impl Credential {
             client: None,
             secret: None,
             allowed: None,
+            expires: None,
         }
     }
 

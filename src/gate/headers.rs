@@ -88,7 +88,7 @@ pub(crate) struct Forward<'a> {
     /// `upstream_auth.inject = "header"`: the header and the gateway's token it carries.
     inject: Option<(&'a HeaderName, &'a Secret)>,
     /// Where the client's own token came from, when it is replaced by the gateway's.
-    replaced: Option<TokenSource>,
+    replaced: Option<auth::Strip>,
     /// `upstream_auth.inject = "trusted_proxy"`: the client named to the gateway.
     identity: Option<Identity<'a>>,
     /// Where the client's token came from.
@@ -114,7 +114,7 @@ impl<'a> Forward<'a> {
             headers,
             remote,
             upgrade,
-            replaced: inject.and(found.map(|f| f.source)),
+            replaced: inject.and(found.map(|f| auth::rule(f.source).strip)),
             inject,
             identity: None,
             found: found.map(|f| f.source),
@@ -125,7 +125,7 @@ impl<'a> Forward<'a> {
     /// The client's own token goes too: the gateway is told who, not with what.
     pub(crate) fn with_identity(mut self, identity: Option<Identity<'a>>) -> Forward<'a> {
         if identity.is_some() {
-            self.replaced = self.found;
+            self.replaced = self.found.map(|s| auth::rule(s).strip);
         }
         self.identity = identity;
         self
@@ -135,7 +135,7 @@ impl<'a> Forward<'a> {
     /// gateway's token replaces it.
     pub(crate) fn target<'u>(&self, uri: &'u Uri) -> Cow<'u, str> {
         let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        if self.replaced != Some(TokenSource::Query) {
+        if self.replaced != Some(auth::Strip::Query) {
             return Cow::Borrowed(pq);
         }
         let query = auth::query_without(uri.query().unwrap_or(""), &self.proxy.auth.query_param);
@@ -177,8 +177,8 @@ impl<'a> Forward<'a> {
                                 || p.auth.device_tokens == DeviceTokens::Gateway)
                     }
                     "origin" => self.upgrade && p.upstream_origin == UpstreamOrigin::Rewrite,
-                    "authorization" => self.replaced == Some(TokenSource::Header),
-                    "cookie" => self.replaced == Some(TokenSource::Cookie),
+                    "authorization" => self.replaced == Some(auth::Strip::Header),
+                    "cookie" => self.replaced == Some(auth::Strip::Cookie),
                     _ => false,
                 }
                 || inject_name == Some(name)
@@ -200,7 +200,7 @@ impl<'a> Forward<'a> {
             );
             put(&X_FORWARDED_PROTO, if p.tls { b"https" } else { b"http" });
         }
-        if self.replaced == Some(TokenSource::Cookie) {
+        if self.replaced == Some(auth::Strip::Cookie) {
             if let Some(v) = auth::cookies_without(h, &p.auth.cookie) {
                 put(&COOKIE, v.as_bytes());
             }

@@ -48,13 +48,7 @@ pub(crate) fn bad_upgrade(bad: ws::BadUpgrade) -> Response<Body> {
 
 /// The HTTP answer for a refusal: 429 when throttled, 403 for a foreign Origin, else 401.
 pub(crate) fn unauthorized(reason: Reason) -> Response<Body> {
-    let status = match reason {
-        Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        Reason::OriginNotAllowed => StatusCode::FORBIDDEN,
-        // Not the client's fault: nothing could pass until a credential is loaded.
-        Reason::CredentialUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::UNAUTHORIZED,
-    };
+    let status = reason.http_status();
     let mut resp = text(status, format!("unauthorized: {reason}\n"));
     if status == StatusCode::UNAUTHORIZED {
         resp.headers_mut()
