@@ -41,6 +41,26 @@ pub enum Reason {
     /// the client must be known by then: a token only in the first frame comes too late, and
     /// a credential without a name has nothing to say.
     IdentityRequired,
+    /// A live connection's signed token (a JWT) reached its `exp`.
+    TokenExpired,
+    /// A JWT past its `exp` (beyond the leeway).
+    JwtExpired,
+    /// A JWT before its `nbf` (beyond the leeway).
+    JwtNotYetValid,
+    /// A JWT whose signature does not verify with the key its `kid` names.
+    JwtBadSignature,
+    /// A JWT whose `iss` is not the configured `issuer`.
+    JwtWrongIssuer,
+    /// A JWT whose `aud` does not hold the configured `audience`.
+    JwtWrongAudience,
+    /// A JWT without `exp`, its name claim, or one of `required_claims`.
+    JwtMissingClaim,
+    /// A JWT signed with an algorithm outside `algorithms` (`none`, HS256, ...).
+    JwtBadAlgorithm,
+    /// A JWT whose `kid` is in no loaded key set.
+    JwtUnknownKey,
+    /// Three dot-separated parts that are no JWT (bad base64url or JSON).
+    JwtMalformed,
 }
 
 impl Reason {
@@ -61,6 +81,16 @@ impl Reason {
             Reason::CredentialUnavailable => "credential_unavailable",
             Reason::ScopeNotAllowed => "scope_not_allowed",
             Reason::IdentityRequired => "identity_required",
+            Reason::TokenExpired => "token_expired",
+            Reason::JwtExpired => "jwt_expired",
+            Reason::JwtNotYetValid => "jwt_not_yet_valid",
+            Reason::JwtBadSignature => "jwt_bad_signature",
+            Reason::JwtWrongIssuer => "jwt_wrong_issuer",
+            Reason::JwtWrongAudience => "jwt_wrong_audience",
+            Reason::JwtMissingClaim => "jwt_missing_claim",
+            Reason::JwtBadAlgorithm => "jwt_bad_algorithm",
+            Reason::JwtUnknownKey => "jwt_unknown_key",
+            Reason::JwtMalformed => "jwt_malformed",
         }
     }
 
@@ -97,6 +127,16 @@ impl Reason {
             Reason::IdentityRequired => {
                 "unauthorized: a named token is needed at the upgrade (header, query, cookie), not only in connect"
             }
+            Reason::TokenExpired => "token expired",
+            Reason::JwtExpired => "unauthorized: token expired",
+            Reason::JwtNotYetValid => "unauthorized: token not yet valid",
+            Reason::JwtBadSignature => "unauthorized: token signature invalid",
+            Reason::JwtWrongIssuer => "unauthorized: token from another issuer",
+            Reason::JwtWrongAudience => "unauthorized: token for another audience",
+            Reason::JwtMissingClaim => "unauthorized: token lacks a required claim",
+            Reason::JwtBadAlgorithm => "unauthorized: token algorithm not allowed",
+            Reason::JwtUnknownKey => "unauthorized: token signed by an unknown key",
+            Reason::JwtMalformed => "unauthorized: malformed token",
         }
     }
 
@@ -139,6 +179,15 @@ impl Reason {
             Reason::TokenRewriteRefused => "AUTH_TOKEN_REWRITE_REFUSED",
             Reason::ScopeNotAllowed => "AUTH_SCOPE_NOT_ALLOWED",
             Reason::IdentityRequired => "AUTH_IDENTITY_REQUIRED",
+            Reason::TokenExpired | Reason::JwtExpired => "AUTH_TOKEN_EXPIRED",
+            Reason::JwtNotYetValid
+            | Reason::JwtBadSignature
+            | Reason::JwtWrongIssuer
+            | Reason::JwtWrongAudience
+            | Reason::JwtMissingClaim
+            | Reason::JwtBadAlgorithm
+            | Reason::JwtUnknownKey
+            | Reason::JwtMalformed => "AUTH_TOKEN_INVALID",
         }
     }
 }

@@ -4,14 +4,17 @@
 //! asks [`Kind::of`] and does not know the kinds apart.
 //!
 //! - `Digest`: the token's SHA-256 against the loaded tokens (current, in grace, stale);
-//! - `ClientCertificate`: a certificate rustls verified against `tls.client_ca`.
+//! - `ClientCertificate`: a certificate rustls verified against `tls.client_ca`;
+//! - `Jwt`: a signed token (RFC 7519) against the key sets of the `jwks` sources.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::TokenSource;
-use crate::credentials::{Credential, Credentials, Fingerprint, Presented, Verdict};
+use crate::credentials::{
+    looks_like_jwt, Credential, Credentials, Fingerprint, Presented, Verdict,
+};
 
 use std::fmt;
 use std::time::Duration;
@@ -65,19 +68,25 @@ pub enum Decision {
 pub(crate) enum Kind {
     Digest,
     ClientCertificate,
+    Jwt,
 }
 
 impl Kind {
-    pub(crate) fn of(found: &Found) -> Kind {
-        match found.cert {
-            Some(_) => Kind::ClientCertificate,
-            None => Kind::Digest,
+    /// A JWT's shape is looked at first (a prefix), the key sets only for such a token.
+    pub(crate) fn of(found: &Found, creds: &Credentials) -> Kind {
+        if found.cert.is_some() {
+            Kind::ClientCertificate
+        } else if looks_like_jwt(&found.token) && creds.jwt_keys().next().is_some() {
+            Kind::Jwt
+        } else {
+            Kind::Digest
         }
     }
 
     pub(crate) fn verify(self, found: &Found, creds: &Credentials) -> Decision {
         match (self, &found.cert) {
             (Kind::ClientCertificate, Some(cert)) => client_certificate(cert),
+            (Kind::Jwt, _) if !found.ambiguous => jwt(found, creds),
             _ => digest(found, creds),
         }
     }
@@ -94,6 +103,37 @@ fn client_certificate(cert: &crate::tls::ClientCert) -> Decision {
         credential,
         grace: None,
         presented: Presented::new(&cert.der),
+    }
+}
+
+/// A JWT against each key set in turn; the first that accepts it names the client. The
+/// refusal is the first set's reason (one set is the usual case).
+fn jwt(found: &Found, creds: &Credentials) -> Decision {
+    let presented = Presented::new(&found.token);
+    let mut refused = None;
+    if let Ok(token) = std::str::from_utf8(&found.token) {
+        for keys in creds.jwt_keys() {
+            match keys.verify(token) {
+                Ok(credential) => {
+                    return Decision::Allow {
+                        source: found.source,
+                        credential,
+                        grace: None,
+                        presented,
+                    }
+                }
+                Err(reason) => {
+                    refused.get_or_insert(reason);
+                }
+            }
+        }
+    }
+    Decision::Deny {
+        reason: refused.unwrap_or(Reason::JwtMalformed),
+        source: Some(found.source),
+        presented: Some(presented.fingerprint),
+        generation: None,
+        key: presented.key(),
     }
 }
 

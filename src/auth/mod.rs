@@ -51,7 +51,7 @@ pub fn extract(
 /// (see [`kinds`]).
 pub fn decide(found: Option<&Found>, creds: &Credentials) -> Decision {
     match found {
-        Some(f) => Kind::of(f).verify(f, creds),
+        Some(f) => Kind::of(f, creds).verify(f, creds),
         None => Decision::Deny {
             reason: match creds.unloaded() {
                 Some(_) => Reason::CredentialUnavailable,

@@ -54,6 +54,25 @@ pub struct CredentialSource {
     /// The roles a `connect` with one of this file's tokens may ask for (unset: any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<String>>,
+    /// `jwks`: the `iss` a token must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// `jwks`: an `aud` a token must carry (one of its values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// `jwks`: the claim that names the client (default `sub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_claim: Option<String>,
+    /// `jwks`: claims a token must carry, not empty (e.g. `groups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_claims: Option<Vec<String>>,
+    /// `jwks`: the signature algorithms accepted (default and ceiling: RS256, PS256,
+    /// ES256, EdDSA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithms: Option<Vec<String>>,
+    /// `jwks`: clock skew allowed on `exp` and `nbf` (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leeway: Option<Secs>,
 }
 
 impl CredentialSource {
@@ -66,6 +85,12 @@ impl CredentialSource {
             key: None,
             scopes: None,
             roles: None,
+            issuer: None,
+            audience: None,
+            name_claim: None,
+            required_claims: None,
+            algorithms: None,
+            leeway: None,
         }
     }
 
@@ -116,6 +141,9 @@ pub enum CredentialFormat {
     /// A `.env` file (`KEY=value` lines, as docker compose reads them); the token is the
     /// value of `key`.
     Dotenv,
+    /// A JSON Web Key Set (RFC 7517): the public keys that sign the JWTs clients present
+    /// (RFC 7519), checked against `issuer`, `audience` and the other `jwks` keys.
+    Jwks,
 }
 
 impl CredentialFormat {
@@ -125,6 +153,7 @@ impl CredentialFormat {
             CredentialFormat::Json5 => "json5",
             CredentialFormat::Lines => "lines",
             CredentialFormat::Dotenv => "dotenv",
+            CredentialFormat::Jwks => "jwks",
         }
     }
 }

@@ -89,10 +89,7 @@ impl Origin {
             name: Some(DISCOVERED_OPENCLAW.into()),
             path: path.to_path_buf(),
             format: CredentialFormat::Json5,
-            pointer: None,
-            key: None,
-            scopes: None,
-            roles: None,
+            ..CredentialSource::plain(path)
         };
         match self {
             Origin::Configured => configured.to_vec(),

@@ -17,6 +17,7 @@ use subtle::ConstantTimeEq;
 mod allowed;
 mod devices;
 mod discover;
+mod jwks;
 mod reloader;
 mod sources;
 pub(crate) mod watcher;
@@ -24,6 +25,8 @@ pub(crate) mod watcher;
 pub(crate) use allowed::{Allowed, Ask};
 pub(crate) use devices::PairedDevices;
 pub use discover::*;
+pub(crate) use jwks::looks_like_jwt;
+pub(crate) use jwks::JwtKeys;
 pub(crate) use reloader::*;
 pub use sources::*;
 
@@ -107,6 +110,8 @@ pub struct Credential {
     /// When it stops being valid by itself (a signed token's `exp`); `None`: when it is
     /// rotated away or revoked.
     pub expires: Option<std::time::SystemTime>,
+    /// For a `jwks` source's entry: the keys that sign the JWTs it accepts.
+    pub(crate) jwt: Option<Arc<JwtKeys>>,
 }
 
 impl fmt::Debug for Credential {
@@ -136,6 +141,7 @@ impl Credential {
             secret: None,
             allowed: None,
             expires: None,
+            jwt: None,
         }
     }
 
@@ -254,6 +260,11 @@ impl Credentials {
 
     pub fn entries(&self) -> &[Credential] {
         &self.entries
+    }
+
+    /// The key sets of the `jwks` sources, in order.
+    pub(crate) fn jwt_keys(&self) -> impl Iterator<Item = &Arc<JwtKeys>> {
+        self.entries.iter().filter_map(|c| c.jwt.as_ref())
     }
 
     /// Why no credential is loaded (`None` while any is): the refusal's `detail`.

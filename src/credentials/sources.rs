@@ -45,6 +45,9 @@ pub enum CredentialError {
         path: PathBuf,
         placeholder: &'static str,
     },
+    /// A `jwks` source that is no usable key set (the last good keys stay).
+    #[error("key set {path} {why} (keeping the last good keys)")]
+    Jwks { path: PathBuf, why: String },
     #[error("credential file {path} is not valid UTF-8")]
     NotUtf8 { path: PathBuf },
     #[error("credential file {path} is not valid JSON5: {what}")]
@@ -116,6 +119,13 @@ pub fn parse_source(
     let origin: Arc<Path> = Arc::from(path.as_path());
     let name = src.name.as_deref().map(Arc::from);
     let allowed = Allowed::new(src.roles.as_deref(), src.scopes.as_deref());
+    if src.format == CredentialFormat::Jwks {
+        let (entry, warnings) = super::jwks::parse(src, text, &origin)?;
+        return Ok(Loaded {
+            entries: vec![entry],
+            warnings,
+        });
+    }
     if src.format == CredentialFormat::Lines {
         let (mut entries, warnings) = parse_lines(path, text, &origin)?;
         for e in &mut entries {

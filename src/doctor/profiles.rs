@@ -38,10 +38,7 @@ fn profile_token(p: &Path) -> Option<Credential> {
         name: None,
         path: p.to_path_buf(),
         format: CredentialFormat::Json5,
-        pointer: None,
-        key: None,
-        scopes: None,
-        roles: None,
+        ..CredentialSource::plain(p)
     };
     credentials::read_source(&src, false, crate::files::DEFAULT_MAX_BYTES)
         .ok()?

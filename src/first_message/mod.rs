@@ -115,6 +115,7 @@ pub(crate) struct Proceed {
     pub by_gateway: bool,
 }
 
+#[allow(clippy::large_enum_variant)] // one per tunnel, returned once and taken apart at once: no box
 pub(crate) enum Outcome {
     Proceed(Proceed),
     Reject(Rejection),
@@ -378,7 +379,7 @@ impl Phase {
             return self.for_the_gateway(first, connect);
         }
         let presented = token.as_deref().map(|t| Presented::new(t.as_bytes()));
-        let verdict = verify(presented.as_ref(), creds, check);
+        let verdict = verify(token.as_deref(), presented.as_ref(), creds, check);
         if let Err((Reason::TokenMismatch | Reason::TokenStale, ..)) = verdict {
             if let Some(c) = paired_device(presented.as_ref(), &connect, creds, check) {
                 let mut connect = connect;
@@ -507,6 +508,7 @@ fn paired_device(
 /// client: the credential that matched (and the grace it was accepted within), or why not.
 #[allow(clippy::type_complexity)] // one caller, the shapes named at it
 fn verify(
+    token: Option<&str>,
     presented: Option<&Presented>,
     creds: &Credentials,
     check: &Check<'_>,
@@ -520,8 +522,21 @@ fn verify(
     let Some(p) = presented else {
         return Err((Reason::TokenMissing, "no token at the pointer", None));
     };
-    // Hashed once: the digest is the costly part of a check.
-    match auth::judge_presented(p.clone(), TokenSource::FirstMessage, creds) {
+    // A signed token is judged by its kind, as at the upgrade.
+    let decision = match token.filter(|t| crate::credentials::looks_like_jwt(t.as_bytes())) {
+        Some(t) => auth::decide(
+            Some(&auth::Found {
+                token: t.as_bytes().to_vec(),
+                source: TokenSource::FirstMessage,
+                cert: None,
+                ambiguous: false,
+            }),
+            creds,
+        ),
+        // Hashed once: the digest is the costly part of a check.
+        None => auth::judge_presented(p.clone(), TokenSource::FirstMessage, creds),
+    };
+    match decision {
         Decision::Allow {
             credential, grace, ..
         } => Ok((Some(credential), grace)),

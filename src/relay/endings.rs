@@ -29,6 +29,8 @@ pub(super) struct Watch {
     /// Why gatewarden itself is closing the tunnel.
     pub(super) closing: Option<EndedBy>,
     pub(super) lifetime: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Until the credential's expiry.
+    pub(super) expiry: Option<Pin<Box<tokio::time::Sleep>>>,
     pub(super) idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
     /// Bytes moved each way when the idle timer last fired.
     pub(super) moved: (u64, u64),
@@ -46,7 +48,7 @@ impl Watch {
         revocation: Option<Revocation>,
         shutdown: Option<CancellationToken>,
         idle_timeout: Option<Duration>,
-        max_lifetime: Option<Duration>,
+        (max_lifetime, expires): (Option<Duration>, Option<Duration>),
         boundary_wait: Duration,
     ) -> Watch {
         let (changes, still_valid) = match revocation {
@@ -59,6 +61,7 @@ impl Watch {
         Watch {
             closing: None,
             lifetime: max_lifetime.map(|d| Box::pin(tokio::time::sleep(d))),
+            expiry: expires.map(|d| Box::pin(tokio::time::sleep(d))),
             idle: idle_timeout.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
             moved: (0, 0),
             stopping: shutdown.map(|t| Box::pin(t.cancelled_owned())),
@@ -115,6 +118,13 @@ impl Watch {
             if let Some(l) = self.lifetime.as_mut() {
                 if l.as_mut().poll(cx).is_ready() {
                     self.begin_close(EndedBy::MaxLifetime, t);
+                }
+            }
+        }
+        if self.closing.is_none() && fired {
+            if let Some(e) = self.expiry.as_mut() {
+                if e.as_mut().poll(cx).is_ready() {
+                    self.begin_close(EndedBy::TokenExpired, t);
                 }
             }
         }

@@ -88,6 +88,9 @@ pub struct Controls {
     pub idle_timeout: Option<Duration>,
     /// The tunnel is ended after this long, so clients re-authenticate periodically.
     pub max_lifetime: Option<Duration>,
+    /// The credential it was admitted with expires after this long (a JWT's `exp`): then
+    /// the tunnel is closed with 1008 `token expired`.
+    pub expires: Option<Duration>,
     /// Large payloads go through a pipe with splice(2) (`splice.zero_copy`).
     pub zero_copy: bool,
     /// Two plain sockets are relayed by the worker thread's loop once the tunnel has
@@ -117,6 +120,7 @@ pub fn relay(
         shutdown,
         idle_timeout,
         max_lifetime,
+        expires,
         zero_copy,
         worker_loop,
     } = controls;
@@ -145,7 +149,7 @@ pub fn relay(
         revocation,
         shutdown,
         idle_timeout,
-        max_lifetime,
+        (max_lifetime, expires),
         boundary_wait,
     );
     watch.check_start(&mut t);
@@ -338,6 +342,8 @@ pub enum EndedBy {
     IdleTimeout,
     /// `splice.max_lifetime` reached.
     MaxLifetime,
+    /// The credential it was admitted with expired (a JWT's `exp`).
+    TokenExpired,
 }
 
 impl EndedBy {
@@ -348,6 +354,7 @@ impl EndedBy {
             EndedBy::Shutdown => "shutdown",
             EndedBy::IdleTimeout => "idle_timeout",
             EndedBy::MaxLifetime => "max_lifetime",
+            EndedBy::TokenExpired => "token_expired",
         }
     }
 
@@ -358,6 +365,7 @@ impl EndedBy {
             EndedBy::Shutdown => (1001, "going away"),
             EndedBy::IdleTimeout => (1001, "idle timeout"),
             EndedBy::MaxLifetime => (1001, "connection lifetime reached; reconnect"),
+            EndedBy::TokenExpired => (1008, "token expired"),
         }
     }
 }

@@ -163,6 +163,18 @@ fn log_loaded(reloader: &Reloader, creds: &crate::credentials::Credentials) {
             CredentialFormat::Dotenv => src.env_key(),
             _ => "-",
         };
+        if let Some(keys) = &c.jwt {
+            let (n, algorithms) = keys.summary();
+            info!(
+                path = %c.source.display(),
+                format = %src.format.as_str(),
+                name = %c.name.as_deref().unwrap_or("-"),
+                keys = n,
+                algorithms = %algorithms.join(","),
+                "[auth] key set loaded"
+            );
+            continue;
+        }
         info!(
             path = %c.source.display(),
             format = %src.format.as_str(),

@@ -89,7 +89,13 @@ impl Proxy {
 
     /// What, besides the two peers, may end this tunnel's relay.
     fn controls(&self, authenticated: Option<&(Presented, Credential)>) -> relay::Controls {
+        // A signed token is not in any file: a reload cannot revoke it, its `exp` ends it.
+        let expires = authenticated.and_then(|(_, c)| c.expires).map(|at| {
+            at.duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+        });
         let revocation = match (authenticated, self.auth.on_revoke) {
+            (Some((_, c)), _) if c.expires.is_some() => None,
             (Some((presented, _)), OnRevoke::Close) => {
                 let store = self.creds.clone();
                 let presented = presented.clone();
@@ -110,6 +116,7 @@ impl Proxy {
             shutdown: Some(self.cut.clone()),
             idle_timeout: self.splice.idle_timeout(),
             max_lifetime: self.splice.max_lifetime(),
+            expires,
         }
     }
 
@@ -124,6 +131,17 @@ impl Proxy {
         let (conn, remote) = (t.conn, t.remote);
         if let Some(why @ (EndedBy::IdleTimeout | EndedBy::MaxLifetime)) = outcome.ended_by {
             info!(conn = %conn, remote = %remote, reason = %why, "[ws] closing");
+        }
+        if outcome.ended_by == Some(EndedBy::TokenExpired) {
+            let (presented, credential) = authenticated.expect("expiry needs a token");
+            info!(
+                conn = %conn,
+                remote = %remote,
+                reason = %Reason::TokenExpired,
+                client = %credential.who(),
+                presented = %Fp(Some(presented.fingerprint)),
+                "[ws] closing"
+            );
         }
         if outcome.ended_by == Some(EndedBy::TokenRevoked) {
             let (presented, credential) = authenticated.expect("revocation needs a token");

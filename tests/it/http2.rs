@@ -197,6 +197,12 @@ async fn a_first_message_token_authenticates_like_an_openclaw_client() {
             key: None,
             scopes: None,
             roles: None,
+            issuer: None,
+            audience: None,
+            name_claim: None,
+            required_claims: None,
+            algorithms: None,
+            leeway: None,
         }];
     })
     .await;

@@ -66,6 +66,12 @@ where
             key: None,
             scopes: None,
             roles: None,
+            issuer: None,
+            audience: None,
+            name_claim: None,
+            required_claims: None,
+            algorithms: None,
+            leeway: None,
         },
         CredentialSource {
             name: Some("clients".into()),

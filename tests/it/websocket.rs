@@ -827,6 +827,7 @@ async fn the_answering_close_frame_leaves_with_the_fin() {
             shutdown: None,
             idle_timeout: None,
             max_lifetime: None,
+            expires: None,
             zero_copy: false,
             worker_loop: None,
         },
