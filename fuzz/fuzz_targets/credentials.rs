@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
         0 => CredentialFormat::Plain,
         1 => CredentialFormat::Json5,
         2 => CredentialFormat::Dotenv,
+        3 if selector & 0x20 != 0 => CredentialFormat::Jwks,
         _ => CredentialFormat::Lines,
     };
     let pointer = match selector / 3 % 3 {
@@ -28,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
         key: (format == CredentialFormat::Dotenv).then(|| "OPENCLAW_GATEWAY_TOKEN".to_string()),
         scopes: (selector & 0x40 != 0).then(|| vec!["operator.read".to_string()]),
         roles: None,
+        ..CredentialSource::plain("/fuzz/credential")
     };
     match credentials::parse_source(&src, contents, selector & 0x80 != 0) {
         Ok(loaded) => {
