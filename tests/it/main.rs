@@ -17,6 +17,7 @@ mod h2_hold;
 mod hardening;
 mod http;
 mod http2;
+mod jwt;
 mod layout;
 mod leaks;
 mod lifecycle;
