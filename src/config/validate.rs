@@ -148,6 +148,38 @@ fn normalized_paths(key: &str, list: &[String], check: &Check<'_>) -> Result<(),
 }
 
 /// The credential files and their names.
+/// The `jwks` keys only apply to `format = "jwks"`, and `algorithms` only narrows the
+/// allowed four.
+fn jwks_keys(c: &super::CredentialSource, check: &Check<'_>) -> Result<(), ConfigError> {
+    let set = [
+        ("credentials.issuer", c.issuer.is_some()),
+        ("credentials.audience", c.audience.is_some()),
+        ("credentials.name_claim", c.name_claim.is_some()),
+        ("credentials.required_claims", c.required_claims.is_some()),
+        ("credentials.algorithms", c.algorithms.is_some()),
+        ("credentials.leeway", c.leeway.is_some()),
+    ];
+    if c.format != CredentialFormat::Jwks {
+        if let Some((key, _)) = set.iter().find(|(_, s)| *s) {
+            return check.fail(key, &c.path.display(), "only applies to format = \"jwks\"");
+        }
+        return Ok(());
+    }
+    for a in c.algorithms.iter().flatten() {
+        if !["RS256", "PS256", "ES256", "EdDSA"].contains(&a.as_str()) {
+            return check.fail(
+                "credentials.algorithms",
+                a,
+                "is not allowed (allowed: RS256, PS256, ES256, EdDSA; never none or HS*)",
+            );
+        }
+    }
+    if c.algorithms.as_ref().is_some_and(Vec::is_empty) {
+        return check.fail("credentials.algorithms", &"[]", "is empty");
+    }
+    Ok(())
+}
+
 fn credentials(config: &Config, check: &Check<'_>) -> Result<(), ConfigError> {
     for c in &config.credentials.sources {
         if c.path.as_os_str().is_empty() {
@@ -161,6 +193,7 @@ fn credentials(config: &Config, check: &Check<'_>) -> Result<(), ConfigError> {
                 return check.fail("credentials.key", k, "is not an environment variable name");
             }
         }
+        jwks_keys(c, check)?;
         if let Some(p) = &c.pointer {
             if c.format != CredentialFormat::Json5 {
                 return check.fail(

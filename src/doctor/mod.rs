@@ -203,6 +203,20 @@ fn report_loaded(
 ) {
     let p = &src.path;
     for c in entries {
+        if let Some(keys) = &c.jwt {
+            let (n, algorithms) = keys.summary();
+            r.add(
+                Level::Ok,
+                format!(
+                    "key set {}: {n} usable key(s), algorithms {}, modified {}",
+                    p.display(),
+                    algorithms.join(", "),
+                    modified.map(age).unwrap_or_else(|| "?".into())
+                ),
+                None,
+            );
+            continue;
+        }
         r.add(
             Level::Ok,
             format!(

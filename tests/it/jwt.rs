@@ -8,6 +8,7 @@ use crate::common;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use common::*;
+use futures_util::SinkExt;
 use gatewarden::config::{CredentialFormat, CredentialSource};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -58,6 +59,14 @@ fn key_set(signers: &[&Signer]) -> String {
 }
 
 async fn start_jwt(dir: &std::path::Path, set: &str) -> (Running, std::path::PathBuf) {
+    start_jwt_with(dir, set, |_| {}).await
+}
+
+async fn start_jwt_with(
+    dir: &std::path::Path,
+    set: &str,
+    tweak: impl FnOnce(&mut gatewarden::config::Config),
+) -> (Running, std::path::PathBuf) {
     let up = start_upstream().await;
     let jwks = write_file(dir, "jwks.json", set);
     let mut config = config_for(up.addr, &jwks);
@@ -68,6 +77,7 @@ async fn start_jwt(dir: &std::path::Path, set: &str) -> (Running, std::path::Pat
         leeway: Some(gatewarden::config::Secs(std::time::Duration::ZERO)),
         ..CredentialSource::plain(&jwks)
     }];
+    tweak(&mut config);
     (serve(config).await, jwks)
 }
 
@@ -159,4 +169,47 @@ async fn a_broken_key_set_keeps_the_last_good_keys() {
     .await;
     let mut ws = ws_bearer(gw.addr, &s.sign("dave", "gatewarden-test", 300)).await;
     assert_echo(&mut ws, "still in").await;
+}
+
+/// OpenClaw clients carry their token in `connect`'s `auth.token`: a JWT there is judged
+/// as at the upgrade (the frame goes on to the gateway, here an echo), a bad one refused.
+#[tokio::test]
+async fn a_jwt_in_the_first_frame_is_judged_as_at_the_upgrade() {
+    use gatewarden::config::TokenSource;
+    let dir = tempfile::tempdir().unwrap();
+    let s = signer("k1");
+    let (gw, _) = start_jwt_with(dir.path(), &key_set(&[&s]), |c| {
+        c.auth.sources = Some(vec![TokenSource::FirstMessage]);
+    })
+    .await;
+    let connect = |token: &str| {
+        json!({"type": "req", "id": "1", "method": "connect",
+               "params": {"minProtocol": 3, "maxProtocol": 3, "auth": {"token": token}}})
+        .to_string()
+    };
+    let user = format!("erin-{}", &random_token()[..8]);
+    let (mut ws, _) = ws_connect(gw.addr, "/ws", &[]).await.unwrap();
+    let frame = connect(&s.sign(&user, "gatewarden-test", 300));
+    ws.send(Message::text(frame.clone())).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Some(Message::text(frame)));
+    wait_log(&["[ws] connected", &format!("client={user}")]).await;
+
+    let (mut ws, _) = ws_connect(gw.addr, "/ws", &[]).await.unwrap();
+    let stale = s.sign("frank", "gatewarden-test", -60);
+    ws.send(Message::text(connect(&stale))).await.unwrap();
+    // The gateway-shaped error answer, then the close.
+    match next_msg(&mut ws).await {
+        Some(Message::Text(t)) => assert!(t.contains(r#""authReason":"jwt_expired""#), "{t}"),
+        other => panic!("expected the error answer, got {other:?}"),
+    }
+    match next_msg(&mut ws).await {
+        Some(Message::Close(Some(f))) => assert_eq!(f.code, CloseCode::Policy),
+        other => panic!("expected the close, got {other:?}"),
+    }
+    wait_log(&[
+        "[ws] unauthorized",
+        "reason=jwt_expired",
+        &fingerprint(&stale),
+    ])
+    .await;
 }
