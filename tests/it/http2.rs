@@ -193,16 +193,7 @@ async fn a_first_message_token_authenticates_like_an_openclaw_client() {
             name: Some("gateway".into()),
             path: write_file(dir, "openclaw.json", &openclaw_json(gateway_token)),
             format: CredentialFormat::Json5,
-            pointer: None,
-            key: None,
-            scopes: None,
-            roles: None,
-            issuer: None,
-            audience: None,
-            name_claim: None,
-            required_claims: None,
-            algorithms: None,
-            leeway: None,
+            ..CredentialSource::plain("")
         }];
     })
     .await;

@@ -62,16 +62,7 @@ where
             name: Some("gateway".into()),
             path: oc,
             format: CredentialFormat::Json5,
-            pointer: None,
-            key: None,
-            scopes: None,
-            roles: None,
-            issuer: None,
-            audience: None,
-            name_claim: None,
-            required_claims: None,
-            algorithms: None,
-            leeway: None,
+            ..CredentialSource::plain("")
         },
         CredentialSource {
             name: Some("clients".into()),
