@@ -64,6 +64,14 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Whether a refusal for this reason counts against the client's IP as a guess. A
+    /// token signed by a key gatewarden has not fetched yet is what every client presents
+    /// right after the issuer rotates its keys (and all of them may share one address),
+    /// and guessing a signature is hopeless anyway.
+    pub(crate) fn is_guess(self) -> bool {
+        !matches!(self, Reason::JwtUnknownKey | Reason::CredentialUnavailable)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::TokenMissing => "token_missing",

@@ -76,7 +76,7 @@ impl Kind {
     pub(crate) fn of(found: &Found, creds: &Credentials) -> Kind {
         if found.cert.is_some() {
             Kind::ClientCertificate
-        } else if looks_like_jwt(&found.token) && creds.jwt_keys().next().is_some() {
+        } else if looks_like_jwt(&found.token) && creds.takes_jwts() {
             Kind::Jwt
         } else {
             Kind::Digest
@@ -107,12 +107,15 @@ fn client_certificate(cert: &crate::tls::ClientCert) -> Decision {
 }
 
 /// A JWT against each key set in turn; the first that accepts it names the client. The
-/// refusal is the first set's reason (one set is the usual case).
+/// refusal is the first set's reason (one set is the usual case); with no set loaded yet
+/// (a fetched one before its first fetch), `credential_unavailable`.
 fn jwt(found: &Found, creds: &Credentials) -> Decision {
     let presented = Presented::new(&found.token);
     let mut refused = None;
+    let mut sets = 0;
     if let Ok(token) = std::str::from_utf8(&found.token) {
         for keys in creds.jwt_keys() {
+            sets += 1;
             match keys.verify(token) {
                 Ok(credential) => {
                     return Decision::Allow {
@@ -128,8 +131,13 @@ fn jwt(found: &Found, creds: &Credentials) -> Decision {
             }
         }
     }
+    let none_loaded = sets == 0 && std::str::from_utf8(&found.token).is_ok();
     Decision::Deny {
-        reason: refused.unwrap_or(Reason::JwtMalformed),
+        reason: match refused {
+            Some(reason) => reason,
+            None if none_loaded => Reason::CredentialUnavailable,
+            None => Reason::JwtMalformed,
+        },
         source: Some(found.source),
         presented: Some(presented.fingerprint),
         generation: None,

@@ -82,6 +82,14 @@ fn check_sources(config: &Config) -> (Vec<CredentialSource>, bool) {
 
 /// One credential file read as the proxy reads it: each token's fingerprint, or the error.
 fn check_credential(src: &CredentialSource, config: &Config) -> bool {
+    if src.is_remote() {
+        // Fetched at run time; `doctor` fetches it now and checks it.
+        println!(
+            "# credential {}: a key set fetched at run time (`gatewarden doctor` fetches and checks it)",
+            src.location()
+        );
+        return true;
+    }
     match credentials::read_source(src, false, config.credentials.max_file_bytes) {
         Ok(loaded) => {
             for w in &loaded.warnings {

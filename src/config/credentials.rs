@@ -20,6 +20,9 @@ pub struct CredentialsConfig {
     pub poll_interval: Secs,
     /// Largest credential or TLS file read; a larger one is refused (the last good stays).
     pub max_file_bytes: u64,
+    /// A fetched key set is fetched again for a token naming a key it lacks, but no sooner
+    /// than this after its last fetch (nor sooner than this for the server's `max-age`).
+    pub jwks_refetch_min: Secs,
 }
 
 impl Default for CredentialsConfig {
@@ -29,6 +32,7 @@ impl Default for CredentialsConfig {
             watch: true,
             poll_interval: Secs(Duration::from_secs(5)),
             max_file_bytes: crate::files::DEFAULT_MAX_BYTES,
+            jwks_refetch_min: Secs(Duration::from_secs(60)),
         }
     }
 }
@@ -39,6 +43,8 @@ pub struct CredentialSource {
     /// Names the credential for `upstream_auth.credential` and in logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The file; empty for a `jwks` key set fetched from `jwks_url` or the `issuer`.
+    #[serde(default, skip_serializing_if = "is_empty_path")]
     pub path: PathBuf,
     #[serde(default)]
     pub format: CredentialFormat,
@@ -57,6 +63,10 @@ pub struct CredentialSource {
     /// `jwks`: the `iss` a token must carry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    /// `jwks`: the key set's URL, fetched and cached instead of a file (`https://`, or
+    /// `http://` to loopback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
     /// `jwks`: an `aud` a token must carry (one of its values).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
@@ -75,7 +85,29 @@ pub struct CredentialSource {
     pub leeway: Option<Secs>,
 }
 
+fn is_empty_path(p: &std::path::Path) -> bool {
+    p.as_os_str().is_empty()
+}
+
 impl CredentialSource {
+    /// A `jwks` source without a file: its keys come from `jwks_url`, or from the
+    /// `issuer`'s discovery document.
+    pub fn is_remote(&self) -> bool {
+        self.format == CredentialFormat::Jwks
+            && self.path.as_os_str().is_empty()
+            && (self.jwks_url.is_some() || self.issuer.is_some())
+    }
+
+    /// Where its tokens come from, for messages: the file, or the URL.
+    pub fn location(&self) -> String {
+        match (&self.jwks_url, &self.issuer) {
+            _ if !self.path.as_os_str().is_empty() => self.path.display().to_string(),
+            (Some(url), _) => url.clone(),
+            (None, Some(issuer)) => issuer.clone(),
+            (None, None) => String::new(),
+        }
+    }
+
     pub fn plain(path: impl Into<PathBuf>) -> CredentialSource {
         CredentialSource {
             name: None,
@@ -86,6 +118,7 @@ impl CredentialSource {
             scopes: None,
             roles: None,
             issuer: None,
+            jwks_url: None,
             audience: None,
             name_claim: None,
             required_claims: None,

@@ -18,6 +18,7 @@ pub use credentials::*;
 pub use error::ConfigError;
 pub use load::*;
 pub use sections::*;
+pub(crate) use validate::fetchable_url;
 pub use values::*;
 
 /// Prefix of every environment variable gatewarden reads.

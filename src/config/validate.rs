@@ -32,9 +32,11 @@ struct Check<'a> {
 
 impl Check<'_> {
     fn fail(&self, key: &str, value: &dyn fmt::Display, why: &str) -> Result<(), ConfigError> {
-        let origin = self
-            .fig
-            .find_metadata(key)
+        // A key inside an array (`[[credentials]]`) has no metadata of its own: its
+        // nearest parent's names the file.
+        let mut parents = std::iter::successors(Some(key), |k| k.rsplit_once('.').map(|(p, _)| p));
+        let origin = parents
+            .find_map(|k| self.fig.find_metadata(k))
             .map(|md| {
                 let path: Vec<String> = key.split('.').map(String::from).collect();
                 format!(" (from {})", origin_of(md, &path))
@@ -161,7 +163,7 @@ fn jwks_keys(c: &super::CredentialSource, check: &Check<'_>) -> Result<(), Confi
     ];
     if c.format != CredentialFormat::Jwks {
         if let Some((key, _)) = set.iter().find(|(_, s)| *s) {
-            return check.fail(key, &c.path.display(), "only applies to format = \"jwks\"");
+            return check.fail(key, &c.location(), "only applies to format = \"jwks\"");
         }
         return Ok(());
     }
@@ -180,11 +182,69 @@ fn jwks_keys(c: &super::CredentialSource, check: &Check<'_>) -> Result<(), Confi
     Ok(())
 }
 
+/// A source reads a file (`path`), or, for `jwks`, fetches its keys from `jwks_url` or
+/// the `issuer`'s discovery document: one of them, over TLS unless to loopback.
+fn remote_keys(c: &super::CredentialSource, check: &Check<'_>) -> Result<(), ConfigError> {
+    let has_path = !c.path.as_os_str().is_empty();
+    if let Some(url) = &c.jwks_url {
+        if c.format != CredentialFormat::Jwks {
+            return check.fail(
+                "credentials.jwks_url",
+                url,
+                "only applies to format = \"jwks\"",
+            );
+        }
+        if has_path {
+            return check.fail("credentials.jwks_url", url, "and `path` exclude each other");
+        }
+        if let Err(why) = fetchable_url(url) {
+            return check.fail("credentials.jwks_url", url, why);
+        }
+    }
+    if !has_path && c.format == CredentialFormat::Jwks && c.jwks_url.is_none() {
+        let Some(issuer) = &c.issuer else {
+            return check.fail(
+                "credentials.path",
+                &"",
+                "is empty (a jwks source needs `path`, `jwks_url` or `issuer`)",
+            );
+        };
+        if let Err(why) = fetchable_url(issuer) {
+            return check.fail("credentials.issuer", issuer, why);
+        }
+    }
+    if !has_path && c.format != CredentialFormat::Jwks {
+        return check.fail("credentials.path", &"", "is empty");
+    }
+    Ok(())
+}
+
+/// A URL gatewarden may fetch keys from: `https://`, or `http://` to a loopback host (a
+/// key set over plain HTTP elsewhere could be swapped by anyone on the path).
+pub(crate) fn fetchable_url(url: &str) -> Result<http::Uri, &'static str> {
+    let uri: http::Uri = url.parse().map_err(|_| "is not a URL")?;
+    let host = uri.host().ok_or("is not a URL with a host")?;
+    match uri.scheme_str() {
+        Some("https") => Ok(uri),
+        Some("http") => {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = bare == "localhost"
+                || bare
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                Ok(uri)
+            } else {
+                Err("must be https:// (http:// only to a loopback host)")
+            }
+        }
+        _ => Err("must be an https:// URL"),
+    }
+}
+
 fn credentials(config: &Config, check: &Check<'_>) -> Result<(), ConfigError> {
     for c in &config.credentials.sources {
-        if c.path.as_os_str().is_empty() {
-            return check.fail("credentials.path", &"", "is empty");
-        }
+        remote_keys(c, check)?;
         if let Some(k) = &c.key {
             if c.format != CredentialFormat::Dotenv {
                 return check.fail("credentials.key", k, "only applies to format = \"dotenv\"");
@@ -210,6 +270,13 @@ fn credentials(config: &Config, check: &Check<'_>) -> Result<(), ConfigError> {
                 );
             }
         }
+    }
+    if config.credentials.jwks_refetch_min.0 < std::time::Duration::from_secs(1) {
+        return check.fail(
+            "credentials.jwks_refetch_min",
+            &humantime::format_duration(config.credentials.jwks_refetch_min.0),
+            "must be at least 1s (it bounds how often an issuer is asked)",
+        );
     }
     let max = config.credentials.max_file_bytes;
     if !(64..=64 << 20).contains(&max) {

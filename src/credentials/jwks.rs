@@ -45,6 +45,9 @@ pub(crate) struct JwtKeys {
     required: Vec<String>,
     allowed: Option<Arc<Allowed>>,
     source: Arc<Path>,
+    /// A fetched set's task: woken when a token names a key the set lacks (a rotation at
+    /// the issuer). It bounds how often that refetches.
+    refetch: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -76,6 +79,19 @@ pub(crate) fn parse(
     text: &str,
     origin: &Arc<Path>,
 ) -> Result<(Credential, Vec<String>), CredentialError> {
+    let (jwt, warnings) = key_set(src, text, origin)?;
+    let mut entry = Credential::from_digest(entry_digest(text), origin.clone());
+    entry.name = src.name.as_deref().map(Arc::from);
+    entry.jwt = Some(Arc::new(jwt));
+    Ok((entry, warnings))
+}
+
+/// A JWKS document's usable keys under `src`'s rules, and warnings for the keys left out.
+pub(crate) fn key_set(
+    src: &CredentialSource,
+    text: &str,
+    origin: &Arc<Path>,
+) -> Result<(JwtKeys, Vec<String>), CredentialError> {
     let bad = |why: String| CredentialError::Jwks {
         path: src.path.clone(),
         why,
@@ -144,11 +160,9 @@ pub(crate) fn parse(
         required: src.required_claims.clone().unwrap_or_default(),
         allowed: Allowed::new(src.roles.as_deref(), src.scopes.as_deref()),
         source: origin.clone(),
+        refetch: None,
     };
-    let mut entry = Credential::from_digest(entry_digest(text), origin.clone());
-    entry.name = src.name.as_deref().map(Arc::from);
-    entry.jwt = Some(Arc::new(jwt));
-    Ok((entry, warnings))
+    Ok((jwt, warnings))
 }
 
 /// `algorithms` as configured, each one of [`ALGORITHMS`].
@@ -193,6 +207,9 @@ impl JwtKeys {
             .filter(|k| header.kid.is_none() || k.kid == header.kid)
             .peekable();
         if candidates.peek().is_none() {
+            if let Some(refetch) = &self.refetch {
+                refetch.notify_one();
+            }
             return Err(Reason::JwtUnknownKey);
         }
         let mut validation = self.validation.clone();
@@ -235,6 +252,17 @@ impl JwtKeys {
         c.allowed.clone_from(&self.allowed);
         c.expires = Some(UNIX_EPOCH + Duration::from_secs(exp));
         Ok(c)
+    }
+
+    /// A fetched set: a token naming an unknown key wakes `refetch`.
+    pub(crate) fn with_refetch(mut self, refetch: Arc<tokio::sync::Notify>) -> JwtKeys {
+        self.refetch = Some(refetch);
+        self
+    }
+
+    /// The key ids of the set, in order (a change of keys is a change of these, in practice).
+    pub(crate) fn kids(&self) -> Vec<Option<&str>> {
+        self.keys.iter().map(|k| k.kid.as_deref()).collect()
     }
 
     /// Keys in the set, and the algorithms accepted (for `doctor` and the reload line).

@@ -19,6 +19,7 @@ mod devices;
 mod discover;
 mod jwks;
 mod reloader;
+mod remote;
 mod sources;
 pub(crate) mod watcher;
 
@@ -26,8 +27,9 @@ pub(crate) use allowed::{Allowed, Ask};
 pub(crate) use devices::PairedDevices;
 pub use discover::*;
 pub(crate) use jwks::looks_like_jwt;
-pub(crate) use jwks::JwtKeys;
+pub(crate) use jwks::{key_set, JwtKeys};
 pub(crate) use reloader::*;
+pub(crate) use remote::{discover, discovery_url, RemoteKeySet};
 pub use sources::*;
 
 /// First 8 hex digits of a token's SHA-256: enough to tell tokens apart in logs, useless to
@@ -241,6 +243,8 @@ pub struct Credentials {
     /// While no token is loaded at all: why (each source's last error), so a refusal can
     /// say "cannot read …: permission denied" instead of a bare mismatch.
     unloaded: Option<Arc<str>>,
+    /// The `jwks` sources fetched from a URL: their keys change without a new snapshot.
+    remote: Arc<[Arc<RemoteKeySet>]>,
 }
 
 /// How many stale tokens are remembered for `token_stale` diagnosis (40 bytes each); past
@@ -255,6 +259,7 @@ impl Credentials {
             retired: Vec::new(),
             stale: Arc::default(),
             unloaded: None,
+            remote: Arc::default(),
         }
     }
 
@@ -262,9 +267,21 @@ impl Credentials {
         &self.entries
     }
 
-    /// The key sets of the `jwks` sources, in order.
-    pub(crate) fn jwt_keys(&self) -> impl Iterator<Item = &Arc<JwtKeys>> {
-        self.entries.iter().filter_map(|c| c.jwt.as_ref())
+    /// The key sets of the `jwks` sources, in order: the files', then the fetched ones
+    /// (those fetched at least once).
+    pub(crate) fn jwt_keys(&self) -> impl Iterator<Item = Arc<JwtKeys>> + '_ {
+        let files = self.entries.iter().filter_map(|c| c.jwt.clone());
+        files.chain(self.remote.iter().filter_map(|r| r.keys()))
+    }
+
+    /// Whether any `jwks` source is configured, fetched yet or not.
+    pub(crate) fn takes_jwts(&self) -> bool {
+        !self.remote.is_empty() || self.entries.iter().any(|c| c.jwt.is_some())
+    }
+
+    /// The `jwks` sources fetched from a URL.
+    pub(crate) fn remote(&self) -> &[Arc<RemoteKeySet>] {
+        &self.remote
     }
 
     /// Why no credential is loaded (`None` while any is): the refusal's `detail`.

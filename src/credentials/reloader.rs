@@ -43,6 +43,8 @@ pub struct Reloader {
     store: Arc<CredentialStore>,
     state: Mutex<ReloadState>,
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    /// The fetched `jwks` sources, carried by every snapshot.
+    remote: Arc<[Arc<super::RemoteKeySet>]>,
 }
 
 struct ReloadState {
@@ -93,7 +95,15 @@ impl Reloader {
                 failing: vec![None; n],
             }),
             metrics: std::sync::OnceLock::new(),
+            remote: Arc::default(),
         }
+    }
+
+    /// The `jwks` sources whose keys are fetched: every snapshot carries them (set before
+    /// `load_initial`, which publishes the first).
+    pub(crate) fn with_remote(mut self, remote: Vec<Arc<super::RemoteKeySet>>) -> Reloader {
+        self.remote = remote.into();
+        self
     }
 
     /// Sources whose rotated-away tokens get no grace period (see `no_grace`).
@@ -308,7 +318,8 @@ impl Reloader {
         if entries.iter().any(|c| stale.contains_key(&c.digest)) {
             Arc::make_mut(&mut stale).retain(|d, _| !entries.iter().any(|c| c.digest == *d));
         }
-        let unloaded = entries.is_empty().then(|| {
+        // Fetched key sets say for themselves whether they are there (`kinds::jwt`).
+        let unloaded = (entries.is_empty() && self.remote.is_empty()).then(|| {
             let why: Vec<&str> = st.failing.iter().flatten().map(String::as_str).collect();
             let why = if why.is_empty() {
                 "no credential file holds a token yet".to_string()
@@ -323,6 +334,7 @@ impl Reloader {
             retired,
             stale,
             unloaded,
+            remote: self.remote.clone(),
         });
     }
 

@@ -14,6 +14,7 @@ use crate::credentials::{self, Credential};
 use profiles::{identify, profiles};
 
 mod gateway;
+mod keys;
 pub(crate) mod modes;
 mod profiles;
 
@@ -106,6 +107,8 @@ pub(crate) async fn run(config: &Config, opts: &Options) -> Report {
         Ok(credentials::Origin::Generated { path, .. }) => Some(path),
         _ => None,
     };
+    keys::check(config, &sources, &mut r).await;
+    let sources: Vec<CredentialSource> = sources.into_iter().filter(|s| !s.is_remote()).collect();
     let loaded: Vec<(CredentialSource, Vec<Credential>)> = sources
         .iter()
         .filter_map(|src| {

@@ -324,9 +324,9 @@ impl Proxy {
     ) -> (Refusal, bool) {
         let source_name = source.map_or("none", TokenSource::as_str);
         self.metrics.auth_failure(reason.as_str(), source_name);
-        if seen.nothing_loaded {
-            // No token can pass: not the client's doing, so neither a guess nor a repeat
-            // (every refusal says why, in its detail).
+        if seen.nothing_loaded || !reason.is_guess() {
+            // No token can pass (or not yet): not the client's doing, so neither a guess
+            // nor a repeat (every refusal says why, in its detail).
             let refusal = Refusal {
                 reason,
                 retry_after: None,

@@ -90,6 +90,12 @@ pub(super) fn load_credentials(
 > {
     let (sources, origin) = credentials::resolve_sources(&config.credentials.sources)?;
     log_origin(&origin);
+    // Key sets fetched from a URL have no file: a task each keeps them (`spawn_watchers`).
+    let (remote, sources): (Vec<_>, Vec<_>) = sources.into_iter().partition(|s| s.is_remote());
+    let remote: Vec<_> = remote
+        .into_iter()
+        .map(|s| credentials::RemoteKeySet::new(s, config.credentials.jwks_refetch_min.0))
+        .collect();
     let paths: Vec<_> = sources.iter().map(|s| s.path.clone()).collect();
     let prepared = crate::credentials::watcher::prepare(
         &paths,
@@ -105,11 +111,12 @@ pub(super) fn load_credentials(
         config.auth.grace.0,
     )
     .with_no_grace(|s| forwarded_as_is && s.is_openclaw_config())
-    .with_max_file_bytes(config.credentials.max_file_bytes);
+    .with_max_file_bytes(config.credentials.max_file_bytes)
+    .with_remote(remote);
     let ok = reloader.load_initial();
     let creds = reloader.store().load();
     log_loaded(&reloader, &creds);
-    if ok == 0 {
+    if ok == 0 && !reloader.sources().is_empty() {
         warn!(
             why = %creds.unloaded().unwrap_or("-"),
             "[auth] no valid credential yet: every client is refused until a credential file becomes valid (it is watched)"

@@ -145,6 +145,19 @@ fn spawn_watchers(
     if let Some((tls, prepared)) = tls {
         tokio::spawn(watcher::run(tls, prepared, poll, shutdown.draining.clone()));
     }
+    let remote = reloader.store().load().remote().to_vec();
+    if remote.is_empty() {
+        return;
+    }
+    match crate::tls::upstream_client_config(None, false, config.credentials.max_file_bytes) {
+        Ok(tls) => {
+            let fetcher = crate::fetch::Fetcher::new(&tls);
+            for set in remote {
+                tokio::spawn(set.run(fetcher.clone(), shutdown.draining.clone()));
+            }
+        }
+        Err(e) => warn!(error = %e, "[auth] key sets cannot be fetched: no TLS client"),
+    }
 }
 
 /// Files are read on a blocking thread: the caller's serves signals (and, with one worker,

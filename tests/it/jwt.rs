@@ -15,13 +15,13 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-struct Signer {
+pub(crate) struct Signer {
     enc: EncodingKey,
     jwk: Value,
     kid: String,
 }
 
-fn signer(kid: &str) -> Signer {
+pub(crate) fn signer(kid: &str) -> Signer {
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let raw = kp.public_key_raw();
     let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
@@ -35,26 +35,30 @@ fn signer(kid: &str) -> Signer {
 
 impl Signer {
     fn sign(&self, sub: &str, aud: &str, exp_in: i64) -> String {
+        self.sign_as("https://idp.test", sub, aud, exp_in)
+    }
+
+    /// A token of issuer `iss`.
+    pub(crate) fn sign_as(&self, iss: &str, sub: &str, aud: &str, exp_in: i64) -> String {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs() as i64;
         let mut h = Header::new(Algorithm::ES256);
         h.kid = Some(self.kid.clone());
-        let claims =
-            json!({"iss": "https://idp.test", "aud": aud, "sub": sub, "exp": now + exp_in});
+        let claims = json!({"iss": iss, "aud": aud, "sub": sub, "exp": now + exp_in});
         encode(&h, &claims, &self.enc).unwrap()
     }
 }
 
 /// The `fp:` of a token, as log lines show it.
-fn fingerprint(token: &str) -> String {
+pub(crate) fn fingerprint(token: &str) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::digest(token.as_bytes());
     format!("fp:{:02x}{:02x}{:02x}{:02x}", d[0], d[1], d[2], d[3])
 }
 
-fn key_set(signers: &[&Signer]) -> String {
+pub(crate) fn key_set(signers: &[&Signer]) -> String {
     json!({"keys": signers.iter().map(|s| s.jwk.clone()).collect::<Vec<_>>()}).to_string()
 }
 

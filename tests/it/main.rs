@@ -18,6 +18,7 @@ mod hardening;
 mod http;
 mod http2;
 mod jwt;
+mod jwt_fetched;
 mod layout;
 mod leaks;
 mod lifecycle;
