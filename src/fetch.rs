@@ -97,7 +97,7 @@ impl Fetcher {
                 .client
                 .request(req)
                 .await
-                .map_err(|e| connect(error_chain(&e)))?;
+                .map_err(|e| connect(crate::error_text::chain(&e)))?;
             if resp.status() != StatusCode::OK {
                 return Err(FetchError::Status {
                     url: url.into(),
@@ -137,18 +137,6 @@ fn max_age(value: &str) -> Option<Duration> {
         let secs = d.trim().strip_prefix("max-age=")?;
         secs.trim_matches('"').parse().ok().map(Duration::from_secs)
     })
-}
-
-/// An error and its sources, on one line ("connection refused" is usually the last one).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        next = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

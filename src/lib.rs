@@ -19,6 +19,7 @@
 // Ground floor: what every stage stands on.
 pub mod config;
 mod credentials;
+mod error_text;
 mod fetch;
 mod files;
 mod h2_streams;

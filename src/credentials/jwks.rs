@@ -27,7 +27,7 @@ pub(crate) const ALGORITHMS: [(&str, Algorithm); 4] = [
     ("EdDSA", Algorithm::EdDSA),
 ];
 
-const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 
 /// One verification key of the set.
 struct Key {

@@ -27,9 +27,9 @@ pub(crate) use allowed::{Allowed, Ask};
 pub(crate) use devices::PairedDevices;
 pub use discover::*;
 pub(crate) use jwks::looks_like_jwt;
-pub(crate) use jwks::{key_set, JwtKeys};
+pub(crate) use jwks::{JwtKeys, DEFAULT_LEEWAY};
 pub(crate) use reloader::*;
-pub(crate) use remote::{discover, discovery_url, RemoteKeySet};
+pub(crate) use remote::{discover, discovery_url, parse_fetched, RemoteKeySet};
 pub use sources::*;
 
 /// First 8 hex digits of a token's SHA-256: enough to tell tokens apart in logs, useless to

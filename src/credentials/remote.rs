@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::CredentialSource;
-use crate::fetch::{Fetched, Fetcher};
+use crate::fetch::Fetcher;
 
 use super::jwks::{self, JwtKeys};
 
@@ -108,7 +108,10 @@ impl RemoteKeySet {
             None => discover(fetcher, self.src.issuer.as_deref().unwrap_or_default()).await?,
         };
         let fetched = fetcher.get(&url).await.map_err(|e| e.to_string())?;
-        let keys = parse(&self.src, &url, &fetched)?;
+        let (keys, warnings) = parse_fetched(&self.src, &url, &fetched.body)?;
+        for w in warnings {
+            warn!(url = %url, warning = %w, "[auth] key set: a key is left out");
+        }
         let (count, algorithms) = keys.summary();
         let changed = self.keys.load().as_ref().map(|k| k.kids()) != Some(keys.kids());
         self.keys
@@ -126,17 +129,18 @@ impl RemoteKeySet {
     }
 }
 
-/// The keys of a fetched document, checked as a file's would be.
-fn parse(src: &CredentialSource, url: &str, fetched: &Fetched) -> Result<JwtKeys, String> {
-    let text = std::str::from_utf8(&fetched.body).map_err(|_| format!("{url}: not UTF-8"))?;
+/// The keys of a fetched document, checked as a file's would be, and warnings for the
+/// keys left out.
+pub(crate) fn parse_fetched(
+    src: &CredentialSource,
+    url: &str,
+    body: &[u8],
+) -> Result<(JwtKeys, Vec<String>), String> {
+    let text = std::str::from_utf8(body).map_err(|_| format!("{url}: not UTF-8"))?;
     let mut named = src.clone();
     named.path = PathBuf::from(url);
     let origin: Arc<Path> = Arc::from(Path::new(url));
-    let (keys, warnings) = jwks::key_set(&named, text, &origin).map_err(|e| e.to_string())?;
-    for w in warnings {
-        warn!(url = %url, warning = %w, "[auth] key set: a key is left out");
-    }
-    Ok(keys)
+    jwks::key_set(&named, text, &origin).map_err(|e| e.to_string())
 }
 
 /// The `jwks_uri` of `issuer`'s discovery document (OpenID Connect Discovery 1.0 §4),

@@ -3,18 +3,13 @@
 //! and this host's clock against the issuer's `Date` (a skew past the leeway refuses
 //! every token as expired or not yet valid).
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Config, CredentialSource};
-use crate::credentials::{discover, discovery_url, key_set};
+use crate::credentials::{discover, discovery_url, parse_fetched, DEFAULT_LEEWAY};
 use crate::fetch::Fetcher;
 
 use super::{Level, Report};
-
-/// The leeway a source allows when it sets none (`credentials.leeway`).
-const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 
 /// Each fetched key set's checks.
 pub(super) async fn check(config: &Config, sources: &[CredentialSource], r: &mut Report) {
@@ -72,10 +67,7 @@ async fn check_one(fetcher: &Fetcher, src: &CredentialSource, r: &mut Report) {
             return;
         }
     };
-    let text = String::from_utf8_lossy(&fetched.body);
-    let mut named = src.clone();
-    named.path = PathBuf::from(&url);
-    match key_set(&named, &text, &Arc::from(Path::new(&url))) {
+    match parse_fetched(src, &url, &fetched.body) {
         Ok((keys, warnings)) => {
             let (n, algorithms) = keys.summary();
             r.add(
@@ -90,7 +82,7 @@ async fn check_one(fetcher: &Fetcher, src: &CredentialSource, r: &mut Report) {
                 r.add(Level::Warning, format!("key set {url}: {w}"), None);
             }
         }
-        Err(e) => r.add(Level::Problem, e.to_string(), None),
+        Err(e) => r.add(Level::Problem, e, None),
     }
     if let Some(date) = fetched.date {
         skew(&url, date, src.leeway.map_or(DEFAULT_LEEWAY, |l| l.0), r);

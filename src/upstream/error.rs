@@ -3,6 +3,8 @@
 use std::io;
 use std::time::Duration;
 
+use crate::error_text::chain;
+
 /// Why the upstream could not be used. Shown in logs, never to clients in detail.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {
@@ -37,17 +39,4 @@ impl UpstreamError {
             UpstreamError::Pooled { .. } => "upstream_bad_answer",
         }
     }
-}
-
-/// An error and its causes on one line: the client error's own text is only "client error
-/// (Connect)", the useful part ("Connection refused") is in the chain.
-pub(super) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
